@@ -1,0 +1,31 @@
+"""shadows: lazy AnnData/MuData over h5ad, h5mu and Zarr files.
+
+Open a file without loading it; every stored element is a dask graph that reads from the file by path.
+"""
+
+from shadows.core.anndata import AnnDataShadow
+from shadows.errors import (
+    BackendUnavailableError,
+    MalformedElementError,
+    MissingElementError,
+    NotAnnDataError,
+    ReadOnlyError,
+    ShadowsError,
+    ShadowsFileNotFoundError,
+    UnknownBackendError,
+    UnknownEncodingError,
+)
+
+__all__ = [
+    "AnnDataShadow",
+    "BackendUnavailableError",
+    "MalformedElementError",
+    "MissingElementError",
+    "NotAnnDataError",
+    "ReadOnlyError",
+    "ShadowsError",
+    "ShadowsFileNotFoundError",
+    "UnknownBackendError",
+    "UnknownEncodingError",
+]
+__version__ = "0.1.0"

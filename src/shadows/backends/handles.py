@@ -1,0 +1,58 @@
+"""Per-process cache of read-only file handles used by graph tasks.
+
+Opening an HDF5 file or a Zarr group costs milliseconds; a graph has thousands of tasks. Each process
+(the user's, or a distributed worker) keeps one read handle per file and reuses it. Handles are keyed by
+process id too, so a forked worker never reuses its parent's HDF5 handle.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+_lock = threading.Lock()
+_handles: dict[tuple[int, str, str], Any] = {}
+
+
+def open_hdf5(path: str, mode: str = "r"):
+    """Open an HDF5 file with h5py."""
+    import h5py
+
+    return h5py.File(path, mode)
+
+
+def open_zarr(path: str, mode: str = "r"):
+    """Open a Zarr group (format 2 or 3, consolidated metadata used when present)."""
+    import zarr
+
+    return zarr.open_group(path, mode=mode)
+
+
+def open_file(path: str, format: str, mode: str = "r"):
+    """Open a file or store by format (``"hdf5"`` or ``"zarr"``)."""
+    return open_hdf5(path, mode) if format == "hdf5" else open_zarr(path, mode)
+
+
+def read_handle(path: str, format: str):
+    """Return this process's shared read-only handle for ``path``, opening it on first use."""
+    key = (os.getpid(), path, format)
+    handle = _handles.get(key)
+    if handle is not None:
+        return handle
+    with _lock:
+        handle = _handles.get(key)
+        if handle is None:
+            handle = open_file(path, format, "r")
+            _handles[key] = handle
+    return handle
+
+
+def release(path: str) -> None:
+    """Close and forget this process's read handles of ``path`` (before writing to it, for example)."""
+    with _lock:
+        for key in [k for k in _handles if k[1] == path]:
+            handle = _handles.pop(key)
+            close = getattr(handle, "close", None)
+            if close is not None and key[0] == os.getpid():
+                close()

@@ -1,0 +1,140 @@
+"""Uniform access to HDF5 and Zarr nodes: attributes, children, reads, storage facts.
+
+h5py and zarr agree on most of their API (``group[key]``, ``.attrs``, ``dataset[sel]``); the few places
+they differ (string decoding, attribute types, storage size, object references) are handled here so the
+element readers above stay format-agnostic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _h5py():
+    import h5py
+
+    return h5py
+
+
+def is_hdf5(node: Any) -> bool:
+    """Whether ``node`` is an h5py object."""
+    return type(node).__module__.startswith("h5py")
+
+
+def is_group(node: Any) -> bool:
+    """Whether ``node`` is a group (HDF5 or Zarr)."""
+    if is_hdf5(node):
+        return isinstance(node, _h5py().Group)
+    import zarr
+
+    return isinstance(node, zarr.Group)
+
+
+def storage_kind(node: Any) -> str:
+    """``"group"`` or ``"array"``: the storage half of a registry key."""
+    return "group" if is_group(node) else "array"
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "OSU":
+            return [_decode(v) for v in value.tolist()]
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def attrs(node: Any) -> dict[str, Any]:
+    """The node's attributes as plain Python values (bytes decoded, numpy scalars unwrapped)."""
+    return {k: _decode(v) for k, v in node.attrs.items()}
+
+
+def child_names(group: Any) -> list[str]:
+    """Names of a group's children, in a stable (sorted) order for both formats."""
+    return sorted(group.keys())
+
+
+def has_child(group: Any, name: str) -> bool:
+    """Whether ``group`` has a child called ``name``."""
+    try:
+        return name in group
+    except (KeyError, ValueError):
+        return False
+
+
+def is_string_dtype(node: Any) -> bool:
+    """Whether an array stores strings (vlen or fixed-length, HDF5 or Zarr)."""
+    if is_hdf5(node):
+        dtype = node.dtype
+        if dtype.kind in "SU":
+            return True
+        return _h5py().check_string_dtype(dtype) is not None
+    dtype = node.dtype
+    kind = getattr(dtype, "kind", None)
+    return kind in ("O", "U", "S", "T") or "str" in str(dtype).lower()
+
+
+def numpy_dtype(node: Any) -> np.dtype:
+    """The numpy dtype of the values a read returns (``object`` for strings)."""
+    if is_string_dtype(node):
+        return np.dtype(object)
+    dtype = node.dtype
+    return dtype if isinstance(dtype, np.dtype) else np.dtype(getattr(dtype, "to_native_dtype", lambda: dtype)())
+
+
+def read(node: Any, selection: Any = ()) -> np.ndarray:
+    """Read ``node[selection]`` as numpy; strings come back as an object array of ``str``.
+
+    ``selection`` is a basic selection (slices/ints) or a sorted integer array along the first axis.
+    """
+    if is_hdf5(node):
+        if is_string_dtype(node):
+            if node.dtype.kind == "S" or _h5py().check_string_dtype(node.dtype) is not None:
+                out = node.asstr()[selection]
+            else:
+                out = node[selection]
+            return np.asarray(out, dtype=object) if isinstance(out, np.ndarray) else out
+        return node[selection]
+    out = node.oindex[selection] if isinstance(selection, np.ndarray) else node[selection]
+    if is_string_dtype(node) and isinstance(out, np.ndarray):
+        out = out.astype(object)
+        if out.size and isinstance(out.flat[0], bytes):
+            out = np.vectorize(bytes.decode, otypes=[object])(out)
+    return out
+
+
+def chunks(node: Any) -> tuple[int, ...] | None:
+    """Stored chunk shape, or ``None`` for a contiguous HDF5 dataset."""
+    return tuple(node.chunks) if node.chunks is not None else None
+
+
+def stored_nbytes(node: Any) -> int:
+    """Bytes the node's data takes on disk (after compression), from metadata and listings only."""
+    if is_group(node):
+        return sum(stored_nbytes(node[k]) for k in node)
+    if is_hdf5(node):
+        return int(node.id.get_storage_size())
+    return int(node.nbytes_stored())
+
+
+def compression(node: Any) -> str:
+    """A short description of the array's compression codecs."""
+    if is_hdf5(node):
+        return node.compression or "none"
+    codecs = getattr(node, "compressors", None) or ()
+    names = [type(c).__name__ for c in codecs]
+    return "+".join(names) if names else "none"
+
+
+def dereference(node: Any, value: Any) -> Any:
+    """Follow an HDF5 object reference (or a Zarr path string) stored in an attribute of ``node``."""
+    if is_hdf5(node) and isinstance(value, _h5py().Reference):
+        return node.file[value]
+    return node.parent[value] if hasattr(node, "parent") else value

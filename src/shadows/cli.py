@@ -1,0 +1,82 @@
+"""Command line: ``shadows info PATH`` prints what a file holds without loading it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+
+from shadows.core.aligned import SLOT_AXES
+
+
+def _human(nbytes: int) -> str:
+    size = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"  # pragma: no cover
+
+
+def element_paths(shadow) -> Iterator[str]:
+    """Every stored element of a shadow, uns walked recursively (paths relative to the AnnData)."""
+    layout = shadow._layout
+    for rel in ("X", "obs", "var"):
+        if layout.has(rel):
+            yield rel
+    for slot in SLOT_AXES:
+        for key in layout.mapping_keys(slot):
+            yield f"{slot}/{key}"
+    stack = [f"uns/{k}" for k in reversed(layout.mapping_keys("uns"))]
+    while stack:
+        rel = stack.pop()
+        yield rel
+        spec = layout.spec(rel)
+        if spec.kind == "mapping":
+            stack.extend(f"{rel}/{k}" for k in reversed(spec.keys()))
+    for rel in ("raw/X", "raw/var"):
+        if layout.has(rel):
+            yield rel
+    if layout.has("raw/varm"):
+        yield from (f"raw/varm/{k}" for k in layout.mapping_keys("raw/varm"))
+
+
+def info_text(path: str, format: str | None = None) -> str:
+    """The repr plus a table of every element's shape, dtype, encoding, chunking and size on disk."""
+    from shadows import AnnDataShadow
+
+    shadow = AnnDataShadow(path, format=format)
+    rows = [("element", "shape", "dtype", "encoding", "chunks", "on disk")]
+    for rel in element_paths(shadow):
+        info = shadow._layout.spec(rel).info()
+        shape = " × ".join(map(str, info["shape"])) if info["shape"] else "-"
+        dtype = info["dtype"] if info["dtype"] != "None" else "-"
+        rows.append((rel, shape, dtype, info["encoding"], info["chunks"] or "-", _human(info["stored"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    text = f"{shadow.filename}\n{shadow!r}\n\n{table}"
+    shadow.close()
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``shadows`` command."""
+    parser = argparse.ArgumentParser(prog="shadows", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    info = commands.add_parser("info", help="describe a .h5ad/.h5mu/.zarr file without loading it")
+    info.add_argument("path", help="file or store (one modality of a MuData file: file.h5mu/mod/rna)")
+    info.add_argument("--format", choices=["hdf5", "h5", "zarr"], default=None)
+    args = parser.parse_args(argv)
+    if args.command == "info":
+        from shadows.errors import ShadowsError
+
+        try:
+            print(info_text(args.path, args.format))
+        except ShadowsError as error:
+            print(f"shadows: error: {error}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

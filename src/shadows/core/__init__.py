@@ -1,0 +1,1 @@
+"""The shadow objects: AnnDataShadow, its aligned mappings and raw."""

@@ -1,0 +1,117 @@
+"""Mapping slots of a shadow: layers, obsm, varm, obsp, varp (aligned to axes) and uns (nested).
+
+Stored keys come from metadata; values are read on access through the shadow (and cached per its
+backend). Assigning a key keeps the value in memory, staged (▲) until ``write()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from shadows.cache import marker
+from shadows.errors import MissingElementError, ReadOnlyError, element_message
+
+if TYPE_CHECKING:
+    from shadows.core.anndata import AnnDataShadow
+
+#: Which axes of a slot's values align with obs (0) and var (1).
+SLOT_AXES: dict[str, tuple[int, ...]] = {
+    "layers": (0, 1),
+    "obsm": (0,),
+    "varm": (1,),
+    "obsp": (0, 0),
+    "varp": (1, 1),
+}
+
+
+class ElementMapping(MutableMapping):
+    """Stored and staged elements of one slot, read lazily through the owning shadow."""
+
+    def __init__(self, shadow: AnnDataShadow, slot: str, stored: list[str]):
+        self._shadow = shadow
+        self.slot = slot
+        self._stored = list(stored)
+        self._staged: dict[str, Any] = {}
+
+    def _path(self, key: str) -> str:
+        return f"{self.slot}/{key}"
+
+    def __getitem__(self, key: str) -> Any:
+        if key is None and self.slot == "layers":
+            return self._shadow.X  # anndata >= 0.13 exposes X as layers[None]
+        if key in self._staged:
+            return self._staged[key]
+        if key not in self._stored:
+            what = f"no such key; stored keys: {', '.join(self._stored) or 'none'}"
+            raise MissingElementError(element_message(self._shadow._ref.display, self._path(key), what))
+        return self._shadow._element(self._path(key))
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._validate(key, value)
+        self._staged[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key in self._staged:
+            del self._staged[key]
+            return
+        if key in self._stored:
+            what = "stored elements cannot be deleted from a shadow in memory"
+            raise ReadOnlyError(element_message(self._shadow._ref.display, self._path(key), what))
+        raise MissingElementError(element_message(self._shadow._ref.display, self._path(key), "no such key"))
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._stored
+        yield from (k for k in self._staged if k not in self._stored)
+
+    def __len__(self) -> int:
+        return len(set(self._stored) | set(self._staged))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._staged or key in self._stored
+
+    def is_staged(self, key: str) -> bool:
+        """Whether ``key`` holds a value assigned in memory and not yet written."""
+        return key in self._staged
+
+    def marked_keys(self) -> list[str]:
+        """Keys with their markers (ᐁ held in memory, ▲ staged), for the repr."""
+        return [k + marker(self._shadow._is_cached(self._path(k)), k in self._staged) for k in self]
+
+    def _validate(self, key: str, value: Any) -> None:
+        axes = SLOT_AXES.get(self.slot)
+        if axes is None:
+            return
+        shape = getattr(value, "shape", None)
+        if shape is None:
+            msg = f"{self.slot}['{key}']: expected an array-like with a shape, got {type(value).__name__}"
+            raise ValueError(msg)
+        sizes = (self._shadow.n_obs, self._shadow.n_vars)
+        expected = tuple(sizes[a] for a in axes)
+        got = tuple(shape[: len(axes)])
+        if got != expected:
+            names = ("n_obs", "n_vars")
+            wanted = " × ".join(f"{names[a]}={sizes[a]}" for a in axes)
+            msg = f"{self.slot}['{key}']: expected leading dimensions {expected} ({wanted}), got shape {tuple(shape)}"
+            raise ValueError(msg)
+
+    def __repr__(self) -> str:
+        return f"{self.slot}:\t{', '.join(self.marked_keys())}"
+
+
+class UnsMapping(ElementMapping):
+    """A level of the nested ``uns`` mapping: nested groups are UnsMappings of their own."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._staged or key not in self._stored:
+            return super().__getitem__(key)
+        return self._shadow._uns_child(self._path(key))
+
+    def materialize(self) -> dict:
+        """A plain nested dict of every value (stored ones read, staged ones as assigned)."""
+        out = {}
+        for key in self:
+            value = self[key]
+            out[key] = value.materialize() if isinstance(value, UnsMapping) else self._shadow._plain(
+                self._path(key), value) if key not in self._staged else value
+        return out

@@ -1,0 +1,416 @@
+"""AnnDataShadow: an AnnData whose elements stay in the file until asked for."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import anndata
+import numpy as np
+import pandas as pd
+
+from shadows import convert
+from shadows.backends import FileRef, resolve
+from shadows.backends.handles import open_file
+from shadows.cache import ElementCache
+from shadows.core.aligned import SLOT_AXES, ElementMapping, UnsMapping
+from shadows.core.layout import Layout
+from shadows.core.raw import RawShadow
+from shadows.elements.sparse_chunk import to_plain
+from shadows.errors import MissingElementError, ReadOnlyError, ShadowsError, element_message
+
+READ_ONLY_MESSAGE = (
+    "File is open in read-only mode. Changes can't be pushed. Reopen it with .reopen('r+') to enable writing."
+)
+_MODES = ("r", "r+")
+
+
+class AnnDataShadow(anndata.AnnData):
+    """An AnnData backed by a file that reads only what is asked for.
+
+    Opening reads metadata only. Each stored element is a dask graph reading from the file by path;
+    with the default backends an element is computed on first access and kept in memory (ᐁ in the
+    repr) until :meth:`clear_cache`.
+
+    Parameters
+    ----------
+    filepath
+        An ``.h5ad`` file, an AnnData Zarr store (format 2 or 3), or one modality of a MuData file as
+        ``file.h5mu/mod/<name>``.
+    array_backend
+        ``"numpy"`` (numpy and scipy.sparse, as AnnData), ``"dask"`` (the graphs), ``"jax"``,
+        ``"torch"``, ``"cupy"`` or ``"sparse"`` (pydata).
+    table_backend
+        ``"pandas"``, ``"dask"``, ``"polars"`` or ``"pyarrow"``.
+    mode
+        ``"r"`` (default) or ``"r+"``.
+    format
+        ``"hdf5"``/``"h5"`` or ``"zarr"``; inferred from the path when omitted.
+    """
+
+    def __init__(
+        self,
+        filepath: str | os.PathLike,
+        array_backend: str = "numpy",
+        table_backend: str = "pandas",
+        mode: str = "r",
+        format: str | None = None,
+    ):
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        self._ref: FileRef = resolve(filepath, format)
+        self._array_backend = convert.array_backend(array_backend)
+        self._table_backend = convert.table_backend(table_backend)
+        self._mode = mode
+        self._handle = open_file(self._ref.path, self._ref.format, mode)
+        try:
+            self._layout = Layout(self._ref, self._handle)
+        except BaseException:
+            self._close_handle()
+            raise
+        self._cache = ElementCache()
+        self._graphs: dict[str, Any] = {}
+        self._slots = {
+            slot: (UnsMapping if slot == "uns" else ElementMapping)(self, slot, self._layout.mapping_keys(slot))
+            for slot in (*SLOT_AXES, "uns")
+        }
+        self._uns_levels: dict[str, UnsMapping] = {"uns": self._slots["uns"]}
+
+    # -- reading elements ------------------------------------------------------------------------
+
+    def _backend_for(self, kind: str) -> convert.Backend | None:
+        if kind in ("dense", "sparse"):
+            return self._array_backend
+        if kind == "dataframe":
+            return self._table_backend
+        return None
+
+    def _graph(self, rel: str) -> Any:
+        if rel not in self._graphs:
+            self._graphs[rel] = self._layout.spec(rel).graph()
+        return self._graphs[rel]
+
+    def _element(self, rel: str) -> Any:
+        """The element at ``rel`` as the shadow's backends present it (cached per section 4 of DESIGN)."""
+        spec = self._layout.spec(rel)
+        backend = self._backend_for(spec.kind)
+        if rel in self._cache:
+            return self._cache.get(rel, lambda: None)
+        if backend is not None and backend.lazy:
+            return self._graph(rel)
+        if backend is None:
+            return self._cache.get(rel, spec.materialize)
+        return self._cache.get(rel, lambda: backend.convert(spec.materialize()))
+
+    def _plain(self, rel: str, value: Any = None) -> Any:
+        """The element at ``rel`` as numpy/scipy/pandas, whatever the backends (for to_memory)."""
+        spec = self._layout.spec(rel)
+        backend = self._backend_for(spec.kind)
+        if backend is not None and backend.name in ("numpy", "pandas") and rel in self._cache:
+            return self._cache.get(rel, lambda: None)
+        if spec.kind == "mapping":
+            return self._uns_child(rel).materialize()
+        return spec.materialize()
+
+    def _uns_child(self, rel: str) -> Any:
+        spec = self._layout.spec(rel)
+        if spec.kind == "dataframe":
+            return self._element(rel)
+        if spec.kind != "mapping":
+            return self._element(rel)
+        if rel not in self._uns_levels:
+            self._uns_levels[rel] = UnsMapping(self, rel, self._layout.children(rel))
+        return self._uns_levels[rel]
+
+    def _is_cached(self, rel: str) -> bool:
+        return rel in self._cache
+
+    def _to_numpy(self, value: Any) -> Any:
+        return value.compute() if hasattr(value, "dask") else value
+
+    def _names(self, frame_rel: str) -> pd.Index:
+        if frame_rel in self._cache and self._table_backend.name == "pandas":
+            return self._cache.get(frame_rel, lambda: None).index
+        return self._cache.get(f"{frame_rel}/_index", lambda: self._layout.spec(frame_rel).read_index())
+
+    def _column_of(self, rel: str, j: int) -> np.ndarray:
+        """Column ``j`` of a matrix element as a 1-d numpy array (reads only what it needs)."""
+        value = self._cache.get(rel, lambda: None) if rel in self._cache else self._graph(rel)
+        column = value[:, j]
+        column = column.compute() if hasattr(column, "dask") else column
+        if hasattr(column, "toarray"):
+            column = column.toarray()
+        return np.asarray(column).reshape(-1)
+
+    # -- AnnData's attributes ----------------------------------------------------------------------
+
+    @property
+    def X(self) -> Any:
+        """The main matrix (``None`` when the file has none)."""
+        return self._element("X") if self._layout.has("X") else None
+
+    @property
+    def layers(self) -> ElementMapping:
+        """Layers: matrices shaped like X."""
+        return self._slots["layers"]
+
+    @property
+    def obsm(self) -> ElementMapping:
+        """Multi-dimensional annotations of observations."""
+        return self._slots["obsm"]
+
+    @property
+    def varm(self) -> ElementMapping:
+        """Multi-dimensional annotations of variables."""
+        return self._slots["varm"]
+
+    @property
+    def obsp(self) -> ElementMapping:
+        """Pairwise annotations of observations."""
+        return self._slots["obsp"]
+
+    @property
+    def varp(self) -> ElementMapping:
+        """Pairwise annotations of variables."""
+        return self._slots["varp"]
+
+    @property
+    def uns(self) -> UnsMapping:
+        """Unstructured annotations, a lazy nested mapping."""
+        return self._slots["uns"]
+
+    @property
+    def obs(self) -> Any:
+        """Annotations of observations (a pandas DataFrame under the default table backend)."""
+        return self._element("obs")
+
+    @property
+    def var(self) -> Any:
+        """Annotations of variables."""
+        return self._element("var")
+
+    @property
+    def obs_names(self) -> pd.Index:
+        """Names of observations (read alone, without the obs columns)."""
+        return self._names("obs")
+
+    @property
+    def var_names(self) -> pd.Index:
+        """Names of variables."""
+        return self._names("var")
+
+    @property
+    def raw(self) -> RawShadow | None:
+        """The raw slot, or ``None`` when the file has none."""
+        if not (self._layout.has("raw") or self._layout.has("raw/X")):
+            return None
+        if "raw" not in self._graphs:
+            self._graphs["raw"] = RawShadow(self)
+        return self._graphs["raw"]
+
+    @property
+    def n_obs(self) -> int:
+        """Number of observations."""
+        return self._layout.n_obs
+
+    @property
+    def n_vars(self) -> int:
+        """Number of variables."""
+        return self._layout.n_vars
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(n_obs, n_vars)."""
+        return (self.n_obs, self.n_vars)
+
+    @property
+    def is_view(self) -> bool:
+        """Whether this shadow is a view of another (never, for a shadow opened from a file)."""
+        return False
+
+    @property
+    def isbacked(self) -> bool:
+        """True: a shadow's data lives in its file."""
+        return True
+
+    @property
+    def filename(self) -> str:
+        """Path of the file or store (plus the modality path for one modality of a MuData)."""
+        return self._ref.display
+
+    @property
+    def file(self) -> Any:
+        """The open ``h5py.File`` or ``zarr.Group``."""
+        return self._handle
+
+    def obs_keys(self) -> list[str]:
+        """Names of the obs columns."""
+        return list(self._layout.obs.columns)
+
+    def var_keys(self) -> list[str]:
+        """Names of the var columns."""
+        return list(self._layout.var.columns)
+
+    def obsm_keys(self) -> list[str]:
+        """Keys of obsm."""
+        return list(self.obsm)
+
+    def varm_keys(self) -> list[str]:
+        """Keys of varm."""
+        return list(self.varm)
+
+    def uns_keys(self) -> list[str]:
+        """Keys of uns."""
+        return list(self.uns)
+
+    def _frame_column(self, frame_rel: str, key: str) -> np.ndarray:
+        if frame_rel in self._cache and self._table_backend.name == "pandas":
+            return self._cache.get(frame_rel, lambda: None)[key].to_numpy()
+        values = self._layout.spec(frame_rel).column(key).read_rows(slice(None))
+        return pd.Series(values, copy=False).to_numpy()
+
+    def obs_vector(self, k: str, *, layer: str | None = None) -> np.ndarray:
+        """Values of obs column ``k``, or of variable ``k`` across observations (from X or ``layer``)."""
+        if k in self._layout.obs.columns:
+            return self._frame_column("obs", k)
+        names = self.var_names
+        if k not in names:
+            raise MissingElementError(element_message(self.filename, "obs", f"'{k}' is neither an obs column "
+                                                      "nor a var name"))
+        return self._column_of("X" if layer is None else f"layers/{layer}", names.get_loc(k))
+
+    def var_vector(self, k: str, *, layer: str | None = None) -> np.ndarray:
+        """Values of var column ``k``, or of observation ``k`` across variables."""
+        if k in self._layout.var.columns:
+            return self._frame_column("var", k)
+        names = self.obs_names
+        if k not in names:
+            raise MissingElementError(element_message(self.filename, "var", f"'{k}' is neither a var column "
+                                                      "nor an obs name"))
+        rel = "X" if layer is None else f"layers/{layer}"
+        value = self._cache.get(rel, lambda: None) if rel in self._cache else self._graph(rel)
+        row = value[names.get_loc(k)]
+        row = row.compute() if hasattr(row, "dask") else row
+        return np.asarray(row.todense() if hasattr(row, "todense") else row).reshape(-1)
+
+    # -- memory ----------------------------------------------------------------------------------
+
+    def persist(self, *keys: str) -> AnnDataShadow:
+        """Keep the graphs of ``keys`` (element paths such as ``"X"``, ``"obsm/X_pca"``; all when none
+        are given) computed in memory, locally or on the cluster; they are marked ᐁ.
+        """
+        keys = keys or tuple(self._stored_element_paths())
+        for rel in keys:
+            spec = self._layout.spec(rel)
+            backend = self._backend_for(spec.kind)
+            if backend is not None and backend.lazy:
+                self._cache.put(rel, self._graph(rel).persist())
+            else:
+                self._element(rel)
+        return self
+
+    def clear_cache(self) -> None:
+        """Drop every element held in memory so its memory is freed (in-memory additions stay)."""
+        self._cache.clear()
+
+    def _stored_element_paths(self) -> list[str]:
+        paths = [p for p in ("X", "obs", "var") if self._layout.has(p)]
+        for slot in SLOT_AXES:
+            paths += [f"{slot}/{k}" for k in self._layout.mapping_keys(slot)]
+        return paths
+
+    def __sizeof__(self) -> int:
+        total = object.__sizeof__(self)
+        for key in self._cache:
+            value = self._cache.get(key, lambda: None)
+            total += int(getattr(value, "nbytes", 0) or 0) or _sparse_nbytes(value) or _frame_nbytes(value)
+        return total
+
+    # -- file connection -------------------------------------------------------------------------
+
+    def _close_handle(self) -> None:
+        close = getattr(self._handle, "close", None)
+        if close is not None:
+            close()
+
+    def close(self) -> None:
+        """Close the connection to the file (cached and staged elements stay in memory)."""
+        self._close_handle()
+
+    def reopen(self, mode: str = "r") -> AnnDataShadow:
+        """Reopen the file in ``mode`` (``"r"`` or ``"r+"``), keeping in-memory additions."""
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        self._close_handle()
+        self._mode = mode
+        self._handle = open_file(self._ref.path, self._ref.format, mode)
+        self._layout = Layout(self._ref, self._handle)
+        return self
+
+    def write(self, clear_cache: bool = False) -> AnnDataShadow:
+        """Push in-memory additions to the file; the file must be open with ``mode="r+"``."""
+        if self._mode == "r":
+            raise ReadOnlyError(READ_ONLY_MESSAGE)
+        staged = [f"{s}/{k}" for s, m in self._slots.items() for k in m if m.is_staged(k)]
+        if staged:
+            msg = (f"{self.filename}: writing staged elements ({', '.join(staged)}) is not supported by this "
+                   "version of shadows; export with .to_memory().write_h5ad(...) instead")
+            raise ShadowsError(msg)
+        if clear_cache:
+            self.clear_cache()
+        return self
+
+    # -- conversions -----------------------------------------------------------------------------
+
+    def to_memory(self) -> anndata.AnnData:
+        """A real in-memory AnnData with every element read (equal to anndata's own read)."""
+        plain = {}
+        for slot in SLOT_AXES:
+            mapping = self._slots[slot]
+            plain[slot] = {k: (mapping[k] if mapping.is_staged(k) else self._plain(f"{slot}/{k}")) for k in mapping}
+        adata = anndata.AnnData(
+            X=to_plain(self._plain("X")) if self._layout.has("X") else None,
+            obs=self._plain("obs"),
+            var=self._plain("var"),
+            uns=self.uns.materialize(),
+            **plain,
+        )
+        if self.raw is not None:
+            adata.raw = self.raw.to_adata()
+        return adata
+
+    def copy(self, filename: str | None = None) -> anndata.AnnData:
+        """An in-memory copy (``to_memory()``); with ``filename``, also written there as h5ad."""
+        adata = self.to_memory()
+        if filename is not None:
+            adata.write_h5ad(filename)
+        return adata
+
+    def __getitem__(self, index: Any) -> Any:
+        raise TypeError(f"{self.filename}: subsetting a shadow (views) is not available in this version")
+
+    def __repr__(self) -> str:
+        from shadows._repr import text_repr
+
+        return text_repr(self)
+
+    def __reduce__(self):
+        return (_reopen, (self._ref, self._array_backend.name, self._table_backend.name, self._mode))
+
+
+def _reopen(ref: FileRef, array_backend: str, table_backend: str, mode: str) -> AnnDataShadow:
+    path = ref.display
+    return AnnDataShadow(path, array_backend=array_backend, table_backend=table_backend, mode=mode,
+                         format=ref.format)
+
+
+def _sparse_nbytes(value: Any) -> int:
+    if hasattr(value, "indptr"):
+        return int(value.data.nbytes + value.indices.nbytes + value.indptr.nbytes)
+    return 0
+
+
+def _frame_nbytes(value: Any) -> int:
+    if isinstance(value, pd.DataFrame):
+        return int(value.memory_usage(deep=True).sum())
+    return 0

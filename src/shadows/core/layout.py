@@ -1,0 +1,195 @@
+"""The map of an AnnData group, read from metadata when a shadow opens.
+
+It records which slots exist, the keys of each mapping slot, n_obs and n_vars, and describes elements
+on demand (descriptions are metadata, so they are kept). It also folds the layouts of old anndata
+releases into today's names, as ``anndata.read_h5ad`` does:
+
+- ``raw.X``/``raw.var``/``raw.varm`` at the root are ``raw/X``, ``raw/var``, ``raw/varm``;
+- a structured obs/var (< 0.7) is a dataframe whose categorical columns take their categories from
+  ``uns["<column>_categories"]`` (those uns keys are then hidden);
+- a structured obsm/varm (< 0.7) is a mapping of its fields;
+- 2-d ``uns["neighbors"]["distances"|"connectivities"]`` are ``obsp`` entries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shadows.backends import FileRef, nodes
+from shadows.elements import ElementSpec, describe
+from shadows.elements.legacy import LegacyFrameSpec, StructuredFieldSpec, is_structured
+from shadows.errors import MalformedElementError, MissingElementError, NotAnnDataError, element_message
+
+_ADJACENCY_KEYS = ("distances", "connectivities")
+
+
+class Layout:
+    """Metadata of one AnnData group inside an open file.
+
+    Parameters
+    ----------
+    ref
+        Where the AnnData lives.
+    handle
+        The open file (h5py.File / zarr.Group) of the shadow.
+    """
+
+    def __init__(self, ref: FileRef, handle: Any):
+        self.ref = ref
+        try:
+            self.group = handle[ref.root] if ref.root else handle
+        except KeyError:
+            parent = ref.root.rsplit("/", 1)[0] if "/" in ref.root else ""
+            available = ""
+            if parent and nodes.has_child(handle, parent):
+                available = f"; available: {', '.join(nodes.child_names(handle[parent]))}"
+            raise MissingElementError(element_message(ref.path, ref.root, f"not in the file{available}")) from None
+        self.keys = set(nodes.child_names(self.group))
+        self._check_is_anndata()
+        self._specs: dict[str, ElementSpec] = {}
+        self._aliases: dict[str, str] = {}
+        self._hidden: dict[str, set[str]] = {}
+        self._extra_keys: dict[str, list[str]] = {}
+        self._fold_legacy_raw()
+        self.obs = self._frame("obs")
+        self.var = self._frame("var")
+        if self.has("raw/var"):
+            self._frame("raw/var")
+        self._fold_legacy_categories()
+        self._fold_adjacency()
+
+    # -- checks and legacy folding -------------------------------------------------------------
+
+    def _check_is_anndata(self) -> None:
+        where = self.ref.display
+        if "obs" in self.keys and "var" in self.keys:
+            return
+        if "mod" in self.keys:
+            mods = ", ".join(nodes.child_names(self.group["mod"]))
+            msg = (f"{where}: this is a MuData file, not an AnnData: open one modality with "
+                   f"'{where}/mod/<name>' (modalities: {mods})")
+            raise NotAnnDataError(msg)
+        missing = [k for k in ("obs", "var") if k not in self.keys]
+        msg = f"{where}: not an AnnData file: no {' or '.join(missing)} element at its root"
+        raise NotAnnDataError(msg)
+
+    def _fold_legacy_raw(self) -> None:
+        if "raw" in self.keys:
+            return
+        for part in ("X", "var", "varm"):
+            if f"raw.{part}" in self.keys:
+                self._aliases[f"raw/{part}"] = f"raw.{part}"
+
+    def _frame(self, rel: str) -> ElementSpec:
+        node = self._node(rel)
+        if is_structured(node):
+            spec = LegacyFrameSpec.from_node(self.ref, node, self.path(rel), {})
+            self._specs[rel] = spec
+        return self.spec(rel)
+
+    def _fold_legacy_categories(self) -> None:
+        uns = set(self.children("uns")) if self.has("uns") else set()
+        hidden = set()
+        for rel in ("obs", "var"):
+            frame = self._specs[rel]
+            if isinstance(frame, LegacyFrameSpec):
+                cats = {c: self.path(f"uns/{c}_categories") for c in frame.columns if f"{c}_categories" in uns}
+                self._specs[rel] = frame.with_categories(cats)
+                hidden |= {f"{c}_categories" for c in cats}
+        self.obs, self.var = self._specs["obs"], self._specs["var"]
+        if hidden:
+            self._hidden["uns"] = hidden
+
+    def _fold_adjacency(self) -> None:
+        if not self.has("uns/neighbors") or not nodes.is_group(self._node("uns/neighbors")):
+            return
+        moved = []
+        for key in _ADJACENCY_KEYS:
+            rel = f"uns/neighbors/{key}"
+            if self.has(rel) and len(self.spec(rel).shape) == 2:
+                self._aliases[f"obsp/{key}"] = self._file_path(rel)
+                moved.append(key)
+        if moved:
+            self._hidden["uns/neighbors"] = set(moved)
+            self._extra_keys["obsp"] = moved
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    def path(self, rel: str) -> str:
+        """Absolute path in the file of an element given relative to the AnnData root."""
+        return self.ref.element_path(self._file_path(rel))
+
+    def _file_path(self, rel: str) -> str:
+        for alias, target in self._aliases.items():
+            if rel == alias or rel.startswith(alias + "/"):
+                return target + rel[len(alias):]
+        return rel
+
+    def _node(self, rel: str) -> Any:
+        return self.group[self._file_path(rel)]
+
+    def _structured_parent(self, rel: str) -> tuple[str, str] | None:
+        """For ``obsm/X_pca`` inside a structured obsm: ("obsm", "X_pca")."""
+        parent, _, field = rel.rpartition("/")
+        if parent and field and self.has(parent) and not nodes.is_group(self._node(parent)):
+            node = self._node(parent)
+            if is_structured(node) and field in node.dtype.names:
+                return parent, field
+        return None
+
+    def has(self, rel: str) -> bool:
+        """Whether the element exists (metadata lookup)."""
+        if rel in self._specs:
+            return True
+        file_rel = self._file_path(rel)
+        if file_rel.partition("/")[0] not in self.keys:
+            return self._structured_parent(rel) is not None if "/" in rel else False
+        parent, _, name = rel.rpartition("/")
+        if parent and name in self._hidden.get(parent, ()):
+            return False
+        return nodes.has_child(self.group, file_rel) or self._structured_parent(rel) is not None
+
+    def spec(self, rel: str) -> ElementSpec:
+        """Describe the element at ``rel`` (relative to the AnnData root); kept after the first call."""
+        spec = self._specs.get(rel)
+        if spec is not None:
+            return spec
+        if not self.has(rel):
+            raise MissingElementError(element_message(self.ref.display, rel, "not in the file"))
+        field = self._structured_parent(rel)
+        if field is not None:
+            spec = StructuredFieldSpec.from_field(self.ref, self._node(field[0]), self.path(field[0]), field[1])
+        else:
+            spec = describe(self.ref, self._node(rel), self.path(rel))
+        self._specs[rel] = spec
+        return spec
+
+    def children(self, rel: str) -> list[str]:
+        """Keys of a mapping element (a slot like obsm, or a nested uns dict), from metadata."""
+        if not self.has(rel):
+            return list(self._extra_keys.get(rel, []))
+        node = self._node(rel)
+        if is_structured(node):
+            keys = list(node.dtype.names)
+        elif nodes.is_group(node):
+            keys = nodes.child_names(node)
+        else:
+            what = "expected a group (a mapping of elements), found an array"
+            raise MalformedElementError(element_message(self.ref.display, rel, what))
+        hidden = self._hidden.get(rel, set())
+        keys = [k for k in keys if k not in hidden]
+        return keys + [k for k in self._extra_keys.get(rel, []) if k not in keys]
+
+    def mapping_keys(self, slot: str) -> list[str]:
+        """Keys stored under a mapping slot (layers, obsm, uns...), from metadata."""
+        return self.children(slot)
+
+    @property
+    def n_obs(self) -> int:
+        """Number of observations, from the obs index's shape."""
+        return int(self.obs.shape[0])
+
+    @property
+    def n_vars(self) -> int:
+        """Number of variables, from the var index's shape."""
+        return int(self.var.shape[0])

@@ -1,0 +1,88 @@
+"""``adata.raw`` of a shadow: X, var and varm of the raw group, read lazily like the rest."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from shadows.core.aligned import ElementMapping
+
+if TYPE_CHECKING:
+    from shadows.core.anndata import AnnDataShadow
+
+
+class RawShadow:
+    """The raw slot: shares obs with its shadow, has its own var, X and varm."""
+
+    def __init__(self, shadow: AnnDataShadow):
+        self._shadow = shadow
+        self._varm = ElementMapping(shadow, "raw/varm", shadow._layout.children("raw/varm"))
+
+    @property
+    def X(self) -> Any:
+        """The raw matrix."""
+        return self._shadow._element("raw/X")
+
+    @property
+    def var(self) -> Any:
+        """The raw var dataframe."""
+        return self._shadow._element("raw/var")
+
+    @property
+    def varm(self) -> ElementMapping:
+        """The raw varm mapping."""
+        return self._varm
+
+    @property
+    def var_names(self) -> pd.Index:
+        """Names of the raw variables."""
+        return self._shadow._names("raw/var")
+
+    @property
+    def obs_names(self) -> pd.Index:
+        """Names of the observations (the shadow's)."""
+        return self._shadow.obs_names
+
+    @property
+    def n_obs(self) -> int:
+        """Number of observations."""
+        return self._shadow.n_obs
+
+    @property
+    def n_vars(self) -> int:
+        """Number of raw variables."""
+        return int(self._shadow._layout.spec("raw/var").shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(n_obs, n_vars) of raw."""
+        return (self.n_obs, self.n_vars)
+
+    def var_vector(self, k: str) -> Any:
+        """Values of raw X for observation ``k`` (by name)."""
+        import numpy as np
+
+        i = self.obs_names.get_loc(k)
+        row = self._shadow._to_numpy(self._shadow._element("raw/X"))[i]
+        return np.asarray(row.todense()).ravel() if hasattr(row, "todense") else np.asarray(row).ravel()
+
+    def obs_vector(self, k: str) -> Any:
+        """Values of raw X for variable ``k`` (by name)."""
+        j = self.var_names.get_loc(k)
+        return self._shadow._column_of("raw/X", j)
+
+    def to_adata(self):
+        """The raw slot as an in-memory AnnData (obs from the shadow)."""
+        import anndata
+
+        return anndata.AnnData(X=self._shadow._plain("raw/X"), obs=pd.DataFrame(index=self.obs_names),
+                               var=self._shadow._plain("raw/var"), varm=self._varm_memory())
+
+    def _varm_memory(self) -> dict:
+        return {k: self._shadow._plain(f"raw/varm/{k}") for k in self._varm}
+
+    def __repr__(self) -> str:
+        var = self._shadow._layout.spec("raw/var")
+        return (f"Raw Shadow with n_obs × n_vars = {self.n_obs} × {self.n_vars}\n"
+                f"  var: {', '.join(var.columns)}\n  {self._varm!r}")

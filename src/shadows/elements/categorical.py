@@ -1,0 +1,46 @@
+"""Categorical columns (``categorical``): integer codes plus a small categories array."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from shadows.backends import nodes
+from shadows.elements.base import ElementSpec, Rows, encoding_of
+from shadows.elements.registry import describe, register
+from shadows.errors import MalformedElementError, element_message
+
+
+@register("group", "categorical", "0.2.0")
+@dataclass(frozen=True)
+class CategoricalSpec(ElementSpec):
+    """A pandas Categorical stored as ``codes`` (``-1`` = missing) and ``categories``."""
+
+    kind = "column"
+
+    @classmethod
+    def from_node(cls, ref, node, path, attrs):
+        for part in ("codes", "categories"):
+            if not nodes.has_child(node, part):
+                raise MalformedElementError(element_message(ref.path, f"{path}/{part}", "missing from a "
+                                                            "categorical"))
+        codes = node["codes"]
+        return cls(ref, path, encoding_of(attrs), tuple(codes.shape), "category",
+                   extra={"ordered": bool(attrs.get("ordered", False)), "codes": f"{path}/codes",
+                          "categories": f"{path}/categories"})
+
+    def categories(self) -> pd.Index:
+        """The categories, read the way anndata reads them (small: read whole)."""
+        node = self.ref.node(self.extra["categories"])
+        values = describe(self.ref, node, self.extra["categories"]).materialize()
+        return pd.Index(values)
+
+    def read_rows(self, rows: Rows) -> pd.Categorical:
+        """The selected rows as a ``pandas.Categorical``."""
+        codes = nodes.read(self.ref.node(self.extra["codes"]), rows)
+        return pd.Categorical.from_codes(codes, categories=self.categories(), ordered=self.extra["ordered"])
+
+    def materialize(self) -> pd.Categorical:
+        """The whole column."""
+        return self.read_rows(slice(None))

@@ -1,0 +1,159 @@
+"""Dataframes (``dataframe``): obs, var, and dataframes inside obsm/varm/uns.
+
+Each column is an element of its own (dense, string, categorical or nullable), read independently, so a
+column can be read without touching the others. Under the dask table backend the frame is a
+``dask.dataframe`` built with :func:`dask.dataframe.from_map` and a reader that supports column
+projection, so ``ddf["col"].compute()`` reads that column only.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shadows.backends import nodes
+from shadows.elements.base import ElementSpec, Rows, encoding_of
+from shadows.elements.registry import describe, register
+from shadows.errors import MalformedElementError, element_message
+
+#: Rows per partition of a dask dataframe.
+ROWS_PER_PARTITION = 1_000_000
+
+
+@register("group", "dataframe", "0.2.0", "0.1.0")
+@dataclass(frozen=True)
+class DataFrameSpec(ElementSpec):
+    """A dataframe: an index element plus ordered column elements."""
+
+    kind = "dataframe"
+
+    @classmethod
+    def from_node(cls, ref, node, path, attrs):
+        index_key = attrs.get("_index")
+        if index_key is None:
+            raise MalformedElementError(element_message(ref.path, path, "dataframe without an '_index' "
+                                                        "attribute"))
+        columns = list(attrs.get("column-order", []))
+        for key in [index_key, *columns]:
+            if not nodes.has_child(node, key):
+                role = "index" if key == index_key else "column"
+                what = f"the dataframe's {role} '{key}' is listed in its attributes but not stored"
+                raise MalformedElementError(element_message(ref.path, f"{path}/{key}", what))
+        legacy = attrs.get("encoding-version") == "0.1.0"
+        index = _describe_column(ref, node[index_key], f"{path}/{index_key}", legacy)
+        cols = {k: _describe_column(ref, node[k], f"{path}/{k}", legacy) for k in columns}
+        return cls(ref, path, encoding_of(attrs), (index.shape[0], len(columns)), None,
+                   extra={"index_key": index_key, "index": index, "columns": cols})
+
+    @property
+    def index_key(self) -> str:
+        """Name of the stored index column (``"_index"`` when the index is unnamed)."""
+        return self.extra["index_key"]
+
+    @property
+    def columns(self) -> list[str]:
+        """Column names in stored order."""
+        return list(self.extra["columns"])
+
+    def column(self, key: str) -> ElementSpec:
+        """The element spec of one column."""
+        return self.extra["columns"][key]
+
+    def read_index(self, rows: Rows = slice(None)) -> pd.Index:
+        """The index (obs_names/var_names) for the selected rows, named as anndata names it."""
+        index = pd.Index(self.extra["index"].read_rows(rows))
+        index.name = None if self.index_key == "_index" else self.index_key
+        return index
+
+    def read(self, rows: Rows = slice(None), columns: list[str] | None = None) -> pd.DataFrame:
+        """Read the selected rows and columns, built exactly as anndata builds dataframes."""
+        columns = self.columns if columns is None else list(columns)
+        frame = pd.DataFrame(
+            {k: self.column(k).read_rows(rows) for k in columns},
+            index=self.extra["index"].read_rows(rows),
+            columns=columns if columns else None,
+        )
+        if not columns:
+            # anndata's AnnData/Raw give column-less frames string-typed (not Range) column indexes.
+            frame.columns = frame.columns.astype(str)
+        if self.index_key != "_index":
+            frame.index.name = self.index_key
+        return frame
+
+    def materialize(self) -> pd.DataFrame:
+        """The whole dataframe, read column by column."""
+        return self.read()
+
+    def meta(self) -> pd.DataFrame:
+        """An empty frame with the dtypes partitions will have (categories left unknown: no data read)."""
+        from dask.dataframe.utils import UNKNOWN_CATEGORIES
+
+        def empty(spec: ElementSpec) -> Any:
+            if spec.dtype == "category":
+                dtype = pd.CategoricalDtype([UNKNOWN_CATEGORIES], ordered=spec.extra.get("ordered", False))
+                return pd.Series([], dtype=dtype)
+            if isinstance(spec.dtype, np.dtype) and spec.dtype.kind == "O":
+                # Whatever pandas infers for an object array of str (object, or "str" on pandas >= 3).
+                return pd.Series(np.array(["x"], dtype=object)).iloc[:0]
+            return pd.Series([], dtype=spec.dtype)
+
+        index = pd.Index(empty(self.extra["index"]))
+        index.name = None if self.index_key == "_index" else self.index_key
+        data = {k: empty(self.column(k)).array for k in self.columns}
+        return pd.DataFrame(data, index=index, columns=self.columns or None)
+
+    def graph(self):
+        """A dask dataframe, one partition per ``ROWS_PER_PARTITION`` rows, with column projection."""
+        return frame_graph(self)
+
+
+def frame_graph(spec: Any):
+    """A dask dataframe over any frame spec with ``read(rows, columns)``, ``meta()`` and ``columns``."""
+    import dask.dataframe as dd
+
+    n = spec.shape[0]
+    bounds = [*range(0, n, ROWS_PER_PARTITION), n]
+    parts = list(itertools.pairwise(bounds)) or [(0, 0)]
+    return dd.from_map(FrameReader(spec, spec.columns), parts, meta=spec.meta(), enforce_metadata=False,
+                       label=f"shadows-frame-{spec.name}")
+
+
+class FrameReader:
+    """Reads one row range of a dataframe; implements dask's column-projection protocol."""
+
+    def __init__(self, spec: Any, columns: list[str]):
+        self.spec = spec
+        self._columns = list(columns)
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns this reader produces."""
+        return self._columns
+
+    def project_columns(self, columns) -> FrameReader:
+        """A reader for a subset of the columns (dask calls this to prune reads)."""
+        return FrameReader(self.spec, [c for c in columns if c in self.spec.columns])
+
+    def __call__(self, part: tuple[int, int]) -> pd.DataFrame:
+        start, stop = part
+        return self.spec.read(slice(start, stop), self._columns)
+
+    def __dask_tokenize__(self):
+        return ("shadows.FrameReader", self.spec.ref, self.spec.path, tuple(self._columns))
+
+
+def _describe_column(ref, node, path: str, legacy: bool) -> ElementSpec:
+    """Describe a column; in 0.7-era frames a dataset with a ``categories`` attribute is categorical."""
+    if legacy and not nodes.is_group(node) and "categories" in node.attrs:
+        from shadows.elements.legacy import LegacyCategoricalSpec
+
+        return LegacyCategoricalSpec.from_node(ref, node, path, nodes.attrs(node))
+    spec = describe(ref, node, path)
+    if not hasattr(spec, "read_rows") or len(spec.shape) != 1:
+        what = f"a dataframe column must be a 1-d array, found {spec.encoding} with shape {spec.shape}"
+        raise MalformedElementError(element_message(ref.path, path, what))
+    return spec

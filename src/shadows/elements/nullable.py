@@ -1,0 +1,58 @@
+"""Pandas nullable arrays: ``nullable-integer``, ``nullable-boolean``, ``nullable-string-array``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from shadows.backends import nodes
+from shadows.elements.base import ElementSpec, Rows, encoding_of
+from shadows.elements.registry import register
+from shadows.errors import MalformedElementError, element_message
+
+
+@register("group", "nullable-integer", "0.1.0")
+@register("group", "nullable-boolean", "0.1.0")
+@register("group", "nullable-string-array", "0.1.0")
+@dataclass(frozen=True)
+class NullableSpec(ElementSpec):
+    """``values`` plus a boolean ``mask`` (True = missing), rebuilt as a pandas extension array."""
+
+    kind = "column"
+
+    @classmethod
+    def from_node(cls, ref, node, path, attrs):
+        for part in ("values", "mask"):
+            if not nodes.has_child(node, part):
+                raise MalformedElementError(element_message(ref.path, f"{path}/{part}", "missing from a "
+                                                            "nullable array"))
+        etype = attrs["encoding-type"]
+        values = node["values"]
+        if etype == "nullable-integer":
+            name = np.dtype(nodes.numpy_dtype(values)).name  # int32 -> Int32, uint8 -> UInt8
+            dtype = pd.api.types.pandas_dtype("UInt" + name[4:] if name.startswith("u") else "Int" + name[3:])
+        elif etype == "nullable-boolean":
+            dtype = pd.BooleanDtype()
+        else:
+            na_value = np.nan if attrs.get("na-value", "NA") == "NaN" else pd.NA
+            dtype = pd.StringDtype(na_value=na_value)
+        return cls(ref, path, encoding_of(attrs), tuple(values.shape), dtype, extra={"type": etype})
+
+    def read_rows(self, rows: Rows):
+        """The selected rows as a pandas extension array with missing values masked."""
+        values = nodes.read(self.node("values"), rows)
+        mask = np.asarray(nodes.read(self.node("mask"), rows), dtype=bool)
+        etype = self.extra["type"]
+        if etype == "nullable-integer":
+            return pd.arrays.IntegerArray(values, mask=mask)
+        if etype == "nullable-boolean":
+            return pd.arrays.BooleanArray(values.astype(bool, copy=False), mask=mask)
+        values = np.asarray(values, dtype=object)
+        values[mask] = None
+        return pd.array(values, dtype=self.dtype)
+
+    def materialize(self):
+        """The whole array."""
+        return self.read_rows(slice(None))

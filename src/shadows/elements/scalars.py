@@ -1,0 +1,35 @@
+"""Scalars in ``uns``: ``numeric-scalar`` and ``string``, read with anndata's own reader on access."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shadows.backends import nodes
+from shadows.elements.base import ElementSpec, encoding_of
+from shadows.elements.registry import register
+
+
+@register("array", "numeric-scalar", "0.2.0")
+@register("array", "string", "0.2.0")
+@dataclass(frozen=True)
+class ScalarSpec(ElementSpec):
+    """A 0-d value. It is metadata-sized, so it is read directly rather than through a graph."""
+
+    kind = "scalar"
+
+    @classmethod
+    def from_node(cls, ref, node, path, attrs):
+        return cls(ref, path, encoding_of(attrs), (), nodes.numpy_dtype(node))
+
+    def materialize(self) -> Any:
+        """The value, exactly as ``anndata.io.read_elem`` returns it (a Python str, int, float...)."""
+        from anndata.io import read_elem
+
+        return read_elem(self.node())
+
+    def graph(self):
+        """A one-task dask graph (``dask.delayed``) producing the value."""
+        import dask
+
+        return dask.delayed(self.materialize, pure=True)()

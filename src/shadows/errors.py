@@ -1,0 +1,64 @@
+"""Exceptions raised by shadows.
+
+Every error derives from :class:`ShadowsError` *and* from the builtin exception a user would naturally
+catch (a missing file is a :class:`FileNotFoundError`, a missing element a :class:`KeyError`, ...), so
+``except FileNotFoundError`` and ``except ShadowsError`` both work. Messages name the file and the element.
+"""
+
+from __future__ import annotations
+
+
+class ShadowsError(Exception):
+    """Base class of every error raised by shadows."""
+
+
+class ShadowsFileNotFoundError(ShadowsError, FileNotFoundError):
+    """The path given to a shadow does not exist."""
+
+
+class NotAnnDataError(ShadowsError, ValueError):
+    """The file exists but is not an HDF5/Zarr AnnData (or MuData) container."""
+
+
+class UnknownEncodingError(ShadowsError, ValueError):
+    """An element carries an encoding-type/version no reader is registered for."""
+
+
+class MalformedElementError(ShadowsError, ValueError):
+    """An element is stored, but its parts are missing or inconsistent."""
+
+
+class MissingElementError(ShadowsError, KeyError):
+    """A requested element or key is not in the file."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its argument with repr(); show the message as written instead.
+        return str(self.args[0]) if self.args else ""
+
+
+class BackendUnavailableError(ShadowsError, ImportError):
+    """The package needed by the requested array/table backend is not installed."""
+
+
+class UnknownBackendError(ShadowsError, ValueError):
+    """The requested array/table backend name is not one shadows knows."""
+
+
+class ReadOnlyError(ShadowsError, OSError):
+    """A change was asked of a file that is open read-only, or of a stored element."""
+
+
+def element_message(filename: str, element: str, what: str) -> str:
+    """Format an error message that names the file and the element.
+
+    Parameters
+    ----------
+    filename
+        The file (or store) the element lives in.
+    element
+        The element path inside the file, e.g. ``X/indptr``.
+    what
+        What is wrong.
+    """
+    element = element.strip("/") or "/"
+    return f"{filename}: element '{element}': {what}"

@@ -1,0 +1,121 @@
+"""Shared fixtures: AnnData files written by the installed anndata in every format and encoding."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+FORMATS = ["h5ad", "zarr2", "zarr3"]
+
+
+def make_adata(n_obs: int = 60, n_vars: int = 15, seed: int = 0) -> ad.AnnData:
+    """An AnnData that exercises every encoding anndata writes."""
+    rng = np.random.default_rng(seed)
+    cat = pd.Categorical(rng.choice(["a", "b", "c"], n_obs))
+    cat[::7] = np.nan  # missing values in a categorical
+    obs = pd.DataFrame(
+        {
+            "cat": cat,
+            "ordered": pd.Categorical(rng.choice(["lo", "mid", "hi"], n_obs), categories=["lo", "mid", "hi"],
+                                      ordered=True),
+            "float": rng.normal(size=n_obs),
+            "int": rng.integers(0, 100, n_obs),
+            "bool": rng.choice([True, False], n_obs),
+            "nullable_int": pd.array(rng.integers(0, 5, n_obs), dtype="Int32"),
+            "nullable_bool": pd.array(rng.choice([True, False], n_obs), dtype="boolean"),
+            "string": [f"s{i % 9}" for i in range(n_obs)],
+        },
+        index=pd.Index([f"cell{i}" for i in range(n_obs)], name="cell_id"),
+    )
+    obs.loc[obs.index[3], "nullable_int"] = pd.NA
+    obs.loc[obs.index[5], "nullable_bool"] = pd.NA
+    var = pd.DataFrame({"gene_ids": [f"ENSG{i:05d}" for i in range(n_vars)],
+                        "highly_variable": rng.choice([True, False], n_vars)},
+                       index=[f"gene{i}" for i in range(n_vars)])
+    X = sp.random(n_obs, n_vars, density=0.3, format="csr", dtype=np.float32, random_state=seed)
+    adata = ad.AnnData(
+        X=X,
+        obs=obs,
+        var=var,
+        layers={"dense": X.toarray(), "counts_csc": sp.csc_matrix(X) * 2},
+        obsm={"X_pca": rng.normal(size=(n_obs, 5)).astype(np.float32), "X_umap": rng.normal(size=(n_obs, 2)),
+              "frame": pd.DataFrame({"u": rng.normal(size=n_obs), "k": pd.Categorical(rng.choice(["x", "y"], n_obs))},
+                                    index=obs.index)},
+        varm={"PCs": rng.normal(size=(n_vars, 5))},
+        obsp={"connectivities": sp.random(n_obs, n_obs, density=0.1, format="csr", random_state=1),
+              "dense_dist": rng.normal(size=(n_obs, n_obs))},
+        varp={"corr": rng.normal(size=(n_vars, n_vars))},
+        uns={
+            "title": "a string",
+            "count": 3,
+            "ratio": 1.5,
+            "flag": True,
+            "arange": np.arange(5),
+            "names": np.array(["x", "y", "z"]),
+            "nested": {"level1": {"level2": {"value": 7, "array": np.ones((2, 2))}}, "s": "t"},
+            "frame": pd.DataFrame({"q": [1, 2, 3], "r": ["a", "b", "c"]}),
+            "sparse": sp.random(4, 4, density=0.5, format="csr", random_state=2),
+            "cat_colors": np.array(["#ff0000", "#00ff00", "#0000ff"]),
+        },
+    )
+    adata.raw = adata[:, : n_vars - 3].copy()
+    return adata
+
+
+def write(adata: ad.AnnData, path: Path, fmt: str) -> Path:
+    """Write ``adata`` in ``fmt`` (h5ad, zarr2, zarr3) with the installed anndata."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if fmt == "h5ad":
+            adata.write_h5ad(path)
+        else:
+            previous = ad.settings.zarr_write_format
+            ad.settings.zarr_write_format = 2 if fmt == "zarr2" else 3
+            try:
+                adata.write_zarr(path)
+            finally:
+                ad.settings.zarr_write_format = previous
+    return path
+
+
+def suffix(fmt: str) -> str:
+    return ".h5ad" if fmt == "h5ad" else ".zarr"
+
+
+def read_oracle(path: Path) -> ad.AnnData:
+    """anndata's own full read: the oracle every shadow value is compared with."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ad.read_h5ad(path) if path.suffix == ".h5ad" else ad.read_zarr(path)
+
+
+@pytest.fixture(scope="session", params=FORMATS)
+def fmt(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """The rich AnnData written once per format."""
+    root = tmp_path_factory.mktemp("files")
+    adata = make_adata()
+    return {f: write(adata, root / f"rich_{f}{suffix(f)}", f) for f in FORMATS}
+
+
+@pytest.fixture
+def path(files, fmt) -> Path:
+    return files[fmt]
+
+
+@pytest.fixture(scope="session")
+def pbmc_path() -> Path:
+    """scanpy's bundled pbmc68k_reduced, written by anndata < 0.7."""
+    import scanpy
+
+    return Path(scanpy.__file__).parent / "datasets" / "10x_pbmc68k_reduced.h5ad"

@@ -1,0 +1,94 @@
+"""Every element of a shadow equals what anndata reads from the same file."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from conftest import read_oracle
+from helpers import assert_shadow_matches, assert_value_equal
+from shadows import AnnDataShadow
+
+
+def test_every_element_matches_anndata(path):
+    shadow = AnnDataShadow(path)
+    assert_shadow_matches(shadow, read_oracle(path))
+
+
+def test_isinstance_and_api(path):
+    shadow = AnnDataShadow(path)
+    oracle = read_oracle(path)
+    assert isinstance(shadow, ad.AnnData) and isinstance(shadow, AnnDataShadow)
+    assert type(shadow) is AnnDataShadow
+    assert shadow.n_obs == oracle.n_obs and shadow.n_vars == oracle.n_vars and len(shadow) == oracle.n_obs
+    assert shadow.obs_keys() == oracle.obs_keys()
+    assert shadow.var_keys() == oracle.var_keys()
+    assert sorted(shadow.obsm_keys()) == sorted(oracle.obsm_keys())
+    assert not shadow.is_view and shadow.isbacked
+    assert shadow.filename == str(path)
+    np.testing.assert_array_equal(shadow.obs_vector("float"), oracle.obs_vector("float"))
+    np.testing.assert_array_equal(shadow.obs_vector("gene3"), oracle.obs_vector("gene3"))
+    np.testing.assert_array_equal(shadow.obs_vector("gene3", layer="dense"), oracle.obs_vector("gene3", layer="dense"))
+    np.testing.assert_array_equal(shadow.var_vector("cell5"), oracle.var_vector("cell5"))
+    np.testing.assert_array_equal(shadow.var_vector("gene_ids"), oracle.var_vector("gene_ids"))
+    assert list(shadow.obs_vector("cat").astype(str)) == list(np.asarray(oracle.obs_vector("cat")).astype(str))
+
+
+def test_to_memory_equals_anndata_read(path):
+    memory = AnnDataShadow(path).to_memory()
+    assert type(memory) is ad.AnnData
+    assert_shadow_matches_memory = assert_shadow_matches
+    oracle = read_oracle(path)
+    assert_value_equal(memory.obs, oracle.obs, "obs")
+    assert_value_equal(memory.X, oracle.X, "X")
+    assert_value_equal(dict(memory.uns), dict(oracle.uns), "uns")
+    for slot in ("layers", "obsm", "varm", "obsp", "varp"):
+        assert_value_equal(dict(getattr(memory, slot)), dict(getattr(oracle, slot)), slot)
+    assert_value_equal(memory.raw.X, oracle.raw.X, "raw/X")
+    assert_value_equal(memory.raw.var, oracle.raw.var, "raw/var")
+    del assert_shadow_matches_memory
+
+
+def test_obs_column_reads_alone(path):
+    shadow = AnnDataShadow(path)
+    expected = read_oracle(path).obs["cat"]
+    values = shadow._layout.obs.column("cat").read_rows(slice(None))
+    assert_value_equal(pd.Series(values, index=shadow.obs_names, name="cat"), expected, "cat")
+    assert "obs" not in shadow._cache  # one column was read, not the frame
+
+
+def test_pbmc68k_legacy_file(pbmc_path):
+    """scanpy's bundled file was written by anndata < 0.7: structured obs/var/obsm, h5sparse raw."""
+    shadow = AnnDataShadow(pbmc_path)
+    oracle = read_oracle(pbmc_path)
+    assert_shadow_matches(shadow, oracle)
+    assert "bulk_labels_categories" not in shadow.uns
+    assert shadow.obs["bulk_labels"].dtype == "category"
+    assert sorted(shadow.obsp) == sorted(oracle.obsp)
+
+
+def test_csc_and_dense_layers_types(path):
+    shadow = AnnDataShadow(path)
+    assert isinstance(shadow.layers["counts_csc"], sp.csc_matrix)
+    assert isinstance(shadow.layers["dense"], np.ndarray)
+    assert isinstance(shadow.X, sp.csr_matrix) and type(shadow.X) is sp.csr_matrix
+
+
+@pytest.mark.parametrize("array_backend", ["dask"])
+def test_dask_backend_values(path, array_backend):
+    shadow = AnnDataShadow(path, array_backend=array_backend, table_backend="dask")
+    oracle = read_oracle(path)
+    import dask.array as da
+    import dask.dataframe as dd
+
+    assert isinstance(shadow.X, da.Array)
+    assert isinstance(shadow.obs, dd.DataFrame)
+    assert_value_equal(sp.csr_matrix(shadow.X.compute()), oracle.X, "X")
+    np.testing.assert_array_equal(shadow.layers["dense"].compute(), oracle.layers["dense"])
+    # dask turns object strings into its own string dtype (dataframe.convert-string); values must agree.
+    pd.testing.assert_frame_equal(shadow.obs.compute(), oracle.obs, check_dtype=False, check_index_type=False,
+                                  check_categorical=False)
+    assert_value_equal(shadow.obs["float"].compute().to_numpy(), oracle.obs["float"].to_numpy(), "obs/float")
