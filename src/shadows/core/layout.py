@@ -62,16 +62,15 @@ class Layout:
 
     def _check_is_anndata(self) -> None:
         where = self.ref.display
-        if "obs" in self.keys and "var" in self.keys:
-            return
-        if "mod" in self.keys:
+        if "mod" in self.keys and "X" not in self.keys:
             mods = ", ".join(nodes.child_names(self.group["mod"]))
             msg = (f"{where}: this is a MuData file, not an AnnData: open one modality with "
                    f"'{where}/mod/<name>' (modalities: {mods})")
             raise NotAnnDataError(msg)
         missing = [k for k in ("obs", "var") if k not in self.keys]
-        msg = f"{where}: not an AnnData file: no {' or '.join(missing)} element at its root"
-        raise NotAnnDataError(msg)
+        if missing:
+            msg = f"{where}: not an AnnData file: no {' or '.join(missing)} element at its root"
+            raise NotAnnDataError(msg)
 
     def _fold_legacy_raw(self) -> None:
         if "raw" in self.keys:

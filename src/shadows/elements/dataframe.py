@@ -2,8 +2,8 @@
 
 Each column is an element of its own (dense, string, categorical or nullable), read independently, so a
 column can be read without touching the others. Under the dask table backend the frame is a
-``dask.dataframe`` built with :func:`dask.dataframe.from_map` and a reader that supports column
-projection, so ``ddf["col"].compute()`` reads that column only.
+``dask.dataframe`` built with :func:`dask.dataframe.from_map` and a reader that takes ``columns=``
+(dask's column projection), so ``ddf["col"].compute()`` reads that column only.
 """
 
 from __future__ import annotations
@@ -118,32 +118,22 @@ def frame_graph(spec: Any):
     n = spec.shape[0]
     bounds = [*range(0, n, ROWS_PER_PARTITION), n]
     parts = list(itertools.pairwise(bounds)) or [(0, 0)]
-    return dd.from_map(FrameReader(spec, spec.columns), parts, meta=spec.meta(), enforce_metadata=False,
+    return dd.from_map(FrameReader(spec), parts, meta=spec.meta(), enforce_metadata=False,
                        label=f"shadows-frame-{spec.name}")
 
 
 class FrameReader:
-    """Reads one row range of a dataframe; implements dask's column-projection protocol."""
+    """Reads one row range of a frame spec; its ``columns=`` keyword lets dask prune unread columns."""
 
-    def __init__(self, spec: Any, columns: list[str]):
+    def __init__(self, spec: Any):
         self.spec = spec
-        self._columns = list(columns)
 
-    @property
-    def columns(self) -> list[str]:
-        """The columns this reader produces."""
-        return self._columns
-
-    def project_columns(self, columns) -> FrameReader:
-        """A reader for a subset of the columns (dask calls this to prune reads)."""
-        return FrameReader(self.spec, [c for c in columns if c in self.spec.columns])
-
-    def __call__(self, part: tuple[int, int]) -> pd.DataFrame:
+    def __call__(self, part: tuple[int, int], columns: list[str] | None = None) -> pd.DataFrame:
         start, stop = part
-        return self.spec.read(slice(start, stop), self._columns)
+        return self.spec.read(slice(start, stop), None if columns is None else list(columns))
 
     def __dask_tokenize__(self):
-        return ("shadows.FrameReader", self.spec.ref, self.spec.path, tuple(self._columns))
+        return ("shadows.FrameReader", self.spec.ref, self.spec.path)
 
 
 def _describe_column(ref, node, path: str, legacy: bool) -> ElementSpec:

@@ -1,0 +1,130 @@
+"""Backends: dask graphs with scipy chunks that plain dask and fast-array-utils consume; conversions."""
+
+from __future__ import annotations
+
+import pickle
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from conftest import make_adata, read_oracle, write
+from shadows import AnnDataShadow
+
+
+@pytest.fixture
+def lazy_and_oracle(path):
+    return AnnDataShadow(path, array_backend="dask"), read_oracle(path)
+
+
+@pytest.mark.parametrize("key", ["X", "layers/counts_csc"])
+def test_plain_dask_operations_on_sparse_chunks(lazy_and_oracle, key):
+    lazy, oracle = lazy_and_oracle
+    x = lazy.X if key == "X" else lazy.layers["counts_csc"]
+    expected = oracle.X if key == "X" else oracle.layers["counts_csc"]
+    assert isinstance(x, da.Array) and isinstance(x._meta, sp.spmatrix)
+    dense = expected.toarray()
+    np.testing.assert_allclose(x.sum(axis=0).compute(), dense.sum(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(x.sum(axis=1).compute(), dense.sum(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(x.sum().compute(), dense.sum(), rtol=1e-6)
+    np.testing.assert_allclose(x.mean(axis=0).compute(), dense.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(x.max(axis=0).compute(), dense.max(axis=0))
+    np.testing.assert_allclose(x.min(axis=1).compute(), dense.min(axis=1))
+    log = np.log1p(x)
+    assert isinstance(log, da.Array)
+    np.testing.assert_allclose(log.compute().toarray(), np.log1p(dense), rtol=1e-6)
+    np.testing.assert_array_equal(x[:, 3].compute(), dense[:, 3])
+    np.testing.assert_array_equal(x[7].compute(), dense[7])
+    np.testing.assert_array_equal(x[5:20].compute().toarray(), dense[5:20])
+    np.testing.assert_array_equal(x[:, 2:9].compute().toarray(), dense[:, 2:9])
+
+
+def test_fast_array_utils_stats(lazy_and_oracle):
+    stats = pytest.importorskip("fast_array_utils.stats")
+    lazy, oracle = lazy_and_oracle
+    dense = oracle.X.toarray()
+    np.testing.assert_allclose(np.asarray(stats.sum(lazy.X, axis=0).compute()), dense.sum(axis=0), rtol=1e-6)
+    mean, var = stats.mean_var(lazy.X, axis=0)
+    expected_mean, expected_var = stats.mean_var(oracle.X, axis=0)  # the library on in-memory scipy
+    np.testing.assert_allclose(np.asarray(mean.compute()), expected_mean, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(var.compute()), expected_var, rtol=1e-4)
+
+
+def test_many_chunks_sum(tmp_path, monkeypatch):
+    """Force several tasks per matrix: results stay equal to scipy's."""
+    import shadows.elements.sparse as sparse_module
+
+    monkeypatch.setattr(sparse_module, "TARGET_NNZ_PER_TASK", 50)
+    path = write(make_adata(n_obs=300, n_vars=40), tmp_path / "many.h5ad", "h5ad")
+    lazy = AnnDataShadow(path, array_backend="dask")
+    assert lazy.X.numblocks[0] > 5
+    expected = read_oracle(path).X
+    np.testing.assert_allclose(lazy.X.sum(axis=0).compute(), np.asarray(expected.sum(axis=0)).ravel(), rtol=1e-6)
+    assert (sp.csr_matrix(lazy.X.compute()) != expected).nnz == 0
+    numpy_shadow = AnnDataShadow(path)
+    assert type(numpy_shadow.X) is sp.csr_matrix and (numpy_shadow.X != expected).nnz == 0
+
+
+def test_graphs_pickle_and_run_in_another_process(path):
+    lazy = AnnDataShadow(path, array_backend="dask", table_backend="dask")
+    for graph in (lazy.X, lazy.layers["dense"], lazy.obsm["X_pca"]):
+        restored = pickle.loads(pickle.dumps(graph))
+        expected = graph.compute(scheduler="sync")
+        got = restored.compute(scheduler="processes")
+        if sp.issparse(expected):
+            assert (sp.csr_matrix(got) != sp.csr_matrix(expected)).nnz == 0
+        else:
+            np.testing.assert_array_equal(got, expected)
+    frame = pickle.loads(pickle.dumps(lazy.obs))
+    np.testing.assert_array_equal(frame["float"].compute().to_numpy(), read_oracle(path).obs["float"].to_numpy())
+
+
+def test_distributed_process_workers(files):
+    distributed = pytest.importorskip("distributed")
+    path = files["zarr3"]
+    lazy = AnnDataShadow(path, array_backend="dask")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        sums = lazy.X.sum(axis=0).compute()
+    with dask.config.set(scheduler="threads"):
+        np.testing.assert_allclose(sums, lazy.X.sum(axis=0).compute())
+
+
+def test_shadow_pickles(path):
+    shadow = AnnDataShadow(path)
+    restored = pickle.loads(pickle.dumps(shadow))
+    assert restored.shape == shadow.shape and restored.filename == shadow.filename
+
+
+def test_pydata_sparse_backend(path):
+    sparse = pytest.importorskip("sparse")
+    shadow = AnnDataShadow(path, array_backend="sparse")
+    assert isinstance(shadow.X, sparse.SparseArray)
+    np.testing.assert_array_equal(shadow.X.todense(), read_oracle(path).X.toarray())
+
+
+@pytest.mark.parametrize("backend", ["polars", "pyarrow"])
+def test_table_backends(path, backend):
+    module = pytest.importorskip(backend)
+    shadow = AnnDataShadow(path, table_backend=backend)
+    obs = shadow.obs
+    expected = read_oracle(path).obs
+    if backend == "polars":
+        assert isinstance(obs, module.DataFrame)
+        np.testing.assert_array_equal(obs["float"].to_numpy(), expected["float"].to_numpy())
+    else:
+        assert isinstance(obs, module.Table)
+        np.testing.assert_array_equal(obs.column("float").to_numpy(), expected["float"].to_numpy())
+    assert obs.shape[0] == shadow.n_obs
+
+
+def test_torch_and_jax_convert_when_installed(path):
+    for name in ("torch", "jax"):
+        try:
+            __import__(name)
+        except ImportError:
+            continue
+        shadow = AnnDataShadow(path, array_backend=name)
+        np.testing.assert_allclose(np.asarray(shadow.layers["dense"]), read_oracle(path).layers["dense"])

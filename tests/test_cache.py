@@ -1,0 +1,67 @@
+"""Caching is persist: first access keeps the value (ᐁ); clear_cache frees it."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+import numpy as np
+import scipy.sparse as sp
+
+import anndata as ad
+from conftest import write
+from shadows import AnnDataShadow
+
+
+def test_first_access_caches_and_marks(path):
+    shadow = AnnDataShadow(path)
+    assert "Xᐁ" not in repr(shadow)
+    x = shadow.X
+    assert shadow.X is x  # the same object: computed once
+    assert "  Xᐁ" in repr(shadow)
+    _ = shadow.obsm["X_pca"]
+    assert "X_pcaᐁ" in repr(shadow.obsm) and repr(shadow.obsm).startswith("obsm:\t")
+    shadow.clear_cache()
+    assert "ᐁ" not in repr(shadow)
+
+
+def test_clear_cache_frees_memory(tmp_path):
+    layer = np.random.default_rng(0).normal(size=(4000, 500))  # 16 MB
+    adata = ad.AnnData(sp.random(4000, 500, density=0.01, format="csr", dtype=np.float32), layers={"big": layer})
+    path = write(adata, tmp_path / "big.h5ad", "h5ad")
+    shadow = AnnDataShadow(path)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        _ = shadow.layers["big"]
+        del _
+        held = tracemalloc.get_traced_memory()[0] - before
+        shadow.clear_cache()
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held >= layer.nbytes
+    assert after < layer.nbytes / 10, (held, after)
+
+
+def test_persist_dask_backend(path):
+    lazy = AnnDataShadow(path, array_backend="dask")
+    assert "Xᐁ" not in repr(lazy)
+    lazy.persist("X", "obsm/X_pca")
+    assert "  Xᐁ" in repr(lazy) and "X_pcaᐁ" in repr(lazy.obsm)
+    persisted = lazy.X
+    assert len(persisted.dask) == persisted.npartitions  # only in-memory chunks remain
+    lazy.clear_cache()
+    assert "ᐁ" not in repr(lazy)
+
+
+def test_staged_assignment_is_marked(path):
+    shadow = AnnDataShadow(path)
+    shadow.obsm["X_new"] = np.zeros((shadow.n_obs, 2))
+    assert "X_new▲" in repr(shadow)
+    import pytest
+
+    with pytest.raises(ValueError, match=r"obsm\['bad'\]: expected leading dimensions \(60,\)"):
+        shadow.obsm["bad"] = np.zeros((3, 2))
