@@ -34,6 +34,15 @@ def open_file(path: str, format: str, mode: str = "r"):
     return open_hdf5(path, mode) if format == "hdf5" else open_zarr(path, mode)
 
 
+def open_metadata(path: str, format: str, mode: str = "r"):  # noqa: A002
+    """What a shadow reads its layout from: the h5py.File itself, or the Zarr store's JSON metadata."""
+    if format == "hdf5":
+        return open_hdf5(path, mode)
+    from shadows.backends.zarr_meta import ZarrMetadata
+
+    return ZarrMetadata(path)
+
+
 def read_handle(path: str, format: str):
     """Return this process's shared read-only handle for ``path``, opening it on first use."""
     key = (os.getpid(), path, format)

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from shadows.backends.zarr_meta import MetaArray, MetaGroup, MetaNode
+
 
 def _h5py():
     import h5py
@@ -24,9 +26,11 @@ def is_hdf5(node: Any) -> bool:
 
 
 def is_group(node: Any) -> bool:
-    """Whether ``node`` is a group (HDF5 or Zarr)."""
+    """Whether ``node`` is a group (HDF5, Zarr, or Zarr metadata)."""
     if is_hdf5(node):
         return isinstance(node, _h5py().Group)
+    if isinstance(node, MetaNode):
+        return isinstance(node, MetaGroup)
     import zarr
 
     return isinstance(node, zarr.Group)
@@ -121,20 +125,7 @@ def stored_nbytes(node: Any) -> int:
         return sum(stored_nbytes(node[k]) for k in node)
     if is_hdf5(node):
         return int(node.id.get_storage_size())
+    if isinstance(node, MetaArray):
+        directory = node._store.root / node.path
+        return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
     return int(node.nbytes_stored())
-
-
-def compression(node: Any) -> str:
-    """A short description of the array's compression codecs."""
-    if is_hdf5(node):
-        return node.compression or "none"
-    codecs = getattr(node, "compressors", None) or ()
-    names = [type(c).__name__ for c in codecs]
-    return "+".join(names) if names else "none"
-
-
-def dereference(node: Any, value: Any) -> Any:
-    """Follow an HDF5 object reference (or a Zarr path string) stored in an attribute of ``node``."""
-    if is_hdf5(node) and isinstance(value, _h5py().Reference):
-        return node.file[value]
-    return node.parent[value] if hasattr(node, "parent") else value

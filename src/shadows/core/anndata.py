@@ -11,7 +11,7 @@ import pandas as pd
 
 from shadows import convert
 from shadows.backends import FileRef, resolve
-from shadows.backends.handles import open_file
+from shadows.backends.handles import open_file, open_metadata
 from shadows.cache import ElementCache
 from shadows.core.aligned import SLOT_AXES, ElementMapping, UnsMapping
 from shadows.core.layout import Layout
@@ -61,13 +61,7 @@ class AnnDataShadow(anndata.AnnData):
         self._ref: FileRef = resolve(filepath, format)
         self._array_backend = convert.array_backend(array_backend)
         self._table_backend = convert.table_backend(table_backend)
-        self._mode = mode
-        self._handle = open_file(self._ref.path, self._ref.format, mode)
-        try:
-            self._layout = Layout(self._ref, self._handle)
-        except BaseException:
-            self._close_handle()
-            raise
+        self._connect(mode)
         self._cache = ElementCache()
         self._graphs: dict[str, Any] = {}
         self._slots = {
@@ -75,6 +69,17 @@ class AnnDataShadow(anndata.AnnData):
             for slot in (*SLOT_AXES, "uns")
         }
         self._uns_levels: dict[str, UnsMapping] = {"uns": self._slots["uns"]}
+
+    def _connect(self, mode: str) -> None:
+        """Open the file's metadata in ``mode`` and map its layout (no data is read)."""
+        self._mode = mode
+        self._handle = open_metadata(self._ref.path, self._ref.format, mode)
+        self._zarr_group = None
+        try:
+            self._layout = Layout(self._ref, self._handle)
+        except BaseException:
+            self._close_handle()
+            raise
 
     # -- reading elements ------------------------------------------------------------------------
 
@@ -240,8 +245,12 @@ class AnnDataShadow(anndata.AnnData):
 
     @property
     def file(self) -> Any:
-        """The open ``h5py.File`` or ``zarr.Group``."""
-        return self._handle
+        """The open ``h5py.File`` or ``zarr.Group`` (a Zarr group is opened on first use)."""
+        if self._ref.format == "hdf5":
+            return self._handle
+        if self._zarr_group is None:
+            self._zarr_group = open_file(self._ref.path, "zarr", self._mode)
+        return self._zarr_group
 
     def obs_keys(self) -> list[str]:
         """Names of the obs columns."""
@@ -329,9 +338,10 @@ class AnnDataShadow(anndata.AnnData):
     # -- file connection -------------------------------------------------------------------------
 
     def _close_handle(self) -> None:
-        close = getattr(self._handle, "close", None)
-        if close is not None:
-            close()
+        for handle in (self._handle, getattr(self, "_zarr_group", None)):
+            close = getattr(handle, "close", None)
+            if close is not None:
+                close()
 
     def close(self) -> None:
         """Close the connection to the file (cached and staged elements stay in memory)."""
@@ -342,9 +352,7 @@ class AnnDataShadow(anndata.AnnData):
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
         self._close_handle()
-        self._mode = mode
-        self._handle = open_file(self._ref.path, self._ref.format, mode)
-        self._layout = Layout(self._ref, self._handle)
+        self._connect(mode)
         return self
 
     def write(self, clear_cache: bool = False) -> AnnDataShadow:

@@ -1,0 +1,96 @@
+"""Benchmarks: shadows side by side with anndata's read_lazy, backed mode and a full read.
+
+Usage: ``python benchmarks/run.py [--cells N] [--genes N] [--nnz-per-cell N] [--workloads a,b]``
+
+Generates the benchmark file (h5ad and Zarr) under ``benchmarks/data/`` once, then runs every workload
+for every tool in a fresh process (warm page cache: each file is read once before measuring) and prints
+seconds, peak memory over imports, and the ratio to shadows' figure. The ``flat`` check re-runs open +
+repr on a file with 10× the cells.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from generate import ensure  # noqa: E402
+
+TOOLS = {
+    "open_repr": ["shadows", "read_lazy", "backed", "full"],
+    "gene_column": ["shadows", "read_lazy", "backed"],
+    "gene_sums": ["shadows", "raw_read", "read_lazy", "backed"],
+}
+
+
+def measure(tool: str, workload: str, path: Path, repeats: int) -> dict:
+    best = None
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, str(HERE / "worker.py"), tool, workload, str(path)],
+                             capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1][:80]}
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        if best is None or result["seconds"] < best["seconds"]:
+            best = result
+    return best
+
+
+def warm(path: Path) -> None:
+    """Read every file of the store once so measurements see a warm page cache."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    for file in files:
+        with open(file, "rb") as handle:
+            while handle.read(1 << 24):
+                pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cells", type=int, default=100_000)
+    parser.add_argument("--genes", type=int, default=20_000)
+    parser.add_argument("--nnz-per-cell", type=int, default=800)
+    parser.add_argument("--workloads", default=",".join(TOOLS))
+    parser.add_argument("--repeats", type=int, default=3, help="runs per cell of the table (best is kept)")
+    parser.add_argument("--data", type=Path, default=HERE / "data")
+    parser.add_argument("--no-flat", action="store_true", help="skip the 10× cells open check")
+    args = parser.parse_args()
+
+    files = ensure(args.data, args.cells, args.genes, args.nnz_per_cell)
+    print(f"benchmark file: {args.cells} cells × {args.genes} genes, ~{args.nnz_per_cell} non-zeros per cell")
+    header = f"{'workload':<12} {'format':<6} {'tool':<10} {'seconds':>9} {'peak MiB':>9} {'× shadows':>10}"
+    print(header)
+    print("-" * len(header))
+    for workload in args.workloads.split(","):
+        for path in files:
+            warm(path)
+            fmt = "h5ad" if path.suffix == ".h5ad" else "zarr"
+            results = {}
+            for tool in TOOLS[workload]:
+                if tool == "backed" and fmt != "h5ad":
+                    continue
+                results[tool] = measure(tool, workload, path, args.repeats)
+            ref = results.get("shadows", {}).get("seconds")
+            for tool, r in results.items():
+                if "error" in r:
+                    print(f"{workload:<12} {fmt:<6} {tool:<10} {'error: ' + r['error']}")
+                    continue
+                ratio = f"{r['seconds'] / ref:>9.2f}×" if ref else ""
+                print(f"{workload:<12} {fmt:<6} {tool:<10} {r['seconds']:>9.4f} {r['peak_mib']:>9.1f} {ratio:>10}")
+    if not args.no_flat and "open_repr" in args.workloads:
+        big = ensure(args.data, args.cells * 10, args.genes, max(args.nnz_per_cell // 100, 1))
+        print(f"\nopen + repr as cells grow 10× ({args.cells * 10} cells, fewer non-zeros per cell):")
+        for path in big:
+            warm(path)
+            r = measure("shadows", "open_repr", path, args.repeats)
+            fmt = "h5ad" if path.suffix == ".h5ad" else "zarr"
+            print(f"open_repr    {fmt:<6} {'shadows':<10} {r['seconds']:>9.4f} {r['peak_mib']:>9.1f}")
+
+
+if __name__ == "__main__":
+    main()

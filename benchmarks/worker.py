@@ -1,0 +1,155 @@
+"""Run one workload with one tool in this (fresh) process; print seconds and memory as JSON.
+
+Memory is sampled from /proc by a thread every millisecond; ``peak_mib`` is the highest resident set
+during the workload minus the resident set after imports (``base_mib``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import time
+import warnings
+
+warnings.simplefilter("ignore")
+
+import anndata as ad  # noqa: E402
+import dask  # noqa: E402
+import dask.array  # noqa: E402, F401
+import numpy as np  # noqa: E402
+import scipy.sparse  # noqa: E402, F401
+
+import shadows  # noqa: E402
+from shadows import AnnDataShadow  # noqa: E402
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * _PAGE
+
+
+class PeakSampler:
+    """Highest RSS seen while the block runs."""
+
+    def __enter__(self):
+        self.peak = rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss())
+
+
+def open_any(tool: str, path: str):
+    if tool == "shadows":
+        return AnnDataShadow(path)
+    if tool == "read_lazy":
+        return ad.experimental.read_lazy(path)
+    if tool == "backed":
+        return ad.read_h5ad(path, backed="r")
+    if tool == "full":
+        return ad.read_h5ad(path) if path.endswith(".h5ad") else ad.read_zarr(path)
+    raise ValueError(tool)
+
+
+def open_repr(tool: str, path: str):
+    return repr(open_any(tool, path))
+
+
+def gene_column(tool: str, path: str):
+    """One gene (column) of CSR X, as a dense vector."""
+    adata = open_any(tool, path)
+    j = adata.n_vars // 2
+    if tool == "shadows":
+        return adata.obs_vector(adata.var_names[j])
+    x = adata.X[:, j]
+    x = x.compute() if hasattr(x, "compute") else x
+    return x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+
+
+def gene_sums(tool: str, path: str):
+    """Per-gene sums over all of X."""
+    if tool == "shadows":
+        return AnnDataShadow(path, array_backend="dask").X.sum(axis=0).compute()
+    if tool == "read_lazy":
+        x = ad.experimental.read_lazy(path).X  # scipy chunks: dask's sum needs fast-array-utils here
+        from fast_array_utils import stats
+
+        return stats.sum(x, axis=0).compute()
+    if tool == "backed":
+        adata = ad.read_h5ad(path, backed="r")
+        total = np.zeros(adata.n_vars)
+        for chunk, _, _ in adata.chunked_X(10_000):
+            total += np.asarray(chunk.sum(axis=0)).ravel()
+        return total
+    if tool == "full":
+        return np.asarray(open_any("full", path).X.sum(axis=0)).ravel()
+    if tool == "raw_read":
+        return raw_sequential_sums(path)
+    raise ValueError(tool)
+
+
+def raw_sequential_sums(path: str, block: int = 4_000_000):
+    """The floor: read X's data/indices sequentially into reused buffers and accumulate per gene."""
+    if path.endswith(".h5ad"):
+        import h5py
+
+        group = h5py.File(path, "r")["X"]
+    else:
+        import zarr
+
+        group = zarr.open_group(path, mode="r")["X"]
+    data, indices = group["data"], group["indices"]
+    n_vars = int(group.attrs["shape"][1])
+    total = np.zeros(n_vars)
+    nnz = data.shape[0]
+    data_buf = np.empty(block, dtype=data.dtype)
+    index_buf = np.empty(block, dtype=indices.dtype)
+    _ = group["indptr"][...]
+    for start in range(0, nnz, block):
+        stop = min(start + block, nnz)
+        n = stop - start
+        if hasattr(data, "read_direct"):
+            data.read_direct(data_buf, np.s_[start:stop], np.s_[:n])
+            indices.read_direct(index_buf, np.s_[start:stop], np.s_[:n])
+            d, i = data_buf[:n], index_buf[:n]
+        else:
+            d, i = data[start:stop], indices[start:stop]
+        total += np.bincount(i, weights=d, minlength=n_vars)
+    return total
+
+
+WORKLOADS = {"open_repr": open_repr, "gene_column": gene_column, "gene_sums": gene_sums}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("tool")
+    parser.add_argument("workload")
+    parser.add_argument("path")
+    args = parser.parse_args()
+    dask.config.set(scheduler="threads")
+    base = rss()
+    with PeakSampler() as sampler:
+        start = time.perf_counter()
+        WORKLOADS[args.workload](args.tool, args.path)
+        seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "peak_mib": (sampler.peak - base) / 2**20, "base_mib": base / 2**20,
+                      "shadows": shadows.__version__}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Zarr metadata read straight from the store's JSON, for opening shadows fast.
+
+``zarr.open_group`` spins up zarr's async machinery and materializes every node object; a shadow needs
+only names, attributes, shapes and dtypes to open, print and plan its graphs. This module reads them from
+the consolidated metadata (``.zmetadata`` for format 2, ``zarr.json``'s ``consolidated_metadata`` for
+format 3) in one file read, or, when a store is not consolidated, from each node's own metadata files,
+lazily. Data is always read through zarr itself (:mod:`shadows.backends.handles`). Written by hand
+because zarr exposes no metadata-only view of a store.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_V3_TEXT_TYPES = {"string", "str", "variable_length_utf8", "fixed_length_utf32", "bytes", "variable_length_bytes"}
+
+
+def _v2_dtype(meta: dict[str, Any]) -> np.dtype:
+    dtype = meta["dtype"]
+    if isinstance(dtype, list):
+        return np.dtype([tuple(field) for field in dtype])
+    return np.dtype(dtype)
+
+
+def _v3_dtype(meta: dict[str, Any]) -> np.dtype:
+    name = meta["data_type"]
+    if isinstance(name, dict):
+        name = name.get("name", "")
+    if name in _V3_TEXT_TYPES:
+        return np.dtype(object)
+    return np.dtype(name)
+
+
+class MetaNode:
+    """A node of a Zarr store described by its metadata only."""
+
+    def __init__(self, store: ZarrMetadata, path: str, meta: dict[str, Any]):
+        self._store = store
+        self.path = path
+        self.meta = meta
+
+    @property
+    def name(self) -> str:
+        """Absolute path of the node, as zarr and h5py spell it."""
+        return "/" + self.path
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The node's attributes (already plain JSON values)."""
+        return self._store.attributes(self.path, self.meta)
+
+
+class MetaArray(MetaNode):
+    """An array: shape, dtype and chunking from metadata."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The array's shape."""
+        return tuple(int(s) for s in self.meta["shape"])
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The numpy dtype of the stored values (``object`` for strings)."""
+        return _v3_dtype(self.meta) if self.meta.get("zarr_format") == 3 else _v2_dtype(self.meta)
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        """The stored chunk (or shard) shape."""
+        if self.meta.get("zarr_format") == 3:
+            return tuple(self.meta["chunk_grid"]["configuration"]["chunk_shape"])
+        return tuple(self.meta["chunks"])
+
+
+class MetaGroup(MetaNode):
+    """A group: children by name, looked up in the metadata."""
+
+    def keys(self) -> list[str]:
+        """Names of the children."""
+        return self._store.children(self.path)
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __contains__(self, name: str) -> bool:
+        return self._store.node(self._join(name)) is not None
+
+    def __getitem__(self, name: str) -> MetaNode:
+        node = self._store.node(self._join(name))
+        if node is None:
+            raise KeyError(name)
+        return node
+
+    def _join(self, name: str) -> str:
+        name = name.strip("/")
+        return f"{self.path}/{name}" if self.path else name
+
+
+class ZarrMetadata:
+    """Metadata of a local Zarr store (format 2 or 3), consolidated or not.
+
+    Parameters
+    ----------
+    root
+        The store's root directory.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self._nodes: dict[str, dict[str, Any] | None] = {}
+        self._consolidated = self._read_consolidated()
+
+    def _read_json(self, relative: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.root / relative).read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def _read_consolidated(self) -> bool:
+        root = self._read_json("zarr.json")
+        if root is not None:
+            self._nodes[""] = root
+            consolidated = (root.get("consolidated_metadata") or {}).get("metadata")
+            if consolidated is None:
+                return False
+            self._nodes.update({k.strip("/"): v for k, v in consolidated.items()})
+            return True
+        zmeta = self._read_json(".zmetadata")
+        if zmeta is None:
+            return False
+        entries = zmeta["metadata"]
+        for key, value in entries.items():
+            path, _, kind = key.rpartition("/") if "/" in key else ("", "", key)
+            if kind in (".zgroup", ".zarray"):
+                node = dict(value)
+                node["node_type"] = "group" if kind == ".zgroup" else "array"
+                node["attributes"] = entries.get(f"{path}/.zattrs" if path else ".zattrs", {})
+                self._nodes[path] = node
+        return True
+
+    def _load(self, path: str) -> dict[str, Any] | None:
+        """Metadata of one node from its own files (stores without consolidated metadata)."""
+        prefix = f"{path}/" if path else ""
+        v3 = self._read_json(prefix + "zarr.json")
+        if v3 is not None:
+            return v3
+        for kind, node_type in ((".zarray", "array"), (".zgroup", "group")):
+            v2 = self._read_json(prefix + kind)
+            if v2 is not None:
+                v2["node_type"] = node_type
+                v2["attributes"] = self._read_json(prefix + ".zattrs") or {}
+                return v2
+        return None
+
+    def node(self, path: str) -> MetaNode | None:
+        """The node at ``path`` (``""`` is the root), or ``None`` when there is none."""
+        path = path.strip("/")
+        if path not in self._nodes:
+            if self._consolidated:
+                return None
+            self._nodes[path] = self._load(path)
+        meta = self._nodes[path]
+        if meta is None:
+            return None
+        cls = MetaGroup if meta.get("node_type") == "group" else MetaArray
+        return cls(self, path, meta)
+
+    def children(self, path: str) -> list[str]:
+        """Sorted names of a group's children."""
+        prefix = f"{path}/" if path else ""
+        if self._consolidated:
+            names = {k[len(prefix):].split("/", 1)[0] for k in self._nodes if k.startswith(prefix) and k != path}
+            return sorted(n for n in names if n)
+        directory = self.root / path
+        names = [p.name for p in directory.iterdir() if p.is_dir() and self.node(prefix + p.name) is not None]
+        return sorted(names)
+
+    def attributes(self, path: str, meta: dict[str, Any]) -> dict[str, Any]:
+        """A node's attributes."""
+        return dict(meta.get("attributes") or {})
+
+    def __getitem__(self, path: str) -> MetaNode:
+        node = self.node(path)
+        if node is None:
+            raise KeyError(path)
+        return node
+
+    def __contains__(self, path: str) -> bool:
+        return self.node(path) is not None
+
+    def keys(self) -> list[str]:
+        """Names of the root's children."""
+        return self.children("")
