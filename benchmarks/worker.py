@@ -17,7 +17,7 @@ warnings.simplefilter("ignore")
 
 import anndata as ad  # noqa: E402
 import dask  # noqa: E402
-import dask.array  # noqa: E402, F401
+import dask.array  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.sparse  # noqa: E402, F401
 

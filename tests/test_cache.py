@@ -5,10 +5,10 @@ from __future__ import annotations
 import gc
 import tracemalloc
 
+import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-import anndata as ad
 from conftest import write
 from shadows import AnnDataShadow
 

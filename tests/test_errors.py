@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
+import anndata as ad
 import h5py
 import numpy as np
 import pytest
 
-import anndata as ad
 from conftest import make_adata, write
 from shadows import (
     AnnDataShadow,
@@ -28,7 +28,7 @@ def small_h5ad(tmp_path):
 
 
 def test_missing_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.h5ad") as info:
+    with pytest.raises(FileNotFoundError, match=r"missing\.h5ad") as info:
         AnnDataShadow(tmp_path / "missing.h5ad")
     assert isinstance(info.value, ShadowsFileNotFoundError)
 
@@ -37,7 +37,7 @@ def test_missing_path(tmp_path):
 def test_not_hdf5(tmp_path, content):
     bad = tmp_path / "bad.h5ad"
     bad.write_bytes(content)
-    with pytest.raises(NotAnnDataError, match="bad.h5ad"):
+    with pytest.raises(NotAnnDataError, match=r"bad\.h5ad"):
         AnnDataShadow(bad)
 
 
@@ -62,7 +62,7 @@ def test_unknown_encoding(tmp_path):
         f["X"].attrs["encoding-type"] = "fancy_matrix"
     shadow = AnnDataShadow(path)  # opening reads only what it needs
     with pytest.raises(UnknownEncodingError, match=r"small.h5ad: element 'X': unknown encoding-type 'fancy_matrix'"):
-        shadow.X
+        _ = shadow.X
 
 
 def test_unknown_encoding_version(tmp_path):
@@ -70,7 +70,7 @@ def test_unknown_encoding_version(tmp_path):
     with h5py.File(path, "r+") as f:
         f["X"].attrs["encoding-version"] = "9.9.9"
     with pytest.raises(UnknownEncodingError, match=r"version '9.9.9'.*reads versions 0.2.0"):
-        AnnDataShadow(path).X
+        _ = AnnDataShadow(path).X
 
 
 def test_sparse_without_indptr(tmp_path, fmt):
@@ -85,7 +85,7 @@ def test_sparse_without_indptr(tmp_path, fmt):
         _drop_consolidated(path)
     shadow = AnnDataShadow(path)
     with pytest.raises(MalformedElementError, match=r"element 'X/indptr': missing"):
-        shadow.X
+        _ = shadow.X
 
 
 def test_indptr_past_data(tmp_path):
@@ -95,7 +95,7 @@ def test_indptr_past_data(tmp_path):
         indptr[-1] = indptr[-1] + 1000
         f["X/indptr"][...] = indptr
     with pytest.raises(MalformedElementError, match=r"element 'X/indptr'.*outside"):
-        AnnDataShadow(path).X
+        _ = AnnDataShadow(path).X
 
 
 def test_obs_index_names_missing_column(tmp_path):

@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 import zarr
-from helpers import assert_shadow_matches
 
 from conftest import make_adata, read_oracle, write
+from helpers import assert_shadow_matches
 from shadows import AnnDataShadow
 
 N_OBS, N_VARS = 8, 4

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import warnings
 
+import anndata as ad
 import h5py
 import pytest
 import zarr
 from anndata.io import read_elem
-from helpers import assert_shadow_matches
 
-import anndata as ad
 from conftest import make_adata
+from helpers import assert_shadow_matches
 from shadows import AnnDataShadow
 
 mudata = pytest.importorskip("mudata")

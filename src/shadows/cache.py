@@ -24,6 +24,9 @@ class ElementCache:
             self._values[key] = compute()
         return self._values[key]
 
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
     def put(self, key: str, value: Any) -> None:
         """Keep ``value`` for ``key`` (a persisted graph, say)."""
         self._values[key] = value

@@ -34,7 +34,7 @@ def open_file(path: str, format: str, mode: str = "r"):
     return open_hdf5(path, mode) if format == "hdf5" else open_zarr(path, mode)
 
 
-def open_metadata(path: str, format: str, mode: str = "r"):  # noqa: A002
+def open_metadata(path: str, format: str, mode: str = "r"):
     """What a shadow reads its layout from: the h5py.File itself, or the Zarr store's JSON metadata."""
     if format == "hdf5":
         return open_hdf5(path, mode)

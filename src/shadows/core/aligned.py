@@ -111,7 +111,9 @@ class UnsMapping(ElementMapping):
         """A plain nested dict of every value (stored ones read, staged ones as assigned)."""
         out = {}
         for key in self:
+            if key in self._staged:
+                out[key] = self._staged[key]
+                continue
             value = self[key]
-            out[key] = value.materialize() if isinstance(value, UnsMapping) else self._shadow._plain(
-                self._path(key), value) if key not in self._staged else value
+            out[key] = value.materialize() if isinstance(value, UnsMapping) else self._shadow._plain(self._path(key))
         return out

@@ -100,19 +100,19 @@ class AnnDataShadow(anndata.AnnData):
         spec = self._layout.spec(rel)
         backend = self._backend_for(spec.kind)
         if rel in self._cache:
-            return self._cache.get(rel, lambda: None)
+            return self._cache[rel]
         if backend is not None and backend.lazy:
             return self._graph(rel)
         if backend is None:
             return self._cache.get(rel, spec.materialize)
         return self._cache.get(rel, lambda: backend.convert(spec.materialize()))
 
-    def _plain(self, rel: str, value: Any = None) -> Any:
+    def _plain(self, rel: str) -> Any:
         """The element at ``rel`` as numpy/scipy/pandas, whatever the backends (for to_memory)."""
         spec = self._layout.spec(rel)
         backend = self._backend_for(spec.kind)
         if backend is not None and backend.name in ("numpy", "pandas") and rel in self._cache:
-            return self._cache.get(rel, lambda: None)
+            return self._cache[rel]
         if spec.kind == "mapping":
             return self._uns_child(rel).materialize()
         return spec.materialize()
@@ -130,22 +130,27 @@ class AnnDataShadow(anndata.AnnData):
     def _is_cached(self, rel: str) -> bool:
         return rel in self._cache
 
-    def _to_numpy(self, value: Any) -> Any:
-        return value.compute() if hasattr(value, "dask") else value
-
     def _names(self, frame_rel: str) -> pd.Index:
         if frame_rel in self._cache and self._table_backend.name == "pandas":
-            return self._cache.get(frame_rel, lambda: None).index
+            return self._cache[frame_rel].index
         return self._cache.get(f"{frame_rel}/_index", lambda: self._layout.spec(frame_rel).read_index())
 
+    def _vector_of(self, rel: str, key: tuple) -> np.ndarray:
+        """One row or column of a matrix element as a 1-d numpy array (reads only what it needs)."""
+        value = self._cache[rel] if rel in self._cache else self._graph(rel)
+        vector = value[key]
+        vector = vector.compute() if hasattr(vector, "dask") else vector
+        if hasattr(vector, "toarray"):
+            vector = vector.toarray()
+        return np.asarray(vector).reshape(-1)
+
     def _column_of(self, rel: str, j: int) -> np.ndarray:
-        """Column ``j`` of a matrix element as a 1-d numpy array (reads only what it needs)."""
-        value = self._cache.get(rel, lambda: None) if rel in self._cache else self._graph(rel)
-        column = value[:, j]
-        column = column.compute() if hasattr(column, "dask") else column
-        if hasattr(column, "toarray"):
-            column = column.toarray()
-        return np.asarray(column).reshape(-1)
+        """Column ``j`` of a matrix element."""
+        return self._vector_of(rel, (slice(None), j))
+
+    def _row_of(self, rel: str, i: int) -> np.ndarray:
+        """Row ``i`` of a matrix element."""
+        return self._vector_of(rel, (i, slice(None)))
 
     # -- AnnData's attributes ----------------------------------------------------------------------
 
@@ -274,7 +279,7 @@ class AnnDataShadow(anndata.AnnData):
 
     def _frame_column(self, frame_rel: str, key: str) -> np.ndarray:
         if frame_rel in self._cache and self._table_backend.name == "pandas":
-            return self._cache.get(frame_rel, lambda: None)[key].to_numpy()
+            return self._cache[frame_rel][key].to_numpy()
         values = self._layout.spec(frame_rel).column(key).read_rows(slice(None))
         return pd.Series(values, copy=False).to_numpy()
 
@@ -296,11 +301,7 @@ class AnnDataShadow(anndata.AnnData):
         if k not in names:
             raise MissingElementError(element_message(self.filename, "var", f"'{k}' is neither a var column "
                                                       "nor an obs name"))
-        rel = "X" if layer is None else f"layers/{layer}"
-        value = self._cache.get(rel, lambda: None) if rel in self._cache else self._graph(rel)
-        row = value[names.get_loc(k)]
-        row = row.compute() if hasattr(row, "dask") else row
-        return np.asarray(row.todense() if hasattr(row, "todense") else row).reshape(-1)
+        return self._row_of("X" if layer is None else f"layers/{layer}", names.get_loc(k))
 
     # -- memory ----------------------------------------------------------------------------------
 
@@ -331,7 +332,7 @@ class AnnDataShadow(anndata.AnnData):
     def __sizeof__(self) -> int:
         total = object.__sizeof__(self)
         for key in self._cache:
-            value = self._cache.get(key, lambda: None)
+            value = self._cache[key]
             total += int(getattr(value, "nbytes", 0) or 0) or _sparse_nbytes(value) or _frame_nbytes(value)
         return total
 

@@ -99,9 +99,3 @@ def encoding_of(attrs: dict[str, Any]) -> str:
     """``"<type> <version>"`` from decoded attributes."""
     return f"{attrs.get('encoding-type')} {attrs.get('encoding-version', '')}".strip()
 
-
-def row_count(rows: Rows, length: int) -> int:
-    """Number of rows a selection picks out of ``length``."""
-    if isinstance(rows, slice):
-        return len(range(*rows.indices(length)))
-    return len(rows)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from shadows.backends import nodes
 from shadows.elements.base import ElementSpec, encoding_of
@@ -147,7 +146,3 @@ def _is_h5sparse(node: Any, attrs: dict[str, Any]) -> bool:
 
 register_sniffer(_is_h5sparse)(SparseSpec)
 
-
-def is_sparse(x: Any) -> bool:
-    """Whether ``x`` is a scipy sparse matrix or array."""
-    return sp.issparse(x)

@@ -30,13 +30,24 @@ def _single_axis(axis: Any, ndim: int = 2) -> int | None:
     return int(axis) % ndim
 
 
-class _NumpyProtocolMixin:
-    """Reductions with numpy's signature and numpy's indexing dimensionality for scipy matrices."""
+_SCIPY_DEFAULT = object()  # marks "keepdims not passed": then behave exactly like scipy
 
-    def _reduce(self, method: str, axis, dtype=None, out=None, keepdims=False, **kwargs):
+
+class _NumpyProtocolMixin:
+    """Reductions with numpy's signature and numpy's indexing dimensionality for scipy matrices.
+
+    Without ``keepdims`` a reduction behaves exactly as scipy's (an ``np.matrix`` result: code written
+    for scipy matrices, such as scanpy's dask helpers, relies on that). With ``keepdims`` (what dask
+    passes) it follows numpy: a dense ndarray with the reduced axes kept or dropped.
+    """
+
+    def _reduce(self, method: str, axis, dtype=None, out=None, keepdims=_SCIPY_DEFAULT):
         ax = _single_axis(axis)
         base = getattr(super(), method)
-        result = base(axis=ax, dtype=dtype) if dtype is not None else base(axis=ax)
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        if keepdims is _SCIPY_DEFAULT:
+            return base(axis=ax, out=out, **kwargs) if out is not None else base(axis=ax, **kwargs)
+        result = base(axis=ax, **kwargs)
         result = np.asarray(result.todense() if sp.issparse(result) else result)
         if ax is None:
             result = result.reshape((1, 1) if keepdims else ())
@@ -49,20 +60,20 @@ class _NumpyProtocolMixin:
             return out
         return result
 
-    def sum(self, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
-        """Sum with numpy's signature (``keepdims``, tuple axes); returns a dense array."""
+    def sum(self, axis=None, dtype=None, out=None, keepdims=_SCIPY_DEFAULT, **kwargs):
+        """Sum; takes numpy's ``keepdims`` and tuple axes (then returns a dense ndarray)."""
         return self._reduce("sum", axis, dtype, out, keepdims)
 
-    def mean(self, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
-        """Mean with numpy's signature; returns a dense array."""
+    def mean(self, axis=None, dtype=None, out=None, keepdims=_SCIPY_DEFAULT, **kwargs):
+        """Mean; takes numpy's ``keepdims`` and tuple axes (then returns a dense ndarray)."""
         return self._reduce("mean", axis, dtype, out, keepdims)
 
-    def max(self, axis=None, out=None, keepdims=False, **kwargs):
-        """Maximum with numpy's signature; returns a dense array."""
+    def max(self, axis=None, out=None, keepdims=_SCIPY_DEFAULT, **kwargs):
+        """Maximum; takes numpy's ``keepdims`` and tuple axes (then returns a dense ndarray)."""
         return self._reduce("max", axis, None, out, keepdims)
 
-    def min(self, axis=None, out=None, keepdims=False, **kwargs):
-        """Minimum with numpy's signature; returns a dense array."""
+    def min(self, axis=None, out=None, keepdims=_SCIPY_DEFAULT, **kwargs):
+        """Minimum; takes numpy's ``keepdims`` and tuple axes (then returns a dense ndarray)."""
         return self._reduce("min", axis, None, out, keepdims)
 
     def __getitem__(self, key):
