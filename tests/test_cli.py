@@ -17,3 +17,16 @@ def test_info_lists_every_element(path, capsys):
 def test_info_reports_errors(tmp_path, capsys):
     assert main(["info", str(tmp_path / "missing.h5ad")]) == 1
     assert "No such file" in capsys.readouterr().err
+
+
+def test_info_on_legacy_file_and_modality(pbmc_path, tmp_path, capsys):
+    assert main(["info", str(pbmc_path)]) == 0
+    out = capsys.readouterr().out
+    assert "obsm/X_pca" in out and "structured (" in out and "uns/neighbors/distances" not in out
+    import mudata
+
+    from conftest import make_adata
+
+    mudata.MuData({"rna": make_adata()}).write_h5mu(tmp_path / "m.h5mu")
+    assert main(["info", str(tmp_path / "m.h5mu" / "mod" / "rna")]) == 0
+    assert "n_obs × n_vars = 60 × 15" in capsys.readouterr().out

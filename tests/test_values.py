@@ -92,3 +92,34 @@ def test_dask_backend_values(path, array_backend):
     pd.testing.assert_frame_equal(shadow.obs.compute(), oracle.obs, check_dtype=False, check_index_type=False,
                                   check_categorical=False)
     assert_value_equal(shadow.obs["float"].compute().to_numpy(), oracle.obs["float"].to_numpy(), "obs/float")
+
+
+def test_modes_and_close(path, tmp_path):
+    import shutil
+
+    copy = tmp_path / path.name  # a file no other shadow of this test session holds open
+    (shutil.copytree if path.is_dir() else shutil.copy)(path, copy)
+    path = copy
+    shadow = AnnDataShadow(path, mode="r+")
+    if path.suffix == ".h5ad":
+        assert shadow.file.mode == "r+"
+    else:
+        assert not shadow.file.read_only
+    shadow.reopen("r")
+    if path.suffix == ".h5ad":
+        assert shadow.file.mode == "r"
+    else:
+        assert shadow.file.read_only
+    shadow.obsm["extra"] = np.zeros((shadow.n_obs, 1))
+    shadow.close()
+    shadow.reopen("r")
+    assert "extra▲" in repr(shadow.obsm)  # in-memory additions survive reopening
+    with pytest.raises(OSError, match=r"read-only mode.*reopen\('r\+'\)"):
+        shadow.write()
+    with pytest.raises(ValueError, match="mode"):
+        AnnDataShadow(path, mode="w")
+    if path.suffix == ".h5ad":
+        from shadows import FileBusyError
+
+        with pytest.raises(FileBusyError, match="open elsewhere"):
+            AnnDataShadow(path, mode="r+")  # `shadow` still holds it read-only

@@ -6,6 +6,7 @@ Open a file without loading it; every stored element is a dask graph that reads 
 from shadows.core.anndata import AnnDataShadow
 from shadows.errors import (
     BackendUnavailableError,
+    FileBusyError,
     MalformedElementError,
     MissingElementError,
     NotAnnDataError,
@@ -19,6 +20,7 @@ from shadows.errors import (
 __all__ = [
     "AnnDataShadow",
     "BackendUnavailableError",
+    "FileBusyError",
     "MalformedElementError",
     "MissingElementError",
     "NotAnnDataError",

@@ -18,6 +18,15 @@ def _human(nbytes: int) -> str:
     return f"{size:.1f} TiB"  # pragma: no cover
 
 
+def _dtype_text(dtype) -> str:
+    if dtype is None:
+        return "-"
+    names = getattr(dtype, "names", None)
+    if names:  # a structured dtype: its field list is long and says little here
+        return f"structured ({len(names)} fields)"
+    return str(dtype)
+
+
 def element_paths(shadow) -> Iterator[str]:
     """Every stored element of a shadow, uns walked recursively (paths relative to the AnnData)."""
     layout = shadow._layout
@@ -31,9 +40,8 @@ def element_paths(shadow) -> Iterator[str]:
     while stack:
         rel = stack.pop()
         yield rel
-        spec = layout.spec(rel)
-        if spec.kind == "mapping":
-            stack.extend(f"{rel}/{k}" for k in reversed(spec.keys()))
+        if layout.spec(rel).kind == "mapping":
+            stack.extend(f"{rel}/{k}" for k in reversed(layout.children(rel)))
     for rel in ("raw/X", "raw/var"):
         if layout.has(rel):
             yield rel
@@ -48,9 +56,10 @@ def info_text(path: str, format: str | None = None) -> str:
     shadow = AnnDataShadow(path, format=format)
     rows = [("element", "shape", "dtype", "encoding", "chunks", "on disk")]
     for rel in element_paths(shadow):
-        info = shadow._layout.spec(rel).info()
+        spec = shadow._layout.spec(rel)
+        info = spec.info()
         shape = " × ".join(map(str, info["shape"])) if info["shape"] else "-"
-        dtype = info["dtype"] if info["dtype"] != "None" else "-"
+        dtype = _dtype_text(spec.dtype)
         rows.append((rel, shape, dtype, info["encoding"], info["chunks"] or "-", _human(info["stored"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

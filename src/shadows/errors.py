@@ -48,6 +48,10 @@ class ReadOnlyError(ShadowsError, OSError):
     """A change was asked of a file that is open read-only, or of a stored element."""
 
 
+class FileBusyError(ShadowsError, OSError):
+    """The file cannot be opened in the requested mode because it is open elsewhere."""
+
+
 def element_message(filename: str, element: str, what: str) -> str:
     """Format an error message that names the file and the element.
 

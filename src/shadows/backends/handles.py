@@ -16,10 +16,19 @@ _handles: dict[tuple[int, str, str], Any] = {}
 
 
 def open_hdf5(path: str, mode: str = "r"):
-    """Open an HDF5 file with h5py."""
+    """Open an HDF5 file with h5py; a file held elsewhere gets an error that says so."""
     import h5py
 
-    return h5py.File(path, mode)
+    try:
+        return h5py.File(path, mode)
+    except OSError as error:
+        if mode == "r" or "open" not in str(error).lower() and "lock" not in str(error).lower():
+            raise
+        from shadows.errors import FileBusyError
+
+        msg = (f"{path}: cannot open for writing (mode {mode!r}): the file is open elsewhere, read-only in "
+               f"this process (another shadow: close() it) or in another process (HDF5 file locking). {error}")
+        raise FileBusyError(msg) from error
 
 
 def open_zarr(path: str, mode: str = "r"):

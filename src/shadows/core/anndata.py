@@ -11,7 +11,7 @@ import pandas as pd
 
 from shadows import convert
 from shadows.backends import FileRef, resolve
-from shadows.backends.handles import open_file, open_metadata
+from shadows.backends.handles import open_file, open_metadata, release
 from shadows.cache import ElementCache
 from shadows.core.aligned import SLOT_AXES, ElementMapping, UnsMapping
 from shadows.core.layout import Layout
@@ -73,6 +73,10 @@ class AnnDataShadow(anndata.AnnData):
     def _connect(self, mode: str) -> None:
         """Open the file's metadata in ``mode`` and map its layout (no data is read)."""
         self._mode = mode
+        if mode != "r":
+            # HDF5 refuses to open a file for writing while this process holds it open read-only: drop
+            # the read handles graph tasks keep (they reopen, sharing the writable handle).
+            release(self._ref.path)
         self._handle = open_metadata(self._ref.path, self._ref.format, mode)
         self._zarr_group = None
         try:
