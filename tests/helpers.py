@@ -10,8 +10,20 @@ import pandas as pd
 import scipy.sparse as sp
 
 
+def _plain(expected: Any) -> Any:
+    """anndata's view types (ArrayView, sparse and DataFrame views) as the plain types they wrap."""
+    if isinstance(expected, pd.DataFrame) and type(expected) is not pd.DataFrame:
+        return pd.DataFrame(expected)
+    if sp.issparse(expected) and type(expected) not in (sp.csr_matrix, sp.csc_matrix):
+        return (sp.csr_matrix if expected.format == "csr" else sp.csc_matrix)(expected)
+    if isinstance(expected, np.ndarray) and type(expected) is not np.ndarray:
+        return np.asarray(expected)
+    return expected
+
+
 def assert_value_equal(got: Any, expected: Any, where: str = "") -> None:
     """Equal type family, dtype and values (NaN-aware), recursively for mappings."""
+    expected = _plain(expected)
     if isinstance(expected, Mapping):
         assert isinstance(got, Mapping), where
         got_keys = set(got.keys())

@@ -19,7 +19,11 @@ def _frame_line(shadow: AnnDataShadow, slot: str) -> str:
 
 def text_repr(shadow: AnnDataShadow) -> str:
     """The repr of DESIGN.md section 1: header, then one line per non-empty slot with markers."""
-    lines = [f"AnnData Shadow object with n_obs × n_vars = {shadow.n_obs} × {shadow.n_vars}"]
+    header = f"AnnData Shadow object with n_obs × n_vars = {shadow.n_obs} × {shadow.n_vars}"
+    if shadow.is_view:
+        layout = shadow._layout
+        header = f"View of {header} (original {layout.n_obs} × {layout.n_vars})"
+    lines = [header]
     if shadow._layout.has("X"):
         lines.append("  X" + marker(shadow._is_cached("X"), False))
     if len(shadow.layers):

@@ -22,7 +22,7 @@ def open_hdf5(path: str, mode: str = "r"):
     try:
         return h5py.File(path, mode)
     except OSError as error:
-        if mode == "r" or "open" not in str(error).lower() and "lock" not in str(error).lower():
+        if mode == "r" or ("open" not in str(error).lower() and "lock" not in str(error).lower()):
             raise
         from shadows.errors import FileBusyError
 

@@ -13,11 +13,21 @@ from shadows import convert
 from shadows.backends import FileRef, resolve
 from shadows.backends.handles import open_file, open_metadata, release
 from shadows.cache import ElementCache
+from shadows.core import view_categories
 from shadows.core.aligned import SLOT_AXES, ElementMapping, UnsMapping
 from shadows.core.layout import Layout
 from shadows.core.raw import RawShadow
 from shadows.elements.sparse_chunk import to_plain
 from shadows.errors import MissingElementError, ReadOnlyError, ShadowsError, element_message
+from shadows.indexing import AxisIndex, compose, normalize_key
+from shadows.indexing.apply import (
+    element_axes,
+    materialize_selection,
+    read_column,
+    read_index,
+    select_graph,
+    selection_for,
+)
 
 READ_ONLY_MESSAGE = (
     "File is open in read-only mode. Changes can't be pushed. Reopen it with .reopen('r+') to enable writing."
@@ -62,17 +72,43 @@ class AnnDataShadow(anndata.AnnData):
         self._array_backend = convert.array_backend(array_backend)
         self._table_backend = convert.table_backend(table_backend)
         self._connect(mode)
+        self._root = self
+        self._view: tuple[AxisIndex, AxisIndex] | None = None
+        self._init_memory()
+
+    def _init_memory(self) -> None:
+        """Fresh in-memory state: cache, graphs, and the mapping slots (a view gets its own)."""
         self._cache = ElementCache()
         self._graphs: dict[str, Any] = {}
-        self._slots = {
-            slot: (UnsMapping if slot == "uns" else ElementMapping)(self, slot, self._layout.mapping_keys(slot))
-            for slot in (*SLOT_AXES, "uns")
-        }
+        self._slots = {slot: ElementMapping(self, slot, self._layout.mapping_keys(slot)) for slot in SLOT_AXES}
+        uns_keys = self._layout.mapping_keys("uns")
+        if self._view is not None:
+            hidden = view_categories.hidden_color_keys(self._layout)
+            uns_keys = [k for k in uns_keys if k not in hidden]
+        self._slots["uns"] = UnsMapping(self, "uns", uns_keys)
         self._uns_levels: dict[str, UnsMapping] = {"uns": self._slots["uns"]}
+
+    @classmethod
+    def _make_view(cls, root: AnnDataShadow, obs: AxisIndex, var: AxisIndex) -> AnnDataShadow:
+        """A view of ``root`` keeping positions ``obs`` and ``var`` (relative to the root)."""
+        view = cls.__new__(cls)
+        view._ref, view._array_backend, view._table_backend = root._ref, root._array_backend, root._table_backend
+        view._root = root
+        view._view = (obs, var)
+        view._init_memory()
+        return view
+
+    @property
+    def _layout(self) -> Layout:
+        return self._root._file_layout
+
+    @property
+    def _mode(self) -> str:
+        return self._root._file_mode
 
     def _connect(self, mode: str) -> None:
         """Open the file's metadata in ``mode`` and map its layout (no data is read)."""
-        self._mode = mode
+        self._file_mode = mode
         if mode != "r":
             # HDF5 refuses to open a file for writing while this process holds it open read-only: drop
             # the read handles graph tasks keep (they reopen, sharing the writable handle).
@@ -80,7 +116,7 @@ class AnnDataShadow(anndata.AnnData):
         self._handle = open_metadata(self._ref.path, self._ref.format, mode)
         self._zarr_group = None
         try:
-            self._layout = Layout(self._ref, self._handle)
+            self._file_layout = Layout(self._ref, self._handle)
         except BaseException:
             self._close_handle()
             raise
@@ -96,8 +132,26 @@ class AnnDataShadow(anndata.AnnData):
 
     def _graph(self, rel: str) -> Any:
         if rel not in self._graphs:
-            self._graphs[rel] = self._layout.spec(rel).graph()
+            spec = self._layout.spec(rel)
+            selection = selection_for(rel, spec, self._view)
+            self._graphs[rel] = select_graph(spec, selection) if selection else spec.graph()
         return self._graphs[rel]
+
+    def _materialize(self, rel: str) -> Any:
+        """Read the element (this view's part of it) as numpy/scipy/pandas."""
+        spec = self._layout.spec(rel)
+        value = materialize_selection(spec, selection_for(rel, spec, self._view))
+        if self._view is not None and view_categories.enabled():
+            if spec.kind == "dataframe" and element_axes(rel):  # obs, var and dataframes in obsm/varm
+                value = view_categories.drop_unused(value)
+            elif rel.startswith("uns/"):
+                value = view_categories.subset_colors(rel[4:], value, self._layout, self._view_column)
+        return value
+
+    def _view_column(self, frame_rel: str, key: str) -> Any:
+        """One obs/var column of this view, with unused categories dropped as AnnData's views do."""
+        values = read_column(self._layout.spec(frame_rel).column(key), self._frame_rows(frame_rel))
+        return view_categories.drop_unused_values(values) if self._view is not None else values
 
     def _element(self, rel: str) -> Any:
         """The element at ``rel`` as the shadow's backends present it (cached per section 4 of DESIGN)."""
@@ -108,8 +162,8 @@ class AnnDataShadow(anndata.AnnData):
         if backend is not None and backend.lazy:
             return self._graph(rel)
         if backend is None:
-            return self._cache.get(rel, spec.materialize)
-        return self._cache.get(rel, lambda: backend.convert(spec.materialize()))
+            return self._cache.get(rel, lambda: self._materialize(rel))
+        return self._cache.get(rel, lambda: backend.convert(self._materialize(rel)))
 
     def _plain(self, rel: str) -> Any:
         """The element at ``rel`` as numpy/scipy/pandas, whatever the backends (for to_memory)."""
@@ -119,12 +173,10 @@ class AnnDataShadow(anndata.AnnData):
             return self._cache[rel]
         if spec.kind == "mapping":
             return self._uns_child(rel).materialize()
-        return spec.materialize()
+        return self._materialize(rel)
 
     def _uns_child(self, rel: str) -> Any:
         spec = self._layout.spec(rel)
-        if spec.kind == "dataframe":
-            return self._element(rel)
         if spec.kind != "mapping":
             return self._element(rel)
         if rel not in self._uns_levels:
@@ -134,10 +186,17 @@ class AnnDataShadow(anndata.AnnData):
     def _is_cached(self, rel: str) -> bool:
         return rel in self._cache
 
+    def _frame_rows(self, frame_rel: str) -> AxisIndex | None:
+        """The rows of a dataframe element this shadow sees (``None``: all)."""
+        spec = self._layout.spec(frame_rel)
+        selection = selection_for(frame_rel, spec, self._view)
+        return selection[0] if selection else None
+
     def _names(self, frame_rel: str) -> pd.Index:
         if frame_rel in self._cache and self._table_backend.name == "pandas":
             return self._cache[frame_rel].index
-        return self._cache.get(f"{frame_rel}/_index", lambda: self._layout.spec(frame_rel).read_index())
+        spec = self._layout.spec(frame_rel)
+        return self._cache.get(f"{frame_rel}/_index", lambda: read_index(spec, self._frame_rows(frame_rel)))
 
     def _vector_of(self, rel: str, key: tuple) -> np.ndarray:
         """One row or column of a matrix element as a 1-d numpy array (reads only what it needs)."""
@@ -225,12 +284,12 @@ class AnnDataShadow(anndata.AnnData):
     @property
     def n_obs(self) -> int:
         """Number of observations."""
-        return self._layout.n_obs
+        return self._layout.n_obs if self._view is None else len(self._view[0])
 
     @property
     def n_vars(self) -> int:
         """Number of variables."""
-        return self._layout.n_vars
+        return self._layout.n_vars if self._view is None else len(self._view[1])
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -239,8 +298,8 @@ class AnnDataShadow(anndata.AnnData):
 
     @property
     def is_view(self) -> bool:
-        """Whether this shadow is a view of another (never, for a shadow opened from a file)."""
-        return False
+        """Whether this shadow is a view (``shadow[...]``) of the file's AnnData."""
+        return self._view is not None
 
     @property
     def isbacked(self) -> bool:
@@ -255,11 +314,12 @@ class AnnDataShadow(anndata.AnnData):
     @property
     def file(self) -> Any:
         """The open ``h5py.File`` or ``zarr.Group`` (a Zarr group is opened on first use)."""
-        if self._ref.format == "hdf5":
-            return self._handle
-        if self._zarr_group is None:
-            self._zarr_group = open_file(self._ref.path, "zarr", self._mode)
-        return self._zarr_group
+        root = self._root
+        if root._ref.format == "hdf5":
+            return root._handle
+        if root._zarr_group is None:
+            root._zarr_group = open_file(root._ref.path, "zarr", root._file_mode)
+        return root._zarr_group
 
     def obs_keys(self) -> list[str]:
         """Names of the obs columns."""
@@ -284,8 +344,7 @@ class AnnDataShadow(anndata.AnnData):
     def _frame_column(self, frame_rel: str, key: str) -> np.ndarray:
         if frame_rel in self._cache and self._table_backend.name == "pandas":
             return self._cache[frame_rel][key].to_numpy()
-        values = self._layout.spec(frame_rel).column(key).read_rows(slice(None))
-        return pd.Series(values, copy=False).to_numpy()
+        return pd.Series(self._view_column(frame_rel, key), copy=False).to_numpy()
 
     def obs_vector(self, k: str, *, layer: str | None = None) -> np.ndarray:
         """Values of obs column ``k``, or of variable ``k`` across observations (from X or ``layer``)."""
@@ -343,7 +402,8 @@ class AnnDataShadow(anndata.AnnData):
     # -- file connection -------------------------------------------------------------------------
 
     def _close_handle(self) -> None:
-        for handle in (self._handle, getattr(self, "_zarr_group", None)):
+        root = self._root if hasattr(self, "_root") else self
+        for handle in (root._handle, getattr(root, "_zarr_group", None)):
             close = getattr(handle, "close", None)
             if close is not None:
                 close()
@@ -357,11 +417,15 @@ class AnnDataShadow(anndata.AnnData):
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
         self._close_handle()
-        self._connect(mode)
+        self._root._connect(mode)
         return self
 
     def write(self, clear_cache: bool = False) -> AnnDataShadow:
         """Push in-memory additions to the file; the file must be open with ``mode="r+"``."""
+        if self.is_view:
+            msg = (f"{self.filename}: a view cannot be written to its file; write the shadow it was taken "
+                   "from, or export the view with .to_memory()")
+            raise ReadOnlyError(msg)
         if self._mode == "r":
             raise ReadOnlyError(READ_ONLY_MESSAGE)
         staged = [f"{s}/{k}" for s, m in self._slots.items() for k in m if m.is_staged(k)]
@@ -399,8 +463,17 @@ class AnnDataShadow(anndata.AnnData):
             adata.write_h5ad(filename)
         return adata
 
-    def __getitem__(self, index: Any) -> Any:
-        raise TypeError(f"{self.filename}: subsetting a shadow (views) is not available in this version")
+    def __getitem__(self, index: Any) -> AnnDataShadow:
+        """A view: a shadow of its own whose elements are this shadow's, sliced by ``index``.
+
+        Keys are those of AnnData (slices, ints, masks, positions, names, and pairs of them). A view of
+        a view keeps positions relative to the file, so views compose to any depth. Building a view
+        reads no data.
+        """
+        obs, var = normalize_key(index, self.shape, (lambda: self.obs_names, lambda: self.var_names))
+        if self._view is not None:
+            obs, var = compose(self._view[0], obs), compose(self._view[1], var)
+        return AnnDataShadow._make_view(self._root, obs, var)
 
     def __repr__(self) -> str:
         from shadows._repr import text_repr
@@ -408,13 +481,15 @@ class AnnDataShadow(anndata.AnnData):
         return text_repr(self)
 
     def __reduce__(self):
-        return (_reopen, (self._ref, self._array_backend.name, self._table_backend.name, self._mode))
+        args = (self._ref, self._array_backend.name, self._table_backend.name, self._mode, self._view)
+        return (_reopen, args)
 
 
-def _reopen(ref: FileRef, array_backend: str, table_backend: str, mode: str) -> AnnDataShadow:
-    path = ref.display
-    return AnnDataShadow(path, array_backend=array_backend, table_backend=table_backend, mode=mode,
-                         format=ref.format)
+def _reopen(ref: FileRef, array_backend: str, table_backend: str, mode: str,
+            view: tuple[AxisIndex, AxisIndex] | None = None) -> AnnDataShadow:
+    shadow = AnnDataShadow(ref.display, array_backend=array_backend, table_backend=table_backend, mode=mode,
+                           format=ref.format)
+    return shadow if view is None else AnnDataShadow._make_view(shadow, *view)
 
 
 def _sparse_nbytes(value: Any) -> int:

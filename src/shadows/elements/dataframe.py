@@ -111,29 +111,38 @@ class DataFrameSpec(ElementSpec):
         return frame_graph(self)
 
 
-def frame_graph(spec: Any):
-    """A dask dataframe over any frame spec with ``read(rows, columns)``, ``meta()`` and ``columns``."""
+def frame_graph(spec: Any, rows: Any = None):
+    """A dask dataframe over any frame spec (``read(rows, columns)``, ``meta()``, ``columns``).
+
+    ``rows`` (a range or array of positions, for views) restricts it to those rows, in that order.
+    """
     import dask.dataframe as dd
 
-    n = spec.shape[0]
+    n = spec.shape[0] if rows is None else len(rows)
     bounds = [*range(0, n, ROWS_PER_PARTITION), n]
     parts = list(itertools.pairwise(bounds)) or [(0, 0)]
-    return dd.from_map(FrameReader(spec), parts, meta=spec.meta(), enforce_metadata=False,
+    return dd.from_map(FrameReader(spec, rows), parts, meta=spec.meta(), enforce_metadata=False,
                        label=f"shadows-frame-{spec.name}")
 
 
 class FrameReader:
-    """Reads one row range of a frame spec; its ``columns=`` keyword lets dask prune unread columns."""
+    """Reads one partition of a frame spec; its ``columns=`` keyword lets dask prune unread columns."""
 
-    def __init__(self, spec: Any):
+    def __init__(self, spec: Any, rows: Any = None):
         self.spec = spec
+        self.rows = rows
 
     def __call__(self, part: tuple[int, int], columns: list[str] | None = None) -> pd.DataFrame:
+        from shadows.indexing.apply import read_frame
+
         start, stop = part
-        return self.spec.read(slice(start, stop), None if columns is None else list(columns))
+        rows = range(start, stop) if self.rows is None else self.rows[start:stop]
+        return read_frame(self.spec, rows, None if columns is None else list(columns))
 
     def __dask_tokenize__(self):
-        return ("shadows.FrameReader", self.spec.ref, self.spec.path)
+        from dask.base import tokenize
+
+        return ("shadows.FrameReader", self.spec.ref, self.spec.path, tokenize(self.rows))
 
 
 def _describe_column(ref, node, path: str, legacy: bool) -> ElementSpec:

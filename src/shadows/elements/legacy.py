@@ -37,12 +37,15 @@ class LegacyCategoricalSpec(ElementSpec):
         return cls(ref, path, "categorical (anndata 0.7)", tuple(node.shape), "category",
                    extra={"categories": categories_path})
 
+    def categories(self) -> pd.Index:
+        """The categories (small: read whole)."""
+        node = self.ref.node(self.extra["categories"])
+        return pd.Index(describe(self.ref, node, self.extra["categories"]).materialize())
+
     def read_rows(self, rows: Rows) -> pd.Categorical:
         """The selected rows as a ``pandas.Categorical``."""
-        categories_node = self.ref.node(self.extra["categories"])
-        ordered = bool(nodes.attrs(categories_node).get("ordered", False))
-        categories = describe(self.ref, categories_node, self.extra["categories"]).materialize()
-        return pd.Categorical.from_codes(nodes.read(self.node(), rows), categories, ordered=ordered)
+        ordered = bool(nodes.attrs(self.ref.node(self.extra["categories"])).get("ordered", False))
+        return pd.Categorical.from_codes(nodes.read(self.node(), rows), self.categories(), ordered=ordered)
 
     def materialize(self) -> pd.Categorical:
         """The whole column."""

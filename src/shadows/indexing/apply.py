@@ -1,0 +1,111 @@
+"""Apply a view's per-axis positions to an element: graphs for the dask backends, values otherwise.
+
+This is the pushdown: sparse matrices build tasks for the selected major positions only (see
+:meth:`shadows.elements.sparse.SparseSpec.select_graph`), dense arrays are sliced as dask graphs (only
+the chunks holding the selection are read), and dataframes read only the selected rows of each column.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from shadows.elements.base import ElementSpec
+from shadows.elements.sparse_chunk import to_plain
+from shadows.indexing.keys import AxisIndex, as_slice_or_array, is_full, sorted_unique
+
+Selection = tuple[AxisIndex | None, ...]
+"""Per element axis: the positions kept, or ``None`` where the axis is not sliced."""
+
+#: For each element path prefix: which view axis (0 obs, 1 var) each element axis follows.
+_ELEMENT_AXES: dict[str, tuple[int | None, ...]] = {
+    "X": (0, 1),
+    "layers": (0, 1),
+    "obs": (0,),
+    "var": (1,),
+    "obsm": (0,),
+    "varm": (1,),
+    "obsp": (0, 0),
+    "varp": (1, 1),
+    "raw/X": (0, None),  # raw keeps all its variables, as AnnData's views do
+}
+
+
+def element_axes(rel: str) -> tuple[int | None, ...]:
+    """Which view axes an element (path relative to the AnnData) is aligned to; ``()`` for none."""
+    if rel in _ELEMENT_AXES:
+        return _ELEMENT_AXES[rel]
+    head = rel.split("/", 1)[0]
+    if head in ("raw", "uns"):
+        return ()
+    return _ELEMENT_AXES.get(head, ())
+
+
+def selection_for(rel: str, spec: ElementSpec, view: tuple[AxisIndex, AxisIndex] | None) -> Selection:
+    """The selection a view applies to an element; ``()`` when nothing needs slicing."""
+    if view is None:
+        return ()
+    axes = element_axes(rel)
+    selection = tuple(None if a is None else view[a] for a in axes)
+    shape = spec.shape
+    if all(s is None or is_full(s, shape[i]) for i, s in enumerate(selection)):
+        return ()
+    return selection
+
+
+def _full(selection: Selection, i: int, n: int) -> AxisIndex:
+    s = selection[i] if i < len(selection) else None
+    return range(n) if s is None else s
+
+
+def select_graph(spec: ElementSpec, selection: Selection) -> Any:
+    """The element's dask graph restricted to ``selection``."""
+    if spec.kind == "sparse":
+        return spec.select_graph(_full(selection, 0, spec.shape[0]), _full(selection, 1, spec.shape[1]))
+    if spec.kind == "dataframe":
+        from shadows.elements.dataframe import frame_graph
+
+        return frame_graph(spec, selection[0])
+    graph = spec.graph()
+    for axis, index in enumerate(selection):
+        if index is not None:
+            graph = graph[(slice(None),) * axis + (as_slice_or_array(index),)]
+    return graph
+
+
+def read_frame(spec: Any, rows: AxisIndex | None, columns: list[str] | None = None) -> pd.DataFrame:
+    """Selected rows of a dataframe: read in storage order, then put in the key's order."""
+    if rows is None:
+        return spec.read(slice(None), columns)
+    to_read, order = sorted_unique(rows)
+    frame = spec.read(as_slice_or_array(to_read), columns)
+    return frame if order is None else frame.iloc[order]
+
+
+def read_column(spec: ElementSpec, rows: AxisIndex | None) -> Any:
+    """Selected rows of one dataframe column (a pandas-ready array)."""
+    if rows is None:
+        return spec.read_rows(slice(None))
+    to_read, order = sorted_unique(rows)
+    values = spec.read_rows(as_slice_or_array(to_read))
+    return values if order is None else values[order]
+
+
+def read_index(spec: Any, rows: AxisIndex | None) -> pd.Index:
+    """Selected entries of a dataframe's index."""
+    if rows is None:
+        return spec.read_index(slice(None))
+    to_read, order = sorted_unique(rows)
+    index = spec.read_index(as_slice_or_array(to_read))
+    return index if order is None else index[order]
+
+
+def materialize_selection(spec: ElementSpec, selection: Selection) -> Any:
+    """Read ``element[selection]`` as the in-memory type anndata gives it."""
+    if not selection:
+        return spec.materialize()
+    if spec.kind == "dataframe":
+        return read_frame(spec, selection[0])
+    value = select_graph(spec, selection).compute()
+    return to_plain(value)
