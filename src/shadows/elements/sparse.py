@@ -24,8 +24,9 @@ from shadows.indexing.keys import AxisIndex, as_positions, as_slice_or_array, is
 
 #: Non-zeros one task reads (data + indices: about 32 MiB for float32/int32).
 TARGET_NNZ_PER_TASK = 4_000_000
-#: Non-zeros between two selected rows that one read spans rather than issuing two reads.
-COALESCE_GAP_NNZ = 16_384
+#: Non-zeros between two selected rows that one read spans rather than issuing two reads (16 KiB of
+#: float32 data + int32 indices: about what one more read request costs).
+COALESCE_GAP_NNZ = 2_048
 _PARTS = ("data", "indices", "indptr")
 
 
@@ -216,10 +217,12 @@ def read_major_positions(spec: SparseSpec, positions: np.ndarray, minor_key: Any
     first = int(positions[0])
     span = _read_indptr(spec, first, int(positions[-1]) + 1)
     lo, hi = span[positions - first], span[positions - first + 1]
-    breaks = np.flatnonzero(lo[1:] - hi[:-1] > COALESCE_GAP_NNZ) + 1
+    data_node, indices_node = spec.node("data"), spec.node("indices")
+    # Zarr decodes whole chunks: ranges closer than a chunk share one read, so no chunk is decoded twice.
+    stored_chunk = 0 if nodes.is_hdf5(data_node) else (nodes.chunks(data_node) or (0,))[0]
+    breaks = np.flatnonzero(lo[1:] - hi[:-1] > max(COALESCE_GAP_NNZ, stored_chunk)) + 1
     starts = np.concatenate([[0], breaks])
     ends = np.concatenate([breaks, [positions.size]])
-    data_node, indices_node = spec.node("data"), spec.node("indices")
     data_parts, index_parts, take = [], [], []
     offset = 0
     for a, b in zip(starts, ends, strict=True):

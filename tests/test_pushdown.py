@@ -1,0 +1,158 @@
+"""Selections are pushed down: a view reads only the bytes, chunks and columns it selects."""
+
+from __future__ import annotations
+
+import contextlib
+import tracemalloc
+import warnings
+from collections import Counter
+
+import anndata as ad
+import h5py
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import zarr
+
+from shadows import AnnDataShadow
+
+N_OBS, N_VARS, NNZ_PER_ROW = 20_000, 2_000, 100
+
+
+@pytest.fixture(scope="module")
+def big_files(tmp_path_factory):
+    """A CSR X big enough for 1 % of its rows to be a small part of it (2M non-zeros)."""
+    rng = np.random.default_rng(0)
+    indptr = np.arange(0, (N_OBS + 1) * NNZ_PER_ROW, NNZ_PER_ROW)
+    indices = np.sort(rng.integers(0, N_VARS, size=(N_OBS, NNZ_PER_ROW)), axis=1).astype(np.int32).ravel()
+    data = rng.random(indices.size, dtype=np.float32)
+    X = sp.csr_matrix((data, indices, indptr), shape=(N_OBS, N_VARS))
+    X.sum_duplicates()
+    adata = ad.AnnData(X=X, obsm={"X_pca": rng.normal(size=(N_OBS, 8))})
+    adata.obs["a"] = rng.normal(size=N_OBS)
+    adata.obs["b"] = rng.normal(size=N_OBS)
+    root = tmp_path_factory.mktemp("big")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adata.write_h5ad(root / "big.h5ad")
+        previous, ad.settings.zarr_write_format = ad.settings.zarr_write_format, 2  # plain chunks, no shards
+        adata.write_zarr(root / "big.zarr")
+        # Zarr reads whole chunks: store X in small chunks (what a store meant for row access uses), so
+        # a row costs its chunk, not anndata's default ~500 kB one.
+        group = zarr.open_group(root / "big.zarr", mode="r+", use_consolidated=False)
+        del group["X"]
+        ad.io.write_elem(group, "X", X, dataset_kwargs={"chunks": (256,)})
+        zarr.consolidate_metadata(root / "big.zarr")
+        ad.settings.zarr_write_format = previous
+    return {"h5ad": root / "big.h5ad", "zarr": root / "big.zarr"}, X
+
+
+@contextlib.contextmanager
+def count_bytes(monkeypatch):
+    """Bytes returned by data reads, per element path: h5py dataset reads and Zarr chunk gets."""
+    counted: Counter[str] = Counter()
+    h5_getitem = h5py.Dataset.__getitem__
+
+    def h5_counted(self, *args, **kwargs):
+        out = h5_getitem(self, *args, **kwargs)
+        counted[self.name.lstrip("/")] += getattr(out, "nbytes", 0)
+        return out
+
+    store_get = zarr.storage.LocalStore.get
+
+    async def zarr_counted(self, key, *args, **kwargs):
+        out = await store_get(self, key, *args, **kwargs)
+        if out is not None and not key.endswith(("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata")):
+            parts = key.split("/")
+            counted["/".join(parts[:2])] += len(out)
+        return out
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", h5_counted)
+    monkeypatch.setattr(zarr.storage.LocalStore, "get", zarr_counted)
+    yield counted
+
+
+@pytest.mark.parametrize("fmt", ["h5ad", "zarr"])
+def test_one_percent_of_rows_reads_under_five_percent_of_x(big_files, fmt, monkeypatch):
+    files, X = big_files
+    rows = np.sort(np.random.default_rng(1).choice(N_OBS, N_OBS // 100, replace=False))
+    shadow = AnnDataShadow(files[fmt])
+    view = shadow[rows]
+    with count_bytes(monkeypatch) as counted:
+        subset = view.X
+    assert (subset != X[rows]).nnz == 0
+    stored = sum(files_bytes(files[fmt], part) for part in ("X/data", "X/indices"))
+    read = counted["X/data"] + counted["X/indices"]
+    assert 0 < read <= 0.05 * stored, (read, stored)
+
+
+def files_bytes(path, element):
+    if path.suffix == ".h5ad":
+        with h5py.File(path, "r") as f:
+            return f[element].size * f[element].dtype.itemsize
+    return sum(f.stat().st_size for f in (path / element).rglob("*") if f.is_file())
+
+
+def test_nearby_rows_coalesce_into_one_read(big_files, monkeypatch):
+    files, X = big_files
+    calls = Counter()
+    original = h5py.Dataset.__getitem__
+
+    def counting(self, *args, **kwargs):
+        calls[self.name] += 1
+        return original(self, *args, **kwargs)
+
+    view = AnnDataShadow(files["h5ad"])[[100, 101, 103, 104, 110, 15_000]]
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", counting)
+    subset = view.X
+    assert (subset != X[[100, 101, 103, 104, 110, 15_000]]).nnz == 0
+    assert calls["/X/data"] == 2  # rows 100..110 in one read, row 15000 in another
+
+
+def test_dense_and_frames_read_only_what_they_need(big_files, monkeypatch):
+    files, _ = big_files
+    shadow = AnnDataShadow(files["zarr"])
+    with count_bytes(monkeypatch) as counted:
+        pca = shadow[:100].obsm["X_pca"]
+        column = shadow[:100].obs_vector("a")
+    assert pca.shape == (100, 8) and column.shape == (100,)
+    pca_stored = files_bytes(files["zarr"], "obsm/X_pca")
+    assert 0 < counted["obsm/X_pca"] < pca_stored / 2
+    assert counted["obs/a"] > 0 and counted["obs/b"] == 0  # one column read, not the others
+
+
+def test_gene_column_of_csr_is_parallel_and_bounded(big_files, monkeypatch):
+    import shadows.elements.sparse as sparse_module
+
+    files, X = big_files
+    monkeypatch.setattr(sparse_module, "TARGET_NNZ_PER_TASK", 100_000)  # 20 row blocks
+    lazy = AnnDataShadow(files["h5ad"], array_backend="dask")
+    column = lazy.X[:, 7]
+    assert column.numblocks[0] == 20  # one task per row block: computed in parallel
+    tracemalloc.start()
+    try:
+        values = column.compute(scheduler="threads", num_workers=2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(values, X[:, 7].toarray().ravel())
+    x_bytes = X.data.nbytes + X.indices.nbytes
+    assert peak < x_bytes / 3, (peak, x_bytes)  # a few blocks at a time, never the whole matrix
+    shadow = AnnDataShadow(files["h5ad"])
+    np.testing.assert_array_equal(shadow.obs_vector(shadow.var_names[7]), values)
+    assert "X" not in shadow._cache
+
+
+def test_views_on_distributed_process_workers(big_files):
+    distributed = pytest.importorskip("distributed")
+    files, X = big_files
+    rows = np.random.default_rng(2).choice(N_OBS, 500, replace=False)  # unsorted
+    view = AnnDataShadow(files["zarr"], array_backend="dask")[rows, 10:900]
+    threaded = view.X.sum(axis=0).compute(scheduler="threads")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with cluster, distributed.Client(cluster) as client:
+        on_cluster = client.compute(view.X.sum(axis=0)).result()
+        subset = client.compute(view.X).result()
+    np.testing.assert_allclose(on_cluster, threaded)
+    np.testing.assert_allclose(threaded, np.asarray(X[rows][:, 10:900].sum(axis=0)).ravel(), rtol=1e-5)
+    assert (sp.csr_matrix(subset) != X[rows][:, 10:900]).nnz == 0
