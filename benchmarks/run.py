@@ -23,6 +23,7 @@ from generate import ensure  # noqa: E402
 
 TOOLS = {
     "open_repr": ["shadows", "read_lazy", "backed", "full"],
+    "rows_1pct": ["shadows", "read_lazy", "backed", "full"],
     "gene_column": ["shadows", "read_lazy", "backed"],
     "gene_sums": ["shadows", "raw_read", "read_lazy", "backed"],
 }

@@ -21,6 +21,11 @@ import dask.array  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.sparse  # noqa: E402, F401
 
+try:  # dask imports distributed on the first compute when it is installed: count it as an import
+    import distributed  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+
 import shadows  # noqa: E402
 from shadows import AnnDataShadow  # noqa: E402
 
@@ -67,6 +72,18 @@ def open_any(tool: str, path: str):
 
 def open_repr(tool: str, path: str):
     return repr(open_any(tool, path))
+
+
+def rows_1pct(tool: str, path: str):
+    """1 % random rows of X, materialized in memory (rows drawn before timing, see main)."""
+    rows = ROWS
+    if tool == "shadows":
+        return AnnDataShadow(path)[rows].X
+    if tool == "read_lazy":
+        return ad.experimental.read_lazy(path)[rows].X.compute()
+    if tool == "backed":
+        return ad.read_h5ad(path, backed="r")[rows].X
+    return open_any("full", path)[rows].X.copy()
 
 
 def gene_column(tool: str, path: str):
@@ -132,7 +149,8 @@ def raw_sequential_sums(path: str, block: int = 4_000_000):
     return total
 
 
-WORKLOADS = {"open_repr": open_repr, "gene_column": gene_column, "gene_sums": gene_sums}
+ROWS = np.empty(0, dtype=np.int64)
+WORKLOADS = {"open_repr": open_repr, "rows_1pct": rows_1pct, "gene_column": gene_column, "gene_sums": gene_sums}
 
 
 def main():
@@ -142,6 +160,9 @@ def main():
     parser.add_argument("path")
     args = parser.parse_args()
     dask.config.set(scheduler="threads")
+    global ROWS
+    n_obs = AnnDataShadow(args.path).n_obs  # setup, outside the measurement
+    ROWS = np.sort(np.random.default_rng(0).choice(n_obs, n_obs // 100, replace=False))
     base = rss()
     with PeakSampler() as sampler:
         start = time.perf_counter()

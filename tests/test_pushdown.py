@@ -67,7 +67,15 @@ def count_bytes(monkeypatch):
             counted["/".join(parts[:2])] += len(out)
         return out
 
+    h5_read_direct = h5py.Dataset.read_direct
+
+    def h5_direct_counted(self, dest, source_sel=None, dest_sel=None):
+        h5_read_direct(self, dest, source_sel, dest_sel)
+        sel = source_sel if source_sel is not None else slice(0, self.shape[0])
+        counted[self.name.lstrip("/")] += len(range(*sel.indices(self.shape[0]))) * self.dtype.itemsize
+
     monkeypatch.setattr(h5py.Dataset, "__getitem__", h5_counted)
+    monkeypatch.setattr(h5py.Dataset, "read_direct", h5_direct_counted)
     monkeypatch.setattr(zarr.storage.LocalStore, "get", zarr_counted)
     yield counted
 
@@ -96,14 +104,18 @@ def files_bytes(path, element):
 def test_nearby_rows_coalesce_into_one_read(big_files, monkeypatch):
     files, X = big_files
     calls = Counter()
-    original = h5py.Dataset.__getitem__
+    getitem, read_direct = h5py.Dataset.__getitem__, h5py.Dataset.read_direct
 
-    def counting(self, *args, **kwargs):
-        calls[self.name] += 1
-        return original(self, *args, **kwargs)
+    def counting(original):
+        def counted(self, *args, **kwargs):
+            calls[self.name] += 1
+            return original(self, *args, **kwargs)
+
+        return counted
 
     view = AnnDataShadow(files["h5ad"])[[100, 101, 103, 104, 110, 15_000]]
-    monkeypatch.setattr(h5py.Dataset, "__getitem__", counting)
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", counting(getitem))
+    monkeypatch.setattr(h5py.Dataset, "read_direct", counting(read_direct))
     subset = view.X
     assert (subset != X[[100, 101, 103, 104, 110, 15_000]]).nnz == 0
     assert calls["/X/data"] == 2  # rows 100..110 in one read, row 15000 in another

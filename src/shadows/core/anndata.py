@@ -28,6 +28,7 @@ from shadows.indexing.apply import (
     select_graph,
     selection_for,
 )
+from shadows.indexing.keys import as_positions
 
 READ_ONLY_MESSAGE = (
     "File is open in read-only mode. Changes can't be pushed. Reopen it with .reopen('r+') to enable writing."
@@ -199,10 +200,23 @@ class AnnDataShadow(anndata.AnnData):
         return self._cache.get(f"{frame_rel}/_index", lambda: read_index(spec, self._frame_rows(frame_rel)))
 
     def _vector_of(self, rel: str, key: tuple) -> np.ndarray:
-        """One row or column of a matrix element as a 1-d numpy array (reads only what it needs)."""
-        value = self._cache[rel] if rel in self._cache else self._graph(rel)
-        vector = value[key]
-        vector = vector.compute() if hasattr(vector, "dask") else vector
+        """One row or column of a matrix element as a 1-d numpy array (reads only what it needs).
+
+        A sparse element not held in memory gets a graph that selects the one row/column inside its
+        read tasks (for CSC X a gene is one contiguous read; for CSR X row blocks are scanned in
+        parallel, in bounded memory).
+        """
+        spec = self._layout.spec(rel)
+        if spec.kind == "sparse" and rel not in self._cache:
+            selection = selection_for(rel, spec, self._view) or (None, None)
+            axes = [range(n) if s is None else s for s, n in zip(selection, spec.shape, strict=True)]
+            axis = 0 if isinstance(key[0], int | np.integer) else 1
+            axes[axis] = np.asarray([as_positions(axes[axis])[key[axis]]])
+            vector = to_plain(spec.select_graph(axes[0], axes[1]).compute())
+        else:
+            value = self._cache[rel] if rel in self._cache else self._graph(rel)
+            vector = value[key]
+            vector = vector.compute() if hasattr(vector, "dask") else vector
         if hasattr(vector, "toarray"):
             vector = vector.toarray()
         return np.asarray(vector).reshape(-1)

@@ -22,8 +22,9 @@ from shadows.elements.sparse_chunk import CHUNK_TYPES, to_plain
 from shadows.errors import MalformedElementError, element_message
 from shadows.indexing.keys import AxisIndex, as_positions, as_slice_or_array, is_full, sorted_unique
 
-#: Non-zeros one task reads (data + indices: about 32 MiB for float32/int32).
-TARGET_NNZ_PER_TASK = 4_000_000
+#: Non-zeros one task reads (data + indices: about 16 MiB for float32/int32; measured: 4M held the
+#: gene-column peak of a Zarr file above 150 MiB on 2 threads, 2M keeps it under at the same speed).
+TARGET_NNZ_PER_TASK = 2_000_000
 #: Non-zeros between two selected rows that one read spans rather than issuing two reads (16 KiB of
 #: float32 data + int32 indices: about what one more read request costs).
 COALESCE_GAP_NNZ = 2_048
@@ -162,8 +163,11 @@ class SparseSpec(ElementSpec):
         if isinstance(to_read, range) and to_read.step == 1:
             return [range(a, min(a + rows_per_task, to_read.stop)) for a in range(to_read.start, to_read.stop,
                                                                                   rows_per_task)]
+        # Split by row blocks of the file (as the full graph's tasks are), so tasks run in parallel and
+        # each one's reads stay within its block.
         positions = as_positions(to_read)
-        return [positions[a : a + rows_per_task] for a in range(0, positions.size, rows_per_task)]
+        edges = np.searchsorted(positions, np.arange(rows_per_task, n_major, rows_per_task))
+        return [part for part in np.split(positions, edges) if part.size]
 
 
 def _read_indptr(spec: SparseSpec, start: int, stop: int) -> np.ndarray:
@@ -178,17 +182,55 @@ def _read_indptr(spec: SparseSpec, start: int, stop: int) -> np.ndarray:
 
 
 def _chunk(spec: SparseSpec, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, minor_key: Any) -> Any:
-    """Build the chunk (major positions × all minor) and apply the minor selection."""
-    n_major, minor = indptr.size - 1, spec.shape[1 - spec.major_axis]
+    """Build the chunk (these major positions × the selected minor positions)."""
+    n_major, n_minor = indptr.size - 1, spec.shape[1 - spec.major_axis]
+    if minor_key is not None:
+        data, indices, indptr, n_minor = _select_minor(data, indices, indptr, minor_key, n_minor)
     if indptr.size and indptr[-1] <= np.iinfo(indices.dtype).max:
         indptr = indptr.astype(indices.dtype, copy=False)  # same index dtype: scipy keeps the buffers
-    shape = (n_major, minor) if spec.major_axis == 0 else (minor, n_major)
-    plain = (sp.csr_matrix if spec.format == "csr" else sp.csc_matrix)((data, indices, indptr), shape=shape)
-    if minor_key is not None:
-        plain = plain[:, minor_key] if spec.major_axis == 0 else plain[minor_key, :]
-        plain = plain.asformat(spec.format)
-    cls = CHUNK_TYPES[spec.format]
-    return cls((plain.data, plain.indices, plain.indptr), shape=plain.shape, copy=False)
+    shape = (n_major, n_minor) if spec.major_axis == 0 else (n_minor, n_major)
+    return CHUNK_TYPES[spec.format]((data, indices, indptr), shape=shape, copy=False)
+
+
+def _select_minor(data, indices, indptr, minor_key: Any, n_minor: int):
+    """Keep the entries whose minor index is selected, renumbered in selection order.
+
+    One pass over the entries' minor indices instead of building the full matrix and fancy-indexing
+    it: this is what one gene of a CSR matrix costs per row block. A few selected positions are matched
+    by comparison (no temporary the size of the block but a boolean mask); more go through a lookup
+    table from old to new positions.
+    """
+    if isinstance(minor_key, slice) and (minor_key.step or 1) == 1:
+        start, stop, _ = minor_key.indices(n_minor)
+        hits = np.flatnonzero((indices >= start) & (indices < stop))
+        new_indices = (indices[hits] - start).astype(indices.dtype, copy=False)
+        n_out = max(stop - start, 0)
+    else:
+        positions = np.arange(n_minor)[minor_key] if isinstance(minor_key, slice) else np.asarray(minor_key)
+        n_out = positions.size
+        if np.unique(positions).size != n_out:  # repeated columns: let scipy duplicate them
+            matrix = sp.csr_matrix((data, indices, indptr), shape=(indptr.size - 1, n_minor))[:, positions]
+            return matrix.data, matrix.indices, matrix.indptr, n_out
+        lookup = np.full(n_minor, -1, dtype=np.int64)
+        lookup[positions] = np.arange(n_out)
+        if n_out == 0:
+            keep = np.zeros(indices.shape, dtype=bool)
+        elif n_out <= 8:
+            keep = indices == positions[0]
+            for position in positions[1:]:
+                keep |= indices == position
+        else:
+            keep = lookup[indices] >= 0
+        hits = np.flatnonzero(keep)
+        new_indices = lookup[indices[hits]].astype(indices.dtype, copy=False)
+    # entries kept before each row boundary = the new row pointers
+    new_indptr = np.searchsorted(hits, indptr, side="left")
+    new_data = data[hits]
+    if not isinstance(minor_key, slice) and n_out > 1:
+        matrix = sp.csr_matrix((new_data, new_indices, new_indptr), shape=(indptr.size - 1, n_out))
+        matrix.sort_indices()  # a reordered selection leaves rows unsorted
+        return matrix.data, matrix.indices, matrix.indptr, n_out
+    return new_data, new_indices, new_indptr, n_out
 
 
 def read_major_run(spec: SparseSpec, start: int, stop: int, minor_key: Any = None) -> Any:
@@ -203,43 +245,60 @@ def read_major_run(spec: SparseSpec, start: int, stop: int, minor_key: Any = Non
     return _chunk(spec, data, indices, indptr - lo, minor_key)
 
 
+def _coalesce(lo: np.ndarray, hi: np.ndarray, data_node: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Group selected ranges ``[lo, hi)`` (increasing) into reads: ``(first, end)`` indices of each group.
+
+    Ranges merge when the gap between them is small: ``COALESCE_GAP_NNZ`` for HDF5; for Zarr, which
+    decodes whole chunks, less than a chunk, so a chunk is decoded once, with each merged read capped at
+    a few chunks to keep memory bounded.
+    """
+    stored_chunk = 0 if nodes.is_hdf5(data_node) else (nodes.chunks(data_node) or (0,))[0]
+    gap_limit = max(COALESCE_GAP_NNZ, stored_chunk)
+    span_limit = max(4 * stored_chunk, 1 << 22)
+    if stored_chunk == 0:
+        breaks = np.flatnonzero(lo[1:] - hi[:-1] > gap_limit) + 1
+    else:
+        breaks, read_start = [], lo[0] if lo.size else 0
+        for i in range(1, lo.size):  # a loop: each merge decision depends on the read opened so far
+            if lo[i] - hi[i - 1] > gap_limit or hi[i] - read_start > span_limit:
+                breaks.append(i)
+                read_start = lo[i]
+        breaks = np.asarray(breaks, dtype=np.int64)
+    return np.concatenate([[0], breaks]).astype(np.int64), np.concatenate([breaks, [lo.size]]).astype(np.int64)
+
+
 def read_major_positions(spec: SparseSpec, positions: np.ndarray, minor_key: Any = None) -> Any:
     """Read the given increasing major-axis positions as one scipy chunk, reading only their ranges.
 
     The pointers of the span ``positions[0]..positions[-1]`` are read in one go (small); the data and
-    indices ranges of the selected positions are merged when less than ``COALESCE_GAP_NNZ`` apart, so
-    nearby rows cost one read while far-apart rows never pull in what lies between them.
+    indices ranges of the selected positions are merged when close (see :func:`_coalesce`), so nearby
+    rows cost one read while far-apart rows never pull in what lies between them. Each read lands
+    directly in one preallocated buffer.
     """
     if positions.size == 0:
         empty = np.zeros(1, dtype=np.int64)
-        dtype_data = spec.dtype
-        return _chunk(spec, np.empty(0, dtype=dtype_data), np.empty(0, dtype=np.int32), empty, minor_key)
+        return _chunk(spec, np.empty(0, dtype=spec.dtype), np.empty(0, dtype=np.int32), empty, minor_key)
     first = int(positions[0])
     span = _read_indptr(spec, first, int(positions[-1]) + 1)
-    lo, hi = span[positions - first], span[positions - first + 1]
+    lo, hi = span[positions - first].astype(np.int64), span[positions - first + 1].astype(np.int64)
     data_node, indices_node = spec.node("data"), spec.node("indices")
-    # Zarr decodes whole chunks: ranges closer than a chunk share one read, so no chunk is decoded twice.
-    stored_chunk = 0 if nodes.is_hdf5(data_node) else (nodes.chunks(data_node) or (0,))[0]
-    breaks = np.flatnonzero(lo[1:] - hi[:-1] > max(COALESCE_GAP_NNZ, stored_chunk)) + 1
-    starts = np.concatenate([[0], breaks])
-    ends = np.concatenate([breaks, [positions.size]])
-    data_parts, index_parts, take = [], [], []
-    offset = 0
-    for a, b in zip(starts, ends, strict=True):
-        read_lo, read_hi = int(lo[a]), int(hi[b - 1])
-        data_parts.append(nodes.read(data_node, slice(read_lo, read_hi)))
-        index_parts.append(nodes.read(indices_node, slice(read_lo, read_hi)))
-        lengths = hi[a:b] - lo[a:b]
-        # positions inside the concatenated buffer of each selected row's entries
-        row_starts = offset + (lo[a:b] - read_lo)
-        take.append(np.repeat(row_starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-                    + np.arange(int(lengths.sum())))
-        offset += read_hi - read_lo
-    buffer_data = np.concatenate(data_parts)
-    buffer_indices = np.concatenate(index_parts)
-    take = np.concatenate(take)
-    indptr = np.concatenate([[0], np.cumsum(hi - lo)])
-    return _chunk(spec, buffer_data[take], buffer_indices[take], indptr, minor_key)
+    starts, ends = _coalesce(lo, hi, data_node)
+    read_lo, read_hi = lo[starts], hi[ends - 1]
+    read_len = read_hi - read_lo
+    offsets = np.concatenate([[0], np.cumsum(read_len)])
+    data = np.empty(int(offsets[-1]), dtype=nodes.numpy_dtype(data_node))
+    indices = np.empty(int(offsets[-1]), dtype=nodes.numpy_dtype(indices_node))
+    for a, b, out in zip(read_lo.tolist(), read_hi.tolist(), offsets[:-1].tolist(), strict=True):
+        nodes.read_into(data_node, a, b, data, out)
+        nodes.read_into(indices_node, a, b, indices, out)
+    lengths = hi - lo
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    if offsets[-1] != indptr[-1]:  # gaps were read too: keep only the selected rows' entries
+        group = np.repeat(np.arange(starts.size), ends - starts)
+        row_start = offsets[:-1][group] + (lo - read_lo[group])
+        take = np.repeat(row_start - indptr[:-1], lengths) + np.arange(int(indptr[-1]))
+        data, indices = data[take], indices[take]
+    return _chunk(spec, data, indices, indptr, minor_key)
 
 
 def _is_h5sparse(node: Any, attrs: dict[str, Any]) -> bool:
