@@ -7,6 +7,7 @@ during the workload minus the resident set after imports (``base_mib``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import threading
@@ -21,10 +22,8 @@ import dask.array  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.sparse  # noqa: E402, F401
 
-try:  # dask imports distributed on the first compute when it is installed: count it as an import
+with contextlib.suppress(ImportError):  # dask imports distributed on its first compute: count it as an import
     import distributed  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
 
 import shadows  # noqa: E402
 from shadows import AnnDataShadow  # noqa: E402

@@ -84,6 +84,20 @@ def write(adata: ad.AnnData, path: Path, fmt: str) -> Path:
     return path
 
 
+def drop_consolidated(path: Path) -> None:
+    """Remove a Zarr store's consolidated metadata (format 2 or 3), leaving each node's own."""
+    import json
+
+    zmeta = path / ".zmetadata"
+    if zmeta.exists():
+        zmeta.unlink()
+    root = path / "zarr.json"
+    if root.exists():
+        meta = json.loads(root.read_text())
+        meta.pop("consolidated_metadata", None)
+        root.write_text(json.dumps(meta))
+
+
 def suffix(fmt: str) -> str:
     return ".h5ad" if fmt == "h5ad" else ".zarr"
 

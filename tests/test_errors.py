@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import make_adata, write
+from conftest import drop_consolidated, make_adata, write
 from shadows import (
     AnnDataShadow,
     BackendUnavailableError,
@@ -82,7 +82,7 @@ def test_sparse_without_indptr(tmp_path, fmt):
         import shutil
 
         shutil.rmtree(path / "X" / "indptr")
-        _drop_consolidated(path)
+        drop_consolidated(path)
     shadow = AnnDataShadow(path)
     with pytest.raises(MalformedElementError, match=r"element 'X/indptr': missing"):
         _ = shadow.X
@@ -133,15 +133,3 @@ def test_mudata_root_is_not_anndata(tmp_path):
     with pytest.raises(KeyError, match=r"element 'mod/prot': not in the file; available: atac, rna"):
         AnnDataShadow(tmp_path / "m.h5mu/mod/prot")
 
-
-def _drop_consolidated(path):
-    import json
-
-    zmeta = path / ".zmetadata"
-    if zmeta.exists():
-        zmeta.unlink()
-    root = path / "zarr.json"
-    if root.exists():
-        meta = json.loads(root.read_text())
-        meta.pop("consolidated_metadata", None)
-        root.write_text(json.dumps(meta))

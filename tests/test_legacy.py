@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import h5py
 import numpy as np
 import pytest
 import zarr
 
-from conftest import make_adata, read_oracle, write
+from conftest import drop_consolidated, make_adata, read_oracle, write
 from helpers import assert_shadow_matches
 from shadows import AnnDataShadow
 
@@ -93,14 +91,7 @@ def test_anndata_07_layout(tmp_path, writer, suffix):
 @pytest.mark.parametrize("fmt", ["zarr2", "zarr3"])
 def test_unconsolidated_zarr(tmp_path, fmt):
     path = write(make_adata(), tmp_path / "plain.zarr", fmt)
-    zmeta = path / ".zmetadata"
-    if zmeta.exists():
-        zmeta.unlink()
-    root = path / "zarr.json"
-    if root.exists():
-        meta = json.loads(root.read_text())
-        meta.pop("consolidated_metadata", None)
-        root.write_text(json.dumps(meta))
+    drop_consolidated(path)
     shadow = AnnDataShadow(path)
     assert not shadow._handle._consolidated
     assert_shadow_matches(shadow, read_oracle(path))

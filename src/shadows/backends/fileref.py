@@ -60,10 +60,9 @@ class FileRef:
 
         ``elem_path`` is absolute inside the file (see :meth:`element_path`).
         """
-        from shadows.backends.handles import read_handle
+        from shadows.backends.handles import read_node
 
-        handle = read_handle(self.path, self.format)
-        return handle[elem_path] if elem_path else handle
+        return read_node(self.path, self.format, elem_path)
 
 
 def normalize_format(fmt: str | None) -> Format | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 _lock = threading.Lock()
 _handles: dict[tuple[int, str, str], Any] = {}
+_nodes: dict[tuple[int, str, str, str], Any] = {}
 
 
 def open_hdf5(path: str, mode: str = "r"):
@@ -66,9 +67,26 @@ def read_handle(path: str, format: str):
     return handle
 
 
+def read_node(path: str, format: str, elem_path: str):  # noqa: A002
+    """The node at ``elem_path`` through this process's read handle, looked up once per process.
+
+    Resolving a path in an HDF5 file costs about as much as reading a row of X; read tasks ask for the
+    same few arrays thousands of times.
+    """
+    key = (os.getpid(), path, format, elem_path)
+    node = _nodes.get(key)
+    if node is None:
+        handle = read_handle(path, format)
+        node = handle[elem_path] if elem_path else handle
+        _nodes[key] = node
+    return node
+
+
 def release(path: str) -> None:
     """Close and forget this process's read handles of ``path`` (before writing to it, for example)."""
     with _lock:
+        for key in [k for k in _nodes if k[1] == path]:
+            del _nodes[key]
         for key in [k for k in _handles if k[1] == path]:
             handle = _handles.pop(key)
             close = getattr(handle, "close", None)
