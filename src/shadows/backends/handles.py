@@ -67,7 +67,7 @@ def read_handle(path: str, format: str):
     return handle
 
 
-def read_node(path: str, format: str, elem_path: str):  # noqa: A002
+def read_node(path: str, format: str, elem_path: str):
     """The node at ``elem_path`` through this process's read handle, looked up once per process.
 
     Resolving a path in an HDF5 file costs about as much as reading a row of X; read tasks ask for the
