@@ -137,8 +137,11 @@ def test_view_has_own_cache_and_repr(path):
     ],
 )
 def test_bad_keys(path, key, error, match):
-    with pytest.raises(error, match=match):
+    from shadows import ShadowsError
+
+    with pytest.raises(error, match=match) as info:
         AnnDataShadow(path)[key]
+    assert isinstance(info.value, ShadowsError)
 
 
 def test_building_a_view_reads_nothing(path, monkeypatch):

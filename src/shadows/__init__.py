@@ -7,6 +7,7 @@ from shadows.core.anndata import AnnDataShadow
 from shadows.errors import (
     BackendUnavailableError,
     FileBusyError,
+    InvalidKeyError,
     MalformedElementError,
     MissingElementError,
     NotAnnDataError,
@@ -15,12 +16,14 @@ from shadows.errors import (
     ShadowsFileNotFoundError,
     UnknownBackendError,
     UnknownEncodingError,
+    UnknownNameError,
 )
 
 __all__ = [
     "AnnDataShadow",
     "BackendUnavailableError",
     "FileBusyError",
+    "InvalidKeyError",
     "MalformedElementError",
     "MissingElementError",
     "NotAnnDataError",
@@ -29,5 +32,6 @@ __all__ = [
     "ShadowsFileNotFoundError",
     "UnknownBackendError",
     "UnknownEncodingError",
+    "UnknownNameError",
 ]
 __version__ = "0.1.0"

@@ -36,6 +36,17 @@ class MissingElementError(ShadowsError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class InvalidKeyError(ShadowsError, IndexError):
+    """A key used to subset a shadow is out of range or malformed."""
+
+
+class UnknownNameError(ShadowsError, KeyError):
+    """A key used to subset a shadow names observations or variables that do not exist."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class BackendUnavailableError(ShadowsError, ImportError):
     """The package needed by the requested array/table backend is not installed."""
 

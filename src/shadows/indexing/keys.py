@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shadows.errors import InvalidKeyError, UnknownNameError
+
 AxisIndex = range | np.ndarray
 _AXES = ("obs", "var")
 
@@ -25,7 +27,7 @@ def split_key(key: Any) -> tuple[Any, Any]:
             return key[0], slice(None)
         if len(key) == 2:
             return key
-        raise IndexError(f"a shadow has 2 axes, got a key with {len(key)} parts: {key!r}")
+        raise InvalidKeyError(f"a shadow has 2 axes, got a key with {len(key)} parts: {key!r}")
     return key, slice(None)
 
 
@@ -62,7 +64,7 @@ def normalize_axis(key: Any, n: int, names: Callable[[], pd.Index], axis: str) -
     if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
         position = int(key)
         if not -n <= position < n:
-            raise IndexError(f"{axis} position {position} is out of range for {n} {axis}")
+            raise InvalidKeyError(f"{axis} position {position} is out of range for {n} {axis}")
         position %= n
         return range(position, position + 1)
     if isinstance(key, str):
@@ -71,10 +73,10 @@ def normalize_axis(key: Any, n: int, names: Callable[[], pd.Index], axis: str) -
         key = key.to_numpy()
     values = np.asarray(key)
     if values.ndim != 1:
-        raise IndexError(f"{axis} key must be 1-dimensional, got shape {values.shape}")
+        raise InvalidKeyError(f"{axis} key must be 1-dimensional, got shape {values.shape}")
     if values.dtype == bool:
         if values.size != n:
-            raise IndexError(f"boolean {axis} mask has length {values.size}, but there are {n} {axis}")
+            raise InvalidKeyError(f"boolean {axis} mask has length {values.size}, but there are {n} {axis}")
         return np.flatnonzero(values)
     if values.size == 0:
         return np.empty(0, dtype=np.int64)
@@ -82,11 +84,11 @@ def normalize_axis(key: Any, n: int, names: Callable[[], pd.Index], axis: str) -
         positions = values.astype(np.int64)
         bad = (positions < -n) | (positions >= n)
         if bad.any():
-            raise IndexError(f"{axis} positions out of range for {n} {axis}: {positions[bad][:5].tolist()}")
+            raise InvalidKeyError(f"{axis} positions out of range for {n} {axis}: {positions[bad][:5].tolist()}")
         return np.where(positions < 0, positions + n, positions)
     if values.dtype.kind in "OUS" or pd.api.types.is_string_dtype(values.dtype):
         return _names_to_positions(values.astype(object), names(), axis)
-    raise IndexError(f"cannot index {axis} with a key of dtype {values.dtype}")
+    raise InvalidKeyError(f"cannot index {axis} with a key of dtype {values.dtype}")
 
 
 def _names_to_positions(wanted: np.ndarray, names: pd.Index, axis: str) -> np.ndarray:
@@ -94,7 +96,7 @@ def _names_to_positions(wanted: np.ndarray, names: pd.Index, axis: str) -> np.nd
     missing = wanted[positions < 0]
     if missing.size:
         shown = ", ".join(repr(m) for m in missing[:5]) + (" ..." if missing.size > 5 else "")
-        raise KeyError(f"not in {axis}_names: {shown}")
+        raise UnknownNameError(f"not in {axis}_names: {shown}")
     return positions.astype(np.int64)
 
 
