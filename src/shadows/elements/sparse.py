@@ -8,7 +8,6 @@ reads nothing.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,37 +83,13 @@ class SparseSpec(ElementSpec):
         """0 for CSR (runs of rows), 1 for CSC (runs of columns)."""
         return 0 if self.format == "csr" else 1
 
-    def major_blocks(self) -> tuple[int, ...]:
-        """Sizes of the major-axis runs the graph's tasks read."""
-        n_major = self.shape[self.major_axis]
-        if n_major == 0:
-            return (0,)
-        per_row = max(self.extra["nnz"] / n_major, 1e-9)
-        run = int(max(1, min(n_major, TARGET_NNZ_PER_TASK // per_row)))
-        full, rest = divmod(n_major, run)
-        return (run,) * full + ((rest,) if rest else ())
-
     def meta(self):
         """An empty chunk of the type the graph's tasks return."""
         return CHUNK_TYPES[self.format]((0, 0), dtype=self.dtype)
 
     def graph(self):
-        """A dask array with one task per major-axis run; chunks are scipy matrices."""
-        import dask.array as da
-        from dask.base import tokenize
-        from dask.highlevelgraph import HighLevelGraph
-
-        blocks = self.major_blocks()
-        name = f"shadows-{self.format}-{self.name}-" + tokenize(self.ref, self.path, self.shape, blocks)
-        starts = np.concatenate([[0], np.cumsum(blocks)]).tolist()
-        tasks = {}
-        for i, (start, stop) in enumerate(itertools.pairwise(starts)):
-            key = (name, i, 0) if self.major_axis == 0 else (name, 0, i)
-            tasks[key] = (read_major_run, self, start, stop)
-        minor = self.shape[1 - self.major_axis]
-        chunks = (blocks, (minor,)) if self.major_axis == 0 else ((minor,), blocks)
-        hlg = HighLevelGraph.from_collections(name, tasks, dependencies=())
-        return da.Array(hlg, name, chunks=chunks, meta=self.meta())
+        """A dask array with one task per run of about ``TARGET_NNZ_PER_TASK`` non-zeros; scipy chunks."""
+        return self.select_graph(range(self.shape[0]), range(self.shape[1]))
 
     def materialize(self):
         """Read the whole matrix as the plain scipy matrix anndata returns."""
@@ -138,7 +113,7 @@ class SparseSpec(ElementSpec):
         n_minor_out = n_minor if minor_key is None else len(minor)
         to_read, order = sorted_unique(major)
         groups = self._task_groups(to_read, n_major)
-        name = f"shadows-{self.format}-select-{self.name}-" + tokenize(self.ref, self.path, groups, minor_key)
+        name = f"shadows-{self.format}-{self.name}-" + tokenize(self.ref, self.path, groups, minor_key)
         tasks = {}
         for i, group in enumerate(groups):
             key = (name, i, 0) if self.major_axis == 0 else (name, 0, i)
