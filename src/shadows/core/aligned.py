@@ -11,18 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from shadows.cache import marker
 from shadows.errors import MissingElementError, ReadOnlyError, element_message
+from shadows.indexing.apply import SLOT_AXES
 
 if TYPE_CHECKING:
     from shadows.core.anndata import AnnDataShadow
 
-#: Which axes of a slot's values align with obs (0) and var (1).
-SLOT_AXES: dict[str, tuple[int, ...]] = {
-    "layers": (0, 1),
-    "obsm": (0,),
-    "varm": (1,),
-    "obsp": (0, 0),
-    "varp": (1, 1),
-}
 
 
 class ElementMapping(MutableMapping):

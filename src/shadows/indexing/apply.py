@@ -7,6 +7,7 @@ the chunks holding the selection are read), and dataframes read only the selecte
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -18,17 +19,21 @@ from shadows.indexing.keys import AxisIndex, as_slice_or_array, is_full, sorted_
 Selection = tuple[AxisIndex | None, ...]
 """Per element axis: the positions kept, or ``None`` where the axis is not sliced."""
 
-#: For each element path prefix: which view axis (0 obs, 1 var) each element axis follows.
-_ELEMENT_AXES: dict[str, tuple[int | None, ...]] = {
-    "X": (0, 1),
+#: The aligned mapping slots: which axis (0 obs, 1 var) each axis of their values follows.
+SLOT_AXES: dict[str, tuple[int, ...]] = {
     "layers": (0, 1),
-    "obs": (0,),
-    "var": (1,),
     "obsm": (0,),
     "varm": (1,),
     "obsp": (0, 0),
     "varp": (1, 1),
+}
+#: The same for every element path (or path prefix) a view slices.
+_ELEMENT_AXES: dict[str, tuple[int | None, ...]] = {
+    "X": (0, 1),
+    "obs": (0,),
+    "var": (1,),
     "raw/X": (0, None),  # raw keeps all its variables, as AnnData's views do
+    **SLOT_AXES,
 }
 
 
@@ -74,31 +79,30 @@ def select_graph(spec: ElementSpec, selection: Selection) -> Any:
     return graph
 
 
-def read_frame(spec: Any, rows: AxisIndex | None, columns: list[str] | None = None) -> pd.DataFrame:
-    """Selected rows of a dataframe: read in storage order, then put in the key's order."""
+def _in_key_order(read: Callable[[Any], Any], rows: AxisIndex | None, reorder: Callable[[Any, Any], Any]) -> Any:
+    """``read`` the selected rows in storage order (increasing, each once), then ``reorder`` them into
+    the key's order; ``rows=None`` reads everything.
+    """
     if rows is None:
-        return spec.read(slice(None), columns)
+        return read(slice(None))
     to_read, order = sorted_unique(rows)
-    frame = spec.read(as_slice_or_array(to_read), columns)
-    return frame if order is None else frame.iloc[order]
+    values = read(as_slice_or_array(to_read))
+    return values if order is None else reorder(values, order)
+
+
+def read_frame(spec: Any, rows: AxisIndex | None, columns: list[str] | None = None) -> pd.DataFrame:
+    """Selected rows of a dataframe."""
+    return _in_key_order(lambda key: spec.read(key, columns), rows, lambda frame, order: frame.iloc[order])
 
 
 def read_column(spec: ElementSpec, rows: AxisIndex | None) -> Any:
     """Selected rows of one dataframe column (a pandas-ready array)."""
-    if rows is None:
-        return spec.read_rows(slice(None))
-    to_read, order = sorted_unique(rows)
-    values = spec.read_rows(as_slice_or_array(to_read))
-    return values if order is None else values[order]
+    return _in_key_order(spec.read_rows, rows, lambda values, order: values[order])
 
 
 def read_index(spec: Any, rows: AxisIndex | None) -> pd.Index:
     """Selected entries of a dataframe's index."""
-    if rows is None:
-        return spec.read_index(slice(None))
-    to_read, order = sorted_unique(rows)
-    index = spec.read_index(as_slice_or_array(to_read))
-    return index if order is None else index[order]
+    return _in_key_order(spec.read_index, rows, lambda index, order: index[order])
 
 
 def materialize_selection(spec: ElementSpec, selection: Selection) -> Any:
