@@ -20,6 +20,10 @@ class NotAnnDataError(ShadowsError, ValueError):
     """The file exists but is not an HDF5/Zarr AnnData (or MuData) container."""
 
 
+class NotMuDataError(NotAnnDataError):
+    """The file is not a MuData container (an AnnData, say, opened with MuDataShadow)."""
+
+
 class UnknownEncodingError(ShadowsError, ValueError):
     """An element carries an encoding-type/version no reader is registered for."""
 

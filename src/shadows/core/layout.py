@@ -1,8 +1,8 @@
-"""The map of an AnnData group, read from metadata when a shadow opens.
+"""The map of an AnnData or MuData group, read from metadata when a shadow opens.
 
 It records which slots exist, the keys of each mapping slot, n_obs and n_vars, and describes elements
-on demand (descriptions are metadata, so they are kept). It also folds the layouts of old anndata
-releases into today's names, as ``anndata.read_h5ad`` does:
+on demand (descriptions are metadata, so they are kept). :class:`AnnDataLayout` also folds the layouts
+of old anndata releases into today's names, as ``anndata.read_h5ad`` does:
 
 - ``raw.X``/``raw.var``/``raw.varm`` at the root are ``raw/X``, ``raw/var``, ``raw/varm``;
 - a structured obs/var (< 0.7) is a dataframe whose categorical columns take their categories from
@@ -18,20 +18,26 @@ from typing import Any
 from shadows.backends import FileRef, nodes
 from shadows.elements import ElementSpec, describe
 from shadows.elements.legacy import LegacyFrameSpec, StructuredFieldSpec, is_structured
-from shadows.errors import MalformedElementError, MissingElementError, NotAnnDataError, element_message
+from shadows.errors import (
+    MalformedElementError,
+    MissingElementError,
+    NotAnnDataError,
+    NotMuDataError,
+    element_message,
+)
 
 _ADJACENCY_KEYS = ("distances", "connectivities")
 
 
 class Layout:
-    """Metadata of one AnnData group inside an open file.
+    """Metadata of one AnnData or MuData group inside an open file (what both have: obs, var, slots).
 
     Parameters
     ----------
     ref
-        Where the AnnData lives.
+        Where the AnnData/MuData lives.
     handle
-        The open file (h5py.File / zarr.Group) of the shadow.
+        The open file (h5py.File / zarr metadata) of the shadow.
     """
 
     def __init__(self, ref: FileRef, handle: Any):
@@ -45,39 +51,24 @@ class Layout:
                 available = f"; available: {', '.join(nodes.child_names(handle[parent]))}"
             raise MissingElementError(element_message(ref.path, ref.root, f"not in the file{available}")) from None
         self.keys = set(nodes.child_names(self.group))
-        self._check_is_anndata()
+        self._check()
         self._specs: dict[str, ElementSpec] = {}
         self._aliases: dict[str, str] = {}
         self._hidden: dict[str, set[str]] = {}
         self._extra_keys: dict[str, list[str]] = {}
-        self._fold_legacy_raw()
+        self._fold_before_frames()
         self.obs = self._frame("obs")
         self.var = self._frame("var")
-        if self.has("raw/var"):
-            self._frame("raw/var")
-        self._fold_legacy_categories()
-        self._fold_adjacency()
+        self._fold_after_frames()
 
-    # -- checks and legacy folding -------------------------------------------------------------
+    def _check(self) -> None:
+        """Raise when the group is not of the kind this layout maps."""
 
-    def _check_is_anndata(self) -> None:
-        where = self.ref.display
-        if "mod" in self.keys and "X" not in self.keys:
-            mods = ", ".join(nodes.child_names(self.group["mod"]))
-            msg = (f"{where}: this is a MuData file, not an AnnData: open one modality with "
-                   f"'{where}/mod/<name>' (modalities: {mods})")
-            raise NotAnnDataError(msg)
-        missing = [k for k in ("obs", "var") if k not in self.keys]
-        if missing:
-            msg = f"{where}: not an AnnData file: no {' or '.join(missing)} element at its root"
-            raise NotAnnDataError(msg)
+    def _fold_before_frames(self) -> None:
+        """Map old names onto today's, before obs and var are described."""
 
-    def _fold_legacy_raw(self) -> None:
-        if "raw" in self.keys:
-            return
-        for part in ("X", "var", "varm"):
-            if f"raw.{part}" in self.keys:
-                self._aliases[f"raw/{part}"] = f"raw.{part}"
+    def _fold_after_frames(self) -> None:
+        """Map old layouts that depend on obs and var."""
 
     def _frame(self, rel: str) -> ElementSpec:
         node = self._node(rel)
@@ -85,32 +76,6 @@ class Layout:
             spec = LegacyFrameSpec.from_node(self.ref, node, self.path(rel), {})
             self._specs[rel] = spec
         return self.spec(rel)
-
-    def _fold_legacy_categories(self) -> None:
-        uns = set(self.children("uns")) if self.has("uns") else set()
-        hidden = set()
-        for rel in ("obs", "var"):
-            frame = self._specs[rel]
-            if isinstance(frame, LegacyFrameSpec):
-                cats = {c: self.path(f"uns/{c}_categories") for c in frame.columns if f"{c}_categories" in uns}
-                self._specs[rel] = frame.with_categories(cats)
-                hidden |= {f"{c}_categories" for c in cats}
-        self.obs, self.var = self._specs["obs"], self._specs["var"]
-        if hidden:
-            self._hidden["uns"] = hidden
-
-    def _fold_adjacency(self) -> None:
-        if not self.has("uns/neighbors") or not nodes.is_group(self._node("uns/neighbors")):
-            return
-        moved = []
-        for key in _ADJACENCY_KEYS:
-            rel = f"uns/neighbors/{key}"
-            if self.has(rel) and len(self.spec(rel).shape) == 2:
-                self._aliases[f"obsp/{key}"] = self._file_path(rel)
-                moved.append(key)
-        if moved:
-            self._hidden["uns/neighbors"] = set(moved)
-            self._extra_keys["obsp"] = moved
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -192,3 +157,99 @@ class Layout:
     def n_vars(self) -> int:
         """Number of variables, from the var index's shape."""
         return int(self.var.shape[0])
+
+
+class AnnDataLayout(Layout):
+    """Metadata of an AnnData group, with the layouts of old anndata releases folded in."""
+
+    def _check(self) -> None:
+        where = self.ref.display
+        if "mod" in self.keys and "X" not in self.keys:
+            mods = ", ".join(nodes.child_names(self.group["mod"]))
+            msg = (f"{where}: this is a MuData file, not an AnnData: open one modality with "
+                   f"'{where}/mod/<name>' (modalities: {mods})")
+            raise NotAnnDataError(msg)
+        missing = [k for k in ("obs", "var") if k not in self.keys]
+        if missing:
+            msg = f"{where}: not an AnnData file: no {' or '.join(missing)} element at its root"
+            raise NotAnnDataError(msg)
+
+    def _fold_before_frames(self) -> None:
+        self._fold_legacy_raw()
+
+    def _fold_after_frames(self) -> None:
+        if self.has("raw/var"):
+            self._frame("raw/var")
+        self._fold_legacy_categories()
+        self._fold_adjacency()
+
+    def _fold_legacy_raw(self) -> None:
+        if "raw" in self.keys:
+            return
+        for part in ("X", "var", "varm"):
+            if f"raw.{part}" in self.keys:
+                self._aliases[f"raw/{part}"] = f"raw.{part}"
+
+    def _fold_legacy_categories(self) -> None:
+        uns = set(self.children("uns")) if self.has("uns") else set()
+        hidden = set()
+        for rel in ("obs", "var"):
+            frame = self._specs[rel]
+            if isinstance(frame, LegacyFrameSpec):
+                cats = {c: self.path(f"uns/{c}_categories") for c in frame.columns if f"{c}_categories" in uns}
+                self._specs[rel] = frame.with_categories(cats)
+                hidden |= {f"{c}_categories" for c in cats}
+        self.obs, self.var = self._specs["obs"], self._specs["var"]
+        if hidden:
+            self._hidden["uns"] = hidden
+
+    def _fold_adjacency(self) -> None:
+        if not self.has("uns/neighbors") or not nodes.is_group(self._node("uns/neighbors")):
+            return
+        moved = []
+        for key in _ADJACENCY_KEYS:
+            rel = f"uns/neighbors/{key}"
+            if self.has(rel) and len(self.spec(rel).shape) == 2:
+                self._aliases[f"obsp/{key}"] = self._file_path(rel)
+                moved.append(key)
+        if moved:
+            self._hidden["uns/neighbors"] = set(moved)
+            self._extra_keys["obsp"] = moved
+
+
+class MuDataLayout(Layout):
+    """Metadata of a MuData group: global obs/var and slots, the modalities and the MuData axis."""
+
+    def _check(self) -> None:
+        where = self.ref.display
+        if "mod" not in self.keys:
+            hint = " (it looks like an AnnData: open it with AnnDataShadow)" if "obs" in self.keys else ""
+            raise NotMuDataError(f"{where}: not a MuData file: no 'mod' group at its root{hint}")
+        missing = [k for k in ("obs", "var") if k not in self.keys]
+        if missing:
+            raise NotMuDataError(f"{where}: not a MuData file: no {' or '.join(missing)} element at its root")
+
+    @property
+    def mod_names(self) -> list[str]:
+        """Modality names in the stored ``mod-order`` (in storage order when it is missing or stale, as
+        ``mudata.read_h5mu`` does).
+        """
+        stored = nodes.child_names(self.group["mod"])
+        order = nodes.attrs(self.group["mod"]).get("mod-order")
+        if order is None:
+            return stored
+        order = [str(name) for name in (order if isinstance(order, list | tuple) else list(order))]
+        return order if all(name in stored for name in order) else stored
+
+    def mod_encoding(self, name: str) -> str:
+        """The encoding-type of modality ``name``: ``"anndata"``, or ``"MuData"`` for a nested MuData."""
+        mod = self.group[f"mod/{name}"]
+        encoding = nodes.attrs(mod).get("encoding-type")
+        if encoding is None and nodes.has_child(mod, "mod") and not nodes.has_child(mod, "X"):
+            return "MuData"
+        return str(encoding or "anndata")
+
+    @property
+    def axis(self) -> int:
+        """0: modalities share observations; 1: they share variables; -1: both."""
+        return int(nodes.attrs(self.group).get("axis", 0))

@@ -61,11 +61,7 @@ class RawShadow:
 
     def var_vector(self, k: str) -> Any:
         """Values of raw X for observation ``k`` (by name)."""
-        import numpy as np
-
-        i = self.obs_names.get_loc(k)
-        row = self._shadow._to_numpy(self._shadow._element("raw/X"))[i]
-        return np.asarray(row.todense()).ravel() if hasattr(row, "todense") else np.asarray(row).ravel()
+        return self._shadow._row_of("raw/X", self.obs_names.get_loc(k))
 
     def obs_vector(self, k: str) -> Any:
         """Values of raw X for variable ``k`` (by name)."""

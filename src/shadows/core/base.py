@@ -1,0 +1,435 @@
+"""What AnnDataShadow and MuDataShadow share: a file connection, a layout, element reading with
+caching and views, the obs/var/obsm/varm/obsp/varp/uns slots, memory and connection management.
+
+The classes built on it add their own slots (X and layers; modalities and obsmap/varmap) and their own
+rules for views.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from shadows import convert
+from shadows.backends import FileRef, resolve
+from shadows.cache import ElementCache
+from shadows.core.aligned import ElementMapping, UnsMapping
+from shadows.core.connection import Connection, check_mode
+from shadows.core.frames import tracked, with_columns
+from shadows.core.layout import Layout
+from shadows.errors import ReadOnlyError, ShadowsError
+from shadows.indexing import AxisIndex, compose, normalize_key
+from shadows.indexing.apply import materialize_selection, read_column, read_index, select_graph, selection_for
+
+READ_ONLY_MESSAGE = (
+    "File is open in read-only mode. Changes can't be pushed. Reopen it with .reopen('r+') to enable writing."
+)
+FRAMES = ("obs", "var")
+
+
+class ShadowBase:
+    """The file-backed part of a shadow (mixed into the AnnData/MuData subclasses).
+
+    A shadow is either a root (``_root is self``, ``_view is None``) that owns the layout of its group,
+    or a view: the root plus positions kept on each axis, relative to the root, so views of views
+    compose. Roots of one file share one :class:`~shadows.core.connection.Connection`.
+    """
+
+    _LAYOUT: ClassVar[type[Layout]]
+    #: Aligned mapping slots of this kind of shadow (``uns`` is always there too).
+    _SLOTS: ClassVar[tuple[str, ...]]
+    #: "AnnData" or "MuData", for messages and the repr.
+    _KIND: ClassVar[str]
+
+    # -- construction ----------------------------------------------------------------------------
+
+    def _open(self, filepath: str | os.PathLike, array_backend: str, table_backend: str, mode: str,
+              format: str | None) -> None:
+        check_mode(mode)
+        ref = resolve(filepath, format)
+        arrays, tables = convert.array_backend(array_backend), convert.table_backend(table_backend)
+        connection = Connection(ref.path, ref.format, mode)
+        try:
+            self._attach(ref, arrays, tables, connection)
+        except BaseException:
+            connection.close()
+            raise
+
+    def _attach(self, ref: FileRef, arrays: convert.Backend, tables: convert.Backend, connection: Connection) -> None:
+        """Make this shadow the root of the group at ``ref``, read through ``connection``."""
+        self._ref = ref
+        self._array_backend, self._table_backend = arrays, tables
+        self._conn = connection
+        self._root = self
+        self._view: tuple[AxisIndex, AxisIndex] | None = None
+        self._build_layout()
+        self._init_memory()
+
+    @classmethod
+    def _attached(cls, ref: FileRef, arrays: convert.Backend, tables: convert.Backend,
+                  connection: Connection) -> ShadowBase:
+        """A root shadow of the group at ``ref`` sharing an open ``connection`` (a MuData's modality)."""
+        shadow = cls.__new__(cls)
+        shadow._attach(ref, arrays, tables, connection)
+        return shadow
+
+    @classmethod
+    def _make_view(cls, root: ShadowBase, obs: AxisIndex, var: AxisIndex) -> ShadowBase:
+        """A view of ``root`` keeping positions ``obs`` and ``var`` (relative to the root)."""
+        view = cls.__new__(cls)
+        view._ref, view._conn = root._ref, root._conn
+        view._array_backend, view._table_backend = root._array_backend, root._table_backend
+        view._root = root
+        view._view = (obs, var)
+        view._init_memory()
+        return view
+
+    def _init_memory(self) -> None:
+        """Fresh in-memory state: cache, graphs, staged columns and the mapping slots."""
+        self._cache = ElementCache()
+        self._graphs: dict[str, Any] = {}
+        self._staged_columns: dict[str, dict[str, pd.Series]] = {frame: {} for frame in FRAMES}
+        self._slots = {slot: ElementMapping(self, slot, self._layout.mapping_keys(slot)) for slot in self._SLOTS}
+        self._slots["uns"] = UnsMapping(self, "uns", self._visible_uns_keys())
+        self._uns_levels: dict[str, UnsMapping] = {"uns": self._slots["uns"]}
+
+    def _visible_uns_keys(self) -> list[str]:
+        return self._layout.mapping_keys("uns")
+
+    def _build_layout(self) -> None:
+        self._file_layout = self._LAYOUT(self._ref, self._conn.handle)
+        self._layout_generation = self._conn.generation
+
+    @property
+    def _layout(self) -> Layout:
+        """The root's layout, rebuilt from the new handle after the file was reopened."""
+        root = self._root
+        if root._layout_generation != root._conn.generation:
+            root._build_layout()
+        return root._file_layout
+
+    @property
+    def _mode(self) -> str:
+        return self._conn.mode
+
+    # -- reading elements ------------------------------------------------------------------------
+
+    def _backend_for(self, kind: str) -> convert.Backend | None:
+        if kind in ("dense", "sparse"):
+            return self._array_backend
+        if kind == "dataframe":
+            return self._table_backend
+        return None
+
+    def _graph(self, rel: str) -> Any:
+        if rel not in self._graphs:
+            spec = self._layout.spec(rel)
+            selection = selection_for(rel, spec, self._view)
+            graph = select_graph(spec, selection) if selection else spec.graph()
+            self._graphs[rel] = self._view_graph(rel, graph) if self._view is not None else graph
+        return self._graphs[rel]
+
+    def _view_graph(self, rel: str, graph: Any) -> Any:
+        """What a view changes in an element's graph besides slicing it (nothing, here)."""
+        return graph
+
+    def _view_value(self, rel: str, spec: Any, value: Any) -> Any:
+        """What a view changes in an element's value besides slicing it (nothing, here)."""
+        return value
+
+    def _materialize(self, rel: str) -> Any:
+        """Read the element (this view's part of it) as numpy/scipy/pandas, with staged columns."""
+        spec = self._layout.spec(rel)
+        value = materialize_selection(spec, selection_for(rel, spec, self._view))
+        if self._view is not None:
+            value = self._view_value(rel, spec, value)
+        if rel in FRAMES:
+            value = with_columns(value, self._staged_columns[rel])
+        return value
+
+    def _element(self, rel: str) -> Any:
+        """The element at ``rel`` as the shadow's backends present it (cached per section 4 of DESIGN)."""
+        if rel in self._cache:
+            return self._cache[rel]
+        spec = self._layout.spec(rel)
+        backend = self._backend_for(spec.kind)
+        if backend is not None and backend.lazy:
+            return self._graph(rel)
+        if backend is None:
+            return self._cache.get(rel, lambda: self._materialize(rel))
+        if rel in FRAMES and backend.name == "pandas":
+            return self._cache.get(rel, lambda: tracked(self._materialize(rel), partial(self._stage_column, rel)))
+        return self._cache.get(rel, lambda: backend.convert(self._materialize(rel)))
+
+    def _plain(self, rel: str) -> Any:
+        """The element at ``rel`` as numpy/scipy/pandas, whatever the backends (for to_memory)."""
+        spec = self._layout.spec(rel)
+        backend = self._backend_for(spec.kind)
+        if backend is not None and backend.name in ("numpy", "pandas") and rel in self._cache:
+            value = self._cache[rel]
+            return value.copy(deep=False) if rel in FRAMES else value
+        if spec.kind == "mapping":
+            return self._uns_child(rel).materialize()
+        return self._materialize(rel)
+
+    def _uns_child(self, rel: str) -> Any:
+        spec = self._layout.spec(rel)
+        if spec.kind != "mapping":
+            return self._element(rel)
+        if rel not in self._uns_levels:
+            self._uns_levels[rel] = UnsMapping(self, rel, self._layout.children(rel))
+        return self._uns_levels[rel]
+
+    def _is_cached(self, rel: str) -> bool:
+        return rel in self._cache
+
+    def _stage_column(self, frame_rel: str, key: str, values: pd.Series) -> None:
+        self._staged_columns[frame_rel][key] = values
+
+    def _frame_rows(self, frame_rel: str) -> AxisIndex | None:
+        """The rows of a dataframe element this shadow sees (``None``: all)."""
+        spec = self._layout.spec(frame_rel)
+        selection = selection_for(frame_rel, spec, self._view)
+        return selection[0] if selection else None
+
+    def _names(self, frame_rel: str) -> pd.Index:
+        if frame_rel in self._cache and self._table_backend.name == "pandas":
+            return self._cache[frame_rel].index
+        spec = self._layout.spec(frame_rel)
+        return self._cache.get(f"{frame_rel}/_index", lambda: read_index(spec, self._frame_rows(frame_rel)))
+
+    def _view_column(self, frame_rel: str, key: str) -> Any:
+        """One stored obs/var column of this shadow (as the frame of this shadow would hold it)."""
+        return read_column(self._layout.spec(frame_rel).column(key), self._frame_rows(frame_rel))
+
+    def _frame_column(self, frame_rel: str, key: str) -> np.ndarray:
+        """One obs/var column as numpy, read alone unless the frame is already in memory."""
+        if frame_rel in self._cache and self._table_backend.name == "pandas":
+            return self._cache[frame_rel][key].to_numpy()
+        if key in self._staged_columns[frame_rel]:
+            return self._staged_columns[frame_rel][key].to_numpy()
+        return pd.Series(self._view_column(frame_rel, key), copy=False).to_numpy()
+
+    def _frame_keys(self, frame_rel: str) -> list[str]:
+        stored = list(getattr(self._layout, frame_rel).columns)
+        return stored + [k for k in self._staged_columns[frame_rel] if k not in stored]
+
+    # -- attributes shared by AnnData and MuData -------------------------------------------------
+
+    @property
+    def obs(self) -> Any:
+        """Annotations of observations (a pandas DataFrame under the default table backend)."""
+        return self._element("obs")
+
+    @property
+    def var(self) -> Any:
+        """Annotations of variables."""
+        return self._element("var")
+
+    @property
+    def obs_names(self) -> pd.Index:
+        """Names of observations (read alone, without the obs columns)."""
+        return self._names("obs")
+
+    @property
+    def var_names(self) -> pd.Index:
+        """Names of variables."""
+        return self._names("var")
+
+    @property
+    def obsm(self) -> ElementMapping:
+        """Multi-dimensional annotations of observations."""
+        return self._slots["obsm"]
+
+    @property
+    def varm(self) -> ElementMapping:
+        """Multi-dimensional annotations of variables."""
+        return self._slots["varm"]
+
+    @property
+    def obsp(self) -> ElementMapping:
+        """Pairwise annotations of observations."""
+        return self._slots["obsp"]
+
+    @property
+    def varp(self) -> ElementMapping:
+        """Pairwise annotations of variables."""
+        return self._slots["varp"]
+
+    @property
+    def uns(self) -> UnsMapping:
+        """Unstructured annotations, a lazy nested mapping."""
+        return self._slots["uns"]
+
+    @property
+    def n_obs(self) -> int:
+        """Number of observations."""
+        return self._layout.n_obs if self._view is None else len(self._view[0])
+
+    @property
+    def n_vars(self) -> int:
+        """Number of variables."""
+        return self._layout.n_vars if self._view is None else len(self._view[1])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(n_obs, n_vars)."""
+        return (self.n_obs, self.n_vars)
+
+    def __len__(self) -> int:
+        return self.n_obs
+
+    @property
+    def is_view(self) -> bool:
+        """Whether this shadow is a view (``shadow[...]``) of the file's object."""
+        return self._view is not None
+
+    @property
+    def isbacked(self) -> bool:
+        """True: a shadow's data lives in its file."""
+        return True
+
+    @property
+    def filename(self) -> str:
+        """Path of the file or store (plus the group path for one modality of a MuData)."""
+        return self._ref.display
+
+    @property
+    def file(self) -> Any:
+        """The open ``h5py.File`` or ``zarr.Group`` (a Zarr group is opened on first use)."""
+        return self._conn.file
+
+    def obs_keys(self) -> list[str]:
+        """Names of the obs columns (stored, then assigned in memory)."""
+        return self._frame_keys("obs")
+
+    def var_keys(self) -> list[str]:
+        """Names of the var columns (stored, then assigned in memory)."""
+        return self._frame_keys("var")
+
+    def obsm_keys(self) -> list[str]:
+        """Keys of obsm."""
+        return list(self.obsm)
+
+    def varm_keys(self) -> list[str]:
+        """Keys of varm."""
+        return list(self.varm)
+
+    def uns_keys(self) -> list[str]:
+        """Keys of uns."""
+        return list(self.uns)
+
+    # -- memory ----------------------------------------------------------------------------------
+
+    def persist(self, *keys: str) -> ShadowBase:
+        """Keep the graphs of ``keys`` (element paths such as ``"X"``, ``"obsm/X_pca"``; all when none
+        are given) computed in memory, locally or on the cluster; they are marked ᐁ.
+        """
+        keys = keys or tuple(self._stored_element_paths())
+        for rel in keys:
+            spec = self._layout.spec(rel)
+            backend = self._backend_for(spec.kind)
+            if backend is not None and backend.lazy:
+                self._cache.put(rel, self._graph(rel).persist())
+            else:
+                self._element(rel)
+        return self
+
+    def clear_cache(self) -> None:
+        """Drop every element held in memory so its memory is freed (in-memory additions stay)."""
+        self._cache.clear()
+
+    def _stored_element_paths(self) -> list[str]:
+        paths = [p for p in ("X", *FRAMES) if self._layout.has(p)]
+        for slot in self._SLOTS:
+            paths += [f"{slot}/{k}" for k in self._layout.mapping_keys(slot)]
+        return paths
+
+    def _staged_paths(self) -> list[str]:
+        """Elements and obs/var columns assigned in memory and not written yet."""
+        staged = [f"{slot}/{k}" for slot, mapping in self._slots.items() for k in mapping if mapping.is_staged(k)]
+        return staged + [f"{frame}/{k}" for frame in FRAMES for k in self._staged_columns[frame]]
+
+    def __sizeof__(self) -> int:
+        total = object.__sizeof__(self)
+        for key in self._cache:
+            value = self._cache[key]
+            total += int(getattr(value, "nbytes", 0) or 0) or _sparse_nbytes(value) or _frame_nbytes(value)
+        return total
+
+    # -- file connection -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection to the file (cached and staged elements stay in memory)."""
+        self._conn.close()
+
+    def reopen(self, mode: str = "r") -> ShadowBase:
+        """Reopen the file in ``mode`` (``"r"`` or ``"r+"``), keeping in-memory additions.
+
+        The connection is the file's: every modality and view of it follows.
+        """
+        self._conn.open(mode)
+        return self
+
+    def write(self, clear_cache: bool = False) -> ShadowBase:
+        """Push in-memory additions to the file; the file must be open with ``mode="r+"``."""
+        if self.is_view:
+            msg = (f"{self.filename}: a view cannot be written to its file; write the shadow it was taken "
+                   "from, or export the view with .to_memory()")
+            raise ReadOnlyError(msg)
+        if self._mode == "r":
+            raise ReadOnlyError(READ_ONLY_MESSAGE)
+        staged = self._staged_paths()
+        if staged:
+            msg = (f"{self.filename}: writing staged elements ({', '.join(staged)}) is not supported by this "
+                   "version of shadows; export with .to_memory() and write that instead")
+            raise ShadowsError(msg)
+        if clear_cache:
+            self.clear_cache()
+        return self
+
+    # -- views and pickling ----------------------------------------------------------------------
+
+    def _view_of(self, index: Any) -> ShadowBase:
+        """A view: a shadow of its own whose elements are this shadow's, sliced by ``index``.
+
+        Keys are those of AnnData (slices, ints, masks, positions, names, and pairs of them). A view of
+        a view keeps positions relative to the file, so views compose to any depth. Building a view
+        reads no data.
+        """
+        obs, var = normalize_key(index, self.shape, (lambda: self.obs_names, lambda: self.var_names))
+        if self._view is not None:
+            obs, var = compose(self._view[0], obs), compose(self._view[1], var)
+        return type(self)._make_view(self._root, obs, var)
+
+    def __repr__(self) -> str:
+        from shadows._repr import text_repr
+
+        return text_repr(self)
+
+    def __reduce__(self):
+        args = (type(self), self._ref, self._array_backend.name, self._table_backend.name, self._mode, self._view)
+        return (_reopen, args)
+
+
+def _reopen(cls: type, ref: FileRef, array_backend: str, table_backend: str, mode: str,
+            view: tuple[AxisIndex, AxisIndex] | None = None) -> ShadowBase:
+    shadow = cls(ref.display, array_backend=array_backend, table_backend=table_backend, mode=mode,
+                 format=ref.format)
+    return shadow if view is None else cls._make_view(shadow, *view)
+
+
+def _sparse_nbytes(value: Any) -> int:
+    if hasattr(value, "indptr"):
+        return int(value.data.nbytes + value.indices.nbytes + value.indptr.nbytes)
+    return 0
+
+
+def _frame_nbytes(value: Any) -> int:
+    if isinstance(value, pd.DataFrame):
+        return int(value.memory_usage(deep=True).sum())
+    return 0

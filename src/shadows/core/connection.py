@@ -1,0 +1,73 @@
+"""The open file behind a shadow: one metadata handle and one mode, shared by a MuData shadow, its
+modalities and every view taken from them.
+
+Graph tasks never use this handle (they reopen the file by path, see :mod:`shadows.backends.handles`);
+it is what layouts are read from and what ``.file`` returns. Each (re)open bumps :attr:`generation`,
+which tells layouts built from an older handle to rebuild themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shadows.backends.handles import open_file, open_metadata, release
+
+MODES = ("r", "r+")
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` if it is one a shadow can be opened in, else a ValueError."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+class Connection:
+    """An open HDF5 file or Zarr store.
+
+    Parameters
+    ----------
+    path
+        The file or store on disk.
+    format
+        ``"hdf5"`` or ``"zarr"``.
+    mode
+        ``"r"`` or ``"r+"``.
+    """
+
+    def __init__(self, path: str, format: str, mode: str):
+        self.path = path
+        self.format = format
+        self.generation = 0
+        self.handle: Any = None
+        self._zarr_group: Any = None
+        self.open(mode)
+
+    def open(self, mode: str) -> None:
+        """(Re)open in ``mode``; a handle open before is closed first."""
+        check_mode(mode)
+        self.close()
+        if mode != "r":
+            # HDF5 refuses to open a file for writing while this process holds it open read-only: drop
+            # the read handles graph tasks keep (they reopen, sharing the writable handle).
+            release(self.path)
+        self.handle = open_metadata(self.path, self.format, mode)
+        self.mode = mode
+        self.generation += 1
+
+    def close(self) -> None:
+        """Close the handles (graph tasks keep working: they reopen the file by path)."""
+        for handle in (self.handle, self._zarr_group):
+            close = getattr(handle, "close", None)
+            if close is not None:
+                close()
+        self._zarr_group = None
+
+    @property
+    def file(self) -> Any:
+        """The open ``h5py.File``, or the ``zarr.Group`` (opened on first use)."""
+        if self.format == "hdf5":
+            return self.handle
+        if self._zarr_group is None:
+            self._zarr_group = open_file(self.path, "zarr", self.mode)
+        return self._zarr_group

@@ -1,0 +1,50 @@
+"""obs/var dataframes that tell their shadow about columns assigned in memory.
+
+Scanpy and muon users edit obs in place (``adata.obs["leiden"] = ...``, ``mdata.obs["rna:cell_type"] =
+mdata["rna"].obs["cell_type"]``). A shadow hands out a :class:`TrackedFrame` so such an assignment is
+staged (▲ in the repr): it survives ``clear_cache()`` and is what ``write()`` will push to the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import pandas as pd
+
+OnSet = Callable[[str, pd.Series], None]
+
+
+class TrackedFrame(pd.DataFrame):
+    """A pandas DataFrame that reports ``frame[key] = value`` to a callback.
+
+    Everything derived from it (slices, copies, results of operations) is a plain DataFrame, so only
+    the frame a shadow handed out reports assignments. Other ways of setting values (``.loc``,
+    ``.insert``) change the frame in memory without staging.
+    """
+
+    _metadata: ClassVar[list[str]] = []
+
+    @property
+    def _constructor(self) -> type[pd.DataFrame]:
+        return pd.DataFrame
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        on_set = self.__dict__.get("_on_set")
+        if on_set is not None and isinstance(key, str):
+            on_set(key, self[key])
+
+
+def tracked(frame: pd.DataFrame, on_set: OnSet) -> TrackedFrame:
+    """``frame`` (its data shared, not copied) as a :class:`TrackedFrame` reporting to ``on_set``."""
+    out = TrackedFrame(frame)
+    object.__setattr__(out, "_on_set", on_set)
+    return out
+
+
+def with_columns(frame: pd.DataFrame, columns: Mapping[str, pd.Series]) -> pd.DataFrame:
+    """``frame`` with ``columns`` (staged in memory) set by position, keeping their dtypes."""
+    for key, values in columns.items():
+        frame[key] = values.array if len(values) == len(frame) else values
+    return frame
