@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import zarr
 
 
 def _plain(expected: Any) -> Any:
@@ -87,3 +91,51 @@ def assert_shadow_matches(shadow, oracle) -> None:
         assert_value_equal(shadow.raw.var, oracle.raw.var, "raw/var")
         assert_value_equal(shadow.raw.var_names, oracle.raw.var_names, "raw/var_names")
         assert set(shadow.raw.varm.keys()) == set(oracle.raw.varm.keys())
+
+
+_METADATA = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
+
+
+@contextlib.contextmanager
+def count_reads(monkeypatch):
+    """Count data reads: h5py dataset reads, and Zarr store gets of chunk keys (metadata excluded)."""
+    reads: Counter[str] = Counter()
+    h5_getitem = h5py.Dataset.__getitem__
+    h5_read_direct = h5py.Dataset.read_direct
+
+    def counted_getitem(self, *args, **kwargs):
+        reads[self.name.lstrip("/")] += 1
+        return h5_getitem(self, *args, **kwargs)
+
+    def counted_read_direct(self, *args, **kwargs):
+        reads[self.name.lstrip("/")] += 1
+        return h5_read_direct(self, *args, **kwargs)
+
+    store_get = zarr.storage.LocalStore.get
+
+    async def counted_get(self, key, *args, **kwargs):
+        if not key.endswith(_METADATA):
+            reads[key.rsplit("/", 1)[0] if "/" in key else key] += 1
+        return await store_get(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", counted_getitem)
+    monkeypatch.setattr(h5py.Dataset, "read_direct", counted_read_direct)
+    monkeypatch.setattr(zarr.storage.LocalStore, "get", counted_get)
+    yield reads
+
+
+def assert_mudata_matches(shadow, oracle) -> None:
+    """Every global element and every modality of a MuData shadow equals mudata's in-memory read."""
+    assert shadow.shape == oracle.shape
+    assert shadow.axis == oracle.axis
+    assert shadow.n_mod == oracle.n_mod
+    assert list(shadow.mod) == list(oracle.mod)
+    assert_value_equal(shadow.obs_names, oracle.obs_names, "obs_names")
+    assert_value_equal(shadow.var_names, oracle.var_names, "var_names")
+    assert_value_equal(shadow.obs, oracle.obs, "obs")
+    assert_value_equal(shadow.var, oracle.var, "var")
+    for slot in ("obsm", "varm", "obsp", "varp", "obsmap", "varmap"):
+        assert_value_equal(dict(getattr(shadow, slot)), dict(getattr(oracle, slot)), slot)
+    assert_value_equal(shadow.uns.materialize(), dict(oracle.uns), "uns")
+    for name, modality in shadow.mod.items():
+        assert_shadow_matches(modality, oracle.mod[name])

@@ -2,45 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections import Counter
-
-import h5py
 import pytest
-import zarr
 
+from helpers import count_reads
 from shadows import AnnDataShadow
 from shadows.cli import main
-
-_METADATA = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
-
-
-@contextlib.contextmanager
-def count_reads(monkeypatch):
-    """Count data reads: h5py dataset reads, and Zarr store gets of chunk keys (metadata excluded)."""
-    reads: Counter[str] = Counter()
-    h5_getitem = h5py.Dataset.__getitem__
-    h5_read_direct = h5py.Dataset.read_direct
-
-    def counted_getitem(self, *args, **kwargs):
-        reads[self.name.lstrip("/")] += 1
-        return h5_getitem(self, *args, **kwargs)
-
-    def counted_read_direct(self, *args, **kwargs):
-        reads[self.name.lstrip("/")] += 1
-        return h5_read_direct(self, *args, **kwargs)
-
-    store_get = zarr.storage.LocalStore.get
-
-    async def counted_get(self, key, *args, **kwargs):
-        if not key.endswith(_METADATA):
-            reads[key.rsplit("/", 1)[0] if "/" in key else key] += 1
-        return await store_get(self, key, *args, **kwargs)
-
-    monkeypatch.setattr(h5py.Dataset, "__getitem__", counted_getitem)
-    monkeypatch.setattr(h5py.Dataset, "read_direct", counted_read_direct)
-    monkeypatch.setattr(zarr.storage.LocalStore, "get", counted_get)
-    yield reads
 
 
 def test_open_repr_shape_read_no_data(path, monkeypatch):

@@ -4,6 +4,7 @@ Open a file without loading it; every stored element is a dask graph that reads 
 """
 
 from shadows.core.anndata import AnnDataShadow
+from shadows.core.mudata import MuDataShadow
 from shadows.errors import (
     BackendUnavailableError,
     FileBusyError,
@@ -11,6 +12,7 @@ from shadows.errors import (
     MalformedElementError,
     MissingElementError,
     NotAnnDataError,
+    NotMuDataError,
     ReadOnlyError,
     ShadowsError,
     ShadowsFileNotFoundError,
@@ -26,7 +28,9 @@ __all__ = [
     "InvalidKeyError",
     "MalformedElementError",
     "MissingElementError",
+    "MuDataShadow",
     "NotAnnDataError",
+    "NotMuDataError",
     "ReadOnlyError",
     "ShadowsError",
     "ShadowsFileNotFoundError",

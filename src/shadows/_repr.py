@@ -1,4 +1,8 @@
-"""Text repr of shadows, built from metadata only (printing a shadow reads no data)."""
+"""Text repr of shadows, built from metadata only (printing a shadow reads no data).
+
+A MuData's repr reads each modality's shape; for a view that needs obsmap/varmap (the only values it
+reads: one small integer vector per modality and axis).
+"""
 
 from __future__ import annotations
 
@@ -7,34 +11,64 @@ from typing import TYPE_CHECKING
 from shadows.cache import marker
 
 if TYPE_CHECKING:
-    from shadows.core.anndata import AnnDataShadow
+    from shadows.core.base import ShadowBase
+
+_AXIS_NOTE = {0: "", 1: " (shared var)", -1: " (shared obs and var)"}
 
 
-def _frame_line(shadow: AnnDataShadow, slot: str) -> str:
+def _frame_line(shadow: ShadowBase, slot: str) -> str:
     spec = getattr(shadow._layout, slot)
     cached = shadow._is_cached(slot)
-    names = [spec.index_key, *spec.columns]
-    return f"  {slot}:\t" + ", ".join(n + marker(cached, False) for n in names)
+    staged = shadow._staged_columns[slot]
+    names = [n + marker(cached, n in staged) for n in (spec.index_key, *spec.columns)]
+    names += [n + marker(False, True) for n in staged if n not in spec.columns]
+    return f"  {slot}:\t" + ", ".join(names)
 
 
-def text_repr(shadow: AnnDataShadow) -> str:
-    """The repr of DESIGN.md section 1: header, then one line per non-empty slot with markers."""
-    header = f"AnnData Shadow object with n_obs × n_vars = {shadow.n_obs} × {shadow.n_vars}"
+def _header(shadow: ShadowBase) -> str:
+    note = _AXIS_NOTE.get(shadow.axis, "") if shadow._KIND == "MuData" else ""
+    header = f"{shadow._KIND} Shadow object with n_obs × n_vars = {shadow.n_obs} × {shadow.n_vars}{note}"
     if shadow.is_view:
         layout = shadow._layout
         header = f"View of {header} (original {layout.n_obs} × {layout.n_vars})"
-    lines = [header]
+    return header
+
+
+def _slot_lines(shadow: ShadowBase, slots: tuple[str, ...]) -> list[str]:
+    return [f"  {shadow._slots[slot]!r}" for slot in slots if len(shadow._slots[slot])]
+
+
+def _anndata_lines(shadow: ShadowBase) -> list[str]:
+    lines = []
     if shadow._layout.has("X"):
         lines.append("  X" + marker(shadow._is_cached("X"), False))
-    if len(shadow.layers):
-        lines.append(f"  {shadow.layers!r}")
+    lines += _slot_lines(shadow, ("layers",))
     lines.append(_frame_line(shadow, "obs"))
     lines.append(_frame_line(shadow, "var"))
-    for slot in ("obsm", "varm", "obsp", "varp", "uns"):
-        mapping = shadow._slots[slot]
-        if len(mapping):
-            lines.append(f"  {mapping!r}")
+    lines += _slot_lines(shadow, ("obsm", "varm", "obsp", "varp", "uns"))
     if shadow.raw is not None:
         parts = [p for p in ("X", "var", "varm") if shadow._layout.has(f"raw/{p}")]
         lines.append("  raw:\t" + ", ".join(p + marker(shadow._is_cached(f"raw/{p}"), False) for p in parts))
-    return "\n".join(lines)
+    return lines
+
+
+def _mudata_lines(shadow: ShadowBase) -> list[str]:
+    lines = [_frame_line(shadow, "obs"), _frame_line(shadow, "var")]
+    lines += _slot_lines(shadow, ("obsm", "varm", "obsp", "varp", "uns", "obsmap", "varmap"))
+    n_mod = len(shadow.mod)
+    lines.append(f"  mod:\t{n_mod} modalit{'y' if n_mod == 1 else 'ies'}")
+    for name, modality in shadow.mod.items():
+        lines.append(f"    {name}: {modality.n_obs} x {modality.n_vars}")
+        lines += ["    " + line for line in _body_lines(modality)]
+    return lines
+
+
+def _body_lines(shadow: ShadowBase) -> list[str]:
+    return _mudata_lines(shadow) if shadow._KIND == "MuData" else _anndata_lines(shadow)
+
+
+def text_repr(shadow: ShadowBase) -> str:
+    """The repr of DESIGN.md section 1: header, then one line per non-empty slot with markers (ᐁ held in
+    memory, ▲ assigned in memory); a MuData adds obsmap/varmap, ``mod:`` and each modality's block.
+    """
+    return "\n".join([_header(shadow), *_body_lines(shadow)])

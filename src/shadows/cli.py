@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
-
-from shadows.core.aligned import SLOT_AXES
+from typing import Any
 
 
 def _human(nbytes: int) -> str:
@@ -28,12 +27,12 @@ def _dtype_text(dtype) -> str:
 
 
 def element_paths(shadow) -> Iterator[str]:
-    """Every stored element of a shadow, uns walked recursively (paths relative to the AnnData)."""
+    """Every stored element of a shadow, uns walked recursively (paths relative to the AnnData/MuData)."""
     layout = shadow._layout
     for rel in ("X", "obs", "var"):
         if layout.has(rel):
             yield rel
-    for slot in SLOT_AXES:
+    for slot in shadow._SLOTS:
         for key in layout.mapping_keys(slot):
             yield f"{slot}/{key}"
     stack = [f"uns/{k}" for k in reversed(layout.mapping_keys("uns"))]
@@ -49,14 +48,33 @@ def element_paths(shadow) -> Iterator[str]:
         yield from (f"raw/varm/{k}" for k in layout.mapping_keys("raw/varm"))
 
 
+def element_specs(shadow, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(path, description) of every stored element, a MuData's modalities included (``mod/<name>/...``)."""
+    for rel in element_paths(shadow):
+        yield prefix + rel, shadow._layout.spec(rel)
+    for name, modality in getattr(shadow, "mod", {}).items():
+        yield from element_specs(modality, f"{prefix}mod/{name}/")
+
+
+def open_shadow(path: str, format: str | None = None):
+    """An AnnDataShadow, or a MuDataShadow when the file is a MuData."""
+    from shadows import AnnDataShadow, MuDataShadow
+    from shadows.errors import NotAnnDataError, NotMuDataError
+
+    try:
+        return AnnDataShadow(path, format=format)
+    except NotAnnDataError as error:
+        try:
+            return MuDataShadow(path, format=format)
+        except NotMuDataError:
+            raise error from None
+
+
 def info_text(path: str, format: str | None = None) -> str:
     """The repr plus a table of every element's shape, dtype, encoding, chunking and size on disk."""
-    from shadows import AnnDataShadow
-
-    shadow = AnnDataShadow(path, format=format)
+    shadow = open_shadow(path, format)
     rows = [("element", "shape", "dtype", "encoding", "chunks", "on disk")]
-    for rel in element_paths(shadow):
-        spec = shadow._layout.spec(rel)
+    for rel, spec in element_specs(shadow):
         info = spec.info()
         shape = " × ".join(map(str, info["shape"])) if info["shape"] else "-"
         dtype = _dtype_text(spec.dtype)

@@ -194,3 +194,8 @@ class ZarrMetadata:
     def keys(self) -> list[str]:
         """Names of the root's children."""
         return self.children("")
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The root group's attributes."""
+        return self[""].attrs

@@ -1,4 +1,5 @@
-"""Mapping slots of a shadow: layers, obsm, varm, obsp, varp (aligned to axes) and uns (nested).
+"""Mapping slots of a shadow: layers, obsm, varm, obsp, varp, obsmap, varmap (aligned to axes) and uns
+(nested).
 
 Stored keys come from metadata; values are read on access through the shadow (and cached per its
 backend). Assigning a key keeps the value in memory, staged (▲) until ``write()``.
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from shadows.cache import marker
 from shadows.errors import MissingElementError, ReadOnlyError, element_message
-from shadows.indexing.apply import SLOT_AXES
+from shadows.indexing.apply import ALIGNED_SLOT_AXES
 
 if TYPE_CHECKING:
     from shadows.core.anndata import AnnDataShadow
@@ -72,7 +73,7 @@ class ElementMapping(MutableMapping):
         return [k + marker(self._shadow._is_cached(self._path(k)), k in self._staged) for k in self]
 
     def _validate(self, key: str, value: Any) -> None:
-        axes = SLOT_AXES.get(self.slot)
+        axes = ALIGNED_SLOT_AXES.get(self.slot)
         if axes is None:
             return
         shape = getattr(value, "shape", None)

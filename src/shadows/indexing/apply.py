@@ -27,13 +27,20 @@ SLOT_AXES: dict[str, tuple[int, ...]] = {
     "obsp": (0, 0),
     "varp": (1, 1),
 }
+#: MuData's maps from global positions to 1-based positions in each modality (0: absent).
+MODALITY_MAP_AXES: dict[str, tuple[int, ...]] = {
+    "obsmap": (0,),
+    "varmap": (1,),
+}
+#: Every mapping slot whose values are aligned to axes (what assigning to them validates).
+ALIGNED_SLOT_AXES: dict[str, tuple[int, ...]] = {**SLOT_AXES, **MODALITY_MAP_AXES}
 #: The same for every element path (or path prefix) a view slices.
 _ELEMENT_AXES: dict[str, tuple[int | None, ...]] = {
     "X": (0, 1),
     "obs": (0,),
     "var": (1,),
     "raw/X": (0, None),  # raw keeps all its variables, as AnnData's views do
-    **SLOT_AXES,
+    **ALIGNED_SLOT_AXES,
 }
 
 

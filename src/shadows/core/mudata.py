@@ -1,0 +1,267 @@
+"""MuDataShadow: a MuData whose modalities and global elements stay in the file until asked for."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from shadows.backends import FileRef
+from shadows.core.anndata import AnnDataShadow
+from shadows.core.base import ShadowBase
+from shadows.core.layout import MuDataLayout
+from shadows.errors import BackendUnavailableError, MissingElementError, element_message
+from shadows.indexing import AxisIndex
+from shadows.indexing.apply import MODALITY_MAP_AXES
+from shadows.indexing.keys import as_slice_or_array
+
+try:  # mudata is an optional extra: without it only the MuData class identity is missing
+    from mudata import MuData as _MuDataBase
+
+    HAS_MUDATA = True
+except ImportError:  # pragma: no cover - exercised by installs without the extra
+
+    class _MuDataBase:
+        """Stand-in for ``mudata.MuData`` when mudata is not installed."""
+
+    HAS_MUDATA = False
+
+#: Global slots of a MuData besides obs, var and uns.
+MUDATA_SLOTS = ("obsm", "varm", "obsp", "varp", *MODALITY_MAP_AXES)
+_MAP_OF_AXIS = {0: "obsmap", 1: "varmap"}
+
+
+class Modalities(Mapping):
+    """The modalities of a MuData shadow, in the stored ``mod-order`` (read-only)."""
+
+    def __init__(self, owner: MuDataShadow, shadows: dict[str, ShadowBase]):
+        self._owner = owner
+        self._shadows = shadows
+
+    def __getitem__(self, name: str) -> ShadowBase:
+        try:
+            return self._shadows[name]
+        except KeyError:
+            what = f"no such modality; modalities: {', '.join(self._shadows) or 'none'}"
+            raise MissingElementError(element_message(self._owner.filename, f"mod/{name}", what)) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._shadows)
+
+    def __len__(self) -> int:
+        return len(self._shadows)
+
+    def __repr__(self) -> str:
+        return f"mod:\t{', '.join(self._shadows)}"
+
+
+def relabel_positions(values: Any) -> Any:
+    """An obsmap/varmap entry of a view: 1, 2, ... at the kept positions present in the modality, 0 where
+    absent (numpy or dask, as given).
+    """
+    present = values > 0
+    return (present.cumsum(axis=0) * present).astype(values.dtype)
+
+
+class MuDataShadow(ShadowBase, _MuDataBase):
+    """A MuData backed by an ``.h5mu`` file or a MuData Zarr store, reading only what is asked for.
+
+    Opening reads metadata only. Modalities are :class:`AnnDataShadow` objects sharing this shadow's
+    connection; global elements (obs, var, obsm, varm, obsp, varp, uns, obsmap, varmap) are read lazily
+    and cached like an AnnDataShadow's. Global obs and var are the stored ones, as ``mudata.read_h5mu``
+    gives them from mudata 0.4 on (mudata 0.3 also pulled every modality's columns into them).
+
+    Parameters
+    ----------
+    filepath
+        An ``.h5mu`` file or a MuData Zarr store (format 2 or 3).
+    array_backend
+        ``"numpy"`` (numpy and scipy.sparse), ``"dask"`` (the graphs), ``"jax"``, ``"torch"``,
+        ``"cupy"`` or ``"sparse"`` (pydata); modalities use it too.
+    table_backend
+        ``"pandas"``, ``"dask"``, ``"polars"`` or ``"pyarrow"``.
+    mode
+        ``"r"`` (default) or ``"r+"``.
+    format
+        ``"hdf5"``/``"h5"`` or ``"zarr"``; inferred from the path when omitted.
+    """
+
+    _LAYOUT = MuDataLayout
+    _SLOTS = MUDATA_SLOTS
+    _KIND = "MuData"
+
+    def __init__(
+        self,
+        filepath: str | os.PathLike,
+        array_backend: str = "numpy",
+        table_backend: str = "pandas",
+        mode: str = "r",
+        format: str | None = None,
+    ):
+        self._open(filepath, array_backend, table_backend, mode, format)
+
+    def _init_memory(self) -> None:
+        super()._init_memory()
+        self._modalities: Modalities | None = None
+
+    # -- modalities ------------------------------------------------------------------------------
+
+    @property
+    def mod(self) -> Modalities:
+        """The modalities: AnnDataShadow objects (views of them in a view), in ``mod-order``."""
+        if self._modalities is None:
+            shadows = self._open_modalities() if self._view is None else self._view_modalities()
+            self._modalities = Modalities(self, shadows)
+        return self._modalities
+
+    @property
+    def _mod(self) -> Modalities:
+        # mudata's own methods read the modalities from ``_mod``.
+        return self.mod
+
+    def _open_modalities(self) -> dict[str, ShadowBase]:
+        layout: MuDataLayout = self._layout
+        shadows = {}
+        for name in layout.mod_names:
+            ref = FileRef(self._ref.path, self._ref.format, self._ref.element_path("mod", name))
+            kind = MuDataShadow if layout.mod_encoding(name) == "MuData" else AnnDataShadow
+            shadows[name] = kind._attached(ref, self._array_backend, self._table_backend, self._conn)
+        return shadows
+
+    def _view_modalities(self) -> dict[str, ShadowBase]:
+        """Each modality's view: its rows/columns that belong to this view, in the view's order (as
+        mudata's views select them through obsmap/varmap).
+        """
+        shadows = {}
+        for name, modality in self._root.mod.items():
+            obs, var = (self._modality_positions(axis, name) for axis in (0, 1))
+            shadows[name] = type(modality)._make_view(modality, obs, var)
+        return shadows
+
+    def _modality_positions(self, axis: int, name: str) -> AxisIndex:
+        """Positions in modality ``name`` of this view's rows (axis 0) or columns (axis 1)."""
+        root = self._root
+        rel = f"{_MAP_OF_AXIS[axis]}/{name}"
+        mapping = root._cache.get(f"{rel}/_positions", lambda: root._materialize(rel))
+        picked = mapping[as_slice_or_array(self._view[axis])]
+        positions = picked[picked > 0].astype(np.int64) - 1
+        if positions.size and positions[0] == 0 and np.array_equal(positions, np.arange(positions.size)):
+            return range(positions.size)
+        return positions
+
+    def __getitem__(self, index: Any) -> ShadowBase:
+        """``mdata["rna"]``: the modality; any other key: a view (see :meth:`ShadowBase._view_of`)
+        whose modalities are views selected through ``obsmap``/``varmap``.
+        """
+        if isinstance(index, str):
+            return self.mod[index]
+        return self._view_of(index)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.mod
+
+    @property
+    def n_mod(self) -> int:
+        """Number of modalities."""
+        return len(self._layout.mod_names)
+
+    @property
+    def mod_names(self) -> list[str]:
+        """Names of the modalities (``list(mdata.mod)``)."""
+        return list(self._layout.mod_names)
+
+    @property
+    def axis(self) -> int:
+        """0: modalities share observations; 1: they share variables; -1: both."""
+        return self._layout.axis
+
+    @property
+    def obsmap(self):
+        """Per modality, 1-based positions of the global observations in it (0: absent)."""
+        return self._slots["obsmap"]
+
+    @property
+    def varmap(self):
+        """Per modality, 1-based positions of the global variables in it (0: absent)."""
+        return self._slots["varmap"]
+
+    # MuData keeps these AnnData slots as None "for compatibility with calls requiring AnnData slots".
+    X = property(lambda self: None, doc="None: a MuData has no X of its own.")
+    layers = property(lambda self: None, doc="None: a MuData has no layers of its own.")
+    raw = property(lambda self: None, doc="None: a MuData has no raw of its own.")
+
+    # -- what MuData's views change besides slicing ----------------------------------------------
+
+    def _view_graph(self, rel: str, graph: Any) -> Any:
+        return relabel_positions(graph) if rel.split("/", 1)[0] in MODALITY_MAP_AXES else graph
+
+    def _view_value(self, rel: str, spec: Any, value: Any) -> Any:
+        return relabel_positions(value) if rel.split("/", 1)[0] in MODALITY_MAP_AXES else value
+
+    # -- vectors ---------------------------------------------------------------------------------
+
+    def _global_vector(self, frame_rel: str, key: str) -> np.ndarray:
+        if key in self._frame_keys(frame_rel):
+            return self._frame_column(frame_rel, key)
+        holders = [name for name, m in self.mod.items() if key in getattr(m, f"{frame_rel}_keys")()]
+        what = f"'{key}' is not a global {frame_rel} column"
+        if holders:
+            mod = holders[0]
+            what += (f"; modality '{mod}' has one: use mdata['{mod}'].{frame_rel}_vector('{key}'), or copy it: "
+                     f"mdata.{frame_rel}['{mod}:{key}'] = mdata['{mod}'].{frame_rel}['{key}']")
+        raise MissingElementError(element_message(self.filename, frame_rel, what))
+
+    def obs_vector(self, key: str, layer: str | None = None) -> np.ndarray:
+        """Values of the global obs column ``key``."""
+        return self._global_vector("obs", key)
+
+    def var_vector(self, key: str, layer: str | None = None) -> np.ndarray:
+        """Values of the global var column ``key``."""
+        return self._global_vector("var", key)
+
+    # -- memory ----------------------------------------------------------------------------------
+
+    def clear_cache(self) -> None:
+        """Drop everything held in memory, here and in every modality (in-memory additions stay)."""
+        super().clear_cache()
+        if self._modalities is not None:
+            for modality in self._modalities.values():
+                modality.clear_cache()
+
+    def _staged_paths(self) -> list[str]:
+        staged = super()._staged_paths()
+        if self._modalities is not None:
+            for name, modality in self._modalities.items():
+                staged += [f"mod/{name}/{path}" for path in modality._staged_paths()]
+        return staged
+
+    # -- conversions -----------------------------------------------------------------------------
+
+    def to_memory(self):
+        """A real in-memory ``mudata.MuData`` with every element read (as ``mudata.read_h5mu`` gives it)."""
+        if not HAS_MUDATA:
+            raise BackendUnavailableError("to_memory() of a MuData shadow needs the 'mudata' package: "
+                                          "pip install mudata")
+        import mudata
+
+        slots = {}
+        for slot in MUDATA_SLOTS:
+            mapping = self._slots[slot]
+            slots[slot] = {k: (mapping[k] if mapping.is_staged(k) else self._plain(f"{slot}/{k}")) for k in mapping}
+        return mudata.MuData(
+            {name: modality.to_memory() for name, modality in self.mod.items()},
+            obs=self._plain("obs"),
+            var=self._plain("var"),
+            uns=self.uns.materialize(),
+            axis=self.axis,
+            **slots,
+        )
+
+    def copy(self, filename: str | None = None):
+        """An in-memory copy (``to_memory()``); with ``filename``, also written there as h5mu."""
+        mdata = self.to_memory()
+        if filename is not None:
+            mdata.write_h5mu(filename)
+        return mdata
