@@ -15,10 +15,10 @@ import pytest
 import scipy.sparse as sp
 import zarr
 from anndata.io import read_elem
-from conftest import make_adata
-from helpers import assert_mudata_matches, assert_shadow_matches, assert_value_equal, count_reads
 from packaging.version import Version
 
+from conftest import make_adata
+from helpers import assert_mudata_matches, assert_shadow_matches, assert_value_equal, count_reads
 from shadows import AnnDataShadow, MuDataShadow, NotMuDataError
 
 mudata = pytest.importorskip("mudata")
@@ -91,7 +91,7 @@ def read_mudata(path: Path) -> mudata.MuData:
         group = zarr.open_group(path, mode="r")
         if mdata.axis != group.attrs.get("axis", 0):
             # mudata < 0.4's read_zarr ignores the stored axis: build the MuData as read_h5mu does
-            parts = {k: read_elem(group[k]) for k in group.keys() if k != "mod"}
+            parts = {k: read_elem(group[k]) for k in group if k != "mod"}
             mods = {name: read_elem(group[f"mod/{name}"]) for name in group["mod"].attrs["mod-order"]}
             mdata = mudata.MuData(mods, axis=group.attrs["axis"], **parts)
         # mudata's read_zarr drops each modality's raw (it skips the raw group, then looks for it); take
@@ -210,6 +210,9 @@ VIEW_KEYS = {
     "var_names": (slice(None, 30), ["gene3", "gene1"]),
     "int_row": 25,
     "int_col": (slice(None), 7),
+    "reverse": slice(None, None, -1),
+    "negative_step": (slice(50, 5, -3), slice(None, None, -2)),
+    "negative_positions": np.array([-1, -10, 3]),
 }
 
 
@@ -223,6 +226,14 @@ def test_views_equal_mudata_views(mu_path, key):
     expected = read_mudata(mu_path)[index]
     assert view.is_view and view["rna"].is_view
     assert_mudata_matches(view, expected)
+
+
+def test_negative_integer_key_selects_from_the_end(mu_path):
+    # mudata turns an integer i into slice(i, i + 1), which is empty for -1; AnnData (and shadows) take the
+    # last observation
+    shadow = MuDataShadow(mu_path)
+    assert_mudata_matches(shadow[-1], read_mudata(mu_path)[[59]])
+    assert list(shadow[-1]["atac"].obs_names) == ["cell59"]
 
 
 @pytest.mark.parametrize("layout", ["shared_var", "shared_both"])
@@ -429,3 +440,14 @@ def test_one_modality_of_a_mudata_opened_alone(mu_path):
     alone = AnnDataShadow(f"{mu_path}/mod/atac")
     expected = read_mudata(mu_path)["atac"]
     assert_shadow_matches(alone, expected)
+
+
+def test_info_describes_every_modality_without_reading(mu_path, monkeypatch, capsys):
+    from shadows.cli import main
+
+    with count_reads(monkeypatch) as reads:
+        assert main(["info", str(mu_path)]) == 0
+    out = capsys.readouterr().out
+    assert sum(reads.values()) == 0, dict(reads)
+    assert "MuData Shadow object" in out and "obsmap/atac" in out and "mod/rna/X " in out
+    assert "mod/atac/obsm/X_pca" in out

@@ -241,14 +241,6 @@ class MuDataLayout(Layout):
         order = [str(name) for name in (order if isinstance(order, list | tuple) else list(order))]
         return order if all(name in stored for name in order) else stored
 
-    def mod_encoding(self, name: str) -> str:
-        """The encoding-type of modality ``name``: ``"anndata"``, or ``"MuData"`` for a nested MuData."""
-        mod = self.group[f"mod/{name}"]
-        encoding = nodes.attrs(mod).get("encoding-type")
-        if encoding is None and nodes.has_child(mod, "mod") and not nodes.has_child(mod, "X"):
-            return "MuData"
-        return str(encoding or "anndata")
-
     @property
     def axis(self) -> int:
         """0: modalities share observations; 1: they share variables; -1: both."""

@@ -122,12 +122,11 @@ class MuDataShadow(ShadowBase, _MuDataBase):
         return self.mod
 
     def _open_modalities(self) -> dict[str, ShadowBase]:
-        layout: MuDataLayout = self._layout
+        # mudata writes AnnData modalities only (it cannot write a MuData nested in one)
         shadows = {}
-        for name in layout.mod_names:
+        for name in self._layout.mod_names:
             ref = FileRef(self._ref.path, self._ref.format, self._ref.element_path("mod", name))
-            kind = MuDataShadow if layout.mod_encoding(name) == "MuData" else AnnDataShadow
-            shadows[name] = kind._attached(ref, self._array_backend, self._table_backend, self._conn)
+            shadows[name] = AnnDataShadow._attached(ref, self._array_backend, self._table_backend, self._conn)
         return shadows
 
     def _view_modalities(self) -> dict[str, ShadowBase]:
