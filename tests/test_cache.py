@@ -7,9 +7,10 @@ import tracemalloc
 
 import anndata as ad
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
-from conftest import write
+from conftest import read_oracle, write
 from shadows import AnnDataShadow
 
 
@@ -65,3 +66,32 @@ def test_staged_assignment_is_marked(path):
 
     with pytest.raises(ValueError, match=r"obsm\['bad'\]: expected leading dimensions \(60,\)"):
         shadow.obsm["bad"] = np.zeros((3, 2))
+
+
+def test_obs_assignments_are_staged_and_survive_clear_cache(path):
+    import pandas as pd
+
+    from shadows import ReadOnlyError
+
+    shadow = AnnDataShadow(path)
+    expected = read_oracle(path)
+    shadow.obs["score"] = np.arange(shadow.n_obs, dtype=np.float32)
+    shadow.obs[["a", "b"]] = pd.DataFrame({"a": 1, "b": "x"}, index=shadow.obs_names)  # as calculate_qc_metrics
+    line = next(line for line in repr(shadow).split("\n") if line.startswith("  obs:"))
+    assert line.endswith("score▲, a▲, b▲"), line
+    shadow.clear_cache()
+    assert list(shadow.obs.columns) == [*expected.obs.columns, "score", "a", "b"]
+    assert shadow.obs_keys()[-3:] == ["score", "a", "b"]
+    np.testing.assert_array_equal(shadow.obs_vector("score"), np.arange(shadow.n_obs, dtype=np.float32))
+    # replacing obs as a whole stages what differs; stored columns cannot be dropped, names not changed
+    frame = shadow.obs.copy()
+    frame["float"] = 0.0
+    del frame["a"]
+    shadow.obs = frame
+    assert shadow._staged_columns["obs"].keys() == {"score", "b", "float"}
+    with pytest.raises(ReadOnlyError, match=r"cannot be deleted.*cat"):
+        shadow.obs = frame.drop(columns="cat")
+    with pytest.raises(ValueError, match="rename"):
+        shadow.obs = frame.set_axis([f"x{i}" for i in range(shadow.n_obs)])
+    with pytest.raises(ValueError, match=r"expected 60 rows, got 3"):
+        shadow.obs = frame.iloc[:3]

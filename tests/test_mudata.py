@@ -451,3 +451,28 @@ def test_info_describes_every_modality_without_reading(mu_path, monkeypatch, cap
     assert sum(reads.values()) == 0, dict(reads)
     assert "MuData Shadow object" in out and "obsmap/atac" in out and "mod/rna/X " in out
     assert "mod/atac/obsm/X_pca" in out
+
+
+def test_pull_obs_and_pull_var_stage_the_pulled_columns(mu_path):
+    shadow, expected = MuDataShadow(mu_path), read_mudata(mu_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        shadow.pull_obs(columns=["cat", "float"])
+        expected.pull_obs(columns=["cat", "float"])
+        shadow.pull_var()
+        expected.pull_var()
+    assert_value_equal(pd.DataFrame(shadow.obs), expected.obs, "pulled obs")
+    assert_value_equal(pd.DataFrame(shadow.var), expected.var, "pulled var")
+    assert "rna:cat▲" in repr(shadow).split("\n")[1] and "atac:float▲" in repr(shadow).split("\n")[1]
+    shadow.clear_cache()
+    assert_value_equal(pd.DataFrame(shadow.obs), expected.obs, "pulled obs after clear_cache")
+    shadow.update()  # a shadow's modalities keep their names: nothing to update
+    assert_value_equal(pd.DataFrame(shadow.obs), expected.obs, "obs after update")
+
+
+def test_notebook_display_reads_no_data(mu_path, monkeypatch):
+    shadow = MuDataShadow(mu_path)
+    with count_reads(monkeypatch) as reads:
+        assert shadow._repr_html_() is None  # notebooks then show the text repr
+        assert shadow["rna"]._repr_html_() is None
+    assert sum(reads.values()) == 0

@@ -31,6 +31,10 @@ class ElementCache:
         """Keep ``value`` for ``key`` (a persisted graph, say)."""
         self._values[key] = value
 
+    def discard(self, key: str) -> None:
+        """Forget the value of ``key`` (if any)."""
+        self._values.pop(key, None)
+
     def __contains__(self, key: str) -> bool:
         return key in self._values
 

@@ -225,10 +225,48 @@ class ShadowBase:
         """Annotations of observations (a pandas DataFrame under the default table backend)."""
         return self._element("obs")
 
+    @obs.setter
+    def obs(self, frame: pd.DataFrame) -> None:
+        self._set_frame("obs", frame)
+
     @property
     def var(self) -> Any:
         """Annotations of variables."""
         return self._element("var")
+
+    @var.setter
+    def var(self, frame: pd.DataFrame) -> None:
+        self._set_frame("var", frame)
+
+    def _set_frame(self, frame_rel: str, frame: pd.DataFrame) -> None:
+        """``shadow.obs = frame``: stage the columns that differ from the current ones (▲).
+
+        The names must stay those of the file (a shadow cannot rename observations), and every stored
+        column must still be there (stored columns cannot be deleted in memory). This is what
+        ``mudata``'s ``pull_obs``/``pull_var`` do to a MuData shadow.
+        """
+        where = f"{self.filename}: {frame_rel}"
+        if not isinstance(frame, pd.DataFrame):
+            raise TypeError(f"{where}: expected a pandas DataFrame, got {type(frame).__name__}")
+        current = self._plain(frame_rel)
+        if len(frame) != len(current):
+            raise ValueError(f"{where}: expected {len(current)} rows, got {len(frame)}")
+        if not frame.index.equals(current.index):
+            raise ValueError(f"{where}: the index differs from the file's {frame_rel}_names; a shadow cannot "
+                             "rename them (export with .to_memory() to do so)")
+        stored = list(getattr(self._layout, frame_rel).columns)
+        dropped = [c for c in stored if c not in frame.columns]
+        if dropped:
+            what = f"stored columns cannot be deleted from a shadow in memory: {', '.join(dropped)}"
+            raise ReadOnlyError(f"{where}: {what}")
+        staged = self._staged_columns[frame_rel]
+        for key in [k for k in staged if k not in frame.columns]:
+            del staged[key]
+        for key in frame.columns:
+            if key not in current.columns or not frame[key].equals(current[key]) \
+                    or frame[key].dtype != current[key].dtype:
+                staged[key] = frame[key]
+        self._cache.discard(frame_rel)
 
     @property
     def obs_names(self) -> pd.Index:
@@ -410,6 +448,11 @@ class ShadowBase:
         from shadows._repr import text_repr
 
         return text_repr(self)
+
+    def _repr_html_(self) -> None:
+        # Notebooks fall back to the text repr when this returns None. Without it a MuData shadow would
+        # inherit mudata's HTML repr, which reads every modality's obs and var to print them.
+        return None
 
     def __reduce__(self):
         args = (type(self), self._ref, self._array_backend.name, self._table_backend.name, self._mode, self._view)

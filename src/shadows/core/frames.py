@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 
 OnSet = Callable[[str, pd.Series], None]
@@ -32,8 +33,13 @@ class TrackedFrame(pd.DataFrame):
     def __setitem__(self, key: Any, value: Any) -> None:
         super().__setitem__(key, value)
         on_set = self.__dict__.get("_on_set")
-        if on_set is not None and isinstance(key, str):
-            on_set(key, self[key])
+        if on_set is None:
+            return
+        # one column, or several at once (scanpy's calculate_qc_metrics: obs[list_of_names] = frame)
+        keys = [key] if isinstance(key, str) else list(key) if isinstance(key, list | pd.Index | np.ndarray) else []
+        for name in keys:
+            if isinstance(name, str):
+                on_set(name, self[name])
 
 
 def tracked(frame: pd.DataFrame, on_set: OnSet) -> TrackedFrame:

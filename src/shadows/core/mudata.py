@@ -199,6 +199,20 @@ class MuDataShadow(ShadowBase, _MuDataBase):
     def _view_value(self, rel: str, spec: Any, value: Any) -> Any:
         return relabel_positions(value) if rel.split("/", 1)[0] in MODALITY_MAP_AXES else value
 
+    # -- mudata's update -------------------------------------------------------------------------
+
+    def update(self) -> None:
+        """Nothing to do: a shadow's modalities cannot change their names, so the global obs/var already
+        match them (as ``update()`` leaves them from mudata 0.4 on). Copy modality columns into the global
+        obs/var with ``pull_obs()``/``pull_var()`` or by assignment.
+        """
+
+    def update_obs(self) -> None:
+        """See :meth:`update`."""
+
+    def update_var(self) -> None:
+        """See :meth:`update`."""
+
     # -- vectors ---------------------------------------------------------------------------------
 
     def _global_vector(self, frame_rel: str, key: str) -> np.ndarray:
