@@ -341,16 +341,28 @@ def test_close_and_reopen_keep_in_memory_additions(mu_path, tmp_path):
         shadow.write()
 
 
-def test_write_refuses_views_and_staged_elements(mu_path, tmp_path):
-    shadow = MuDataShadow(private_copy(mu_path, tmp_path))
+def test_write_commits_global_and_modality_elements(mu_path, tmp_path):
+    path = private_copy(mu_path, tmp_path)
+    shadow = MuDataShadow(path, array_backend="dask")
     with pytest.raises(OSError, match="view"):
         shadow[:3].write()
-    shadow.reopen("r+")
-    assert shadow.write() is shadow
-    shadow["atac"].obsm["new"] = np.zeros((40, 1))
-    with pytest.raises(Exception, match="mod/atac/obsm/new"):
-        shadow.write()
-    shadow.close()
+    expected = read_mudata(path)
+    embedding = np.random.default_rng(1).normal(size=(60, 2))
+    shadow.obsm["X_wnn"] = embedding
+    shadow.obs["rna:cat"] = shadow["rna"].obs["cat"]
+    shadow.uns["params"]["added"] = "yes"
+    shadow["atac"].layers["log"] = np.log1p(shadow["atac"].X)  # streamed from the file it is written to
+    shadow["rna"].var["selected"] = np.arange(15) % 3 == 0
+    assert shadow.reopen("r+").write(clear_cache=True) is shadow
+    assert "▲" not in repr(shadow)
+    shadow.reopen("r")
+    expected.obsm["X_wnn"] = embedding
+    expected.obs["rna:cat"] = expected["rna"].obs["cat"]
+    expected.uns["params"]["added"] = "yes"
+    expected["atac"].layers["log"] = np.log1p(expected["atac"].X)
+    expected["rna"].var["selected"] = np.arange(15) % 3 == 0
+    assert_mudata_matches(MuDataShadow(path), read_mudata(path))
+    assert_mudata_matches(MuDataShadow(path), expected)
 
 
 def test_pickles_by_path(mu_path):

@@ -68,6 +68,12 @@ class ElementMapping(MutableMapping):
         """Whether ``key`` holds a value assigned in memory and not yet written."""
         return key in self._staged
 
+    def mark_written(self, key: str) -> None:
+        """``key`` was written to the file: it is stored now, no longer staged."""
+        del self._staged[key]
+        if key not in self._stored:
+            self._stored.append(key)
+
     def marked_keys(self) -> list[str]:
         """Keys with their markers (ᐁ held in memory, ▲ staged), for the repr."""
         return [k + marker(self._shadow._is_cached(self._path(k)), k in self._staged) for k in self]

@@ -24,6 +24,7 @@ from shadows.core.layout import Layout
 from shadows.errors import ReadOnlyError, ShadowsError
 from shadows.indexing import AxisIndex, compose, normalize_key
 from shadows.indexing.apply import materialize_selection, read_column, read_index, select_graph, selection_for
+from shadows.writing import ColumnChange, ElementChange, commit
 
 READ_ONLY_MESSAGE = (
     "File is open in read-only mode. Changes can't be pushed. Reopen it with .reopen('r+') to enable writing."
@@ -387,10 +388,42 @@ class ShadowBase:
             paths += [f"{slot}/{k}" for k in self._layout.mapping_keys(slot)]
         return paths
 
-    def _staged_paths(self) -> list[str]:
-        """Elements and obs/var columns assigned in memory and not written yet."""
-        staged = [f"{slot}/{k}" for slot, mapping in self._slots.items() for k in mapping if mapping.is_staged(k)]
-        return staged + [f"{frame}/{k}" for frame in FRAMES for k in self._staged_columns[frame]]
+    def _staging_mappings(self) -> list[ElementMapping]:
+        """Every mapping that can hold staged elements: the slots, nested uns levels and raw's varm."""
+        mappings = [m for slot, m in self._slots.items() if slot != "uns"]
+        mappings += list(self._uns_levels.values())
+        raw = self._graphs.get("raw")
+        if raw is not None:
+            mappings.append(raw.varm)
+        return mappings
+
+    def _staged_changes(self) -> tuple[list[ElementChange], list[ColumnChange]]:
+        """What ``write()`` commits: staged elements and staged obs/var columns, with absolute paths."""
+        elements = []
+        for mapping in self._staging_mappings():
+            for key, value in mapping._staged.items():
+                rel = mapping._path(key)
+                stored = key in mapping._stored
+                path = self._layout.path(rel) if stored else self._ref.element_path(rel)
+                elements.append(ElementChange(path, value, stored, partial(self._element_written, mapping, key)))
+        columns = []
+        for frame in FRAMES:
+            stored = set(getattr(self._layout, frame).columns)
+            for key, values in self._staged_columns[frame].items():
+                columns.append(ColumnChange(self._layout.path(frame), key, values, self._names(frame), key in stored,
+                                            partial(self._column_written, frame, key)))
+        return elements, columns
+
+    def _element_written(self, mapping: ElementMapping, key: str) -> None:
+        mapping.mark_written(key)
+        rel = mapping._path(key)
+        self._cache.discard(rel)
+        self._graphs.pop(rel, None)
+
+    def _column_written(self, frame: str, key: str) -> None:
+        del self._staged_columns[frame][key]
+        self._cache.discard(frame)
+        self._graphs.pop(frame, None)
 
     def __sizeof__(self) -> int:
         total = object.__sizeof__(self)
@@ -413,19 +446,32 @@ class ShadowBase:
         self._conn.open(mode)
         return self
 
-    def write(self, clear_cache: bool = False) -> ShadowBase:
-        """Push in-memory additions to the file; the file must be open with ``mode="r+"``."""
+    def write(self, clear_cache: bool = False, overwrite: bool = False) -> ShadowBase:
+        """Push staged elements (▲) to the file, each committed atomically; returns the shadow.
+
+        The file must be open with ``mode="r+"`` (``reopen("r+")``). Dask arrays are streamed block by
+        block, so an element computed lazily is never held in memory whole. Replacing an element or
+        column the file already has needs ``overwrite=True``. With ``clear_cache=True`` what is held in
+        memory is dropped afterwards.
+        """
         if self.is_view:
             msg = (f"{self.filename}: a view cannot be written to its file; write the shadow it was taken "
                    "from, or export the view with .to_memory()")
             raise ReadOnlyError(msg)
         if self._mode == "r":
             raise ReadOnlyError(READ_ONLY_MESSAGE)
-        staged = self._staged_paths()
-        if staged:
-            msg = (f"{self.filename}: writing staged elements ({', '.join(staged)}) is not supported by this "
-                   "version of shadows; export with .to_memory() and write that instead")
+        elements, columns = self._staged_changes()
+        replacing = [c.path for c in elements if c.replaces] + [f"{c.frame_path}/{c.key}" for c in columns
+                                                                if c.replaces]
+        if replacing and not overwrite:
+            msg = (f"{self.filename}: writing would replace stored elements ({', '.join(replacing)}); "
+                   "pass overwrite=True to replace them")
             raise ShadowsError(msg)
+        if elements or columns:
+            try:
+                commit(self._conn, elements, columns)
+            finally:
+                self._conn.open(self._conn.mode)  # read the new layout; drop handles to replaced nodes
         if clear_cache:
             self.clear_cache()
         return self

@@ -243,12 +243,14 @@ class MuDataShadow(ShadowBase, _MuDataBase):
             for modality in self._modalities.values():
                 modality.clear_cache()
 
-    def _staged_paths(self) -> list[str]:
-        staged = super()._staged_paths()
+    def _staged_changes(self):
+        elements, columns = super()._staged_changes()
         if self._modalities is not None:
-            for name, modality in self._modalities.items():
-                staged += [f"mod/{name}/{path}" for path in modality._staged_paths()]
-        return staged
+            for modality in self._modalities.values():
+                more_elements, more_columns = modality._staged_changes()
+                elements += more_elements
+                columns += more_columns
+        return elements, columns
 
     # -- conversions -----------------------------------------------------------------------------
 

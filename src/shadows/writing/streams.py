@@ -1,0 +1,145 @@
+"""Stream dask arrays into an HDF5 or Zarr group, chunk by chunk, with anndata's encodings.
+
+Dense arrays go through ``dask.array.store`` into a dataset/array whose chunks match the dask chunks
+(so no two tasks write the same storage chunk). Sparse arrays (dask arrays of scipy CSR/CSC chunks) are
+written in two passes: the non-zeros of every block are counted first, which fixes each block's region
+of ``data``/``indices``; then every block writes its ``data``, ``indices`` and ``indptr`` regions. Only a
+few blocks are in memory at a time, so an element computed lazily (``np.log1p(adata.X)``) is never
+materialized whole.
+
+anndata's encodings for these two ("array" 0.2.0, "csr_matrix"/"csc_matrix" 0.1.0) have been stable since
+anndata 0.8; everything else is encoded by anndata itself (see :mod:`shadows.writing.commit`).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from shadows.errors import ShadowsError
+
+ARRAY_ENCODING = {"encoding-type": "array", "encoding-version": "0.2.0"}
+#: Rows (or columns) per written block are chosen so a dense block holds about this many bytes.
+TARGET_BLOCK_BYTES = 16 * 2**20
+
+
+def is_dask(value: Any) -> bool:
+    """Whether ``value`` is a dask array."""
+    return type(value).__module__.startswith("dask.") and hasattr(value, "chunks") and hasattr(value, "dask")
+
+
+def sparse_format(value: Any) -> str | None:
+    """``"csr"``/``"csc"`` for a dask array of scipy sparse chunks, else ``None``."""
+    meta = getattr(value, "_meta", None)
+    if sp.issparse(meta):
+        return "csc" if meta.format == "csc" else "csr"
+    return None
+
+
+def _set_attrs(node: Any, attrs: dict[str, Any]) -> None:
+    for key, value in attrs.items():
+        node.attrs[key] = value
+
+
+def _create_array(group: Any, name: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...]) -> Any:
+    """A dataset (h5py) or array (zarr) to be filled region by region."""
+    chunks = tuple(max(1, min(c, n)) for c, n in zip(chunks, shape, strict=True)) if all(shape) else None
+    if hasattr(group, "create_dataset") and type(group).__module__.startswith("h5py"):
+        return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks)
+    return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks or (1,) * len(shape))
+
+
+def _lock_for(group: Any) -> Any:
+    """h5py serializes calls anyway; an explicit lock keeps dask's threads from interleaving writes."""
+    return threading.Lock() if type(group).__module__.startswith("h5py") else False
+
+
+def _regular(array: Any) -> Any:
+    """The array rechunked to equal chunks (the last may be shorter), about TARGET_BLOCK_BYTES each."""
+    if array.ndim == 0:
+        return array
+    row_bytes = max(1, int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize)
+    rows = max(1, min(array.shape[0], TARGET_BLOCK_BYTES // row_bytes))
+    return array.rechunk((rows, *array.shape[1:]))
+
+
+def write_dense(group: Any, name: str, array: Any) -> None:
+    """Write a dense dask array as ``group[name]`` (encoding "array")."""
+    import dask.array as da
+
+    array = _regular(array)
+    target = _create_array(group, name, array.shape, array.dtype, tuple(c[0] for c in array.chunks))
+    da.store(array, target, lock=_lock_for(group))
+    _set_attrs(target, ARRAY_ENCODING)
+
+
+class _SparseRegions:
+    """Where each block of a sparse array goes: its precomputed ranges of ``data``/``indices``/``indptr``.
+
+    dask's ``store`` hands chunks it does not recognize as arrays to ``np.asanyarray`` (scipy matrices
+    are not array-likes to dask), so blocks are written by tasks of our own, one per block.
+    """
+
+    def __init__(self, data: Any, indices: Any, indptr: Any, axis: int, lock: threading.Lock):
+        self.data, self.indices, self.indptr = data, indices, indptr
+        self.axis = axis
+        self.lock = lock  # region boundaries need not fall on storage chunks: writes take turns
+
+    def write(self, block: Any, major_start: int, offset: int) -> int:
+        block = block.tocsc() if self.axis == 1 else block.tocsr()
+        stop = offset + block.nnz
+        with self.lock:
+            if block.nnz:
+                self.data[offset:stop] = block.data
+                self.indices[offset:stop] = block.indices
+            n_major = block.shape[self.axis]
+            self.indptr[major_start + 1: major_start + n_major + 1] = block.indptr[1:].astype(np.int64) + offset
+        return block.nnz
+
+
+def write_sparse(group: Any, name: str, array: Any) -> None:
+    """Write a dask array of scipy CSR/CSC chunks as ``group[name]`` (encoding "csr_matrix"/"csc_matrix")."""
+    import dask
+
+    fmt = sparse_format(array)
+    axis = 1 if fmt == "csc" else 0
+    # whole rows (CSR) or whole columns (CSC) per block: each block owns one contiguous region
+    array = array.rechunk({1 - axis: -1})
+    counts = array.map_blocks(_block_nnz, dtype=np.int64, chunks=tuple((1,) * len(c) for c in array.chunks),
+                              meta=np.empty((0, 0), dtype=np.int64)).compute().reshape(-1)
+    bounds = np.concatenate([[0], np.cumsum(array.chunks[axis])])
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    nnz = int(offsets[-1])
+    index_dtype = np.int64 if max(nnz, *array.shape) > np.iinfo(np.int32).max else np.int32
+    element = group.create_group(name)
+    _set_attrs(element, {"encoding-type": f"{fmt}_matrix", "encoding-version": "0.1.0",
+                         "shape": list(array.shape)})
+    chunk = max(1, min(nnz, 2**20))
+    data = _create_array(element, "data", (nnz,), array.dtype, (chunk,))
+    indices = _create_array(element, "indices", (nnz,), index_dtype, (chunk,))
+    indptr = _create_array(element, "indptr", (array.shape[axis] + 1,), np.int64,
+                           (min(array.shape[axis] + 1, 2**20),))
+    indptr[0:1] = np.zeros(1, dtype=np.int64)
+    regions = _SparseRegions(data, indices, indptr, axis, threading.Lock())
+    blocks = array.to_delayed().reshape(-1)
+    writes = [dask.delayed(regions.write)(block, int(start), int(offset))
+              for block, start, offset in zip(blocks, bounds[:-1], offsets[:-1], strict=True)]
+    written = int(np.sum(dask.compute(*writes)))
+    if written != nnz:
+        raise ShadowsError(f"{name}: the array's blocks held {written} non-zeros when written but {nnz} when "
+                           "counted: its graph does not compute the same values twice")
+
+
+def _block_nnz(block: Any) -> np.ndarray:
+    return np.array([[block.nnz]], dtype=np.int64)
+
+
+def write_streamed(group: Any, name: str, array: Any) -> None:
+    """Write a dask array (dense or sparse chunks) as ``group[name]``."""
+    if sparse_format(array):
+        write_sparse(group, name, array)
+    else:
+        write_dense(group, name, array)

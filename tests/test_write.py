@@ -1,0 +1,252 @@
+"""write(): staged elements committed to h5ad and Zarr (v2, v3) files, read back by anndata."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tracemalloc
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from conftest import make_adata, read_oracle, suffix, write
+from helpers import assert_shadow_matches, assert_value_equal
+from shadows import AnnDataShadow, FileBusyError, ShadowsError
+from shadows.core.base import READ_ONLY_MESSAGE
+
+
+@pytest.fixture
+def fresh(fmt, tmp_path) -> Path:
+    """A file of its own (tests here write to it)."""
+    return write(make_adata(), tmp_path / f"w_{fmt}{suffix(fmt)}", fmt)
+
+
+def file_digest(path: Path) -> str:
+    """A hash of every byte of a file, or of every file of a Zarr store (names included)."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path.parent)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def stage_every_kind(shadow: AnnDataShadow, lazy: AnnDataShadow) -> dict:
+    """Stage one element of each kind a user assigns; returns what anndata should read back."""
+    rng = np.random.default_rng(7)
+    values = {
+        "obsm/X_new": rng.normal(size=(60, 3)).astype(np.float32),
+        "obsm/frame_new": pd.DataFrame({"u": rng.normal(size=60)}, index=shadow.obs_names),
+        "obsp/sparse_new": sp.random(60, 60, density=0.1, format="csr", random_state=3),
+        "varm/loadings": rng.normal(size=(15, 4)),
+        "varp/dense_new": rng.normal(size=(15, 15)),
+        "layers/log": np.log1p(lazy.X),  # dask, sparse chunks: streamed block by block
+        "layers/scaled": lazy.layers["dense"] * 2,  # dask, dense chunks
+        "layers/csc_new": sp.csc_matrix(sp.random(60, 15, density=0.2, random_state=4)),
+    }
+    for rel, value in values.items():
+        slot, key = rel.split("/")
+        getattr(shadow, slot)[key] = value
+    shadow.uns["extra"] = {"k": 15, "names": np.array(["a", "b"]), "deep": {"x": 1.5}}
+    shadow.uns["nested"]["level1"]["added"] = "here"
+    shadow.obs["score"] = rng.normal(size=60)
+    shadow.obs["label"] = pd.Categorical(rng.choice(["p", "q"], 60))
+    shadow.obs["maybe"] = pd.array(rng.integers(0, 3, 60), dtype="Int64")
+    shadow.var["kept"] = rng.choice([True, False], 15)
+    return values
+
+
+def expected_after(path: Path, values: dict, staged: AnnDataShadow, scratch: Path):
+    """What anndata reads when anndata itself writes the same additions (in the same format)."""
+    expected = read_oracle(path)
+    for rel, value in values.items():
+        slot, key = rel.split("/")
+        value = value.compute() if hasattr(value, "dask") else value
+        if sp.issparse(value):  # plain scipy matrices, as anndata holds them
+            value = sp.csr_matrix(value) if value.format == "csr" else sp.csc_matrix(value)
+        getattr(expected, slot)[key] = value
+    expected.uns["extra"] = {"k": 15, "names": np.array(["a", "b"]), "deep": {"x": 1.5}}
+    expected.uns["nested"]["level1"]["added"] = "here"
+    for column in ("score", "label", "maybe"):
+        expected.obs[column] = staged.obs[column].to_numpy() if column == "score" else staged.obs[column].array
+    expected.var["kept"] = staged.var["kept"].to_numpy()
+    fmt = "h5ad" if path.suffix == ".h5ad" else "zarr3" if (path / "zarr.json").exists() else "zarr2"
+    return read_oracle(write(expected, scratch / f"expected{path.suffix}", fmt))
+
+
+def test_write_commits_every_kind_and_anndata_reads_it(fresh, tmp_path):
+    shadow = AnnDataShadow(fresh)
+    lazy = AnnDataShadow(fresh, array_backend="dask")
+    values = stage_every_kind(shadow, lazy)
+    text = repr(shadow)
+    assert "log▲" in text and "X_new▲" in text and "score▲" in text and "kept▲" in text
+    expected = expected_after(fresh, values, shadow, tmp_path)
+    lazy.close()
+    del lazy
+    assert shadow.reopen("r+").write(clear_cache=True).reopen("r") is shadow
+    assert "▲" not in repr(shadow)
+    written = read_oracle(fresh)
+    assert_shadow_matches(AnnDataShadow(fresh), written)
+    for rel in values:
+        slot, key = rel.split("/")
+        assert_value_equal(getattr(written, slot)[key], getattr(expected, slot)[key], rel)
+    assert_value_equal(written.obs, expected.obs, "obs")
+    assert_value_equal(written.var, expected.var, "var")
+    assert_value_equal(dict(written.uns), dict(expected.uns), "uns")
+    assert_shadow_matches(shadow, written)  # the shadow now reads them from the file
+
+
+def test_a_file_opened_read_only_never_changes(fresh):
+    before = file_digest(fresh)
+    shadow = AnnDataShadow(fresh)
+    lazy = AnnDataShadow(fresh, array_backend="dask")
+    stage_every_kind(shadow, lazy)
+    _ = shadow.to_memory(), shadow[::3, 2:9].to_memory(), lazy.X.sum().compute(), repr(shadow)
+    with pytest.raises(OSError) as error:
+        shadow.write()
+    assert str(error.value) == READ_ONLY_MESSAGE
+    with pytest.raises(OSError, match="view"):
+        shadow[:5].write()
+    shadow.clear_cache()
+    shadow.close()
+    lazy.close()
+    assert file_digest(fresh) == before
+
+
+def test_replacing_stored_elements_needs_overwrite(fresh):
+    shadow = AnnDataShadow(fresh, mode="r+")
+    new_pca = np.zeros((60, 5), dtype=np.float32)
+    shadow.obsm["X_pca"] = new_pca
+    shadow.obs["float"] = np.ones(60)
+    with pytest.raises(ShadowsError, match=r"replace stored elements \(obsm/X_pca, obs/float\).*overwrite=True"):
+        shadow.write()
+    assert shadow.obsm.is_staged("X_pca")  # nothing was written
+    assert read_oracle(fresh).obsm["X_pca"].any()
+    shadow.write(overwrite=True)
+    shadow.close()
+    written = read_oracle(fresh)
+    assert_value_equal(written.obsm["X_pca"], new_pca, "obsm/X_pca")
+    assert_value_equal(written.obs["float"].to_numpy(), np.ones(60), "obs/float")
+    assert list(written.obs.columns) == list(read_oracle(fresh).obs.columns)
+
+
+def test_lazy_elements_are_written_without_materializing_them(fmt, tmp_path):
+    import anndata as ad
+
+    path = write(ad.AnnData(np.zeros((16000, 2), dtype=np.float32)), tmp_path / f"big{suffix(fmt)}", fmt)
+    shadow = AnnDataShadow(path, mode="r+")
+    n = 16000 * 1250  # 160 MB of float64 in 2 MB chunks
+    shadow.obsm["big"] = da.ones((16000, 1250), chunks=(200, 1250), dtype=np.float64)
+    shadow.obsm["big_sparse"] = da.ones((16000, 1250), chunks=(200, 1250), dtype=np.float64).map_blocks(
+        sp.csr_matrix, meta=sp.csr_matrix((0, 0)))
+    tracemalloc.start()
+    shadow.write()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < n * 8 / 2, f"peak {peak / 2**20:.0f} MiB while writing 160 MB"
+    shadow.close()
+    lazy = AnnDataShadow(path, array_backend="dask")
+    assert lazy.obsm["big"].sum().compute() == n and lazy.obsm["big_sparse"].sum().compute() == n
+
+
+def test_new_element_is_visible_to_anndata_through_consolidated_metadata(tmp_path):
+    path = write(make_adata(), tmp_path / "c.zarr", "zarr3")
+    shadow = AnnDataShadow(path, mode="r+")
+    shadow.obsm["added"] = np.ones((60, 1))
+    shadow.write()
+    import zarr
+
+    assert "added" in read_oracle(path).obsm
+    group = zarr.open_group(path, mode="r")  # consolidated metadata lists it too
+    assert "obsm/added" in group.metadata.consolidated_metadata.flattened_metadata
+    assert not any(p.is_dir() for p in (path / ".shadows-tmp").iterdir())  # no scratch left behind
+
+
+def test_a_second_zarr_writer_gets_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    path = write(make_adata(), tmp_path / "busy.zarr", "zarr2")
+    (path / ".shadows-tmp").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import fcntl, sys, time
+lock = open({str(path / '.shadows-tmp' / 'lock')!r}, 'w')
+fcntl.flock(lock, fcntl.LOCK_EX)
+print('held', flush=True)
+time.sleep(30)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        shadow = AnnDataShadow(path, mode="r+")
+        shadow.obsm["x"] = np.ones((60, 1))
+        with pytest.raises(FileBusyError, match="another process is writing"):
+            shadow.write()
+        assert shadow.obsm.is_staged("x")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "x" not in read_oracle(path).obsm
+
+
+KILL_SCRIPT = """
+import sys, numpy as np, dask.array as da
+from shadows import AnnDataShadow
+shadow = AnnDataShadow(sys.argv[1], mode="r+")
+shadow.layers["big"] = da.random.default_rng(0).random((4000, 15), chunks=(50, 15)).map_blocks(
+    lambda b: (__import__("time").sleep(0.02), b)[1], dtype=np.float64)
+shadow.obs["new_column"] = np.arange(4000.0)
+print("writing", flush=True)
+shadow.write()
+print("done", flush=True)
+"""
+
+
+def _element_digests(path: Path) -> dict[str, str]:
+    """A digest of every stored array's values (format-agnostic), by path."""
+    import h5py
+    import zarr
+
+    digests = {}
+    if path.is_file():
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, node: digests.__setitem__(name, hashlib.sha256(
+                np.asarray(node[()]).tobytes() if node.dtype.kind != "O" else repr(node[()]).encode()).hexdigest())
+                if isinstance(node, h5py.Dataset) else None)
+        return digests
+    root = zarr.open_group(path, mode="r", use_consolidated=False)
+    for name, node in root.members(max_depth=None):
+        if isinstance(node, zarr.Array):
+            digests[name] = hashlib.sha256(repr(np.asarray(node[...]).tolist()).encode()).hexdigest()
+    return digests
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_a_killed_writer_leaves_old_elements_intact_and_the_new_one_whole_or_absent(fmt, tmp_path, run):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = write(make_adata(n_obs=4000, n_vars=15), tmp_path / f"k{suffix(fmt)}", fmt)
+    before = _element_digests(path)
+    writer = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(path)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    time.sleep(np.random.default_rng(run).uniform(0.05, 1.0))
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    after = _element_digests(path)
+    assert {k: v for k, v in after.items() if k in before} == before  # every old element bit-identical
+    adata = read_oracle(path)  # the file opens
+    if "big" in adata.layers:
+        assert adata.layers["big"].shape == (4000, 15) and np.all(adata.layers["big"] > 0)
+    if "new_column" in adata.obs:
+        np.testing.assert_array_equal(adata.obs["new_column"], np.arange(4000.0))
+    shadow = AnnDataShadow(path)
+    assert shadow.shape == (4000, 15)
+    if fmt != "h5ad":
+        shutil.rmtree(path / ".shadows-tmp", ignore_errors=True)
