@@ -95,3 +95,25 @@ def test_obs_assignments_are_staged_and_survive_clear_cache(path):
         shadow.obs = frame.set_axis([f"x{i}" for i in range(shadow.n_obs)])
     with pytest.raises(ValueError, match=r"expected 60 rows, got 3"):
         shadow.obs = frame.iloc[:3]
+
+
+def test_views_see_their_roots_staged_elements_sliced(path):
+    import pandas as pd
+
+    shadow = AnnDataShadow(path)
+    embedding = np.arange(120.0).reshape(60, 2)
+    graph = sp.random(60, 60, density=0.2, format="csr", random_state=0)
+    shadow.obsm["emb"] = embedding
+    shadow.obsp["graph"] = graph
+    shadow.varm["load"] = np.arange(15.0)[:, None]
+    shadow.obs["score"] = np.arange(60)
+    shadow.uns["note"] = "kept"
+    rows, cols = [40, 2, 7], slice(3, 9)
+    view = shadow[rows, cols]
+    np.testing.assert_array_equal(view.obsm["emb"], embedding[rows])
+    assert (view.obsp["graph"] != graph[rows][:, rows]).nnz == 0
+    np.testing.assert_array_equal(view.varm["load"][:, 0], np.arange(3.0, 9.0))
+    np.testing.assert_array_equal(view.obs["score"].to_numpy(), np.array(rows))
+    assert view.obs_vector("score").tolist() == rows and view.uns["note"] == "kept"
+    assert "emb▲" in repr(view) and "score▲" in repr(view)
+    assert isinstance(view.to_memory().obs, pd.DataFrame) and "emb" in view.to_memory().obsm

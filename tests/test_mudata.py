@@ -488,3 +488,26 @@ def test_notebook_display_reads_no_data(mu_path, monkeypatch):
         assert shadow._repr_html_() is None  # notebooks then show the text repr
         assert shadow["rna"]._repr_html_() is None
     assert sum(reads.values()) == 0
+
+
+@pytest.mark.parametrize("key", ["all", "rows", "both"])
+def test_export_writes_a_mudata_equal_to_mudatas_view(mu_path, tmp_path, key):
+    index = {"all": slice(None), "rows": [50, 3, 27, 12], "both": (slice(5, 45, 2), slice(3, 20))}[key]
+    view = MuDataShadow(mu_path, array_backend="dask")[index]
+    out = tmp_path / ("export.h5mu" if mu_path.suffix == ".h5mu" else "export.zarr")
+    if mu_path.suffix == ".h5mu":
+        view.write_h5mu(out)
+    else:
+        previous = ad.settings.zarr_write_format
+        ad.settings.zarr_write_format = 2 if "zarr2" in mu_path.name else 3
+        try:
+            view.write_zarr(out)
+        finally:
+            ad.settings.zarr_write_format = previous
+    expected = read_mudata(mu_path)[index]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # mudata warns about files it did not write
+        assert_mudata_matches(MuDataShadow(out), expected)
+        written = read_mudata(out)
+    assert_value_equal(written.obs, pd.DataFrame(expected.obs), "global obs read by mudata")
+    assert written.shape == expected.shape and list(written.mod) == list(expected.mod)

@@ -250,3 +250,46 @@ def test_a_killed_writer_leaves_old_elements_intact_and_the_new_one_whole_or_abs
     assert shadow.shape == (4000, 15)
     if fmt != "h5ad":
         shutil.rmtree(path / ".shadows-tmp", ignore_errors=True)
+
+
+EXPORT_KEYS = {"all": slice(None), "stepped": (slice(None, None, 3), slice(2, 12)), "positions": [5, 1, 40, 33]}
+
+
+@pytest.mark.parametrize("key", list(EXPORT_KEYS), ids=list(EXPORT_KEYS))
+def test_export_writes_the_view_equal_to_anndatas(path, fmt, tmp_path, key):
+    index = EXPORT_KEYS[key]
+    view = AnnDataShadow(path, array_backend="dask")[index]
+    out = tmp_path / f"export{suffix(fmt)}"
+    if fmt == "h5ad":
+        view.write_h5ad(out)
+    else:
+        import anndata as ad
+
+        previous = ad.settings.zarr_write_format
+        ad.settings.zarr_write_format = 2 if fmt == "zarr2" else 3
+        try:
+            view.write_zarr(out)
+        finally:
+            ad.settings.zarr_write_format = previous
+    expected = read_oracle(path)[index]
+    assert_shadow_matches(AnnDataShadow(out), expected)
+    assert_value_equal(read_oracle(out).obs, expected.obs, "obs read by anndata")
+    assert not any(p.name.startswith(f".{out.name}") for p in tmp_path.iterdir())  # no scratch left
+
+
+def test_export_includes_staged_elements_and_replaces_the_target(path, tmp_path, capsys):
+    shadow = AnnDataShadow(path)
+    shadow.obsm["added"] = np.arange(60.0).reshape(60, 1)
+    shadow.obs["added"] = np.arange(60)
+    out = tmp_path / "copy.h5ad"
+    out.write_bytes(b"old")
+    shadow[10:20].write_h5ad(out, progress=True)
+    assert "100%" in capsys.readouterr().out
+    written = read_oracle(out)
+    np.testing.assert_array_equal(written.obsm["added"][:, 0], np.arange(10.0, 20.0))
+    np.testing.assert_array_equal(written.obs["added"], np.arange(10, 20))
+    copied = shadow.copy(tmp_path / "again.zarr")
+    assert type(copied) is AnnDataShadow and copied.filename == str(tmp_path / "again.zarr")
+    assert "added" in copied.obsm and copied.shape == (60, 15)
+    with pytest.raises(ShadowsError, match="onto the file it reads"):
+        shadow.write_h5ad(path)

@@ -19,7 +19,7 @@ _AXIS_NOTE = {0: "", 1: " (shared var)", -1: " (shared obs and var)"}
 def _frame_line(shadow: ShadowBase, slot: str) -> str:
     spec = getattr(shadow._layout, slot)
     cached = shadow._is_cached(slot)
-    staged = shadow._staged_columns[slot]
+    staged = shadow._visible_staged_columns(slot)
     names = [n + marker(cached, n in staged) for n in (spec.index_key, *spec.columns)]
     names += [n + marker(False, True) for n in staged if n not in spec.columns]
     return f"  {slot}:\t" + ", ".join(names)

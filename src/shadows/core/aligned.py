@@ -31,11 +31,24 @@ class ElementMapping(MutableMapping):
     def _path(self, key: str) -> str:
         return f"{self.slot}/{key}"
 
+    def _inherited(self) -> dict[str, Any]:
+        """In a view: the root's staged elements of this slot that the view does not shadow itself."""
+        shadow = self._shadow
+        if shadow._view is None:
+            return {}
+        root = shadow._root._staging_mapping(self.slot)
+        if root is None:
+            return {}
+        return {k: v for k, v in root._staged.items() if k not in self._staged and k not in self._stored}
+
     def __getitem__(self, key: str) -> Any:
         if key is None and self.slot == "layers":
             return self._shadow.X  # anndata >= 0.13 exposes X as layers[None]
         if key in self._staged:
             return self._staged[key]
+        inherited = self._inherited()
+        if key in inherited:
+            return self._shadow._select_staged(self.slot, inherited[key])
         if key not in self._stored:
             what = f"no such key; stored keys: {', '.join(self._stored) or 'none'}"
             raise MissingElementError(element_message(self._shadow._ref.display, self._path(key), what))
@@ -57,16 +70,19 @@ class ElementMapping(MutableMapping):
     def __iter__(self) -> Iterator[str]:
         yield from self._stored
         yield from (k for k in self._staged if k not in self._stored)
+        yield from self._inherited()
 
     def __len__(self) -> int:
-        return len(set(self._stored) | set(self._staged))
+        return len(set(self._stored) | set(self._staged) | set(self._inherited()))
 
     def __contains__(self, key: object) -> bool:
-        return key in self._staged or key in self._stored
+        return key in self._staged or key in self._stored or key in self._inherited()
 
     def is_staged(self, key: str) -> bool:
-        """Whether ``key`` holds a value assigned in memory and not yet written."""
-        return key in self._staged
+        """Whether ``key`` holds a value assigned in memory and not yet written (in a view: also one its
+        root holds).
+        """
+        return key in self._staged or key in self._inherited()
 
     def mark_written(self, key: str) -> None:
         """``key`` was written to the file: it is stored now, no longer staged."""
@@ -76,7 +92,7 @@ class ElementMapping(MutableMapping):
 
     def marked_keys(self) -> list[str]:
         """Keys with their markers (ᐁ held in memory, ▲ staged), for the repr."""
-        return [k + marker(self._shadow._is_cached(self._path(k)), k in self._staged) for k in self]
+        return [k + marker(self._shadow._is_cached(self._path(k)), self.is_staged(k)) for k in self]
 
     def _validate(self, key: str, value: Any) -> None:
         axes = ALIGNED_SLOT_AXES.get(self.slot)
@@ -111,8 +127,8 @@ class UnsMapping(ElementMapping):
         """A plain nested dict of every value (stored ones read, staged ones as assigned)."""
         out = {}
         for key in self:
-            if key in self._staged:
-                out[key] = self._staged[key]
+            if key not in self._stored or key in self._staged:  # assigned in memory (here or in the root)
+                out[key] = self[key]
                 continue
             value = self[key]
             out[key] = value.materialize() if isinstance(value, UnsMapping) else self._shadow._plain(self._path(key))

@@ -8,6 +8,7 @@ from typing import Any
 import anndata
 import numpy as np
 
+from shadows.backends.fileref import suffix_format
 from shadows.core import view_categories
 from shadows.core.aligned import ElementMapping
 from shadows.core.base import READ_ONLY_MESSAGE, ShadowBase
@@ -17,6 +18,7 @@ from shadows.elements.sparse_chunk import to_plain
 from shadows.errors import MissingElementError, element_message
 from shadows.indexing.apply import SLOT_AXES, element_axes, selection_for
 from shadows.indexing.keys import as_positions
+from shadows.writing.export import export
 
 __all__ = ["READ_ONLY_MESSAGE", "AnnDataShadow"]
 
@@ -174,12 +176,28 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
             adata.raw = self.raw.to_adata()
         return adata
 
-    def copy(self, filename: str | None = None) -> anndata.AnnData:
-        """An in-memory copy (``to_memory()``); with ``filename``, also written there as h5ad."""
-        adata = self.to_memory()
-        if filename is not None:
-            adata.write_h5ad(filename)
-        return adata
+    def copy(self, filename: str | None = None) -> anndata.AnnData | AnnDataShadow:
+        """An in-memory copy (``to_memory()``); with ``filename``, the shadow written there (out of core,
+        as :meth:`write_h5ad`/:meth:`write_zarr` by its suffix) and opened as a new shadow.
+        """
+        if filename is None:
+            return self.to_memory()
+        fmt = suffix_format(filename) or "hdf5"
+        export(self, filename, fmt)
+        return AnnDataShadow(filename, array_backend=self._array_backend.name,
+                             table_backend=self._table_backend.name, format=fmt)
+
+    def write_h5ad(self, filename: str | os.PathLike, *, progress: bool = False, **_: Any) -> None:
+        """Write this shadow (or view: only its selection) to a new ``.h5ad`` file, out of core.
+
+        Matrices stream from the file block by block; ``progress=True`` shows dask's progress bar.
+        anndata's compression options are not supported and ignored.
+        """
+        export(self, filename, "hdf5", progress=progress)
+
+    def write_zarr(self, store: str | os.PathLike, *, progress: bool = False, **_: Any) -> None:
+        """Write this shadow (or view) to a new Zarr store (format from ``anndata.settings``), out of core."""
+        export(self, store, "zarr", progress=progress)
 
     def __getitem__(self, index: Any) -> AnnDataShadow:
         """A view (see :meth:`ShadowBase._view_of`); ``type(view) is AnnDataShadow``."""

@@ -23,7 +23,15 @@ from shadows.core.frames import tracked, with_columns
 from shadows.core.layout import Layout
 from shadows.errors import ReadOnlyError, ShadowsError
 from shadows.indexing import AxisIndex, compose, normalize_key
-from shadows.indexing.apply import materialize_selection, read_column, read_index, select_graph, selection_for
+from shadows.indexing.apply import (
+    ALIGNED_SLOT_AXES,
+    materialize_selection,
+    read_column,
+    read_index,
+    select_graph,
+    selection_for,
+)
+from shadows.indexing.keys import as_positions, as_slice_or_array
 from shadows.writing import ColumnChange, ElementChange, commit
 
 READ_ONLY_MESSAGE = (
@@ -149,7 +157,7 @@ class ShadowBase:
         if self._view is not None:
             value = self._view_value(rel, spec, value)
         if rel in FRAMES:
-            value = with_columns(value, self._staged_columns[rel])
+            value = with_columns(value, self._visible_staged_columns(rel))
         return value
 
     def _element(self, rel: str) -> Any:
@@ -191,6 +199,31 @@ class ShadowBase:
     def _stage_column(self, frame_rel: str, key: str, values: pd.Series) -> None:
         self._staged_columns[frame_rel][key] = values
 
+    # -- what a view sees of its root's staged elements (sliced, as an AnnData view would) ---------
+
+    def _visible_staged_columns(self, frame_rel: str) -> dict[str, pd.Series]:
+        """Columns assigned in memory: a view's own, and its root's taken at the view's rows."""
+        own = self._staged_columns[frame_rel]
+        if self._view is None:
+            return own
+        rows = as_positions(self._view[FRAMES.index(frame_rel)])
+        inherited = {k: v.iloc[rows] for k, v in self._root._staged_columns[frame_rel].items() if k not in own}
+        return {**inherited, **own}
+
+    def _staging_mapping(self, slot: str) -> ElementMapping | None:
+        """The mapping of ``slot`` (a slot or a nested uns level) if this shadow has built it."""
+        return self._slots.get(slot) or self._uns_levels.get(slot)
+
+    def _select_staged(self, slot: str, value: Any) -> Any:
+        """A root's staged ``value`` as this view sees it: sliced along the slot's aligned axes."""
+        for position, axis in enumerate(ALIGNED_SLOT_AXES.get(slot, ())):
+            index = as_slice_or_array(self._view[axis])
+            if isinstance(value, pd.DataFrame | pd.Series):
+                value = value.iloc[index]
+            else:
+                value = value[(slice(None),) * position + (index,)]
+        return value
+
     def _frame_rows(self, frame_rel: str) -> AxisIndex | None:
         """The rows of a dataframe element this shadow sees (``None``: all)."""
         spec = self._layout.spec(frame_rel)
@@ -211,13 +244,14 @@ class ShadowBase:
         """One obs/var column as numpy, read alone unless the frame is already in memory."""
         if frame_rel in self._cache and self._table_backend.name == "pandas":
             return self._cache[frame_rel][key].to_numpy()
-        if key in self._staged_columns[frame_rel]:
-            return self._staged_columns[frame_rel][key].to_numpy()
+        staged = self._visible_staged_columns(frame_rel)
+        if key in staged:
+            return staged[key].to_numpy()
         return pd.Series(self._view_column(frame_rel, key), copy=False).to_numpy()
 
     def _frame_keys(self, frame_rel: str) -> list[str]:
         stored = list(getattr(self._layout, frame_rel).columns)
-        return stored + [k for k in self._staged_columns[frame_rel] if k not in stored]
+        return stored + [k for k in self._visible_staged_columns(frame_rel) if k not in stored]
 
     # -- attributes shared by AnnData and MuData -------------------------------------------------
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from shadows.backends import FileRef
+from shadows.backends.fileref import suffix_format
 from shadows.core.anndata import AnnDataShadow
 from shadows.core.base import ShadowBase
 from shadows.core.layout import MuDataLayout
@@ -16,6 +17,7 @@ from shadows.errors import BackendUnavailableError, MissingElementError, element
 from shadows.indexing import AxisIndex
 from shadows.indexing.apply import MODALITY_MAP_AXES
 from shadows.indexing.keys import as_slice_or_array
+from shadows.writing.export import export
 
 try:  # mudata is an optional extra: without it only the MuData class identity is missing
     from mudata import MuData as _MuDataBase
@@ -275,8 +277,20 @@ class MuDataShadow(ShadowBase, _MuDataBase):
         )
 
     def copy(self, filename: str | None = None):
-        """An in-memory copy (``to_memory()``); with ``filename``, also written there as h5mu."""
-        mdata = self.to_memory()
-        if filename is not None:
-            mdata.write_h5mu(filename)
-        return mdata
+        """An in-memory copy (``to_memory()``); with ``filename``, the shadow written there (out of core,
+        h5mu or Zarr by its suffix) and opened as a new MuDataShadow.
+        """
+        if filename is None:
+            return self.to_memory()
+        fmt = suffix_format(filename) or "hdf5"
+        export(self, filename, fmt)
+        return MuDataShadow(filename, array_backend=self._array_backend.name,
+                            table_backend=self._table_backend.name, format=fmt)
+
+    def write_h5mu(self, filename: str | os.PathLike, *, progress: bool = False, **_: Any) -> None:
+        """Write this shadow (or view: only its selection) to a new ``.h5mu`` file, out of core."""
+        export(self, filename, "hdf5", progress=progress)
+
+    def write_zarr(self, store: str | os.PathLike, *, progress: bool = False, **_: Any) -> None:
+        """Write this shadow (or view) to a new MuData Zarr store, out of core."""
+        export(self, store, "zarr", progress=progress)

@@ -96,7 +96,8 @@ class _SparseRegions:
                 self.data[offset:stop] = block.data
                 self.indices[offset:stop] = block.indices
             n_major = block.shape[self.axis]
-            self.indptr[major_start + 1: major_start + n_major + 1] = block.indptr[1:].astype(np.int64) + offset
+            ends = block.indptr[1:].astype(np.int64) + offset
+            self.indptr[major_start + 1: major_start + n_major + 1] = ends.astype(self.indptr.dtype)
         return block.nnz
 
 
@@ -120,9 +121,9 @@ def write_sparse(group: Any, name: str, array: Any) -> None:
     chunk = max(1, min(nnz, 2**20))
     data = _create_array(element, "data", (nnz,), array.dtype, (chunk,))
     indices = _create_array(element, "indices", (nnz,), index_dtype, (chunk,))
-    indptr = _create_array(element, "indptr", (array.shape[axis] + 1,), np.int64,
+    indptr = _create_array(element, "indptr", (array.shape[axis] + 1,), index_dtype,
                            (min(array.shape[axis] + 1, 2**20),))
-    indptr[0:1] = np.zeros(1, dtype=np.int64)
+    indptr[0:1] = np.zeros(1, dtype=index_dtype)
     regions = _SparseRegions(data, indices, indptr, axis, threading.Lock())
     blocks = array.to_delayed().reshape(-1)
     writes = [dask.delayed(regions.write)(block, int(start), int(offset))

@@ -1,0 +1,174 @@
+"""Export a shadow or a view to a new h5ad/h5mu/Zarr file, out of core.
+
+Matrices (X, layers, obsm/varm/obsp/varp arrays, raw.X) are written from their dask graphs block by block
+(a view's graphs read only its selection); dataframes, uns and small staged values are encoded by
+anndata. The file is built under a temporary name next to the target and renamed into place at the
+end, so an interrupted export leaves no half-written file at the target path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shadows.errors import ShadowsError
+from shadows.indexing.apply import ALIGNED_SLOT_AXES
+from shadows.writing.commit import _write_elem
+from shadows.writing.streams import is_dask, write_streamed
+
+if TYPE_CHECKING:
+    from shadows.core.base import ShadowBase
+
+DICT_ENCODING = {"encoding-type": "dict", "encoding-version": "0.1.0"}
+MUDATA_HEADER_BYTES = 512  # mudata marks .h5mu files with a text header in the HDF5 user block
+
+
+def _put(group: Any, key: str, value: Any) -> None:
+    if is_dask(value):
+        write_streamed(group, key, value)
+    else:
+        _write_elem(group, key, value)
+
+
+def _group(parent: Any, name: str, attrs: dict[str, Any]) -> Any:
+    group = parent.create_group(name)
+    for key, value in attrs.items():
+        group.attrs[key] = value
+    return group
+
+
+def _matrix(shadow: ShadowBase, rel: str) -> Any:
+    """A matrix element as written: held in memory if it is, else its (view's) dask graph."""
+    spec = shadow._layout.spec(rel)
+    if spec.kind not in ("dense", "sparse"):
+        return shadow._plain(rel)
+    if rel in shadow._cache and shadow._array_backend.name == "numpy":
+        return shadow._cache[rel]
+    return shadow._graph(rel)
+
+
+def _write_slots(shadow: ShadowBase, target: Any, slots: tuple[str, ...]) -> None:
+    for slot in slots:
+        mapping = shadow._slots[slot]
+        group = _group(target, slot, DICT_ENCODING)
+        for key in mapping:
+            value = mapping[key] if mapping.is_staged(key) else _matrix(shadow, f"{slot}/{key}")
+            _put(group, key, value)
+
+
+def write_anndata(shadow: ShadowBase, target: Any) -> None:
+    """Every element of an AnnData shadow (or view) into the group ``target``."""
+    from shadows.elements.sparse_chunk import to_plain
+
+    for key, value in {"encoding-type": "anndata", "encoding-version": "0.1.0"}.items():
+        target.attrs[key] = value
+    _write_elem(target, "obs", shadow._plain("obs"))
+    _write_elem(target, "var", shadow._plain("var"))
+    if shadow._layout.has("X"):
+        x = _matrix(shadow, "X")
+        _put(target, "X", x if is_dask(x) else to_plain(x))
+    _write_slots(shadow, target, tuple(s for s in ALIGNED_SLOT_AXES if s in shadow._slots))
+    _write_elem(target, "uns", shadow.uns.materialize())
+    raw = shadow.raw
+    if raw is not None:
+        group = _group(target, "raw", {"encoding-type": "raw", "encoding-version": "0.1.0"})
+        _put(group, "X", _matrix(shadow, "raw/X"))
+        _write_elem(group, "var", shadow._plain("raw/var"))
+        _write_elem(group, "varm", {k: shadow._plain(f"raw/varm/{k}") for k in raw.varm})
+
+
+def write_mudata(shadow: ShadowBase, target: Any) -> None:
+    """Every element of a MuData shadow (or view) and of its modalities into the group ``target``."""
+    attrs = {"encoding-type": "MuData", "encoding-version": "0.1.0", "axis": shadow.axis}
+    for key, value in attrs.items():
+        target.attrs[key] = value
+    _write_elem(target, "obs", shadow._plain("obs"))
+    _write_elem(target, "var", shadow._plain("var"))
+    _write_slots(shadow, target, tuple(s for s in ALIGNED_SLOT_AXES if s in shadow._slots))
+    _write_elem(target, "uns", shadow.uns.materialize())
+    mods = target.create_group("mod")
+    mods.attrs["mod-order"] = list(shadow.mod)
+    for name, modality in shadow.mod.items():
+        write_anndata(modality, mods.create_group(name))
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    from dask.diagnostics import ProgressBar
+
+    with ProgressBar():
+        yield
+
+
+def export(shadow: ShadowBase, path: str | os.PathLike, format: str, *, progress: bool = False) -> Path:
+    """Write ``shadow`` (AnnData or MuData, root or view) as a new file at ``path``.
+
+    Parameters
+    ----------
+    shadow
+        What to export.
+    path
+        The new file (``format="hdf5"``) or Zarr store (``format="zarr"``); an existing one is replaced.
+    format
+        ``"hdf5"`` or ``"zarr"`` (Zarr format from ``anndata.settings.zarr_write_format``).
+    progress
+        Show dask's progress bar while matrices are written.
+    """
+    import anndata
+
+    path = Path(os.path.expanduser(os.fspath(path))).absolute()
+    if path == Path(shadow._ref.path):
+        raise ShadowsError(f"{path}: cannot export a shadow onto the file it reads; write to another path")
+    scratch = path.with_name(f".{path.name}.shadows-tmp-{uuid.uuid4().hex}")
+    writer = write_mudata if shadow._KIND == "MuData" else write_anndata
+    try:
+        with _progress(progress):
+            if format == "hdf5":
+                import h5py
+
+                mudata_file = shadow._KIND == "MuData"
+                with h5py.File(scratch, "w", userblock_size=MUDATA_HEADER_BYTES if mudata_file else None) as file:
+                    writer(shadow, file)
+                if mudata_file:
+                    with scratch.open("r+b") as raw:
+                        raw.write(b"MuData (format-version=0.1.0;creator=shadows)".ljust(MUDATA_HEADER_BYTES, b"\0"))
+            else:
+                import zarr
+
+                zarr_format = getattr(anndata.settings, "zarr_write_format", 2)
+                writer(shadow, zarr.open_group(str(scratch), mode="w", zarr_format=zarr_format))
+                zarr.consolidate_metadata(str(scratch))
+        _replace(scratch, path)
+    except BaseException:
+        if scratch.is_dir():
+            shutil.rmtree(scratch, ignore_errors=True)
+        elif scratch.exists():
+            scratch.unlink()
+        raise
+    return path
+
+
+def _replace(built: Path, path: Path) -> None:
+    """Move ``built`` to ``path``, replacing what is there (a file atomically; a store's folder last).
+
+    This process's cached read handles of a replaced file are dropped: graph tasks reopen by path and
+    must read the new file, not the old one. (Shadows still open on the old file keep their metadata.)
+    """
+    from shadows.backends.handles import release
+
+    release(str(path))
+    if path.is_dir():
+        trash = path.with_name(f".{path.name}.shadows-replaced-{uuid.uuid4().hex}")
+        os.rename(path, trash)
+        os.rename(built, path)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(built, path)
