@@ -71,8 +71,6 @@ def test_staged_assignment_is_marked(path):
 def test_obs_assignments_are_staged_and_survive_clear_cache(path):
     import pandas as pd
 
-    from shadows import ReadOnlyError
-
     shadow = AnnDataShadow(path)
     expected = read_oracle(path)
     shadow.obs["score"] = np.arange(shadow.n_obs, dtype=np.float32)
@@ -83,14 +81,16 @@ def test_obs_assignments_are_staged_and_survive_clear_cache(path):
     assert list(shadow.obs.columns) == [*expected.obs.columns, "score", "a", "b"]
     assert shadow.obs_keys()[-3:] == ["score", "a", "b"]
     np.testing.assert_array_equal(shadow.obs_vector("score"), np.arange(shadow.n_obs, dtype=np.float32))
-    # replacing obs as a whole stages what differs; stored columns cannot be dropped, names not changed
+    # replacing obs as a whole stages what differs (deleted columns too); names cannot change
     frame = shadow.obs.copy()
     frame["float"] = 0.0
     del frame["a"]
     shadow.obs = frame
     assert shadow._staged_columns["obs"].keys() == {"score", "b", "float"}
-    with pytest.raises(ReadOnlyError, match=r"cannot be deleted.*cat"):
-        shadow.obs = frame.drop(columns="cat")
+    shadow.obs = frame.drop(columns="cat")
+    assert "cat" not in shadow.obs and "cat" not in shadow.obs_keys() and shadow._deleted_columns["obs"] == {"cat"}
+    with pytest.raises(ValueError, match=r"obs\['bad'\]: expected 60 values \(one per row\), got 3"):
+        shadow.obs["bad"] = [1, 2, 3]
     with pytest.raises(ValueError, match="rename"):
         shadow.obs = frame.set_axis([f"x{i}" for i in range(shadow.n_obs)])
     with pytest.raises(ValueError, match=r"expected 60 rows, got 3"):

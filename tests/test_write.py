@@ -123,7 +123,7 @@ def test_replacing_stored_elements_needs_overwrite(fresh):
     new_pca = np.zeros((60, 5), dtype=np.float32)
     shadow.obsm["X_pca"] = new_pca
     shadow.obs["float"] = np.ones(60)
-    with pytest.raises(ShadowsError, match=r"replace stored elements \(obsm/X_pca, obs/float\).*overwrite=True"):
+    with pytest.raises(ShadowsError, match=r"replace or delete stored elements \(obsm/X_pca, obs/float\).*overwrite"):
         shadow.write()
     assert shadow.obsm.is_staged("X_pca")  # nothing was written
     assert read_oracle(fresh).obsm["X_pca"].any()
@@ -293,3 +293,52 @@ def test_export_includes_staged_elements_and_replaces_the_target(path, tmp_path,
     assert "added" in copied.obsm and copied.shape == (60, 15)
     with pytest.raises(ShadowsError, match="onto the file it reads"):
         shadow.write_h5ad(path)
+
+
+def test_deleting_stored_elements_and_columns_needs_overwrite(fresh):
+    shadow = AnnDataShadow(fresh, mode="r+")
+    del shadow.obsm["X_umap"]
+    del shadow.uns["nested"]["s"]
+    del shadow.obs["float"]
+    del shadow.var["gene_ids"]
+    assert "X_umap" not in shadow.obsm and "float" not in shadow.obs_keys()
+    assert "X_umap" not in repr(shadow) and "float" not in repr(shadow)
+    with pytest.raises(ShadowsError, match=r"replace or delete stored elements.*obsm/X_umap.*overwrite=True"):
+        shadow.write()
+    assert "X_umap" in read_oracle(fresh).obsm
+    shadow.write(overwrite=True)
+    written = read_oracle(fresh)
+    assert "X_umap" not in written.obsm and "s" not in written.uns["nested"]
+    assert "float" not in written.obs.columns and "gene_ids" not in written.var.columns
+    assert "X_pca" in written.obsm and "cat" in written.obs.columns
+    assert_shadow_matches(shadow, written)
+
+
+def test_a_second_hdf5_writer_or_a_reader_elsewhere_gets_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    path = write(make_adata(), tmp_path / "held.h5ad", "h5ad")
+    before, elements = file_digest(path), _element_digests(path)
+    for mode in ("r", "r+"):
+        holder = subprocess.Popen([sys.executable, "-c", f"""
+import h5py, time
+f = h5py.File({str(path)!r}, {mode!r})
+print('held', flush=True)
+time.sleep(30)
+"""], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            with pytest.raises(FileBusyError, match="open elsewhere"):
+                AnnDataShadow(path, mode="r+")
+            shadow = AnnDataShadow(path) if mode == "r" else None  # reading beside a reader is fine
+            if shadow is not None:
+                shadow.obsm["x"] = np.ones((60, 1))
+                with pytest.raises(FileBusyError):
+                    shadow.reopen("r+")
+        finally:
+            holder.kill()
+            holder.wait()
+        if mode == "r":
+            assert file_digest(path) == before  # not a byte changed
+    assert _element_digests(path) == elements  # never truncated (the killed r+ holder marks the superblock)

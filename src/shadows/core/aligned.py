@@ -11,7 +11,7 @@ from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from shadows.cache import marker
-from shadows.errors import MissingElementError, ReadOnlyError, element_message
+from shadows.errors import MissingElementError, element_message
 from shadows.indexing.apply import ALIGNED_SLOT_AXES
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ class ElementMapping(MutableMapping):
         self.slot = slot
         self._stored = list(stored)
         self._staged: dict[str, Any] = {}
+        self._deleted: set[str] = set()  # stored keys deleted in memory, removed from the file by write()
 
     def _path(self, key: str) -> str:
         return f"{self.slot}/{key}"
@@ -59,13 +60,16 @@ class ElementMapping(MutableMapping):
         self._staged[key] = value
 
     def __delitem__(self, key: str) -> None:
+        """Forget a staged element, or stage the deletion of a stored one (``write(overwrite=True)``
+        removes it from the file).
+        """
         if key in self._staged:
             del self._staged[key]
-            return
-        if key in self._stored:
-            what = "stored elements cannot be deleted from a shadow in memory"
-            raise ReadOnlyError(element_message(self._shadow._ref.display, self._path(key), what))
-        raise MissingElementError(element_message(self._shadow._ref.display, self._path(key), "no such key"))
+        elif key in self._stored:
+            self._stored.remove(key)
+            self._deleted.add(key)
+        else:
+            raise MissingElementError(element_message(self._shadow._ref.display, self._path(key), "no such key"))
 
     def __iter__(self) -> Iterator[str]:
         yield from self._stored
@@ -84,11 +88,17 @@ class ElementMapping(MutableMapping):
         """
         return key in self._staged or key in self._inherited()
 
+    def replaces(self, key: str) -> bool:
+        """Whether writing ``key`` replaces or deletes an element the file holds."""
+        return key in self._stored or key in self._deleted
+
     def mark_written(self, key: str) -> None:
-        """``key`` was written to the file: it is stored now, no longer staged."""
-        del self._staged[key]
-        if key not in self._stored:
-            self._stored.append(key)
+        """``key`` was written to the file (or deleted from it): it is stored (or gone) now, not staged."""
+        if key in self._staged:
+            del self._staged[key]
+            if key not in self._stored:
+                self._stored.append(key)
+        self._deleted.discard(key)
 
     def marked_keys(self) -> list[str]:
         """Keys with their markers (ᐁ held in memory, ▲ staged), for the repr."""

@@ -32,7 +32,7 @@ from shadows.indexing.apply import (
     selection_for,
 )
 from shadows.indexing.keys import as_positions, as_slice_or_array
-from shadows.writing import ColumnChange, ElementChange, commit
+from shadows.writing import DELETED, ColumnChange, ElementChange, commit
 
 READ_ONLY_MESSAGE = (
     "File is open in read-only mode. Changes can't be pushed. Reopen it with .reopen('r+') to enable writing."
@@ -102,6 +102,7 @@ class ShadowBase:
         self._cache = ElementCache()
         self._graphs: dict[str, Any] = {}
         self._staged_columns: dict[str, dict[str, pd.Series]] = {frame: {} for frame in FRAMES}
+        self._deleted_columns: dict[str, set[str]] = {frame: set() for frame in FRAMES}
         self._slots = {slot: ElementMapping(self, slot, self._layout.mapping_keys(slot)) for slot in self._SLOTS}
         self._slots["uns"] = UnsMapping(self, "uns", self._visible_uns_keys())
         self._uns_levels: dict[str, UnsMapping] = {"uns": self._slots["uns"]}
@@ -158,6 +159,7 @@ class ShadowBase:
             value = self._view_value(rel, spec, value)
         if rel in FRAMES:
             value = with_columns(value, self._visible_staged_columns(rel))
+            value = value.drop(columns=[c for c in self._deleted_columns[rel] if c in value.columns])
         return value
 
     def _element(self, rel: str) -> Any:
@@ -171,7 +173,9 @@ class ShadowBase:
         if backend is None:
             return self._cache.get(rel, lambda: self._materialize(rel))
         if rel in FRAMES and backend.name == "pandas":
-            return self._cache.get(rel, lambda: tracked(self._materialize(rel), partial(self._stage_column, rel)))
+            where = f"{self.filename}: {rel}"
+            return self._cache.get(rel, lambda: tracked(self._materialize(rel), partial(self._stage_column, rel),
+                                                        where))
         return self._cache.get(rel, lambda: backend.convert(self._materialize(rel)))
 
     def _plain(self, rel: str) -> Any:
@@ -196,8 +200,16 @@ class ShadowBase:
     def _is_cached(self, rel: str) -> bool:
         return rel in self._cache
 
-    def _stage_column(self, frame_rel: str, key: str, values: pd.Series) -> None:
-        self._staged_columns[frame_rel][key] = values
+    def _stage_column(self, frame_rel: str, key: str, values: pd.Series | None) -> None:
+        """A column assigned in memory (``values``), or deleted (``None``: a stored one is deleted from the
+        file by ``write(overwrite=True)``).
+        """
+        if values is not None:
+            self._staged_columns[frame_rel][key] = values
+            return
+        self._staged_columns[frame_rel].pop(key, None)
+        if key in getattr(self._layout, frame_rel).columns:
+            self._deleted_columns[frame_rel].add(key)
 
     # -- what a view sees of its root's staged elements (sliced, as an AnnData view would) ---------
 
@@ -250,7 +262,8 @@ class ShadowBase:
         return pd.Series(self._view_column(frame_rel, key), copy=False).to_numpy()
 
     def _frame_keys(self, frame_rel: str) -> list[str]:
-        stored = list(getattr(self._layout, frame_rel).columns)
+        deleted = self._deleted_columns[frame_rel]
+        stored = [c for c in getattr(self._layout, frame_rel).columns if c not in deleted]
         return stored + [k for k in self._visible_staged_columns(frame_rel) if k not in stored]
 
     # -- attributes shared by AnnData and MuData -------------------------------------------------
@@ -276,8 +289,8 @@ class ShadowBase:
     def _set_frame(self, frame_rel: str, frame: pd.DataFrame) -> None:
         """``shadow.obs = frame``: stage the columns that differ from the current ones (▲).
 
-        The names must stay those of the file (a shadow cannot rename observations), and every stored
-        column must still be there (stored columns cannot be deleted in memory). This is what
+        The names must stay those of the file (a shadow cannot rename observations); stored columns
+        missing from ``frame`` are deleted (from the file by ``write(overwrite=True)``). This is what
         ``mudata``'s ``pull_obs``/``pull_var`` do to a MuData shadow.
         """
         where = f"{self.filename}: {frame_rel}"
@@ -289,11 +302,9 @@ class ShadowBase:
         if not frame.index.equals(current.index):
             raise ValueError(f"{where}: the index differs from the file's {frame_rel}_names; a shadow cannot "
                              "rename them (export with .to_memory() to do so)")
-        stored = list(getattr(self._layout, frame_rel).columns)
-        dropped = [c for c in stored if c not in frame.columns]
-        if dropped:
-            what = f"stored columns cannot be deleted from a shadow in memory: {', '.join(dropped)}"
-            raise ReadOnlyError(f"{where}: {what}")
+        for key in [c for c in current.columns if c not in frame.columns]:
+            self._stage_column(frame_rel, key, None)  # deleted (a stored one by write(overwrite=True))
+        self._deleted_columns[frame_rel] -= set(frame.columns)
         staged = self._staged_columns[frame_rel]
         for key in [k for k in staged if k not in frame.columns]:
             del staged[key]
@@ -435,15 +446,17 @@ class ShadowBase:
         """What ``write()`` commits: staged elements and staged obs/var columns, with absolute paths."""
         elements = []
         for mapping in self._staging_mappings():
-            for key, value in mapping._staged.items():
+            changed = {**dict.fromkeys(mapping._deleted, DELETED), **mapping._staged}
+            for key, value in changed.items():
                 rel = mapping._path(key)
-                stored = key in mapping._stored
-                path = self._layout.path(rel) if stored else self._ref.element_path(rel)
-                elements.append(ElementChange(path, value, stored, partial(self._element_written, mapping, key)))
+                replaces = mapping.replaces(key)
+                path = self._layout.path(rel) if replaces else self._ref.element_path(rel)
+                elements.append(ElementChange(path, value, replaces, partial(self._element_written, mapping, key)))
         columns = []
         for frame in FRAMES:
             stored = set(getattr(self._layout, frame).columns)
-            for key, values in self._staged_columns[frame].items():
+            changed = {**dict.fromkeys(self._deleted_columns[frame], DELETED), **self._staged_columns[frame]}
+            for key, values in changed.items():
                 columns.append(ColumnChange(self._layout.path(frame), key, values, self._names(frame), key in stored,
                                             partial(self._column_written, frame, key)))
         return elements, columns
@@ -455,7 +468,8 @@ class ShadowBase:
         self._graphs.pop(rel, None)
 
     def _column_written(self, frame: str, key: str) -> None:
-        del self._staged_columns[frame][key]
+        self._staged_columns[frame].pop(key, None)
+        self._deleted_columns[frame].discard(key)
         self._cache.discard(frame)
         self._graphs.pop(frame, None)
 
@@ -498,8 +512,8 @@ class ShadowBase:
         replacing = [c.path for c in elements if c.replaces] + [f"{c.frame_path}/{c.key}" for c in columns
                                                                 if c.replaces]
         if replacing and not overwrite:
-            msg = (f"{self.filename}: writing would replace stored elements ({', '.join(replacing)}); "
-                   "pass overwrite=True to replace them")
+            msg = (f"{self.filename}: writing would replace or delete stored elements ({', '.join(replacing)}); "
+                   "pass overwrite=True to do so")
             raise ShadowsError(msg)
         if elements or columns:
             try:

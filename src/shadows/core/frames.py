@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-OnSet = Callable[[str, pd.Series], None]
+OnSet = Callable[[str, pd.Series | None], None]
+"""Called with a column's new values, or with ``None`` when the column was deleted."""
 
 
 class TrackedFrame(pd.DataFrame):
@@ -31,6 +32,9 @@ class TrackedFrame(pd.DataFrame):
         return pd.DataFrame
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        where = self.__dict__.get("_where")
+        if where and isinstance(key, str) and _is_sequence(value) and len(value) != len(self):
+            raise ValueError(f"{where}['{key}']: expected {len(self)} values (one per row), got {len(value)}")
         super().__setitem__(key, value)
         on_set = self.__dict__.get("_on_set")
         if on_set is None:
@@ -42,10 +46,27 @@ class TrackedFrame(pd.DataFrame):
                 on_set(name, self[name])
 
 
-def tracked(frame: pd.DataFrame, on_set: OnSet) -> TrackedFrame:
-    """``frame`` (its data shared, not copied) as a :class:`TrackedFrame` reporting to ``on_set``."""
+    def __delitem__(self, key: Any) -> None:
+        super().__delitem__(key)
+        on_set = self.__dict__.get("_on_set")
+        if on_set is not None and isinstance(key, str):
+            on_set(key, None)
+
+
+def _is_sequence(value: Any) -> bool:
+    """Values assigned by position (not a scalar, and not a pandas object aligned on the index)."""
+    if isinstance(value, str | bytes | pd.Series | pd.DataFrame) or np.ndim(value) == 0:
+        return False
+    return hasattr(value, "__len__")
+
+
+def tracked(frame: pd.DataFrame, on_set: OnSet, where: str = "") -> TrackedFrame:
+    """``frame`` (its data shared, not copied) as a :class:`TrackedFrame` reporting to ``on_set``;
+    ``where`` (``"file.h5ad: obs"``) names it in errors.
+    """
     out = TrackedFrame(frame)
     object.__setattr__(out, "_on_set", on_set)
+    object.__setattr__(out, "_where", where)
     return out
 
 

@@ -1,5 +1,5 @@
 """The write side: staged elements streamed to the file and committed atomically (DESIGN.md section 5)."""
 
-from shadows.writing.commit import ColumnChange, ElementChange, commit
+from shadows.writing.commit import DELETED, ColumnChange, ElementChange, commit
 
-__all__ = ["ColumnChange", "ElementChange", "commit"]
+__all__ = ["DELETED", "ColumnChange", "ElementChange", "commit"]

@@ -36,6 +36,16 @@ from shadows.writing.streams import is_dask, write_streamed
 ZARR_SCRATCH = ".shadows-tmp"
 
 
+class _Deleted:
+    """The value of a staged deletion."""
+
+    def __repr__(self) -> str:
+        return "DELETED"
+
+
+DELETED = _Deleted()
+
+
 @dataclass
 class ElementChange:
     """A staged element: ``value`` goes to ``path`` (absolute in the file)."""
@@ -134,6 +144,10 @@ class Hdf5Commit:
 
     def element(self, change: ElementChange) -> None:
         parent_path, name = _split(change.path)
+        if change.value is DELETED:
+            del self.file[change.path]
+            self.file.flush()
+            return
         built = self._build(change.value, name)
         parent = self._parent(parent_path)
         if name in parent:
@@ -142,15 +156,21 @@ class Hdf5Commit:
         self.file.flush()
 
     def column(self, change: ColumnChange) -> None:
+        import h5py
+
         frame = self.file[change.frame_path]
+        order = _column_order(frame.attrs)
+        if change.values is DELETED:  # unnamed first, so anndata no longer reads it, then unlinked
+            order = [c for c in order if c != change.key]
+            frame.attrs.create("column-order", data=np.array(order, dtype=object), dtype=h5py.string_dtype())
+            del frame[change.key]
+            self.file.flush()
+            return
         built = self._build(_one_column_frame(change), "frame")[change.key]
         if change.key in frame:
             del frame[change.key]
         frame[change.key] = built
-        order = _column_order(frame.attrs)
         if change.key not in order:
-            import h5py
-
             frame.attrs.create("column-order", data=np.array([*order, change.key], dtype=object),
                                dtype=h5py.string_dtype())
         self.file.flush()
@@ -206,13 +226,24 @@ class ZarrCommit:
             os.rename(target, trash)
         os.rename(built, target)
 
+    def _remove(self, path: str) -> None:
+        os.rename(self.store / path, self.scratch_path / f"deleted-{uuid.uuid4().hex}")
+
     def element(self, change: ElementChange) -> None:
+        if change.value is DELETED:
+            self._remove(change.path)
+            return
         parent_path, name = _split(change.path)
         built = self._build(change.value, name)
         self._parent(parent_path)
         self._move_into_place(built, change.path)
 
     def column(self, change: ColumnChange) -> None:
+        if change.values is DELETED:  # unnamed first, so anndata no longer reads it, then removed
+            frame = self.root[change.frame_path]
+            frame.attrs["column-order"] = [c for c in _column_order(frame.attrs) if c != change.key]
+            self._remove(f"{change.frame_path}/{change.key}")
+            return
         built = self._build(_one_column_frame(change), "frame") / change.key
         self._move_into_place(built, f"{change.frame_path}/{change.key}")
         frame = self.root[change.frame_path]
