@@ -26,6 +26,8 @@ TOOLS = {
     "rows_1pct": ["shadows", "read_lazy", "backed", "full"],
     "gene_column": ["shadows", "read_lazy", "backed"],
     "gene_sums": ["shadows", "raw_read", "read_lazy", "backed"],
+    "write_layer": ["shadows", "full"],
+    "export_view": ["shadows", "read_lazy", "backed", "full"],
 }
 
 
@@ -64,7 +66,8 @@ def main() -> None:
 
     files = ensure(args.data, args.cells, args.genes, args.nnz_per_cell)
     print(f"benchmark file: {args.cells} cells × {args.genes} genes, ~{args.nnz_per_cell} non-zeros per cell")
-    header = f"{'workload':<12} {'format':<6} {'tool':<10} {'seconds':>9} {'peak MiB':>9} {'× shadows':>10}"
+    header = (f"{'workload':<12} {'format':<6} {'tool':<10} {'seconds':>9} {'peak MiB':>9} {'× shadows':>10} "
+              f"{'written MiB':>11}")
     print(header)
     print("-" * len(header))
     for workload in args.workloads.split(","):
@@ -82,7 +85,9 @@ def main() -> None:
                     print(f"{workload:<12} {fmt:<6} {tool:<10} {'error: ' + r['error']}")
                     continue
                 ratio = f"{r['seconds'] / ref:>9.2f}×" if ref else ""
-                print(f"{workload:<12} {fmt:<6} {tool:<10} {r['seconds']:>9.4f} {r['peak_mib']:>9.1f} {ratio:>10}")
+                written = f"{r['written_mib']:>11.0f}" if r.get("written_mib") else ""
+                print(f"{workload:<12} {fmt:<6} {tool:<10} {r['seconds']:>9.4f} {r['peak_mib']:>9.1f} {ratio:>10} "
+                      f"{written}".rstrip())
     if not args.no_flat and "open_repr" in args.workloads:
         big = ensure(args.data, args.cells * 10, args.genes, max(args.nnz_per_cell // 100, 1))
         print(f"\nopen + repr as cells grow 10× ({args.cells * 10} cells, fewer non-zeros per cell):")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import anndata as ad
@@ -68,6 +70,17 @@ def make_adata(n_obs: int = 60, n_vars: int = 15, seed: int = 0) -> ad.AnnData:
     return adata
 
 
+@contextlib.contextmanager
+def zarr_format(fmt: str) -> Iterator[None]:
+    """anndata (and mudata, and shadows' exports) write Zarr format 2 for "zarr2", else 3, meanwhile."""
+    previous = ad.settings.zarr_write_format
+    ad.settings.zarr_write_format = 2 if fmt == "zarr2" else 3
+    try:
+        yield
+    finally:
+        ad.settings.zarr_write_format = previous
+
+
 def write(adata: ad.AnnData, path: Path, fmt: str) -> Path:
     """Write ``adata`` in ``fmt`` (h5ad, zarr2, zarr3) with the installed anndata."""
     with warnings.catch_warnings():
@@ -75,12 +88,8 @@ def write(adata: ad.AnnData, path: Path, fmt: str) -> Path:
         if fmt == "h5ad":
             adata.write_h5ad(path)
         else:
-            previous = ad.settings.zarr_write_format
-            ad.settings.zarr_write_format = 2 if fmt == "zarr2" else 3
-            try:
+            with zarr_format(fmt):
                 adata.write_zarr(path)
-            finally:
-                ad.settings.zarr_write_format = previous
     return path
 
 

@@ -17,7 +17,7 @@ import zarr
 from anndata.io import read_elem
 from packaging.version import Version
 
-from conftest import make_adata
+from conftest import make_adata, zarr_format
 from helpers import assert_mudata_matches, assert_shadow_matches, assert_value_equal, count_reads
 from shadows import AnnDataShadow, MuDataShadow, NotMuDataError
 
@@ -64,12 +64,8 @@ def write_mudata(mdata: mudata.MuData, path: Path, fmt: str) -> Path:
         if fmt == "h5mu":
             mdata.write_h5mu(path)
         else:
-            previous = ad.settings.zarr_write_format
-            ad.settings.zarr_write_format = 2 if fmt == "zarr2" else 3
-            try:
+            with zarr_format(fmt):
                 mdata.write_zarr(path)
-            finally:
-                ad.settings.zarr_write_format = previous
     return path
 
 
@@ -498,12 +494,8 @@ def test_export_writes_a_mudata_equal_to_mudatas_view(mu_path, tmp_path, key):
     if mu_path.suffix == ".h5mu":
         view.write_h5mu(out)
     else:
-        previous = ad.settings.zarr_write_format
-        ad.settings.zarr_write_format = 2 if "zarr2" in mu_path.name else 3
-        try:
+        with zarr_format("zarr2" if "zarr2" in mu_path.name else "zarr3"):
             view.write_zarr(out)
-        finally:
-            ad.settings.zarr_write_format = previous
     expected = read_mudata(mu_path)[index]
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # mudata warns about files it did not write

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from conftest import read_oracle
+from conftest import make_adata, read_oracle, suffix, write
 from helpers import assert_shadow_matches, assert_value_equal
 from shadows import AnnDataShadow
 
@@ -123,3 +123,15 @@ def test_modes_and_close(path, tmp_path):
 
         with pytest.raises(FileBusyError, match="open elsewhere"):
             AnnDataShadow(path, mode="r+")  # `shadow` still holds it read-only
+
+
+def test_a_file_without_raw(fmt, tmp_path):
+    # anndata writes a missing raw to Zarr as a null element: the shadow's raw is None too
+    adata = make_adata()
+    adata.raw = None
+    path = write(adata, tmp_path / f"noraw{suffix(fmt)}", fmt)
+    shadow = AnnDataShadow(path)
+    assert shadow.raw is None and "raw" not in repr(shadow)
+    assert_shadow_matches(shadow, read_oracle(path))
+    shadow[:10].write_h5ad(tmp_path / "out.h5ad")
+    assert read_oracle(tmp_path / "out.h5ad").raw is None

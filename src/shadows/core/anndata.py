@@ -8,7 +8,6 @@ from typing import Any
 import anndata
 import numpy as np
 
-from shadows.backends.fileref import suffix_format
 from shadows.core import view_categories
 from shadows.core.aligned import ElementMapping
 from shadows.core.base import READ_ONLY_MESSAGE, ShadowBase
@@ -49,16 +48,6 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
     _LAYOUT = AnnDataLayout
     _SLOTS = tuple(SLOT_AXES)
     _KIND = "AnnData"
-
-    def __init__(
-        self,
-        filepath: str | os.PathLike,
-        array_backend: str = "numpy",
-        table_backend: str = "pandas",
-        mode: str = "r",
-        format: str | None = None,
-    ):
-        self._open(filepath, array_backend, table_backend, mode, format)
 
     # -- what AnnData's views change besides slicing -------------------------------------------
 
@@ -131,7 +120,7 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
     @property
     def raw(self) -> RawShadow | None:
         """The raw slot, or ``None`` when the file has none."""
-        if not (self._layout.has("raw") or self._layout.has("raw/X")):
+        if not self._layout.has_raw:
             return None
         if "raw" not in self._graphs:
             self._graphs["raw"] = RawShadow(self)
@@ -176,17 +165,6 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
             adata.raw = self.raw.to_adata()
         return adata
 
-    def copy(self, filename: str | None = None) -> anndata.AnnData | AnnDataShadow:
-        """An in-memory copy (``to_memory()``); with ``filename``, the shadow written there (out of core,
-        as :meth:`write_h5ad`/:meth:`write_zarr` by its suffix) and opened as a new shadow.
-        """
-        if filename is None:
-            return self.to_memory()
-        fmt = suffix_format(filename) or "hdf5"
-        export(self, filename, fmt)
-        return AnnDataShadow(filename, array_backend=self._array_backend.name,
-                             table_backend=self._table_backend.name, format=fmt)
-
     def write_h5ad(self, filename: str | os.PathLike, *, progress: bool = False, **_: Any) -> None:
         """Write this shadow (or view: only its selection) to a new ``.h5ad`` file, out of core.
 
@@ -194,10 +172,6 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
         anndata's compression options are not supported and ignored.
         """
         export(self, filename, "hdf5", progress=progress)
-
-    def write_zarr(self, store: str | os.PathLike, *, progress: bool = False, **_: Any) -> None:
-        """Write this shadow (or view) to a new Zarr store (format from ``anndata.settings``), out of core."""
-        export(self, store, "zarr", progress=progress)
 
     def __getitem__(self, index: Any) -> AnnDataShadow:
         """A view (see :meth:`ShadowBase._view_of`); ``type(view) is AnnDataShadow``."""

@@ -16,6 +16,7 @@ import pandas as pd
 
 from shadows import convert
 from shadows.backends import FileRef, resolve
+from shadows.backends.fileref import suffix_format
 from shadows.cache import ElementCache
 from shadows.core.aligned import ElementMapping, UnsMapping
 from shadows.core.connection import Connection, check_mode
@@ -33,6 +34,7 @@ from shadows.indexing.apply import (
 )
 from shadows.indexing.keys import as_positions, as_slice_or_array
 from shadows.writing import DELETED, ColumnChange, ElementChange, commit
+from shadows.writing.export import export
 
 READ_ONLY_MESSAGE = (
     "File is open in read-only mode. Changes can't be pushed. Reopen it with .reopen('r+') to enable writing."
@@ -56,8 +58,14 @@ class ShadowBase:
 
     # -- construction ----------------------------------------------------------------------------
 
-    def _open(self, filepath: str | os.PathLike, array_backend: str, table_backend: str, mode: str,
-              format: str | None) -> None:
+    def __init__(
+        self,
+        filepath: str | os.PathLike,
+        array_backend: str = "numpy",
+        table_backend: str = "pandas",
+        mode: str = "r",
+        format: str | None = None,
+    ):
         check_mode(mode)
         ref = resolve(filepath, format)
         arrays, tables = convert.array_backend(array_backend), convert.table_backend(table_backend)
@@ -523,6 +531,25 @@ class ShadowBase:
         if clear_cache:
             self.clear_cache()
         return self
+
+    # -- copies and exports ---------------------------------------------------------------------
+
+    def copy(self, filename: str | os.PathLike | None = None) -> Any:
+        """An in-memory copy (``to_memory()``); with ``filename``, this shadow (or view) written there out
+        of core (HDF5 or Zarr by the suffix) and opened as a new shadow with the same backends.
+        """
+        if filename is None:
+            return self.to_memory()
+        fmt = suffix_format(filename) or "hdf5"
+        export(self, filename, fmt)
+        return type(self)(filename, array_backend=self._array_backend.name, table_backend=self._table_backend.name,
+                          format=fmt)
+
+    def write_zarr(self, store: str | os.PathLike, *, progress: bool = False, **_: Any) -> None:
+        """Write this shadow (or view: only its selection) to a new Zarr store, out of core (Zarr format
+        from ``anndata.settings.zarr_write_format``; anndata's compression options are ignored).
+        """
+        export(self, store, "zarr", progress=progress)
 
     # -- views and pickling ----------------------------------------------------------------------
 

@@ -183,6 +183,13 @@ class AnnDataLayout(Layout):
         self._fold_legacy_categories()
         self._fold_adjacency()
 
+    @property
+    def has_raw(self) -> bool:
+        """Whether the AnnData has a raw slot (anndata writes a missing raw to Zarr as a null element)."""
+        if self.has("raw/X"):
+            return True
+        return self.has("raw") and nodes.is_group(self._node("raw"))
+
     def _fold_legacy_raw(self) -> None:
         if "raw" in self.keys:
             return

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from shadows.backends import FileRef
-from shadows.backends.fileref import suffix_format
 from shadows.core.anndata import AnnDataShadow
 from shadows.core.base import ShadowBase
 from shadows.core.layout import MuDataLayout
@@ -93,16 +92,6 @@ class MuDataShadow(ShadowBase, _MuDataBase):
     _LAYOUT = MuDataLayout
     _SLOTS = MUDATA_SLOTS
     _KIND = "MuData"
-
-    def __init__(
-        self,
-        filepath: str | os.PathLike,
-        array_backend: str = "numpy",
-        table_backend: str = "pandas",
-        mode: str = "r",
-        format: str | None = None,
-    ):
-        self._open(filepath, array_backend, table_backend, mode, format)
 
     def _init_memory(self) -> None:
         super()._init_memory()
@@ -276,21 +265,7 @@ class MuDataShadow(ShadowBase, _MuDataBase):
             **slots,
         )
 
-    def copy(self, filename: str | None = None):
-        """An in-memory copy (``to_memory()``); with ``filename``, the shadow written there (out of core,
-        h5mu or Zarr by its suffix) and opened as a new MuDataShadow.
-        """
-        if filename is None:
-            return self.to_memory()
-        fmt = suffix_format(filename) or "hdf5"
-        export(self, filename, fmt)
-        return MuDataShadow(filename, array_backend=self._array_backend.name,
-                            table_backend=self._table_backend.name, format=fmt)
-
     def write_h5mu(self, filename: str | os.PathLike, *, progress: bool = False, **_: Any) -> None:
         """Write this shadow (or view: only its selection) to a new ``.h5mu`` file, out of core."""
         export(self, filename, "hdf5", progress=progress)
 
-    def write_zarr(self, store: str | os.PathLike, *, progress: bool = False, **_: Any) -> None:
-        """Write this shadow (or view) to a new MuData Zarr store, out of core."""
-        export(self, store, "zarr", progress=progress)

@@ -12,6 +12,10 @@ metadata (when the store has it) is rewritten; zarr writes each metadata file at
 
 A new obs/var column is linked into its dataframe group first and then named in ``column-order``;
 anndata reads only the columns listed there, so until that last step the column is absent.
+
+Replacing a stored element: in Zarr the new folder and the old one are swapped in one atomic call on
+Linux (two renames elsewhere). In HDF5 the old link is removed and the new one created between two
+flushes: both changes reach the file in the same flush of HDF5's metadata cache.
 """
 
 from __future__ import annotations
@@ -109,6 +113,26 @@ def _allow_nullable_strings(anndata: Any) -> Iterator[None]:
         settings.allow_write_nullable_strings = previous
 
 
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where that is unavailable.
+
+    Python's ``os`` has no such call; without it replacing a folder takes two renames, and a writer
+    killed between them leaves the element absent.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+    return done
+
+
 class Hdf5Commit:
     """Atomic element commits into an h5py.File open for writing."""
 
@@ -150,6 +174,7 @@ class Hdf5Commit:
             return
         built = self._build(change.value, name)
         parent = self._parent(parent_path)
+        self.file.flush()  # the new element is in the file, unreachable; unlink and link go in one flush
         if name in parent:
             del parent[name]  # replacing: the unlink and the link below follow each other
         parent[name] = built
@@ -222,8 +247,9 @@ class ZarrCommit:
     def _move_into_place(self, built: Path, path: str) -> None:
         target = self.store / path
         if target.exists():
-            trash = self.scratch_path / f"replaced-{uuid.uuid4().hex}"
-            os.rename(target, trash)
+            if exchange(built, target):  # the old element now lies in the scratch folder
+                return
+            os.rename(target, self.scratch_path / f"replaced-{uuid.uuid4().hex}")
         os.rename(built, target)
 
     def _remove(self, path: str) -> None:
