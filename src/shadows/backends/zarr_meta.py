@@ -196,6 +196,11 @@ class ZarrMetadata:
         return self.children("")
 
     @property
+    def consolidated(self) -> bool:
+        """Whether the store has consolidated metadata (what it was read from)."""
+        return self._consolidated
+
+    @property
     def attrs(self) -> dict[str, Any]:
         """The root group's attributes."""
         return self[""].attrs

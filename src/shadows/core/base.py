@@ -232,7 +232,8 @@ class ShadowBase:
 
     def _staging_mapping(self, slot: str) -> ElementMapping | None:
         """The mapping of ``slot`` (a slot or a nested uns level) if this shadow has built it."""
-        return self._slots.get(slot) or self._uns_levels.get(slot)
+        mapping = self._slots.get(slot)
+        return mapping if mapping is not None else self._uns_levels.get(slot)
 
     def _select_staged(self, slot: str, value: Any) -> Any:
         """A root's staged ``value`` as this view sees it: sliced along the slot's aligned axes."""

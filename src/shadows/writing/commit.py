@@ -94,7 +94,8 @@ def _write_elem(group: Any, name: str, value: Any) -> None:
     import anndata
     from anndata.io import write_elem
 
-    # obs columns of pandas' string dtype are written as anndata >= 0.11 writes them
+    # anndata 0.12 refuses pandas' string arrays (obs columns of dtype "string") unless opted in, for the
+    # sake of readers older than anndata 0.11; a column users assigned must not fail to write
     with _allow_nullable_strings(anndata):
         write_elem(group, name, value)
 
@@ -129,8 +130,7 @@ def exchange(a: Path, b: Path) -> bool:
     if renameat2 is None:
         return False
     at_fdcwd, rename_exchange = -100, 2
-    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-    return done
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 class Hdf5Commit:
@@ -295,7 +295,7 @@ def commit(connection: Any, elements: list[ElementChange], columns: list[ColumnC
     if connection.format == "hdf5":
         writer: Hdf5Commit | ZarrCommit = Hdf5Commit(connection.handle)
     else:
-        writer = ZarrCommit(connection.path, consolidated=bool(connection.handle._consolidated))
+        writer = ZarrCommit(connection.path, consolidated=connection.handle.consolidated)
     try:
         for change in elements:
             writer.element(change)
