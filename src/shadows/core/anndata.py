@@ -150,10 +150,7 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
 
     def to_memory(self) -> anndata.AnnData:
         """A real in-memory AnnData with every element read (equal to anndata's own read)."""
-        plain = {}
-        for slot in SLOT_AXES:
-            mapping = self._slots[slot]
-            plain[slot] = {k: (mapping[k] if mapping.is_staged(k) else self._plain(f"{slot}/{k}")) for k in mapping}
+        plain = {slot: self._slot_values(slot, self._plain) for slot in self._SLOTS}
         adata = anndata.AnnData(
             X=to_plain(self._plain("X")) if self._layout.has("X") else None,
             obs=self._plain("obs"),

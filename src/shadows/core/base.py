@@ -8,6 +8,7 @@ rules for views.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar
 
@@ -436,6 +437,11 @@ class ShadowBase:
         """Drop every element held in memory so its memory is freed (in-memory additions stay)."""
         self._cache.clear()
 
+    def _slot_values(self, slot: str, read: Callable[[str], Any]) -> dict[str, Any]:
+        """Every value of ``slot``: staged ones as assigned (sliced in a view), stored ones by ``read(rel)``."""
+        mapping = self._slots[slot]
+        return {k: (mapping[k] if mapping.is_staged(k) else read(f"{slot}/{k}")) for k in mapping}
+
     def _stored_element_paths(self) -> list[str]:
         paths = [p for p in ("X", *FRAMES) if self._layout.has(p)]
         for slot in self._SLOTS:
@@ -466,7 +472,7 @@ class ShadowBase:
             stored = set(getattr(self._layout, frame).columns)
             changed = {**dict.fromkeys(self._deleted_columns[frame], DELETED), **self._staged_columns[frame]}
             for key, values in changed.items():
-                columns.append(ColumnChange(self._layout.path(frame), key, values, self._names(frame), key in stored,
+                columns.append(ColumnChange(self._layout.path(frame), key, values, key in stored,
                                             partial(self._column_written, frame, key)))
         return elements, columns
 

@@ -252,10 +252,7 @@ class MuDataShadow(ShadowBase, _MuDataBase):
                                           "pip install mudata")
         import mudata
 
-        slots = {}
-        for slot in MUDATA_SLOTS:
-            mapping = self._slots[slot]
-            slots[slot] = {k: (mapping[k] if mapping.is_staged(k) else self._plain(f"{slot}/{k}")) for k in mapping}
+        slots = {slot: self._slot_values(slot, self._plain) for slot in self._SLOTS}
         return mudata.MuData(
             {name: modality.to_memory() for name, modality in self.mod.items()},
             obs=self._plain("obs"),

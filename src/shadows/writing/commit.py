@@ -67,7 +67,6 @@ class ColumnChange:
     frame_path: str
     key: str
     values: pd.Series
-    index: pd.Index
     replaces: bool
     written: Callable[[], None]
 
@@ -80,7 +79,7 @@ def _split(path: str) -> tuple[str, str]:
 def _one_column_frame(change: ColumnChange) -> pd.DataFrame:
     values = change.values
     array = values.array if isinstance(values, pd.Series) else values
-    return pd.DataFrame({change.key: array}, index=pd.RangeIndex(len(change.index)))
+    return pd.DataFrame({change.key: array}, index=pd.RangeIndex(len(array)))
 
 
 def _column_order(attrs: Any) -> list[str]:
@@ -180,14 +179,17 @@ class Hdf5Commit:
         parent[name] = built
         self.file.flush()
 
-    def column(self, change: ColumnChange) -> None:
+    @staticmethod
+    def _set_column_order(frame: Any, order: list[str]) -> None:
         import h5py
 
+        frame.attrs.create("column-order", data=np.array(order, dtype=object), dtype=h5py.string_dtype())
+
+    def column(self, change: ColumnChange) -> None:
         frame = self.file[change.frame_path]
         order = _column_order(frame.attrs)
         if change.values is DELETED:  # unnamed first, so anndata no longer reads it, then unlinked
-            order = [c for c in order if c != change.key]
-            frame.attrs.create("column-order", data=np.array(order, dtype=object), dtype=h5py.string_dtype())
+            self._set_column_order(frame, [c for c in order if c != change.key])
             del frame[change.key]
             self.file.flush()
             return
@@ -196,8 +198,7 @@ class Hdf5Commit:
             del frame[change.key]
         frame[change.key] = built
         if change.key not in order:
-            frame.attrs.create("column-order", data=np.array([*order, change.key], dtype=object),
-                               dtype=h5py.string_dtype())
+            self._set_column_order(frame, [*order, change.key])
         self.file.flush()
 
     def finish(self) -> None:

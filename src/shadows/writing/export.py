@@ -13,11 +13,11 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shadows.errors import ShadowsError
-from shadows.indexing.apply import ALIGNED_SLOT_AXES
 from shadows.writing.commit import _write_elem
 from shadows.writing.streams import is_dask, write_streamed
 
@@ -52,28 +52,27 @@ def _matrix(shadow: ShadowBase, rel: str) -> Any:
     return shadow._graph(rel)
 
 
-def _write_slots(shadow: ShadowBase, target: Any, slots: tuple[str, ...]) -> None:
-    for slot in slots:
-        mapping = shadow._slots[slot]
+def _write_annotations(shadow: ShadowBase, target: Any, attrs: dict[str, Any]) -> None:
+    """What AnnData and MuData groups share: their encoding, obs, var, the aligned slots and uns."""
+    for key, value in attrs.items():
+        target.attrs[key] = value
+    _write_elem(target, "obs", shadow._plain("obs"))
+    _write_elem(target, "var", shadow._plain("var"))
+    for slot in shadow._SLOTS:
         group = _group(target, slot, DICT_ENCODING)
-        for key in mapping:
-            value = mapping[key] if mapping.is_staged(key) else _matrix(shadow, f"{slot}/{key}")
+        for key, value in shadow._slot_values(slot, partial(_matrix, shadow)).items():
             _put(group, key, value)
+    _write_elem(target, "uns", shadow.uns.materialize())
 
 
 def write_anndata(shadow: ShadowBase, target: Any) -> None:
     """Every element of an AnnData shadow (or view) into the group ``target``."""
     from shadows.elements.sparse_chunk import to_plain
 
-    for key, value in {"encoding-type": "anndata", "encoding-version": "0.1.0"}.items():
-        target.attrs[key] = value
-    _write_elem(target, "obs", shadow._plain("obs"))
-    _write_elem(target, "var", shadow._plain("var"))
+    _write_annotations(shadow, target, {"encoding-type": "anndata", "encoding-version": "0.1.0"})
     if shadow._layout.has("X"):
         x = _matrix(shadow, "X")
         _put(target, "X", x if is_dask(x) else to_plain(x))
-    _write_slots(shadow, target, tuple(s for s in ALIGNED_SLOT_AXES if s in shadow._slots))
-    _write_elem(target, "uns", shadow.uns.materialize())
     raw = shadow.raw
     if raw is not None:
         group = _group(target, "raw", {"encoding-type": "raw", "encoding-version": "0.1.0"})
@@ -84,13 +83,7 @@ def write_anndata(shadow: ShadowBase, target: Any) -> None:
 
 def write_mudata(shadow: ShadowBase, target: Any) -> None:
     """Every element of a MuData shadow (or view) and of its modalities into the group ``target``."""
-    attrs = {"encoding-type": "MuData", "encoding-version": "0.1.0", "axis": shadow.axis}
-    for key, value in attrs.items():
-        target.attrs[key] = value
-    _write_elem(target, "obs", shadow._plain("obs"))
-    _write_elem(target, "var", shadow._plain("var"))
-    _write_slots(shadow, target, tuple(s for s in ALIGNED_SLOT_AXES if s in shadow._slots))
-    _write_elem(target, "uns", shadow.uns.materialize())
+    _write_annotations(shadow, target, {"encoding-type": "MuData", "encoding-version": "0.1.0", "axis": shadow.axis})
     mods = target.create_group("mod")
     mods.attrs["mod-order"] = list(shadow.mod)
     for name, modality in shadow.mod.items():

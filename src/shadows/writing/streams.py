@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from shadows.backends.nodes import is_hdf5
 from shadows.errors import ShadowsError
 
 ARRAY_ENCODING = {"encoding-type": "array", "encoding-version": "0.2.0"}
@@ -47,14 +48,14 @@ def _set_attrs(node: Any, attrs: dict[str, Any]) -> None:
 def _create_array(group: Any, name: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...]) -> Any:
     """A dataset (h5py) or array (zarr) to be filled region by region."""
     chunks = tuple(max(1, min(c, n)) for c, n in zip(chunks, shape, strict=True)) if all(shape) else None
-    if hasattr(group, "create_dataset") and type(group).__module__.startswith("h5py"):
+    if is_hdf5(group):
         return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks)
     return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks or (1,) * len(shape))
 
 
 def _lock_for(group: Any) -> Any:
     """h5py serializes calls anyway; an explicit lock keeps dask's threads from interleaving writes."""
-    return threading.Lock() if type(group).__module__.startswith("h5py") else False
+    return threading.Lock() if is_hdf5(group) else False
 
 
 def _regular(array: Any) -> Any:
