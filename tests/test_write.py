@@ -371,3 +371,23 @@ def test_a_killed_replacement_leaves_the_old_element_or_the_new_one(fmt, tmp_pat
     assert {k: v for k, v in after.items() if k in before} == before
     dense = read_oracle(path).layers["dense"]  # present: the old values or the new ones, never a mix
     assert np.array_equal(dense, old) or np.all(dense == 7.0)
+
+
+def test_writes_run_locally_while_a_distributed_client_is_the_default(tmp_path):
+    """A cluster's process workers cannot hold this process's open file: writes never go to them."""
+    distributed = pytest.importorskip("distributed")
+    paths = {fmt: write(make_adata(), tmp_path / f"d_{fmt}{suffix(fmt)}", fmt) for fmt in ("h5ad", "zarr3")}
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None)
+    with cluster, distributed.Client(cluster):
+        for fmt, path in paths.items():
+            shadow = AnnDataShadow(path, mode="r+", array_backend="dask")
+            shadow.layers["log"] = np.log1p(shadow.X)
+            shadow.obsm["dense"] = da.ones((60, 4), chunks=(7, 4))
+            shadow.write()
+            shadow[::2].write_h5ad(tmp_path / f"view_{fmt}.h5ad")
+            shadow.close()
+    for fmt, path in paths.items():
+        written, view = read_oracle(path), read_oracle(tmp_path / f"view_{fmt}.h5ad")
+        assert_value_equal(written.layers["log"], np.log1p(written.X), f"{fmt} layers/log")
+        assert_value_equal(view.layers["log"], np.log1p(written.X[::2]), f"{fmt} view layers/log")
+        assert_value_equal(view.obsm["dense"], np.ones((30, 4)), f"{fmt} view obsm/dense")
