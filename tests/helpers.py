@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -139,3 +141,31 @@ def assert_mudata_matches(shadow, oracle) -> None:
     assert_value_equal(shadow.uns.materialize(), dict(oracle.uns), "uns")
     for name, modality in shadow.mod.items():
         assert_shadow_matches(modality, oracle.mod[name])
+
+
+def file_digest(path: Path) -> str:
+    """A hash of every byte of a file, or of every file of a Zarr store (names included)."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path.parent)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def element_digests(path: Path) -> dict[str, str]:
+    """A digest of every stored array's values (format-agnostic), by path inside the file."""
+    digests = {}
+    if path.is_file():
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, node: digests.__setitem__(name, hashlib.sha256(
+                np.asarray(node[()]).tobytes() if node.dtype.kind != "O" else repr(node[()]).encode()).hexdigest())
+                if isinstance(node, h5py.Dataset) else None)
+        return digests
+    root = zarr.open_group(path, mode="r", use_consolidated=False)
+    for name, node in root.members(max_depth=None):
+        if isinstance(node, zarr.Array):
+            values = np.asarray(node[...])
+            data = values.tobytes() if values.dtype.kind in "biufc" else repr(values.tolist()).encode()
+            digests[name] = hashlib.sha256(data).hexdigest()
+    return digests

@@ -19,6 +19,8 @@ from shadows.errors import (
     UnknownBackendError,
     UnknownEncodingError,
     UnknownNameError,
+    UnreadableDataError,
+    WriteFailedError,
 )
 
 __all__ = [
@@ -37,5 +39,7 @@ __all__ = [
     "UnknownBackendError",
     "UnknownEncodingError",
     "UnknownNameError",
+    "UnreadableDataError",
+    "WriteFailedError",
 ]
 __version__ = "0.1.0"

@@ -32,6 +32,14 @@ class MalformedElementError(ShadowsError, ValueError):
     """An element is stored, but its parts are missing or inconsistent."""
 
 
+class UnreadableDataError(ShadowsError, OSError):
+    """Stored bytes cannot be read back: a truncated file, a corrupted chunk, a failing disk."""
+
+
+class WriteFailedError(ShadowsError, OSError):
+    """Storage refused a write (disk full, file size limit, I/O error); nothing of the element is visible."""
+
+
 class MissingElementError(ShadowsError, KeyError):
     """A requested element or key is not in the file."""
 

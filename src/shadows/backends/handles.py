@@ -17,19 +17,43 @@ _nodes: dict[tuple[int, str, str, str], Any] = {}
 
 
 def open_hdf5(path: str, mode: str = "r"):
-    """Open an HDF5 file with h5py; a file held elsewhere gets an error that says so."""
+    """Open an HDF5 file with h5py; what h5py refuses gets an error that says why and what to do."""
     import h5py
 
     try:
         return h5py.File(path, mode)
     except OSError as error:
-        if mode == "r" or ("open" not in str(error).lower() and "lock" not in str(error).lower()):
-            raise
-        from shadows.errors import FileBusyError
+        raise _open_error(path, mode, error) from error
 
-        msg = (f"{path}: cannot open for writing (mode {mode!r}): the file is open elsewhere, read-only in "
-               f"this process (another shadow: close() it) or in another process (HDF5 file locking). {error}")
-        raise FileBusyError(msg) from error
+
+def _open_error(path: str, mode: str, error: OSError) -> Exception:
+    """Translate h5py's refusal to open a file (HDF5's wording, matched here) into a shadows error.
+
+    HDF5 (1.10+) takes an OS lock (``flock``) on every file it opens: shared for reading, exclusive for
+    writing; the kernel drops it when the process dies. Files written with superblock version 3
+    (``libver="latest"``) also carry an "open for writing" mark in the file itself, which a killed writer
+    leaves behind.
+    """
+    from shadows.errors import FileBusyError, UnreadableDataError
+
+    text = str(error).lower()
+    if "truncated file" in text:
+        return UnreadableDataError(f"{path}: the file is truncated (shorter than HDF5 recorded it; an interrupted "
+                                   f"copy or download?): {error}")
+    if "already open for write" in text:
+        return FileBusyError(
+            f"{path}: HDF5 marks this file as open for writing (a superblock-v3 file whose writer did not close "
+            "it: killed, or still running elsewhere). If no process is writing it, clear the mark with "
+            f"`h5clear -s {path}` (HDF5's command-line tools) and open it again. Elements committed before "
+            f"the writer stopped are intact. {error}")
+    if mode != "r" and ("lock" in text or "open" in text):
+        return FileBusyError(
+            f"{path}: cannot open for writing (mode {mode!r}): the file is open elsewhere, read-only in this "
+            f"process (another shadow: close() it) or in another process (HDF5 file locking). {error}")
+    if "lock" in text:
+        return FileBusyError(f"{path}: cannot open for reading: another process holds it for writing "
+                             f"(HDF5 file locking). {error}")
+    return UnreadableDataError(f"{path}: HDF5 cannot open this file: {error}")
 
 
 def open_zarr(path: str, mode: str = "r"):

@@ -7,11 +7,14 @@ element readers above stay format-agnostic.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from shadows.backends.zarr_meta import MetaArray, MetaGroup, MetaNode
+from shadows.errors import ShadowsError, UnreadableDataError, element_message
 
 
 def _h5py():
@@ -97,12 +100,43 @@ def numpy_dtype(node: Any) -> np.dtype:
 COALESCE_GAP_ROWS = 1024
 
 
+def location(node: Any) -> tuple[str, str]:
+    """The file (or store) a node lives in and its path inside it, for error messages."""
+    if is_hdf5(node):
+        return node.file.filename, node.name
+    store = getattr(node, "store", None)
+    root = getattr(store, "root", None)
+    return str(root if root is not None else store), str(getattr(node, "path", ""))
+
+
+@contextmanager
+def reading(node: Any) -> Iterator[None]:
+    """Turn a failure of the storage layer under a read into an error naming the file and the element.
+
+    h5py raises OSError for unreadable bytes (a truncated file), Zarr's codecs RuntimeError or
+    ValueError (a corrupted chunk).
+    """
+    try:
+        yield
+    except ShadowsError:
+        raise
+    except (OSError, RuntimeError, ValueError) as error:
+        filename, element = location(node)
+        what = f"cannot read its stored bytes (truncated file or corrupted chunk?): {type(error).__name__}: {error}"
+        raise UnreadableDataError(element_message(filename, element, what)) from error
+
+
 def read(node: Any, selection: Any = ()) -> np.ndarray:
     """Read ``node[selection]`` as numpy; strings come back as an object array of ``str``.
 
     ``selection`` is a basic selection (slices/ints) or an increasing integer array of first-axis
     positions; for HDF5 such an array is read as a few contiguous spans (h5py's point selection is slow).
     """
+    with reading(node):
+        return _read(node, selection)
+
+
+def _read(node: Any, selection: Any) -> np.ndarray:
     if isinstance(selection, np.ndarray) and is_hdf5(node):
         return _read_spans(node, selection)
     if is_hdf5(node):
@@ -128,7 +162,8 @@ def read_into(node: Any, start: int, stop: int, out: np.ndarray, at: int) -> Non
     of a row-sized range, measured here: plain slicing wins.)
     """
     if stop > start:
-        out[at : at + stop - start] = node[start:stop]
+        with reading(node):
+            out[at : at + stop - start] = node[start:stop]
 
 
 def row_spans(rows: np.ndarray, gap: int = COALESCE_GAP_ROWS) -> list[tuple[int, int, np.ndarray]]:

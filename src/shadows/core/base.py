@@ -519,7 +519,7 @@ class ShadowBase:
         """
         if self.is_view:
             msg = (f"{self.filename}: a view cannot be written to its file; write the shadow it was taken "
-                   "from, or export the view with .to_memory()")
+                   "from, or export the view with .write_h5ad() / .write_zarr()")
             raise ReadOnlyError(msg)
         if self._mode == "r":
             raise ReadOnlyError(READ_ONLY_MESSAGE)
@@ -533,8 +533,10 @@ class ShadowBase:
         if elements or columns:
             try:
                 commit(self._conn, elements, columns)
-            finally:
-                self._conn.open(self._conn.mode)  # read the new layout; drop handles to replaced nodes
+            except BaseException:
+                self._conn.recover()
+                raise
+            self._conn.open(self._conn.mode)  # read the new layout; drop handles to replaced nodes
         if clear_cache:
             self.clear_cache()
         return self

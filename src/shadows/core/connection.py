@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from shadows.backends.handles import open_file, open_metadata, release
+from shadows.writing.commit import check_no_zarr_writer
 
 MODES = ("r", "r+")
 
@@ -51,9 +52,19 @@ class Connection:
             # HDF5 refuses to open a file for writing while this process holds it open read-only: drop
             # the read handles graph tasks keep (they reopen, sharing the writable handle).
             release(self.path)
+            if self.format == "zarr":
+                check_no_zarr_writer(self.path)
         self.handle = open_metadata(self.path, self.format, mode)
         self.mode = mode
         self.generation += 1
+
+    def recover(self) -> None:
+        """Reopen after a failed write: HDF5 may refuse to close cleanly what it could not write."""
+        try:
+            self.close()
+        except (OSError, RuntimeError):
+            self.handle = None  # h5py closes the file id when the object goes; readers open anew
+        self.open(self.mode)
 
     def close(self) -> None:
         """Close the handles (graph tasks keep working: they reopen the file by path)."""

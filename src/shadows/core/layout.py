@@ -25,6 +25,7 @@ from shadows.errors import (
     NotMuDataError,
     element_message,
 )
+from shadows.indexing.apply import ALIGNED_SLOT_AXES
 
 _ADJACENCY_KEYS = ("distances", "connectivities")
 
@@ -125,8 +126,27 @@ class Layout:
             spec = StructuredFieldSpec.from_field(self.ref, self._node(field[0]), self.path(field[0]), field[1])
         else:
             spec = describe(self.ref, self._node(rel), self.path(rel))
+        self._check_alignment(rel, spec)
         self._specs[rel] = spec
         return spec
+
+    def _check_alignment(self, rel: str, spec: ElementSpec) -> None:
+        """An element aligned to obs/var (X, layers, obsm, obsp, ...) must have their lengths."""
+        head, _, key = rel.partition("/")
+        if rel == "X":
+            axes: tuple[int, ...] = (0, 1)
+        elif head in ALIGNED_SLOT_AXES and key and "/" not in key:
+            axes = ALIGNED_SLOT_AXES[head]
+        else:
+            return
+        sizes = (self.n_obs, self.n_vars)
+        expected = tuple(sizes[a] for a in axes)
+        got = tuple(spec.shape[: len(axes)])
+        if got != expected:
+            names = " × ".join(("observations", "variables")[a] for a in axes)
+            what = (f"stored with shape {tuple(spec.shape)}, but the file has {expected} ({names}): "
+                    "its leading dimensions must match")
+            raise MalformedElementError(element_message(self.ref.display, rel, what))
 
     def children(self, rel: str) -> list[str]:
         """Keys of a mapping element (a slot like obsm, or a nested uns dict), from metadata."""

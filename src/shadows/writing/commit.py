@@ -21,6 +21,7 @@ flushes: both changes reach the file in the same flush of HDF5's metadata cache.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import io
 import os
@@ -34,10 +35,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shadows.errors import FileBusyError
+from shadows.errors import FileBusyError, ShadowsError, WriteFailedError, element_message
 from shadows.writing.streams import is_dask, write_streamed
 
 ZARR_SCRATCH = ".shadows-tmp"
+#: Extra bytes reserved for HDF5's own structures (object headers, chunk indexes) with each element.
+RESERVE_MARGIN = 2**20
 
 
 class _Deleted:
@@ -144,12 +147,34 @@ class Hdf5Commit:
 
         scratch = self.file.create_group(None)
         if is_dask(value):
-            write_streamed(scratch, name, value)
+            write_streamed(scratch, name, value, reserve=self._reserve)
         else:
-            with h5py.File(io.BytesIO(), "w") as memory:
+            buffer = io.BytesIO()
+            with h5py.File(buffer, "w") as memory:
                 _write_elem(memory, name, value)
+                memory.flush()
+                self._reserve(buffer.getbuffer().nbytes)
                 memory.copy(memory[name], scratch, name=name)
         return scratch[name]
+
+    def _reserve(self, nbytes: int) -> None:
+        """Allocate disk space for ``nbytes`` more at the end of the file before HDF5 writes them.
+
+        HDF5 records the file's new end before writing what lies there: if a write then fails for want
+        of space, the file is left shorter than recorded and HDF5 refuses to open it ("truncated
+        file"). Reserving first makes a full disk fail here, before HDF5 has changed anything. HDF5 trims
+        unused space when it closes the file; a killed writer leaves zeros past the end, which readers
+        ignore.
+        """
+        if not hasattr(os, "posix_fallocate"):  # not on macOS: no reservation there
+            return
+        need = int(nbytes * 1.05) + RESERVE_MARGIN
+        fd = os.open(self.file.filename, os.O_WRONLY)
+        try:
+            end = max(os.fstat(fd).st_size, self.file.id.get_filesize())
+            os.posix_fallocate(fd, end, need)
+        finally:
+            os.close(fd)
 
     def _parent(self, path: str) -> Any:
         """The group at ``path``, created (anonymously, then linked) with the dict encoding if missing."""
@@ -203,6 +228,23 @@ class Hdf5Commit:
 
     def finish(self) -> None:
         self.file.flush()
+
+
+def check_no_zarr_writer(store: str) -> None:
+    """Raise FileBusyError when another process is in the middle of a ``write()`` to the store.
+
+    Writers hold an exclusive ``flock`` on ``.shadows-tmp/lock`` while they commit; the kernel drops it
+    when the writer exits or is killed, so a stale lock file never blocks anyone.
+    """
+    lock_path = Path(store) / ZARR_SCRATCH / "lock"
+    if not lock_path.exists():
+        return
+    with open(lock_path) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileBusyError(f"{store}: cannot open for writing: another process is writing to this Zarr "
+                                "store; open it 'r' to read, or retry when that write is done") from None
 
 
 class ZarrCommit:
@@ -292,17 +334,26 @@ class ZarrCommit:
 
 
 def commit(connection: Any, elements: list[ElementChange], columns: list[ColumnChange]) -> None:
-    """Write every change through ``connection`` (open for writing), one atomic commit each."""
+    """Write every change through ``connection`` (open for writing), one atomic commit each.
+
+    Raises
+    ------
+    WriteFailedError
+        Storage refused a write (disk full, file size limit, I/O error): the element being written is not
+        visible, the ones committed before it are.
+    """
     if connection.format == "hdf5":
         writer: Hdf5Commit | ZarrCommit = Hdf5Commit(connection.handle)
     else:
         writer = ZarrCommit(connection.path, consolidated=connection.handle.consolidated)
     try:
         for change in elements:
-            writer.element(change)
+            with _naming_failures(connection.path, change.path):
+                writer.element(change)
             change.written()
         for change in columns:
-            writer.column(change)
+            with _naming_failures(connection.path, f"{change.frame_path}/{change.key}"):
+                writer.column(change)
             change.written()
     except BaseException:
         if isinstance(writer, ZarrCommit):
@@ -313,3 +364,33 @@ def commit(connection: Any, elements: list[ElementChange], columns: list[ColumnC
             writer.abort()
         raise
     writer.finish()
+
+
+#: errno values that mean "storage is full", and how to say so
+_FULL = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "the file size limit was reached",
+         errno.EDQUOT: "the disk quota is exceeded"}
+
+
+@contextlib.contextmanager
+def _naming_failures(path: str, element: str) -> Iterator[None]:
+    """Turn a storage failure while writing ``element`` into a WriteFailedError that names it.
+
+    Errors of the staged value's own computation pass through unchanged. h5py reports failed writes as
+    OSError or RuntimeError with HDF5's text (which carries the errno), zarr as OSError.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError) as error:
+        if isinstance(error, ShadowsError):
+            raise
+        code = getattr(error, "errno", None)
+        text = str(error)
+        if code is None:
+            code = next((c for c in _FULL if f"errno = {c}," in text), None)
+        is_storage = isinstance(error, OSError) or code is not None or "write failed" in text
+        if not is_storage:
+            raise
+        reason = _FULL.get(code, "storage refused the write")
+        what = (f"writing failed: {reason}. Nothing of this element is visible in the file; elements committed "
+                f"before it are ({type(error).__name__}: {text.splitlines()[0] if text else code})")
+        raise WriteFailedError(element_message(path, element, what)) from error

@@ -14,6 +14,7 @@ anndata 0.8; everything else is encoded by anndata itself (see :mod:`shadows.wri
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from shadows.backends.nodes import is_hdf5
 from shadows.errors import ShadowsError
 
 ARRAY_ENCODING = {"encoding-type": "array", "encoding-version": "0.2.0"}
+Reserve = Callable[[int], None]
 #: Rows (or columns) per written block are chosen so a dense block holds about this many bytes.
 TARGET_BLOCK_BYTES = 16 * 2**20
 
@@ -79,11 +81,13 @@ def _regular(array: Any) -> Any:
     return array.rechunk((rows, *array.shape[1:]))
 
 
-def write_dense(group: Any, name: str, array: Any) -> None:
+def write_dense(group: Any, name: str, array: Any, reserve: Reserve | None = None) -> None:
     """Write a dense dask array as ``group[name]`` (encoding "array")."""
     import dask.array as da
 
     array = _regular(array)
+    if reserve is not None:
+        reserve(int(array.nbytes))
     target = _create_array(group, name, array.shape, array.dtype, tuple(c[0] for c in array.chunks))
     da.store(array, target, lock=_lock_for(group), scheduler=_scheduler_for(group))
     _set_attrs(target, ARRAY_ENCODING)
@@ -114,7 +118,7 @@ class _SparseRegions:
         return block.nnz
 
 
-def write_sparse(group: Any, name: str, array: Any) -> None:
+def write_sparse(group: Any, name: str, array: Any, reserve: Reserve | None = None) -> None:
     """Write a dask array of scipy CSR/CSC chunks as ``group[name]`` (encoding "csr_matrix"/"csc_matrix")."""
     import dask
 
@@ -129,6 +133,9 @@ def write_sparse(group: Any, name: str, array: Any) -> None:
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     nnz = int(offsets[-1])
     index_dtype = np.int64 if max(nnz, *array.shape) > np.iinfo(np.int32).max else np.int32
+    if reserve is not None:
+        index_size = np.dtype(index_dtype).itemsize
+        reserve(nnz * (array.dtype.itemsize + index_size) + (array.shape[axis] + 1) * index_size)
     element = group.create_group(name)
     _set_attrs(element, {"encoding-type": f"{fmt}_matrix", "encoding-version": "0.1.0",
                          "shape": list(array.shape)})
@@ -152,9 +159,13 @@ def _block_nnz(block: Any) -> np.ndarray:
     return np.array([[block.nnz]], dtype=np.int64)
 
 
-def write_streamed(group: Any, name: str, array: Any) -> None:
-    """Write a dask array (dense or sparse chunks) as ``group[name]``."""
+def write_streamed(group: Any, name: str, array: Any, reserve: Reserve | None = None) -> None:
+    """Write a dask array (dense or sparse chunks) as ``group[name]``.
+
+    ``reserve``, when given, is called with the number of bytes the element will take before anything
+    of it is written (HDF5 targets reserve disk space with it: see :mod:`shadows.writing.commit`).
+    """
     if sparse_format(array):
-        write_sparse(group, name, array)
+        write_sparse(group, name, array, reserve)
     else:
-        write_dense(group, name, array)
+        write_dense(group, name, array, reserve)

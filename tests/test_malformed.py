@@ -1,0 +1,253 @@
+"""A corpus of malformed files, built here (never committed), each opened in a fresh process.
+
+Every case must end in an exception of the ``ShadowsError`` family that also inherits the fitting builtin
+and whose message names the file and the broken element, raised on open or on first access of that
+element. A subprocess per case catches what an in-process test cannot: a crash (segfault in a C library),
+a hang (the probe has a time limit), or a memory blow-up (the RSS added by opening is measured).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import h5py
+import numpy as np
+import pytest
+
+from conftest import drop_consolidated, make_adata, suffix, write, zarr_format
+
+#: Opening any file, however broken, may add at most this much to the RSS (issue #6).
+OPEN_RSS_LIMIT = 50 * 2**20
+
+PROBE = r"""
+import json, resource, sys, traceback
+import numpy as np
+import shadows
+path, kind, access = sys.argv[1], sys.argv[2], sys.argv[3]
+cls = shadows.MuDataShadow if kind == "mudata" else shadows.AnnDataShadow
+result = {"stage": "open"}
+def rss():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+before = rss()
+try:
+    s = cls(path)
+    result["open_rss"] = rss() - before
+    result["stage"] = "access"
+    value = eval(access)
+    result["stage"] = "done"
+    result["value"] = repr(type(value))
+except BaseException as error:
+    result["open_rss"] = result.get("open_rss", rss() - before)
+    result["types"] = [c.__module__ + "." + c.__qualname__ for c in type(error).__mro__]
+    result["message"] = str(error)
+    result["traceback"] = traceback.format_exc()
+print(json.dumps(result))
+"""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One malformed input: how to break a valid file, what to touch, and the error expected."""
+
+    name: str
+    formats: tuple[str, ...]
+    breaker: Callable[[Path, str], Path]
+    element: str  # named in the message ("" for the file as a whole)
+    builtin: type[BaseException]
+    access: str = "s.X"  # evaluated with the shadow bound to ``s``
+    kind: str = "anndata"
+
+
+def _valid(path: Path, fmt: str) -> Path:
+    return write(make_adata(), path, fmt)
+
+
+def _zarr_group(path: Path):
+    import zarr
+
+    return zarr.open_group(path, mode="r+", use_consolidated=False)
+
+
+def _set_attr(element: str, key: str, value) -> Callable[[Path, str], Path]:
+    def breaker(path: Path, fmt: str) -> Path:
+        _valid(path, fmt)
+        if fmt == "h5ad":
+            with h5py.File(path, "r+") as f:
+                f[element].attrs[key] = value
+        else:
+            _zarr_group(path)[element].attrs[key] = value
+            drop_consolidated(path)
+        return path
+    return breaker
+
+
+def _delete(element: str) -> Callable[[Path, str], Path]:
+    def breaker(path: Path, fmt: str) -> Path:
+        _valid(path, fmt)
+        if fmt == "h5ad":
+            with h5py.File(path, "r+") as f:
+                del f[element]
+        else:
+            shutil.rmtree(path / element)
+            drop_consolidated(path)
+        return path
+    return breaker
+
+
+def _replace(element: str, value) -> Callable[[Path, str], Path]:
+    """Replace a stored element by another value, encoded by anndata."""
+    def breaker(path: Path, fmt: str) -> Path:
+        _valid(path, fmt)
+        parent, name = element.rsplit("/", 1)
+        if fmt == "h5ad":
+            with h5py.File(path, "r+") as f:
+                del f[element]
+                ad.io.write_elem(f[parent], name, value)
+        else:
+            group = _zarr_group(path)
+            del group[element]
+            with zarr_format(fmt):
+                ad.io.write_elem(group[parent], name, value)
+            drop_consolidated(path)
+        return path
+    return breaker
+
+
+def _empty(path: Path, fmt: str) -> Path:
+    if fmt == "h5ad":
+        path.write_bytes(b"")
+    else:
+        path.mkdir()
+    return path
+
+
+def _random_bytes(path: Path, fmt: str) -> Path:
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    return path
+
+
+def _truncated(path: Path, fmt: str) -> Path:
+    write(make_adata(n_obs=3000, n_vars=50), path, fmt)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+    return path
+
+
+def _hdf5_or_zarr_not_anndata(path: Path, fmt: str) -> Path:
+    if fmt == "h5ad":
+        with h5py.File(path, "w") as f:
+            f["counts"] = np.arange(10)
+    else:
+        import zarr
+
+        group = zarr.open_group(path, mode="w", zarr_format=2 if fmt == "zarr2" else 3)
+        group.create_array("counts", shape=(10,), dtype="i8")
+    return path
+
+
+def _directory_not_zarr(path: Path, fmt: str) -> Path:
+    path.mkdir()
+    (path / "notes.txt").write_text("not a store")
+    (path / "sub").mkdir()
+    return path
+
+
+def _zarr_without_root_metadata(path: Path, fmt: str) -> Path:
+    _valid(path, fmt)
+    for name in (".zgroup", ".zattrs", ".zmetadata", "zarr.json"):
+        if (path / name).exists():
+            (path / name).unlink()
+    return path
+
+
+def _indptr_past_data(path: Path, fmt: str) -> Path:
+    _valid(path, fmt)
+    group = h5py.File(path, "r+") if fmt == "h5ad" else _zarr_group(path)
+    indptr = np.asarray(group["X/indptr"][...])
+    indptr[-1] += 1000
+    group["X/indptr"][...] = indptr
+    if fmt == "h5ad":
+        group.close()
+    return path
+
+
+def _corrupted_chunk(path: Path, fmt: str) -> Path:
+    _valid(path, fmt)
+    chunks = sorted(p for p in (path / "X" / "data").rglob("*") if p.is_file() and not p.name.startswith(".")
+                    and p.name != "zarr.json")
+    chunks[0].write_bytes(b"\x00garbage" * 16)
+    return path
+
+
+def _mudata_without_modality(path: Path, fmt: str) -> Path:
+    mudata = pytest.importorskip("mudata")
+    mdata = mudata.MuData({"rna": make_adata(), "atac": make_adata(seed=1)})
+    if fmt == "h5ad":
+        mdata.write_h5mu(path)
+        with h5py.File(path, "r+") as f:
+            del f["mod/atac"]
+    else:
+        with zarr_format(fmt):
+            mdata.write_zarr(path)
+        shutil.rmtree(path / "mod" / "atac")
+        drop_consolidated(path)
+    return path
+
+
+ALL = ("h5ad", "zarr2", "zarr3")
+ZARR = ("zarr2", "zarr3")
+CORPUS = [
+    Case("empty", ALL[:2], _empty, "", ValueError),
+    Case("random_bytes", ("h5ad",), _random_bytes, "", ValueError),
+    Case("truncated_hdf5", ("h5ad",), _truncated, "", OSError),
+    Case("not_anndata", ALL, _hdf5_or_zarr_not_anndata, "", ValueError),
+    Case("directory_not_zarr", ("zarr3",), _directory_not_zarr, "", ValueError),
+    Case("zarr_without_root_metadata", ZARR, _zarr_without_root_metadata, "", ValueError),
+    Case("unknown_encoding", ALL, _set_attr("X", "encoding-type", "fancy_matrix"), "X", ValueError),
+    Case("sparse_without_indptr", ALL, _delete("X/indptr"), "X/indptr", ValueError),
+    Case("indptr_past_data", ALL, _indptr_past_data, "X/indptr", ValueError),
+    Case("huge_shape", ALL, _set_attr("X", "shape", [10**12, 10**12]), "X/indptr", ValueError),
+    Case("index_names_missing_column", ALL, _set_attr("obs", "_index", "no_such_column"), "obs/no_such_column",
+         ValueError, access="s.obs_names"),
+    Case("obsm_wrong_rows", ALL, _replace("obsm/X_pca", np.ones((59, 5))), "obsm/X_pca", ValueError,
+         access="s.obsm['X_pca']"),
+    Case("corrupted_chunk", ZARR, _corrupted_chunk, "X/data", OSError),
+    Case("missing_modality", ALL, _mudata_without_modality, "mod/atac", KeyError, access="s.mod['atac'].X",
+         kind="mudata"),
+]
+PARAMS = [pytest.param(case, fmt, id=f"{case.name}-{fmt}") for case in CORPUS for fmt in case.formats]
+
+
+def probe(path: Path, kind: str, access: str) -> dict:
+    """Open ``path`` and evaluate ``access`` in a fresh interpreter; what happened, as a dict."""
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    done = subprocess.run([sys.executable, "-c", PROBE, str(path), kind, access], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0, f"the probe crashed (exit {done.returncode}):\n{done.stderr[-3000:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(("case", "fmt"), PARAMS)
+def test_malformed_input_gets_a_clear_error(case: Case, fmt: str, tmp_path):
+    name = "bad" + (".h5mu" if case.kind == "mudata" and fmt == "h5ad" else suffix(fmt))
+    path = case.breaker(tmp_path / name, fmt)
+    result = probe(path, case.kind, case.access)
+    assert result["stage"] != "done", f"no error: {case.access} gave {result.get('value')}"
+    types = result["types"]
+    detail = f"{types[0]}: {result['message']}\n{result['traceback']}"
+    assert "shadows.errors.ShadowsError" in types, detail
+    builtin = f"builtins.{case.builtin.__qualname__}"
+    assert builtin in types, f"not a {builtin}: {detail}"
+    assert name in result["message"], f"the message does not name the file: {detail}"
+    if case.element:
+        assert f"'{case.element}'" in result["message"], f"the message does not name '{case.element}': {detail}"
+    assert result["open_rss"] <= OPEN_RSS_LIMIT, f"opening added {result['open_rss'] / 2**20:.0f} MiB to the RSS"
