@@ -1,4 +1,4 @@
-"""`shadows info` describes a file without loading it."""
+"""`shadows info` describes a file without loading it; `shadows demo` walks through the main job."""
 
 from __future__ import annotations
 
@@ -30,3 +30,21 @@ def test_info_on_legacy_file_and_modality(pbmc_path, tmp_path, capsys):
     mudata.MuData({"rna": make_adata()}).write_h5mu(tmp_path / "m.h5mu")
     assert main(["info", str(tmp_path / "m.h5mu" / "mod" / "rna")]) == 0
     assert "n_obs × n_vars = 60 × 15" in capsys.readouterr().out
+
+
+def test_demo_walks_through_every_step(tmp_path, capsys):
+    import re
+
+    import anndata as ad
+
+    assert main(["demo", "--folder", str(tmp_path), "--cells", "3000", "--genes", "400"]) == 0
+    out = capsys.readouterr().out
+    titles = re.findall(r"^\[(\d+)\] (.*)$", out, flags=re.MULTILINE)
+    assert [int(n) for n, _ in titles] == list(range(1, 10))
+    for words in ("Build an example dataset", "Open it without loading", "lazy repr", "A view of one cell type",
+                  "One gene's values", "A reduction over all of X", "write()", "Load X into memory", "clear_cache"):
+        assert any(words in title for _, title in titles), words
+    assert len(re.findall(r"^    \d+\.\d\d s   memory [\d,]+ MiB \([+-][\d,]+ MiB\)$", out, flags=re.MULTILINE)) == 9
+    assert "100% Completed" in out and "X_proj▲" in out and "repr line: Xᐁ" in out
+    written = ad.read_h5ad(tmp_path / "demo.h5ad")  # the embedding went to the file
+    assert written.obsm["X_proj"].shape == (3000, 2) and written.n_vars == 400

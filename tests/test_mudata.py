@@ -481,9 +481,11 @@ def test_pull_obs_and_pull_var_stage_the_pulled_columns(mu_path):
 def test_notebook_display_reads_no_data(mu_path, monkeypatch):
     shadow = MuDataShadow(mu_path)
     with count_reads(monkeypatch) as reads:
-        assert shadow._repr_html_() is None  # notebooks then show the text repr
-        assert shadow["rna"]._repr_html_() is None
+        html = shadow._repr_html_()
+        modality_html = shadow["rna"]._repr_html_()
     assert sum(reads.values()) == 0
+    assert "MuData Shadow object" in html and "mod['rna']: 60 × 15" in html and "obsmap" in html
+    assert "AnnData Shadow object" in modality_html
 
 
 @pytest.mark.parametrize("key", ["all", "rows", "both"])

@@ -1,4 +1,6 @@
-"""Command line: ``shadows info PATH`` prints what a file holds without loading it."""
+"""Command line: ``shadows info PATH`` prints what a file holds without loading it; ``shadows demo`` walks
+through the main job on a generated dataset.
+"""
 
 from __future__ import annotations
 
@@ -93,7 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     info = commands.add_parser("info", help="describe a .h5ad/.h5mu/.zarr file without loading it")
     info.add_argument("path", help="file or store (one modality of a MuData file: file.h5mu/mod/rna)")
     info.add_argument("--format", choices=["hdf5", "h5", "zarr"], default=None)
+    demo = commands.add_parser("demo", help="build an example dataset and walk through shadows, measuring each step")
+    from shadows import demo as demo_module
+
+    demo_module.add_arguments(demo)
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo_module.main(args)
     if args.command == "info":
         from shadows.errors import ShadowsError
 

@@ -579,10 +579,15 @@ class ShadowBase:
 
         return text_repr(self)
 
-    def _repr_html_(self) -> None:
-        # Notebooks fall back to the text repr when this returns None. Without it a MuData shadow would
-        # inherit mudata's HTML repr, which reads every modality's obs and var to print them.
-        return None
+    def _repr_html_(self) -> str:
+        """Jupyter's rich repr: slots, keys, encodings, shapes and dtypes from metadata (reads no data).
+
+        (mudata's own HTML repr, which a MuData shadow would otherwise inherit, reads every modality's
+        obs and var to print them.)
+        """
+        from shadows._repr_html import html_repr
+
+        return html_repr(self)
 
     def __reduce__(self):
         args = (type(self), self._ref, self._array_backend.name, self._table_backend.name, self._mode, self._view)
