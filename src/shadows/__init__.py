@@ -7,6 +7,7 @@ from shadows.core.anndata import AnnDataShadow
 from shadows.core.mudata import MuDataShadow
 from shadows.errors import (
     BackendUnavailableError,
+    ElementExistsError,
     FileBusyError,
     InvalidKeyError,
     MalformedElementError,
@@ -26,6 +27,7 @@ from shadows.errors import (
 __all__ = [
     "AnnDataShadow",
     "BackendUnavailableError",
+    "ElementExistsError",
     "FileBusyError",
     "InvalidKeyError",
     "MalformedElementError",

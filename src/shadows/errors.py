@@ -40,6 +40,10 @@ class WriteFailedError(ShadowsError, OSError):
     """Storage refused a write (disk full, file size limit, I/O error); nothing of the element is visible."""
 
 
+class ElementExistsError(ShadowsError, FileExistsError):
+    """Writing would replace or delete elements the file stores, and ``overwrite=True`` was not given."""
+
+
 class MissingElementError(ShadowsError, KeyError):
     """A requested element or key is not in the file."""
 

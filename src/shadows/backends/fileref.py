@@ -7,9 +7,10 @@ whatever process runs them, so graphs pickle to ``dask.distributed`` process wor
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from shadows.errors import NotAnnDataError, ShadowsFileNotFoundError
 
@@ -39,11 +40,22 @@ class FileRef:
     root
         Path of the AnnData group inside the file: ``""`` for an ``.h5ad``, ``"mod/rna"`` for one
         modality of a MuData file.
+    storage_options
+        For a URL: fsspec's options (credentials, endpoint). Kept out of the repr and of comparisons, and
+        never put in messages.
     """
 
     path: str
     format: Format
     root: str = ""
+    storage_options: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether the file is behind an fsspec URL rather than on a local disk."""
+        from shadows.backends.remote import is_url
+
+        return is_url(self.path)
 
     def element_path(self, *parts: str) -> str:
         """Absolute path inside the file of an element given relative to the AnnData root."""
@@ -51,9 +63,19 @@ class FileRef:
         return joined
 
     @property
-    def display(self) -> str:
-        """The path as users wrote it: the file, plus the modality path when there is one."""
+    def full_path(self) -> str:
+        """The path that opens this group again: the file, plus the modality path when there is one."""
         return f"{self.path}/{self.root}" if self.root else self.path
+
+    @property
+    def display(self) -> str:
+        """The path as users wrote it: the file, plus the modality path when there is one (user names and
+        passwords in URLs left out).
+        """
+        from shadows.backends.remote import redact
+
+        path = redact(self.path)
+        return f"{path}/{self.root}" if self.root else path
 
     def node(self, elem_path: str):
         """Open (or reuse this process's open handle of) the file and return the node at ``elem_path``.
@@ -62,7 +84,7 @@ class FileRef:
         """
         from shadows.backends.handles import read_node
 
-        return read_node(self.path, self.format, elem_path)
+        return read_node(self, elem_path)
 
 
 def normalize_format(fmt: str | None) -> Format | None:
@@ -80,8 +102,9 @@ def _is_zarr_dir(path: Path) -> bool:
     return path.is_dir() and any((path / marker).exists() for marker in _ZARR_MARKERS)
 
 
-def resolve(filepath: str | os.PathLike, format: str | None = None) -> FileRef:
-    """Turn a user path (possibly ``file.h5mu/mod/rna``) into a :class:`FileRef`.
+def resolve(filepath: str | os.PathLike, format: str | None = None,
+            storage_options: Mapping[str, Any] | None = None) -> FileRef:
+    """Turn a user path (possibly ``file.h5mu/mod/rna``) or an fsspec URL into a :class:`FileRef`.
 
     The format comes from ``format`` when given, else from what is on disk (an HDF5 file or a Zarr
     directory), which also covers paths without a known suffix.
@@ -95,8 +118,13 @@ def resolve(filepath: str | os.PathLike, format: str | None = None) -> FileRef:
     """
     import h5py
 
+    from shadows.backends.remote import is_url
+
     wanted = normalize_format(format)
-    path = Path(os.path.expanduser(os.fspath(filepath))).absolute()
+    if is_url(filepath):
+        return _resolve_url(os.fspath(filepath), wanted, storage_options)
+    text = os.fspath(filepath)
+    path = Path(os.path.expanduser(text[len("file://"):] if text.startswith("file://") else text)).absolute()
 
     existing, inner = path, []
     while not existing.exists():
@@ -145,3 +173,38 @@ def suffix_format(path: str | os.PathLike) -> Format | None:
     if suffix == ".zarr":
         return "zarr"
     return None
+
+
+#: Where a URL names an element inside a file or store: ``….h5mu/mod/rna``.
+_CONTAINER_SUFFIXES = (".h5mu", ".h5ad", ".zarr", ".h5", ".hdf5")
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    """``(file or store URL, group path inside it)``: the path after the last known container suffix."""
+    head, _, tail = url.partition("://")
+    for suffix in _CONTAINER_SUFFIXES:
+        marker = f"{suffix}/"
+        at = tail.rfind(marker)
+        if at >= 0 and tail[at + len(marker):].strip("/"):
+            return f"{head}://{tail[: at + len(suffix)]}", tail[at + len(marker):].strip("/")
+    return url.rstrip("/"), ""
+
+
+def _resolve_url(url: str, wanted: Format | None, storage_options: Mapping[str, Any] | None) -> FileRef:
+    """A :class:`FileRef` for an fsspec URL: the format from ``format``, the suffix, or the bytes."""
+    from shadows.backends import remote
+
+    store, inner = _split_url(url)
+    fmt = wanted or suffix_format(store)
+    with remote.network_errors(store):
+        if fmt is None:
+            fmt = remote.sniff_format(store, storage_options)
+            if fmt is None:
+                if not remote.exists(store, storage_options):
+                    raise ShadowsFileNotFoundError(f"No such file or Zarr store: '{remote.redact(url)}'")
+                msg = (f"{remote.redact(store)}: cannot open as AnnData: neither a Zarr store (no zarr.json, "
+                       ".zgroup or .zmetadata) nor an HDF5 file")
+                raise NotAnnDataError(msg)
+        elif not remote.exists(store, storage_options):
+            raise ShadowsFileNotFoundError(f"No such file or Zarr store: '{remote.redact(url)}'")
+    return FileRef(store, fmt, inner, storage_options=dict(storage_options or {}))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 _lock = threading.Lock()
@@ -56,51 +57,67 @@ def _open_error(path: str, mode: str, error: OSError) -> Exception:
     return UnreadableDataError(f"{path}: HDF5 cannot open this file: {error}")
 
 
-def open_zarr(path: str, mode: str = "r"):
-    """Open a Zarr group (format 2 or 3, consolidated metadata used when present)."""
+def open_zarr(path: str, mode: str = "r", storage_options: Mapping[str, Any] | None = None):
+    """Open a Zarr group (format 2 or 3, consolidated metadata used when present), local or at a URL."""
     import zarr
 
+    from shadows.backends import remote
+
+    if remote.is_url(path):
+        with remote.network_errors(path):
+            return zarr.open_group(remote.zarr_store(path, storage_options, read_only=mode == "r"), mode=mode)
     return zarr.open_group(path, mode=mode)
 
 
-def open_file(path: str, format: str, mode: str = "r"):
-    """Open a file or store by format (``"hdf5"`` or ``"zarr"``)."""
-    return open_hdf5(path, mode) if format == "hdf5" else open_zarr(path, mode)
+def open_file(path: str, format: str, mode: str = "r", storage_options: Mapping[str, Any] | None = None):
+    """Open a file or store by format (``"hdf5"`` or ``"zarr"``), local or at an fsspec URL."""
+    if format == "zarr":
+        return open_zarr(path, mode, storage_options)
+    from shadows.backends import remote
+
+    if remote.is_url(path):
+        with remote.network_errors(path):
+            return remote.open_hdf5(path, storage_options)
+    return open_hdf5(path, mode)
 
 
-def open_metadata(path: str, format: str, mode: str = "r"):
+def open_metadata(path: str, format: str, mode: str = "r", storage_options: Mapping[str, Any] | None = None):
     """What a shadow reads its layout from: the h5py.File itself, or the Zarr store's JSON metadata."""
     if format == "hdf5":
-        return open_hdf5(path, mode)
+        return open_file(path, format, mode, storage_options)
     from shadows.backends.zarr_meta import ZarrMetadata
 
-    return ZarrMetadata(path)
+    return ZarrMetadata(path, storage_options)
 
 
-def read_handle(path: str, format: str):
-    """Return this process's shared read-only handle for ``path``, opening it on first use."""
-    key = (os.getpid(), path, format)
+def _key(ref: Any) -> tuple[int, str, str]:
+    return (os.getpid(), ref.path, ref.format)
+
+
+def read_handle(ref: Any):
+    """Return this process's shared read-only handle for the file of ``ref``, opening it on first use."""
+    key = _key(ref)
     handle = _handles.get(key)
     if handle is not None:
         return handle
     with _lock:
         handle = _handles.get(key)
         if handle is None:
-            handle = open_file(path, format, "r")
+            handle = open_file(ref.path, ref.format, "r", ref.storage_options)
             _handles[key] = handle
     return handle
 
 
-def read_node(path: str, format: str, elem_path: str):
+def read_node(ref: Any, elem_path: str):
     """The node at ``elem_path`` through this process's read handle, looked up once per process.
 
     Resolving a path in an HDF5 file costs about as much as reading a row of X; read tasks ask for the
     same few arrays thousands of times.
     """
-    key = (os.getpid(), path, format, elem_path)
+    key = (*_key(ref), elem_path)
     node = _nodes.get(key)
     if node is None:
-        handle = read_handle(path, format)
+        handle = read_handle(ref)
         node = handle[elem_path] if elem_path else handle
         _nodes[key] = node
     return node

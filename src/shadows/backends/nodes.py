@@ -103,9 +103,14 @@ COALESCE_GAP_ROWS = 1024
 def location(node: Any) -> tuple[str, str]:
     """The file (or store) a node lives in and its path inside it, for error messages."""
     if is_hdf5(node):
-        return node.file.filename, node.name
+        from shadows.backends.remote import hdf5_url
+
+        return hdf5_url(node.file) or node.file.filename, node.name
     store = getattr(node, "store", None)
     root = getattr(store, "root", None)
+    if root is None and hasattr(store, "path") and hasattr(store, "fs"):  # FsspecStore: show the URL
+        protocol = store.fs.protocol[0] if isinstance(store.fs.protocol, tuple) else store.fs.protocol
+        root = f"{protocol}://{store.path}"
     return str(root if root is not None else store), str(getattr(node, "path", ""))
 
 
@@ -198,6 +203,12 @@ def stored_nbytes(node: Any) -> int:
     if is_hdf5(node):
         return int(node.id.get_storage_size())
     if isinstance(node, MetaArray):
-        directory = node._store.root / node.path
+        store = node._store
+        if store.url is not None:
+            from shadows.backends import remote
+
+            fs, path = remote.filesystem(f"{store.url}/{node.path}", store.storage_options)
+            return int(fs.du(path))
+        directory = store.root / node.path
         return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
     return int(node.nbytes_stored())

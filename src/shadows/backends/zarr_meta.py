@@ -11,6 +11,7 @@ because zarr exposes no metadata-only view of a store.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,24 +101,48 @@ class MetaGroup(MetaNode):
 
 
 class ZarrMetadata:
-    """Metadata of a local Zarr store (format 2 or 3), consolidated or not.
+    """Metadata of a Zarr store (format 2 or 3), consolidated or not, on disk or at an fsspec URL.
 
     Parameters
     ----------
     root
-        The store's root directory.
+        The store's root directory, or its URL.
+    storage_options
+        fsspec's options for a URL.
     """
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: str | Path, storage_options: Mapping[str, Any] | None = None):
+        from shadows.backends import remote
+
+        self.url = str(root).rstrip("/") if remote.is_url(str(root)) else None
+        self.root = Path(root) if self.url is None else None
+        self.storage_options = storage_options
         self._nodes: dict[str, dict[str, Any] | None] = {}
-        self._consolidated = self._read_consolidated()
+        if self.url is None:
+            self._consolidated = self._read_consolidated()
+        else:
+            with remote.network_errors(self.url):
+                self._consolidated = self._read_consolidated()
 
     def _read_json(self, relative: str) -> dict[str, Any] | None:
+        if self.url is not None:
+            from shadows.backends import remote
+
+            data = remote.read_bytes(f"{self.url}/{relative}", self.storage_options)
+            return None if data is None else json.loads(data)
         try:
             return json.loads((self.root / relative).read_bytes())
         except FileNotFoundError:
             return None
+
+    def _child_directories(self, path: str) -> list[str]:
+        if self.url is not None:
+            from shadows.backends import remote
+
+            url = f"{self.url}/{path}" if path else self.url
+            with remote.network_errors(url):
+                return remote.list_directories(url, self.storage_options)
+        return [p.name for p in (self.root / path).iterdir() if p.is_dir()]
 
     def _read_consolidated(self) -> bool:
         root = self._read_json("zarr.json")
@@ -174,8 +199,7 @@ class ZarrMetadata:
         if self._consolidated:
             names = {k[len(prefix):].split("/", 1)[0] for k in self._nodes if k.startswith(prefix) and k != path}
             return sorted(n for n in names if n)
-        directory = self.root / path
-        names = [p.name for p in directory.iterdir() if p.is_dir() and self.node(prefix + p.name) is not None]
+        names = [name for name in self._child_directories(path) if self.node(prefix + name) is not None]
         return sorted(names)
 
     def attributes(self, path: str, meta: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,28 @@ from shadows.indexing.apply import SLOT_AXES, element_axes, selection_for
 from shadows.indexing.keys import as_positions
 from shadows.writing.export import export
 
-__all__ = ["READ_ONLY_MESSAGE", "AnnDataShadow"]
+try:  # anndata >= 0.13: ``adata[A.obs["louvain"]]``, ``adata[A.X[:, "CD3E"]]`` (scanpy's plotting uses them)
+    from anndata.acc import AdRef, MapAcc, RefAcc
+
+    ARRAY_REFERENCES: tuple[type, ...] = (AdRef, RefAcc, MapAcc)
+except ImportError:  # older anndata has no array references; nothing is one
+    ARRAY_REFERENCES = ()
+
+__all__ = ["ARRAY_REFERENCES", "READ_ONLY_MESSAGE", "AnnDataShadow", "get_by_reference"]
+
+
+def get_by_reference(data: Any, index: Any) -> Any:
+    """The array an ``anndata.acc`` reference points at in ``data``, as ``AnnData.__getitem__`` returns it.
+
+    anndata resolves a reference through public attributes only (``data.obs[k].array``,
+    ``data[:, "CD3E"].X``, ``data.obsm[k]``), so on a shadow it reads just what that needs. Called for
+    an ``index`` that is an instance of :data:`ARRAY_REFERENCES`.
+    """
+    if isinstance(index, AdRef):
+        return index.acc.get(data, index.idx)
+    if isinstance(index, RefAcc):
+        return index.get(data)
+    raise IndexError(f"Cannot index with {index} because this is not a path to an array-like structure.")
 
 
 class AnnDataShadow(ShadowBase, anndata.AnnData):
@@ -126,7 +147,7 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
             self._graphs["raw"] = RawShadow(self)
         return self._graphs["raw"]
 
-    def obs_vector(self, k: str, *, layer: str | None = None) -> np.ndarray:
+    def obs_vector(self, k: str, *, layer: str | None = None) -> Any:
         """Values of obs column ``k``, or of variable ``k`` across observations (from X or ``layer``)."""
         if k in self.obs_keys():
             return self._frame_column("obs", k)
@@ -136,7 +157,7 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
                                                       "nor a var name"))
         return self._column_of("X" if layer is None else f"layers/{layer}", names.get_loc(k))
 
-    def var_vector(self, k: str, *, layer: str | None = None) -> np.ndarray:
+    def var_vector(self, k: str, *, layer: str | None = None) -> Any:
         """Values of var column ``k``, or of observation ``k`` across variables."""
         if k in self.var_keys():
             return self._frame_column("var", k)
@@ -171,5 +192,11 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
         export(self, filename, "hdf5", progress=progress)
 
     def __getitem__(self, index: Any) -> AnnDataShadow:
-        """A view (see :meth:`ShadowBase._view_of`); ``type(view) is AnnDataShadow``."""
+        """A view (see :meth:`ShadowBase._view_of`); ``type(view) is AnnDataShadow``.
+
+        An ``anndata.acc`` reference (``adata[A.obs["louvain"]]``, anndata >= 0.13) returns the array it
+        points at, as AnnData does.
+        """
+        if isinstance(index, ARRAY_REFERENCES):
+            return get_by_reference(self, index)
         return self._view_of(index)

@@ -8,11 +8,10 @@ rules for views.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, ClassVar
 
-import numpy as np
 import pandas as pd
 
 from shadows import convert
@@ -23,7 +22,7 @@ from shadows.core.aligned import ElementMapping, UnsMapping
 from shadows.core.connection import Connection, check_mode
 from shadows.core.frames import tracked, with_columns
 from shadows.core.layout import Layout
-from shadows.errors import ReadOnlyError, ShadowsError
+from shadows.errors import ElementExistsError, ReadOnlyError
 from shadows.indexing import AxisIndex, compose, normalize_key
 from shadows.indexing.apply import (
     ALIGNED_SLOT_AXES,
@@ -66,11 +65,12 @@ class ShadowBase:
         table_backend: str = "pandas",
         mode: str = "r",
         format: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ):
         check_mode(mode)
-        ref = resolve(filepath, format)
+        ref = resolve(filepath, format, storage_options)
         arrays, tables = convert.array_backend(array_backend), convert.table_backend(table_backend)
-        connection = Connection(ref.path, ref.format, mode)
+        connection = Connection(ref.path, ref.format, mode, ref.storage_options)
         try:
             self._attach(ref, arrays, tables, connection)
         except BaseException:
@@ -262,14 +262,18 @@ class ShadowBase:
         """One stored obs/var column of this shadow (as the frame of this shadow would hold it)."""
         return read_column(self._layout.spec(frame_rel).column(key), self._frame_rows(frame_rel))
 
-    def _frame_column(self, frame_rel: str, key: str) -> np.ndarray:
-        """One obs/var column as numpy, read alone unless the frame is already in memory."""
+    def _frame_column(self, frame_rel: str, key: str) -> Any:
+        """One obs/var column as AnnData's ``obs_vector`` returns it, read alone unless the frame is in memory.
+
+        That is ``Series.values``: numpy for numpy dtypes, else the pandas array (a ``Categorical``, a
+        masked array). scanpy's plotting tells categorical colors from continuous ones by that dtype.
+        """
         if frame_rel in self._cache and self._table_backend.name == "pandas":
-            return self._cache[frame_rel][key].to_numpy()
+            return self._cache[frame_rel][key].values
         staged = self._visible_staged_columns(frame_rel)
         if key in staged:
-            return staged[key].to_numpy()
-        return pd.Series(self._view_column(frame_rel, key), copy=False).to_numpy()
+            return staged[key].values
+        return pd.Series(self._view_column(frame_rel, key), copy=False).values
 
     def _frame_keys(self, frame_rel: str) -> list[str]:
         deleted = self._deleted_columns[frame_rel]
@@ -529,7 +533,7 @@ class ShadowBase:
         if replacing and not overwrite:
             msg = (f"{self.filename}: writing would replace or delete stored elements ({', '.join(replacing)}); "
                    "pass overwrite=True to do so")
-            raise ShadowsError(msg)
+            raise ElementExistsError(msg)
         if elements or columns:
             try:
                 commit(self._conn, elements, columns)
@@ -596,8 +600,8 @@ class ShadowBase:
 
 def _reopen(cls: type, ref: FileRef, array_backend: str, table_backend: str, mode: str,
             view: tuple[AxisIndex, AxisIndex] | None = None) -> ShadowBase:
-    shadow = cls(ref.display, array_backend=array_backend, table_backend=table_backend, mode=mode,
-                 format=ref.format)
+    shadow = cls(ref.full_path, array_backend=array_backend, table_backend=table_backend, mode=mode,
+                 format=ref.format, storage_options=ref.storage_options)
     return shadow if view is None else cls._make_view(shadow, *view)
 
 

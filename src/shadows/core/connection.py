@@ -8,9 +8,12 @@ which tells layouts built from an older handle to rebuild themselves.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from shadows.backends.handles import open_file, open_metadata, release
+from shadows.backends.remote import is_url, redact, supports_writes
+from shadows.errors import ReadOnlyError
 from shadows.writing.commit import check_no_zarr_writer
 
 MODES = ("r", "r+")
@@ -36,9 +39,10 @@ class Connection:
         ``"r"`` or ``"r+"``.
     """
 
-    def __init__(self, path: str, format: str, mode: str):
+    def __init__(self, path: str, format: str, mode: str, storage_options: Mapping[str, Any] | None = None):
         self.path = path
         self.format = format
+        self.storage_options = storage_options
         self.generation = 0
         self.handle: Any = None
         self._zarr_group: Any = None
@@ -52,9 +56,11 @@ class Connection:
             # HDF5 refuses to open a file for writing while this process holds it open read-only: drop
             # the read handles graph tasks keep (they reopen, sharing the writable handle).
             release(self.path)
-            if self.format == "zarr":
+            if is_url(self.path):
+                check_remote_writable(self.path, self.format, self.storage_options)
+            elif self.format == "zarr":
                 check_no_zarr_writer(self.path)
-        self.handle = open_metadata(self.path, self.format, mode)
+        self.handle = open_metadata(self.path, self.format, mode, self.storage_options)
         self.mode = mode
         self.generation += 1
 
@@ -80,5 +86,14 @@ class Connection:
         if self.format == "hdf5":
             return self.handle
         if self._zarr_group is None:
-            self._zarr_group = open_file(self.path, "zarr", self.mode)
+            self._zarr_group = open_file(self.path, "zarr", self.mode, self.storage_options)
         return self._zarr_group
+
+
+def check_remote_writable(url: str, format: str, storage_options: Mapping[str, Any] | None) -> None:
+    """Raise ReadOnlyError unless ``url`` is a Zarr store on a filesystem that takes writes."""
+    if format == "hdf5":
+        raise ReadOnlyError(f"{redact(url)}: an HDF5 file behind a URL can only be read; open it with mode='r' "
+                            "(or copy it to a local disk to write to it)")
+    if not supports_writes(url, storage_options):
+        raise ReadOnlyError(f"{redact(url)}: this filesystem does not take writes (HTTP); open it with mode='r'")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
-from shadows.backends import FileRef
-from shadows.core.anndata import AnnDataShadow
+from shadows.core.anndata import ARRAY_REFERENCES, AnnDataShadow, get_by_reference
 from shadows.core.base import ShadowBase
 from shadows.core.layout import MuDataLayout
 from shadows.errors import BackendUnavailableError, MissingElementError, element_message
@@ -116,7 +116,7 @@ class MuDataShadow(ShadowBase, _MuDataBase):
         # mudata writes AnnData modalities only (it cannot write a MuData nested in one)
         shadows = {}
         for name in self._layout.mod_names:
-            ref = FileRef(self._ref.path, self._ref.format, self._ref.element_path("mod", name))
+            ref = dataclasses.replace(self._ref, root=self._ref.element_path("mod", name))
             shadows[name] = AnnDataShadow._attached(ref, self._array_backend, self._table_backend, self._conn)
         return shadows
 
@@ -142,11 +142,14 @@ class MuDataShadow(ShadowBase, _MuDataBase):
         return positions
 
     def __getitem__(self, index: Any) -> ShadowBase:
-        """``mdata["rna"]``: the modality; any other key: a view (see :meth:`ShadowBase._view_of`)
+        """``mdata["rna"]``: the modality; an ``anndata.acc`` reference (``mdata[A.obs["x"]]``): the array
+        it points at, as mudata >= 0.4 does; any other key: a view (see :meth:`ShadowBase._view_of`)
         whose modalities are views selected through ``obsmap``/``varmap``.
         """
         if isinstance(index, str):
             return self.mod[index]
+        if isinstance(index, ARRAY_REFERENCES):
+            return get_by_reference(self, index)
         return self._view_of(index)
 
     def __contains__(self, key: object) -> bool:

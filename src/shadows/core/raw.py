@@ -68,6 +68,31 @@ class RawShadow:
         j = self.var_names.get_loc(k)
         return self._shadow._column_of("raw/X", j)
 
+    def __getitem__(self, index: Any) -> Any:
+        """``adata.raw[A.X[:, "CD3E"]]`` (an ``anndata.acc`` reference, anndata >= 0.13): that array.
+
+        scanpy's plotting asks raw for a gene this way. anndata resolves ``A.X[...]`` through
+        ``raw[idx].X``, a subset of raw that a shadow does not build: a gene or a cell is read here
+        as :meth:`obs_vector`/:meth:`var_vector` read it (one column or row of raw X). Other
+        references (``A.var[k]``, ``A.varm[k]``) go through anndata. Subsetting raw itself is not
+        supported: subset the shadow (``adata[cells].raw``).
+        """
+        from shadows.core.anndata import ARRAY_REFERENCES, get_by_reference
+
+        if not isinstance(index, ARRAY_REFERENCES):
+            raise TypeError("a shadow's raw is not subscriptable; subset the shadow instead: adata[cells].raw")
+        from anndata.acc import AdRef, LayerAcc  # importable: index is one of its references
+
+        if isinstance(index, AdRef) and isinstance(index.acc, LayerAcc) and index.acc.k is None:  # A.X[...]
+            rows, columns = index.idx
+            if isinstance(columns, str) and rows == slice(None):
+                return self.obs_vector(columns)
+            if isinstance(rows, str) and columns == slice(None):
+                return self.var_vector(rows)
+            if rows == slice(None) and columns == slice(None):
+                return self.X
+        return get_by_reference(self, index)
+
     def to_adata(self):
         """The raw slot as an in-memory AnnData (obs from the shadow)."""
         import anndata

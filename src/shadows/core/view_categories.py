@@ -3,6 +3,10 @@
 AnnData drops unused categories from a view's obs/var categorical columns and subsets the matching
 ``uns["<column>_colors"]`` (dropping it when its length does not match the categories), unless
 ``anndata.settings.remove_unused_categories`` is off.
+
+Categorical columns come in two layouts: encoded columns (and anndata 0.7's codes with a ``categories``
+attribute) whose column spec has dtype ``"category"``, and pre-0.7 structured obs/var (scanpy's bundled
+pbmc68k_reduced) whose codes are plain record fields with the categories in ``uns["<column>_categories"]``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from shadows.backends import nodes
+from shadows.elements.legacy import LegacyFrameSpec
 
 if TYPE_CHECKING:
     from shadows.core.layout import Layout
@@ -29,7 +34,28 @@ def enabled() -> bool:
 def categorical_columns(layout: Layout, frame_rel: str) -> list[str]:
     """Columns of obs/var stored as categoricals (metadata only)."""
     spec = layout.spec(frame_rel)
-    return [c for c in spec.columns if getattr(spec.column(c), "dtype", None) == "category"]
+    return [c for c in spec.columns if _categories_path(layout, frame_rel, c) is not None]
+
+
+def _categories_path(layout: Layout, frame_rel: str, column: str) -> str | None:
+    """Where the categories of an obs/var column are stored (``None``: not a categorical).
+
+    A pre-0.7 structured frame knows its categorical columns (``extra["categories"]`` maps each to its
+    ``uns/<column>_categories`` path); its column specs are plain record fields without a dtype.
+    """
+    frame = layout.spec(frame_rel)
+    if isinstance(frame, LegacyFrameSpec):
+        return frame.extra["categories"].get(column)
+    spec = frame.column(column)
+    return spec.extra.get("categories") if getattr(spec, "dtype", None) == "category" else None
+
+
+def _all_categories(layout: Layout, frame_rel: str, column: str) -> pd.Index:
+    """Every category of a stored categorical column (small: read whole)."""
+    frame = layout.spec(frame_rel)
+    if isinstance(frame, LegacyFrameSpec):  # decoded as anndata does; reads no records
+        return frame.read(slice(0, 0), [column])[column].cat.categories
+    return frame.column(column).categories()
 
 
 def drop_unused(frame: pd.DataFrame) -> pd.DataFrame:
@@ -63,15 +89,13 @@ def hidden_color_keys(layout: Layout) -> set[str]:
             if key not in uns_keys:
                 continue
             colors = layout.spec(f"uns/{key}")
-            categories = layout.spec(frame_rel).column(column)
-            n_categories = _n_categories(layout, categories)
+            n_categories = _n_categories(layout, _categories_path(layout, frame_rel, column))
             if len(colors.shape) == 1 and n_categories is not None and colors.shape[0] != n_categories:
                 hidden.add(key)
     return hidden
 
 
-def _n_categories(layout: Layout, column_spec: Any) -> int | None:
-    path = column_spec.extra.get("categories")
+def _n_categories(layout: Layout, path: str | None) -> int | None:
     return None if path is None else _shape0(layout, path)
 
 
@@ -79,7 +103,9 @@ def _shape0(layout: Layout, absolute_path: str) -> int | None:
     root = layout.ref.root
     rel = absolute_path[len(root) + 1 :] if root else absolute_path
     node = layout.group[rel]
-    return None if nodes.is_group(node) else int(node.shape[0])
+    if nodes.is_group(node):
+        return None
+    return int(node.shape[0]) if node.shape else 1  # pre-0.7 files store a single category as a scalar
 
 
 def subset_colors(key: str, value: Any, layout: Layout, view_column) -> Any:
@@ -94,7 +120,9 @@ def subset_colors(key: str, value: Any, layout: Layout, view_column) -> Any:
         if colors.ndim == 0:
             value = colors[(None,)]
             continue
-        all_categories = layout.spec(frame_rel).column(base).categories()
-        used = view_column(frame_rel, base).categories
+        used = getattr(view_column(frame_rel, base), "categories", None)
+        if used is None:  # a pre-0.7 column whose codes do not fit its categories is read as plain codes
+            continue
+        all_categories = _all_categories(layout, frame_rel, base)
         value = colors[(np.where(np.isin(all_categories, used))[0],)]
     return value

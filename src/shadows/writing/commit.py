@@ -27,6 +27,7 @@ import io
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,11 +321,24 @@ class ZarrCommit:
         if change.key not in order:
             frame.attrs["column-order"] = [*order, change.key]
 
-    def finish(self) -> None:
+    def consolidate(self) -> None:
+        """Rewrite the consolidated metadata (when the store has it) to list what was committed.
+
+        zarr warns here about the scratch folder (not a Zarr node: the point of it) and, for format 3,
+        that consolidated metadata is not in the specification (anndata writes it anyway): neither
+        concerns the user.
+        """
         import zarr
 
-        if self.consolidated:
+        if not self.consolidated:
+            return
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
             zarr.consolidate_metadata(str(self.store))
+
+    def finish(self) -> None:
+        self.consolidate()
         shutil.rmtree(self.scratch_path, ignore_errors=True)
         self._lock.close()
 
@@ -342,8 +356,15 @@ def commit(connection: Any, elements: list[ElementChange], columns: list[ColumnC
         Storage refused a write (disk full, file size limit, I/O error): the element being written is not
         visible, the ones committed before it are.
     """
+    from shadows.backends.remote import is_url
+
+    writer: Any
     if connection.format == "hdf5":
-        writer: Hdf5Commit | ZarrCommit = Hdf5Commit(connection.handle)
+        writer = Hdf5Commit(connection.handle)
+    elif is_url(connection.path):
+        from shadows.writing.remote_commit import RemoteZarrCommit
+
+        writer = RemoteZarrCommit(connection.path, connection.storage_options, connection.handle.consolidated)
     else:
         writer = ZarrCommit(connection.path, consolidated=connection.handle.consolidated)
     try:
@@ -356,11 +377,8 @@ def commit(connection: Any, elements: list[ElementChange], columns: list[ColumnC
                 writer.column(change)
             change.written()
     except BaseException:
-        if isinstance(writer, ZarrCommit):
-            if writer.consolidated:
-                import zarr
-
-                zarr.consolidate_metadata(str(writer.store))  # what was committed stays visible
+        if not isinstance(writer, Hdf5Commit):
+            writer.consolidate()  # what was committed before the failure stays visible
             writer.abort()
         raise
     writer.finish()

@@ -1,0 +1,152 @@
+"""Files and stores behind fsspec URLs (``s3://``, ``gs://``, ``http(s)://``, any fsspec protocol).
+
+Zarr stores are read through zarr's ``FsspecStore``; HDF5 files through an fsspec file object that h5py
+reads with ranged requests (nothing is downloaded whole). Every function takes the URL and the
+``storage_options`` fsspec's filesystems take (credentials, endpoints); those are never put in messages.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+#: HDF5 over the network: bytes fetched past each read. h5py reads metadata in many small pieces, which
+#: this read-ahead serves from one request; large reads (rows of X) are fetched as asked, so a view still
+#: fetches only about its share of the file.
+HDF5_BLOCK_SIZE = 16 * 2**10
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an fsspec URL of a remote filesystem (``file://`` counts as local)."""
+    text = os.fspath(path)
+    return "://" in text and not text.startswith("file://")
+
+
+def redact(url: str) -> str:
+    """The URL without user and password, for messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def filesystem(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
+    """The fsspec filesystem for ``url`` and the path it uses for it."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+
+
+class NetworkError(OSError):
+    """Raised by :func:`network_errors` for a request that failed (not a missing object)."""
+
+
+@contextmanager
+def network_errors(url: str, element: str = "") -> Iterator[None]:
+    """Turn fsspec's and the transport's errors into shadows errors naming the URL and the element."""
+    from shadows.errors import ShadowsError, ShadowsFileNotFoundError, UnreadableDataError, element_message
+
+    try:
+        yield
+    except ShadowsError:
+        raise
+    except FileNotFoundError as error:
+        raise ShadowsFileNotFoundError(element_message(redact(url), element, f"no such object: {error}")) from error
+    except (OSError, TimeoutError, ConnectionError) as error:
+        what = f"the request failed ({type(error).__name__}: {error})"
+        raise UnreadableDataError(element_message(redact(url), element, what)) from error
+    except Exception as error:
+        if type(error).__module__.split(".")[0] in ("aiohttp", "botocore", "aiobotocore", "requests", "gcsfs"):
+            what = f"the request failed ({type(error).__name__}: {error})"
+            raise UnreadableDataError(element_message(redact(url), element, what)) from error
+        raise
+
+
+def read_bytes(url: str, storage_options: Mapping[str, Any] | None, start: int | None = None,
+               end: int | None = None) -> bytes | None:
+    """The bytes of the object at ``url`` (or a range of them), or ``None`` when there is no such object."""
+    fs, path = filesystem(url, storage_options)
+    try:
+        return fs.cat_file(path, start=start, end=end)
+    except FileNotFoundError:
+        return None
+
+
+def list_directories(url: str, storage_options: Mapping[str, Any] | None) -> list[str]:
+    """Names of the "directories" (common prefixes) right below ``url``."""
+    fs, path = filesystem(url, storage_options)
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return []
+    names = []
+    for entry in entries:
+        if entry.get("type") == "directory":
+            names.append(entry["name"].rstrip("/").rsplit("/", 1)[-1])
+    return sorted(set(names))
+
+
+def sniff_format(url: str, storage_options: Mapping[str, Any] | None) -> str | None:
+    """``"zarr"`` when ``url`` holds Zarr root metadata, ``"hdf5"`` when it starts with HDF5's signature."""
+    for marker in ("zarr.json", ".zgroup", ".zmetadata"):
+        if read_bytes(f"{url.rstrip('/')}/{marker}", storage_options) is not None:
+            return "zarr"
+    head = read_bytes(url, storage_options, 0, len(HDF5_SIGNATURE))
+    if head is not None and head.startswith(HDF5_SIGNATURE):
+        return "hdf5"
+    return None
+
+
+def exists(url: str, storage_options: Mapping[str, Any] | None) -> bool:
+    """Whether an object or a prefix exists at ``url``.
+
+    Asks for its description (a HEAD request over HTTP): fsspec's ``exists`` over HTTP starts a GET of
+    the whole object.
+    """
+    fs, path = filesystem(url, storage_options)
+    try:
+        fs.info(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+#: The URL of each HDF5 file opened here, by HDF5 file identifier: h5py names a file opened from a file
+#: object by that object's repr, and messages should name the URL.
+_HDF5_URLS: dict[int, str] = {}
+
+
+def open_hdf5(url: str, storage_options: Mapping[str, Any] | None) -> Any:
+    """An h5py.File reading ``url`` through ranged requests."""
+    import h5py
+
+    fs, path = filesystem(url, storage_options)
+    handle = fs.open(path, "rb", block_size=HDF5_BLOCK_SIZE, cache_type="readahead")
+    file = h5py.File(handle, "r")
+    _HDF5_URLS[file.id.id] = redact(url)
+    return file
+
+
+def hdf5_url(file: Any) -> str | None:
+    """The URL an h5py.File opened by :func:`open_hdf5` reads, or ``None`` for a local file."""
+    return _HDF5_URLS.get(file.id.id)
+
+
+def zarr_store(url: str, storage_options: Mapping[str, Any] | None, read_only: bool) -> Any:
+    """The zarr store (``FsspecStore``) for the Zarr hierarchy at ``url``."""
+    from zarr.storage import FsspecStore
+
+    return FsspecStore.from_url(url, storage_options=dict(storage_options or {}), read_only=read_only)
+
+
+def supports_writes(url: str, storage_options: Mapping[str, Any] | None) -> bool:
+    """Whether the filesystem behind ``url`` accepts writes (object stores do; HTTP does not)."""
+    fs, _ = filesystem(url, storage_options)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return not set(protocols) & {"http", "https"}
