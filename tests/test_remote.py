@@ -1,12 +1,11 @@
 """Remote files: shadows of h5ad and Zarr over HTTP (range requests) and in S3 (moto's server), on loopback.
 
-Both servers run in this process, started by fixtures: an HTTP file server that honours ``Range`` and
-counts the bytes it sends per file, and moto's S3-compatible server.
+Both servers run in this process, started by fixtures: aiohttp's static file server (it honours
+``Range``), with the bytes each request asks for counted per file, and moto's S3-compatible server.
 """
 
 from __future__ import annotations
 
-import http.server
 import os
 import re
 import shutil
@@ -28,69 +27,50 @@ pytest.importorskip("aiohttp")
 SECRET = "s3cr3t-never-printed"
 
 
-class _RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """A static file server that answers ``Range: bytes=a-b`` with 206 and counts what it sends.
-
-    (Python's own handler ignores ``Range``: written here, a dozen lines, for the tests only.)
-    """
-
-    sent: Counter
-    methods: Counter
-
-    def log_message(self, *args):  # quiet
-        pass
-
-    def send_head(self):
-        self.methods[self.command] += 1
-        path = Path(self.translate_path(self.path))
-        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-        if not path.is_file() or match is None:
-            return super().send_head()
-        size = path.stat().st_size
-        start = int(match.group(1))
-        end = min(int(match.group(2)) if match.group(2) else size - 1, size - 1)
-        if start >= size:
-            self.send_error(416)
-            return None
-        handle = open(path, "rb")  # noqa: SIM115 - closed by copyfile's caller
-        handle.seek(start)
-        self.send_response(206)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        self.send_header("Content-Length", str(end - start + 1))
-        self.end_headers()
-        self._remaining = end - start + 1
-        return handle
-
-    def copyfile(self, source, outputfile):
-        remaining = getattr(self, "_remaining", None)
-        data = source.read() if remaining is None else source.read(remaining)
-        for start in range(0, len(data), 2**16):  # what reached the client: a reader may hang up early
-            piece = data[start:start + 2**16]
-            try:
-                outputfile.write(piece)
-            except (BrokenPipeError, ConnectionResetError):
-                return
-            self.sent[self.path.split("?")[0]] += len(piece)
-
-    def end_headers(self):
-        if not hasattr(self, "_remaining"):
-            self.send_header("Accept-Ranges", "bytes")
-        super().end_headers()
+def _served_bytes(request, folder: Path) -> int:
+    """Bytes a GET of ``request`` answers with: the requested range of the file, or all of it."""
+    path = folder / request.path.lstrip("/")
+    if request.method != "GET" or not path.is_file():
+        return 0
+    size = path.stat().st_size
+    match = re.fullmatch(r"bytes=(\d+)-(\d*)", request.headers.get("Range", ""))
+    if match is None:
+        return size
+    start, end = int(match.group(1)), min(int(match.group(2) or size - 1), size - 1)
+    return max(0, end - start + 1)
 
 
 @pytest.fixture(scope="module")
 def http_root(tmp_path_factory):
-    """(base URL, served folder, bytes sent per path, request methods)."""
+    """(base URL, served folder, bytes sent per path, request methods): aiohttp's static file server
+    (which answers ``Range`` requests) on loopback, in a thread of its own."""
+    import asyncio
+
+    from aiohttp import web
+
     folder = tmp_path_factory.mktemp("served")
     sent, methods = Counter(), Counter()
-    handler = type("Handler", (_RangeHandler,), {"sent": sent, "methods": methods})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: handler(*a, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+
+    @web.middleware
+    async def count(request, handler):
+        methods[request.method] += 1
+        sent[request.path] += _served_bytes(request, folder)
+        return await handler(request)
+
+    app = web.Application(middlewares=[count])
+    app.router.add_static("/", folder, show_index=True)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = site._server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", folder, sent, methods
-    server.shutdown()
+    yield f"http://127.0.0.1:{port}", folder, sent, methods
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +187,16 @@ def test_s3_zarr_write_commits_and_anndata_reads_it(s3, tmp_path):
     group = zarr.open_group(zarr.storage.FsspecStore.from_url("s3://data/rw.zarr", storage_options=options,
                                                               read_only=True), mode="r")
     assert "X_new" in group["obsm"]
+    shadow.obsm["X_pca"] = np.zeros((60, 3), dtype=np.float32)  # replacing and deleting need overwrite=True
+    del shadow.obsm["X_umap"]
+    del shadow.obs["float"]
+    shadow.write(overwrite=True)
+    fs.invalidate_cache()
+    fs.get("data/rw.zarr", str(tmp_path / "again.zarr"), recursive=True)
+    again = ad.read_zarr(tmp_path / "again.zarr")
+    assert_value_equal(again.obsm["X_pca"], np.zeros((60, 3), dtype=np.float32), "obsm/X_pca")
+    assert "X_umap" not in again.obsm and "float" not in again.obs and "X_new" in again.obsm
+    assert_value_equal(again.obsm["frame"], read_oracle(local).obsm["frame"], "obsm/frame")
 
 
 def test_read_only_remote_write_sends_nothing(http_root, s3, tmp_path):
@@ -271,3 +261,26 @@ def test_mudata_over_http(http_root, tmp_path):
 
 def teardown_module():
     shutil.rmtree(Path(os.environ.get("TMPDIR", "/tmp")) / "shadows-remote", ignore_errors=True)
+
+
+def test_s3_zarr_without_consolidated_metadata(s3, tmp_path):
+    from conftest import drop_consolidated
+
+    options, fs = s3
+    for fmt in ("zarr2", "zarr3"):
+        local = write(make_adata(), tmp_path / f"plain_{fmt}.zarr", fmt)
+        drop_consolidated(local)
+        fs.put(str(local), f"data/plain_{fmt}.zarr", recursive=True)
+        shadow = AnnDataShadow(f"s3://data/plain_{fmt}.zarr", storage_options=options)
+        assert not shadow._conn.handle.consolidated  # each node's metadata read, children listed
+        assert_shadow_matches(shadow, read_oracle(local))
+
+
+def test_a_failed_read_names_the_url_and_the_element(http_root):
+    base, folder, _, _ = http_root
+    local = _serve("h5ad", folder, "vanishing.h5ad")
+    shadow = AnnDataShadow(f"{base}/vanishing.h5ad")
+    local.unlink()  # the server answers 404 from now on
+    with pytest.raises(ShadowsError, match=r"127\.0\.0\.1:\d+/vanishing\.h5ad: element '(X|X/\w+)'") as error:
+        _ = shadow.X
+    assert isinstance(error.value, OSError)

@@ -34,7 +34,7 @@ def test_isinstance_and_api(path):
     np.testing.assert_array_equal(shadow.obs_vector("gene3", layer="dense"), oracle.obs_vector("gene3", layer="dense"))
     np.testing.assert_array_equal(shadow.var_vector("cell5"), oracle.var_vector("cell5"))
     np.testing.assert_array_equal(shadow.var_vector("gene_ids"), oracle.var_vector("gene_ids"))
-    assert list(shadow.obs_vector("cat").astype(str)) == list(np.asarray(oracle.obs_vector("cat")).astype(str))
+    pd.testing.assert_series_equal(pd.Series(shadow.obs_vector("cat")), pd.Series(oracle.obs_vector("cat")))
 
 
 def test_to_memory_equals_anndata_read(path):

@@ -57,26 +57,32 @@ def _open_error(path: str, mode: str, error: OSError) -> Exception:
     return UnreadableDataError(f"{path}: HDF5 cannot open this file: {error}")
 
 
-def open_zarr(path: str, mode: str = "r", storage_options: Mapping[str, Any] | None = None):
-    """Open a Zarr group (format 2 or 3, consolidated metadata used when present), local or at a URL."""
+def open_zarr(path: str, mode: str = "r", storage_options: Mapping[str, Any] | None = None, element: str = ""):
+    """Open a Zarr group (format 2 or 3, consolidated metadata used when present), local or at a URL.
+
+    ``element`` names, in errors, what the opening is for.
+    """
     import zarr
 
     from shadows.backends import remote
 
     if remote.is_url(path):
-        with remote.network_errors(path):
+        with remote.network_errors(path, element):
             return zarr.open_group(remote.zarr_store(path, storage_options, read_only=mode == "r"), mode=mode)
     return zarr.open_group(path, mode=mode)
 
 
-def open_file(path: str, format: str, mode: str = "r", storage_options: Mapping[str, Any] | None = None):
-    """Open a file or store by format (``"hdf5"`` or ``"zarr"``), local or at an fsspec URL."""
+def open_file(path: str, format: str, mode: str = "r", storage_options: Mapping[str, Any] | None = None,
+              element: str = ""):
+    """Open a file or store by format (``"hdf5"`` or ``"zarr"``), local or at an fsspec URL (``element``
+    names, in errors, what the opening is for).
+    """
     if format == "zarr":
-        return open_zarr(path, mode, storage_options)
+        return open_zarr(path, mode, storage_options, element)
     from shadows.backends import remote
 
     if remote.is_url(path):
-        with remote.network_errors(path):
+        with remote.network_errors(path, element):
             return remote.open_hdf5(path, storage_options)
     return open_hdf5(path, mode)
 
@@ -94,7 +100,7 @@ def _key(ref: Any) -> tuple[int, str, str]:
     return (os.getpid(), ref.path, ref.format)
 
 
-def read_handle(ref: Any):
+def read_handle(ref: Any, element: str = ""):
     """Return this process's shared read-only handle for the file of ``ref``, opening it on first use."""
     key = _key(ref)
     handle = _handles.get(key)
@@ -103,7 +109,7 @@ def read_handle(ref: Any):
     with _lock:
         handle = _handles.get(key)
         if handle is None:
-            handle = open_file(ref.path, ref.format, "r", ref.storage_options)
+            handle = open_file(ref.path, ref.format, "r", ref.storage_options, element)
             _handles[key] = handle
     return handle
 
@@ -117,8 +123,11 @@ def read_node(ref: Any, elem_path: str):
     key = (*_key(ref), elem_path)
     node = _nodes.get(key)
     if node is None:
-        handle = read_handle(ref)
-        node = handle[elem_path] if elem_path else handle
+        from shadows.backends import nodes
+
+        handle = read_handle(ref, elem_path)
+        with nodes.reading_element(ref.display, elem_path):
+            node = handle[elem_path] if elem_path else handle
         _nodes[key] = node
     return node
 

@@ -119,15 +119,27 @@ def reading(node: Any) -> Iterator[None]:
     """Turn a failure of the storage layer under a read into an error naming the file and the element.
 
     h5py raises OSError for unreadable bytes (a truncated file), Zarr's codecs RuntimeError or
-    ValueError (a corrupted chunk).
+    ValueError (a corrupted chunk); for remote files, the HTTP or object-store client its own errors.
     """
+    with reading_element(*location(node)):
+        yield
+
+
+@contextmanager
+def reading_element(filename: str, element: str) -> Iterator[None]:
+    """:func:`reading` for an element given by name (a lookup that may fail before there is a node)."""
+    from shadows.backends.remote import is_transport_error
+
     try:
         yield
     except ShadowsError:
         raise
-    except (OSError, RuntimeError, ValueError) as error:
-        filename, element = location(node)
+    except Exception as error:
+        if not isinstance(error, (OSError, RuntimeError, ValueError)) and not is_transport_error(error):
+            raise
         what = f"cannot read its stored bytes (truncated file or corrupted chunk?): {type(error).__name__}: {error}"
+        if is_transport_error(error) or "request" in type(error).__name__.lower():
+            what = f"the request for its bytes failed: {type(error).__name__}: {error}"
         raise UnreadableDataError(element_message(filename, element, what)) from error
 
 

@@ -7,6 +7,8 @@ reads with ranged requests (nothing is downloaded whole). Every function takes t
 
 from __future__ import annotations
 
+import gc
+import io
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -62,10 +64,19 @@ def network_errors(url: str, element: str = "") -> Iterator[None]:
         what = f"the request failed ({type(error).__name__}: {error})"
         raise UnreadableDataError(element_message(redact(url), element, what)) from error
     except Exception as error:
-        if type(error).__module__.split(".")[0] in ("aiohttp", "botocore", "aiobotocore", "requests", "gcsfs"):
+        if is_transport_error(error):
             what = f"the request failed ({type(error).__name__}: {error})"
             raise UnreadableDataError(element_message(redact(url), element, what)) from error
         raise
+
+
+#: Packages whose exceptions mean a request failed (HTTP status, connection, credentials).
+_TRANSPORTS = ("aiohttp", "botocore", "aiobotocore", "requests", "gcsfs", "google")
+
+
+def is_transport_error(error: BaseException) -> bool:
+    """Whether ``error`` comes from the network layer under fsspec (an HTTP or object-store client)."""
+    return type(error).__module__.split(".")[0] in _TRANSPORTS
 
 
 def read_bytes(url: str, storage_options: Mapping[str, Any] | None, start: int | None = None,
@@ -128,9 +139,51 @@ def open_hdf5(url: str, storage_options: Mapping[str, Any] | None) -> Any:
 
     fs, path = filesystem(url, storage_options)
     handle = fs.open(path, "rb", block_size=HDF5_BLOCK_SIZE, cache_type="readahead")
-    file = h5py.File(handle, "r")
+    file = h5py.File(_CollectionFreeReads(handle), "r")
     _HDF5_URLS[file.id.id] = redact(url)
     return file
+
+
+class _CollectionFreeReads(io.RawIOBase):
+    """A file object for h5py whose reads run with Python's garbage collector paused.
+
+    h5py holds its global lock while it calls a file object's ``readinto``; fsspec serves that read on
+    its event-loop thread. Should the collector run on that thread meanwhile and free an h5py object
+    (which takes the same lock), both threads wait for each other forever: seen here as a hang of
+    remote reads under load. Pausing collection for the duration of each read rules that out.
+    """
+
+    def __init__(self, raw: Any):
+        super().__init__()
+        self.raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self.raw.readinto(buffer)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+    def __repr__(self) -> str:
+        return repr(self.raw)
 
 
 def hdf5_url(file: Any) -> str | None:

@@ -91,7 +91,8 @@ class Layout:
         return rel
 
     def _node(self, rel: str) -> Any:
-        return self.group[self._file_path(rel)]
+        with nodes.reading_element(self.ref.display, rel):
+            return self.group[self._file_path(rel)]
 
     def _structured_parent(self, rel: str) -> tuple[str, str] | None:
         """For ``obsm/X_pca`` inside a structured obsm: ("obsm", "X_pca")."""

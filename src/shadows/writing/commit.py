@@ -248,7 +248,87 @@ def check_no_zarr_writer(store: str) -> None:
                                 "store; open it 'r' to read, or retry when that write is done") from None
 
 
-class ZarrCommit:
+class ZarrCommitBase:
+    """What committing into a Zarr store means whatever holds it: the element is built in a scratch group
+    (``self.scratch``), then put in place by :meth:`_place`; obs/var columns are named in ``column-order``
+    last. Subclasses say how to place and remove (local folders rename; object stores copy).
+    """
+
+    root: Any  # the store's root group, open for writing
+    scratch: Any  # a group outside the hierarchy, where elements are built
+    consolidated: bool
+
+    def _scratch_location(self, name: str) -> Any:
+        """Where the scratch child ``name`` lies (a path, or an object-key prefix)."""
+        raise NotImplementedError  # pragma: no cover - both subclasses define it
+
+    def _place(self, built: Any, path: str) -> None:
+        """Put the element built at ``built`` at ``path`` in the store, replacing what is there."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _remove(self, path: str) -> None:
+        """Remove the stored element at ``path``."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _consolidation_target(self) -> Any:
+        """What ``zarr.consolidate_metadata`` is given for this store."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _build(self, value: Any, name: str) -> Any:
+        name = f"{name}-{uuid.uuid4().hex}"  # the node's name is its folder's: renaming it names it anew
+        if is_dask(value):
+            write_streamed(self.scratch, name, value)
+        else:
+            _write_elem(self.scratch, name, value)
+        return self._scratch_location(name)
+
+    def _parent(self, path: str) -> None:
+        if not path or path in self.root:
+            return
+        above, _ = _split(path)
+        self._parent(above)
+        group = self.root.require_group(path)
+        group.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
+
+    def element(self, change: ElementChange) -> None:
+        if change.value is DELETED:
+            self._remove(change.path)
+            return
+        parent_path, name = _split(change.path)
+        built = self._build(change.value, name)
+        self._parent(parent_path)
+        self._place(built, change.path)
+
+    def column(self, change: ColumnChange) -> None:
+        frame = self.root[change.frame_path]
+        order = _column_order(frame.attrs)
+        if change.values is DELETED:  # unnamed first, so anndata no longer reads it, then removed
+            frame.attrs["column-order"] = [c for c in order if c != change.key]
+            self._remove(f"{change.frame_path}/{change.key}")
+            return
+        built = self._build(_one_column_frame(change), "frame")
+        self._place(f"{built}/{change.key}", f"{change.frame_path}/{change.key}")
+        if change.key not in order:
+            frame.attrs["column-order"] = [*order, change.key]
+
+    def consolidate(self) -> None:
+        """Rewrite the consolidated metadata (when the store has it) to list what was committed.
+
+        zarr warns here about the scratch folder (not a Zarr node: the point of it) and, for format 3,
+        that consolidated metadata is not in the specification (anndata writes it anyway): neither
+        concerns the user.
+        """
+        import zarr
+
+        if not self.consolidated:
+            return
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+            zarr.consolidate_metadata(self._consolidation_target())
+
+
+class ZarrCommit(ZarrCommitBase):
     """Atomic element commits into a local Zarr store (format 2 or 3)."""
 
     def __init__(self, store: str, consolidated: bool):
@@ -272,26 +352,13 @@ class ZarrCommit:
         self.scratch_path = scratch_base / uuid.uuid4().hex
         self.scratch = zarr.open_group(str(self.scratch_path), mode="w", zarr_format=self.zarr_format)
 
-    def _build(self, value: Any, name: str) -> Path:
-        name = f"{name}-{uuid.uuid4().hex}"  # the node's name is its folder's: renaming it names it anew
-        if is_dask(value):
-            write_streamed(self.scratch, name, value)
-        else:
-            _write_elem(self.scratch, name, value)
-        return self.scratch_path / name
+    def _scratch_location(self, name: str) -> str:
+        return str(self.scratch_path / name)
 
-    def _parent(self, path: str) -> None:
-        if not path or ((self.store / path).is_dir() and path in self.root):
-            return
-        above, _ = _split(path)
-        self._parent(above)
-        group = self.root.require_group(path)
-        group.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
-
-    def _move_into_place(self, built: Path, path: str) -> None:
+    def _place(self, built: Any, path: str) -> None:
         target = self.store / path
         if target.exists():
-            if exchange(built, target):  # the old element now lies in the scratch folder
+            if exchange(Path(built), target):  # the old element now lies in the scratch folder
                 return
             os.rename(target, self.scratch_path / f"replaced-{uuid.uuid4().hex}")
         os.rename(built, target)
@@ -299,43 +366,8 @@ class ZarrCommit:
     def _remove(self, path: str) -> None:
         os.rename(self.store / path, self.scratch_path / f"deleted-{uuid.uuid4().hex}")
 
-    def element(self, change: ElementChange) -> None:
-        if change.value is DELETED:
-            self._remove(change.path)
-            return
-        parent_path, name = _split(change.path)
-        built = self._build(change.value, name)
-        self._parent(parent_path)
-        self._move_into_place(built, change.path)
-
-    def column(self, change: ColumnChange) -> None:
-        if change.values is DELETED:  # unnamed first, so anndata no longer reads it, then removed
-            frame = self.root[change.frame_path]
-            frame.attrs["column-order"] = [c for c in _column_order(frame.attrs) if c != change.key]
-            self._remove(f"{change.frame_path}/{change.key}")
-            return
-        built = self._build(_one_column_frame(change), "frame") / change.key
-        self._move_into_place(built, f"{change.frame_path}/{change.key}")
-        frame = self.root[change.frame_path]
-        order = _column_order(frame.attrs)
-        if change.key not in order:
-            frame.attrs["column-order"] = [*order, change.key]
-
-    def consolidate(self) -> None:
-        """Rewrite the consolidated metadata (when the store has it) to list what was committed.
-
-        zarr warns here about the scratch folder (not a Zarr node: the point of it) and, for format 3,
-        that consolidated metadata is not in the specification (anndata writes it anyway): neither
-        concerns the user.
-        """
-        import zarr
-
-        if not self.consolidated:
-            return
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
-            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-            zarr.consolidate_metadata(str(self.store))
+    def _consolidation_target(self) -> str:
+        return str(self.store)
 
     def finish(self) -> None:
         self.consolidate()

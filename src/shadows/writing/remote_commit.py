@@ -13,22 +13,11 @@ chunks after. Object stores have no locks: one writer at a time is the user's to
 from __future__ import annotations
 
 import uuid
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from shadows.backends import remote
-from shadows.writing.commit import (
-    DELETED,
-    ZARR_SCRATCH,
-    ColumnChange,
-    ElementChange,
-    _column_order,
-    _one_column_frame,
-    _split,
-    _write_elem,
-)
-from shadows.writing.streams import is_dask, write_streamed
+from shadows.writing.commit import ZARR_SCRATCH, ZarrCommitBase
 
 #: Zarr's metadata documents (format 3, and format 2's three).
 METADATA_NAMES = ("zarr.json", ".zarray", ".zgroup", ".zattrs")
@@ -38,7 +27,7 @@ def _is_metadata(key: str) -> bool:
     return key.rsplit("/", 1)[-1] in METADATA_NAMES
 
 
-class RemoteZarrCommit:
+class RemoteZarrCommit(ZarrCommitBase):
     """Commits into the Zarr store at ``url``: built in scratch, published chunks first, metadata last."""
 
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None, consolidated: bool):
@@ -79,57 +68,16 @@ class RemoteZarrCommit:
         for key in metadata + rest:
             self.fs.rm_file(f"{self.base}/{key}")
 
-    def _build(self, value: Any, name: str) -> str:
-        """Write ``value`` into the scratch group as ``name``; returns its key in the store."""
-        name = f"{name}-{uuid.uuid4().hex}"
-        if is_dask(value):
-            write_streamed(self.scratch, name, value)
-        else:
-            _write_elem(self.scratch, name, value)
+    def _scratch_location(self, name: str) -> str:
         return f"{self.scratch_key}/{name}"
 
-    def _parent(self, path: str) -> None:
-        if not path or path in self.root:
-            return
-        above, _ = _split(path)
-        self._parent(above)
-        group = self.root.require_group(path)
-        group.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
+    def _place(self, built: str, path: str) -> None:
+        if self._objects(path):  # replacing: the old element goes first (absent from then on)
+            self._remove(path)
+        self._publish(built, path)
 
-    def element(self, change: ElementChange) -> None:
-        if change.value is DELETED or change.replaces:
-            self._remove(change.path)
-        if change.value is DELETED:
-            return
-        parent_path, name = _split(change.path)
-        built = self._build(change.value, name)
-        self._parent(parent_path)
-        self._publish(built, change.path)
-
-    def column(self, change: ColumnChange) -> None:
-        frame = self.root[change.frame_path]
-        order = _column_order(frame.attrs)
-        if change.values is DELETED:  # unnamed first, so anndata no longer reads it, then removed
-            frame.attrs["column-order"] = [c for c in order if c != change.key]
-            self._remove(f"{change.frame_path}/{change.key}")
-            return
-        if change.replaces:
-            self._remove(f"{change.frame_path}/{change.key}")
-        built = self._build(_one_column_frame(change), "frame")
-        self._publish(f"{built}/{change.key}", f"{change.frame_path}/{change.key}")
-        if change.key not in order:
-            frame.attrs["column-order"] = [*order, change.key]
-
-    def consolidate(self) -> None:
-        """Rewrite the consolidated metadata (when the store has it) to list what was committed."""
-        import zarr
-
-        if not self.consolidated:
-            return
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
-            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-            zarr.consolidate_metadata(remote.zarr_store(self.url, self.storage_options, read_only=False))
+    def _consolidation_target(self) -> Any:
+        return remote.zarr_store(self.url, self.storage_options, read_only=False)
 
     def _drop_scratch(self) -> None:
         for key in self._objects(self.scratch_key):
