@@ -20,10 +20,7 @@ def _frame_line(shadow: ShadowBase, slot: str) -> str:
     spec = getattr(shadow._layout, slot)
     cached = shadow._is_cached(slot)
     staged = shadow._visible_staged_columns(slot)
-    deleted = shadow._deleted_columns[slot]
-    stored = [c for c in spec.columns if c not in deleted]
-    names = [n + marker(cached, n in staged) for n in (spec.index_key, *stored)]
-    names += [n + marker(False, True) for n in staged if n not in spec.columns]
+    names = [n + marker(cached, n in staged) for n in (spec.index_key, *shadow._frame_keys(slot))]
     return f"  {slot}:\t" + ", ".join(names)
 
 

@@ -75,18 +75,14 @@ def _frame_rows(shadow: ShadowBase, slot: str) -> list[tuple[str, ...]]:
     spec = getattr(shadow._layout, slot)
     cached = shadow._is_cached(slot)
     staged = shadow._visible_staged_columns(slot)
-    deleted = shadow._deleted_columns[slot]
     n_rows = shadow.n_obs if slot == "obs" else shadow.n_vars
     rows = [(slot, spec.index_key + marker(cached, False), "index", str(n_rows), "-")]
-    for key in spec.columns:
-        if key in deleted:
-            continue
+    for key in shadow._frame_keys(slot):
         if key in staged:
             rows.append(_staged_row(slot, key, staged[key]))
-            continue
-        column = spec.column(key)
-        rows.append((slot, key + marker(cached, False), column.encoding, str(n_rows), str(column.dtype)))
-    rows += [_staged_row(slot, key, value) for key, value in staged.items() if key not in spec.columns]
+        else:
+            column = spec.column(key)
+            rows.append((slot, key + marker(cached, False), column.encoding, str(n_rows), str(column.dtype)))
     return rows
 
 

@@ -50,13 +50,6 @@ class FileRef:
     root: str = ""
     storage_options: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
-    @property
-    def is_remote(self) -> bool:
-        """Whether the file is behind an fsspec URL rather than on a local disk."""
-        from shadows.backends.remote import is_url
-
-        return is_url(self.path)
-
     def element_path(self, *parts: str) -> str:
         """Absolute path inside the file of an element given relative to the AnnData root."""
         joined = "/".join(p.strip("/") for p in (self.root, *parts) if p and p.strip("/"))
@@ -74,8 +67,7 @@ class FileRef:
         """
         from shadows.backends.remote import redact
 
-        path = redact(self.path)
-        return f"{path}/{self.root}" if self.root else path
+        return redact(self.full_path)
 
     def node(self, elem_path: str):
         """Open (or reuse this process's open handle of) the file and return the node at ``elem_path``.

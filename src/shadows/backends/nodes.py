@@ -103,9 +103,7 @@ COALESCE_GAP_ROWS = 1024
 def location(node: Any) -> tuple[str, str]:
     """The file (or store) a node lives in and its path inside it, for error messages."""
     if is_hdf5(node):
-        from shadows.backends.remote import hdf5_url
-
-        return hdf5_url(node.file) or node.file.filename, node.name
+        return node.file.filename, node.name
     store = getattr(node, "store", None)
     root = getattr(store, "root", None)
     if root is None and hasattr(store, "path") and hasattr(store, "fs"):  # FsspecStore: show the URL
@@ -138,7 +136,7 @@ def reading_element(filename: str, element: str) -> Iterator[None]:
         if not isinstance(error, (OSError, RuntimeError, ValueError)) and not is_transport_error(error):
             raise
         what = f"cannot read its stored bytes (truncated file or corrupted chunk?): {type(error).__name__}: {error}"
-        if is_transport_error(error) or "request" in type(error).__name__.lower():
+        if is_transport_error(error):
             what = f"the request for its bytes failed: {type(error).__name__}: {error}"
         raise UnreadableDataError(element_message(filename, element, what)) from error
 

@@ -128,20 +128,13 @@ def exists(url: str, storage_options: Mapping[str, Any] | None) -> bool:
     return True
 
 
-#: The URL of each HDF5 file opened here, by HDF5 file identifier: h5py names a file opened from a file
-#: object by that object's repr, and messages should name the URL.
-_HDF5_URLS: dict[int, str] = {}
-
-
 def open_hdf5(url: str, storage_options: Mapping[str, Any] | None) -> Any:
     """An h5py.File reading ``url`` through ranged requests."""
     import h5py
 
     fs, path = filesystem(url, storage_options)
     handle = fs.open(path, "rb", block_size=HDF5_BLOCK_SIZE, cache_type="readahead")
-    file = h5py.File(_CollectionFreeReads(handle), "r")
-    _HDF5_URLS[file.id.id] = redact(url)
-    return file
+    return h5py.File(_CollectionFreeReads(handle, redact(url)), "r")
 
 
 class _CollectionFreeReads(io.RawIOBase):
@@ -151,11 +144,15 @@ class _CollectionFreeReads(io.RawIOBase):
     its event-loop thread. Should the collector run on that thread meanwhile and free an h5py object
     (which takes the same lock), both threads wait for each other forever: seen here as a hang of
     remote reads under load. Pausing collection for the duration of each read rules that out.
+
+    h5py names a file opened from a file object by that object's repr (``File.filename``): the repr is
+    the URL, so messages name it.
     """
 
-    def __init__(self, raw: Any):
+    def __init__(self, raw: Any, url: str):
         super().__init__()
         self.raw = raw
+        self.url = url
 
     def readable(self) -> bool:
         return True
@@ -183,12 +180,7 @@ class _CollectionFreeReads(io.RawIOBase):
         super().close()
 
     def __repr__(self) -> str:
-        return repr(self.raw)
-
-
-def hdf5_url(file: Any) -> str | None:
-    """The URL an h5py.File opened by :func:`open_hdf5` reads, or ``None`` for a local file."""
-    return _HDF5_URLS.get(file.id.id)
+        return self.url
 
 
 def zarr_store(url: str, storage_options: Mapping[str, Any] | None, read_only: bool) -> Any:

@@ -103,6 +103,14 @@ def _write_elem(group: Any, name: str, value: Any) -> None:
         write_elem(group, name, value)
 
 
+def write_value(group: Any, name: str, value: Any) -> None:
+    """Write ``value`` as ``group[name]``: a dask array streamed block by block, anything else by anndata."""
+    if is_dask(value):
+        write_streamed(group, name, value)
+    else:
+        _write_elem(group, name, value)
+
+
 @contextlib.contextmanager
 def _allow_nullable_strings(anndata: Any) -> Iterator[None]:
     settings = anndata.settings
@@ -276,10 +284,7 @@ class ZarrCommitBase:
 
     def _build(self, value: Any, name: str) -> Any:
         name = f"{name}-{uuid.uuid4().hex}"  # the node's name is its folder's: renaming it names it anew
-        if is_dask(value):
-            write_streamed(self.scratch, name, value)
-        else:
-            _write_elem(self.scratch, name, value)
+        write_value(self.scratch, name, value)
         return self._scratch_location(name)
 
     def _parent(self, path: str) -> None:

@@ -18,21 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shadows.errors import ShadowsError
-from shadows.writing.commit import _write_elem
-from shadows.writing.streams import is_dask, write_streamed
+from shadows.writing.commit import _write_elem, write_value
+from shadows.writing.streams import is_dask
 
 if TYPE_CHECKING:
     from shadows.core.base import ShadowBase
 
 DICT_ENCODING = {"encoding-type": "dict", "encoding-version": "0.1.0"}
 MUDATA_HEADER_BYTES = 512  # mudata marks .h5mu files with a text header in the HDF5 user block
-
-
-def _put(group: Any, key: str, value: Any) -> None:
-    if is_dask(value):
-        write_streamed(group, key, value)
-    else:
-        _write_elem(group, key, value)
 
 
 def _group(parent: Any, name: str, attrs: dict[str, Any]) -> Any:
@@ -61,7 +54,7 @@ def _write_annotations(shadow: ShadowBase, target: Any, attrs: dict[str, Any]) -
     for slot in shadow._SLOTS:
         group = _group(target, slot, DICT_ENCODING)
         for key, value in shadow._slot_values(slot, partial(_matrix, shadow)).items():
-            _put(group, key, value)
+            write_value(group, key, value)
     _write_elem(target, "uns", shadow.uns.materialize())
 
 
@@ -72,11 +65,11 @@ def write_anndata(shadow: ShadowBase, target: Any) -> None:
     _write_annotations(shadow, target, {"encoding-type": "anndata", "encoding-version": "0.1.0"})
     if shadow._layout.has("X"):
         x = _matrix(shadow, "X")
-        _put(target, "X", x if is_dask(x) else to_plain(x))
+        write_value(target, "X", x if is_dask(x) else to_plain(x))
     raw = shadow.raw
     if raw is not None:
         group = _group(target, "raw", {"encoding-type": "raw", "encoding-version": "0.1.0"})
-        _put(group, "X", _matrix(shadow, "raw/X"))
+        write_value(group, "X", _matrix(shadow, "raw/X"))
         _write_elem(group, "var", shadow._plain("raw/var"))
         _write_elem(group, "varm", {k: shadow._plain(f"raw/varm/{k}") for k in raw.varm})
 

@@ -64,9 +64,14 @@ class RemoteZarrCommit(ZarrCommitBase):
         """Remove a stored element: its metadata first (it is absent from then on), then its chunks."""
         objects = self._objects(target)
         metadata = sorted((k for k in objects if _is_metadata(k)), key=lambda k: (k.count("/"), k))
-        rest = [k for k in objects if not _is_metadata(k)]
-        for key in metadata + rest:
+        for key in metadata:
             self.fs.rm_file(f"{self.base}/{key}")
+        self._remove_objects([k for k in objects if not _is_metadata(k)])
+
+    def _remove_objects(self, keys: list[str]) -> None:
+        """Remove objects in one call (object stores delete them in batches)."""
+        if keys:
+            self.fs.rm([f"{self.base}/{key}" for key in keys])
 
     def _scratch_location(self, name: str) -> str:
         return f"{self.scratch_key}/{name}"
@@ -80,8 +85,7 @@ class RemoteZarrCommit(ZarrCommitBase):
         return remote.zarr_store(self.url, self.storage_options, read_only=False)
 
     def _drop_scratch(self) -> None:
-        for key in self._objects(self.scratch_key):
-            self.fs.rm_file(f"{self.base}/{key}")
+        self._remove_objects(self._objects(self.scratch_key))
 
     def finish(self) -> None:
         self._drop_scratch()  # before consolidating, so the scratch never shows in the metadata
