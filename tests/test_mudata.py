@@ -149,7 +149,7 @@ def test_class_identity(mu_path):
         assert isinstance(modality, ad.AnnData) and type(modality) is AnnDataShadow
     view = shadow[:5]
     assert type(view) is MuDataShadow and isinstance(view, mudata.MuData)
-    assert shadow.X is None and shadow.raw is None and shadow.isbacked
+    assert shadow.X is None and shadow.raw is None and not shadow.isbacked
 
 
 def test_backends_reach_modalities_and_maps(mu_path):

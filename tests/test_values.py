@@ -27,7 +27,7 @@ def test_isinstance_and_api(path):
     assert shadow.obs_keys() == oracle.obs_keys()
     assert shadow.var_keys() == oracle.var_keys()
     assert sorted(shadow.obsm_keys()) == sorted(oracle.obsm_keys())
-    assert not shadow.is_view and shadow.isbacked
+    assert not shadow.is_view and not shadow.isbacked
     assert shadow.filename == str(path)
     np.testing.assert_array_equal(shadow.obs_vector("float"), oracle.obs_vector("float"))
     np.testing.assert_array_equal(shadow.obs_vector("gene3"), oracle.obs_vector("gene3"))

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from conftest import make_adata, read_oracle, suffix, write, zarr_format
 from helpers import assert_shadow_matches, assert_value_equal, file_digest
-from shadows import AnnDataShadow, FileBusyError, ShadowsError
+from shadows import AnnDataShadow, ElementExistsError, FileBusyError, ShadowsError
 from shadows.core.base import READ_ONLY_MESSAGE
 
 
@@ -208,7 +208,10 @@ def test_export_includes_staged_elements_and_replaces_the_target(path, tmp_path,
     shadow.obs["added"] = np.arange(60)
     out = tmp_path / "copy.h5ad"
     out.write_bytes(b"old")
-    shadow[10:20].write_h5ad(out, progress=True)
+    with pytest.raises(ElementExistsError, match="overwrite=True"):
+        shadow[10:20].write_h5ad(out)
+    assert out.read_bytes() == b"old"
+    shadow[10:20].write_h5ad(out, progress=True, overwrite=True)
     assert "100%" in capsys.readouterr().out
     written = read_oracle(out)
     np.testing.assert_array_equal(written.obsm["added"][:, 0], np.arange(10.0, 20.0))

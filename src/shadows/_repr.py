@@ -27,20 +27,22 @@ def _frame_line(shadow: ShadowBase, slot: str) -> str:
 def _header(shadow: ShadowBase) -> str:
     note = _AXIS_NOTE.get(shadow.axis, "") if shadow._KIND == "MuData" else ""
     header = f"{shadow._KIND} Shadow object with n_obs × n_vars = {shadow.n_obs} × {shadow.n_vars}{note}"
+    layout = shadow._layout
     if shadow.is_view:
-        layout = shadow._layout
         header = f"View of {header} (original {layout.n_obs} × {layout.n_vars})"
+    elif shadow._view is not None:
+        header = f"{header} (subset of the file's {layout.n_obs} × {layout.n_vars})"
     return header
 
 
 def _slot_lines(shadow: ShadowBase, slots: tuple[str, ...]) -> list[str]:
-    return [f"  {shadow._slots[slot]!r}" for slot in slots if len(shadow._slots[slot])]
+    return [f"  {shadow._slots[slot]!r}" for slot in slots if shadow._slots[slot].own_keys()]
 
 
 def _anndata_lines(shadow: ShadowBase) -> list[str]:
     lines = []
-    if shadow._layout.has("X"):
-        lines.append("  X" + marker(shadow._is_cached("X"), False))
+    if shadow._has("X"):
+        lines.append("  X" + marker(shadow._is_cached("X"), shadow._is_changed("X")))
     lines += _slot_lines(shadow, ("layers",))
     lines.append(_frame_line(shadow, "obs"))
     lines.append(_frame_line(shadow, "var"))

@@ -40,7 +40,7 @@ def _shape_text(shape: tuple[int, ...] | None) -> str:
 
 def _view_shape(shadow: ShadowBase, rel: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape ``rel`` has in this shadow: the stored shape, with view-sliced axes at the view's sizes."""
-    if not shadow.is_view or not shape:
+    if shadow._view is None or not shape:  # neither a view nor subset in place
         return shape
     sizes = (shadow.n_obs, shadow.n_vars)
     return tuple(n if i >= len(axes := element_axes(rel)) or axes[i] is None else sizes[axes[i]]
@@ -63,7 +63,7 @@ def _staged_row(slot: str, key: str, value: Any) -> tuple[str, ...]:
 def _slot_rows(shadow: ShadowBase, slot: str) -> list[tuple[str, ...]]:
     mapping = shadow._slots[slot]
     rows = []
-    for key in mapping:
+    for key in mapping.own_keys():
         if mapping.is_staged(key):
             rows.append(_staged_row(slot, key, mapping[key]))  # a staged value is in memory already
         else:
@@ -89,7 +89,10 @@ def _frame_rows(shadow: ShadowBase, slot: str) -> list[tuple[str, ...]]:
 def _anndata_rows(shadow: ShadowBase) -> list[tuple[str, ...]]:
     layout = shadow._layout
     rows = []
-    if layout.has("X"):
+    if shadow._is_changed("X"):
+        if shadow._has("X"):
+            rows.append(_staged_row("X", "", shadow.X))
+    elif layout.has("X"):
         rows.append(_stored_row(shadow, "X", "", "X", shadow._is_cached("X")))
     rows += _slot_rows(shadow, "layers")
     rows += _frame_rows(shadow, "obs") + _frame_rows(shadow, "var")

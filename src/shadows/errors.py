@@ -79,6 +79,32 @@ class FileBusyError(ShadowsError, OSError):
     """The file cannot be opened in the requested mode because it is open elsewhere."""
 
 
+class PermissionDeniedError(ShadowsError, PermissionError):
+    """The operating system refuses access (opening ``'r+'`` a file or store this user cannot write)."""
+
+
+class InvalidElementKeyError(ShadowsError, ValueError):
+    """A key given to a slot (``obsm["a/b"]``, ``uns["."]``, an obs column with a NUL) is not a valid
+    element name; raised on assignment, before anything is staged.
+    """
+
+
+class UnsafeTargetError(ShadowsError, ValueError):
+    """A write or export would leave the store (a symlink), replace its own source, or replace something
+    that is not a store it may replace.
+    """
+
+
+class ExternalDataError(ShadowsError, PermissionError):
+    """An element's bytes lie outside the file (HDF5 external links, external storage, virtual datasets;
+    symlinks leaving a Zarr store) and following them was not allowed (``allow_external=True``).
+    """
+
+
+class TooLargeError(ShadowsError, MemoryError):
+    """An element (or a view's part of it) would need more memory than the machine has."""
+
+
 def element_message(filename: str, element: str, what: str) -> str:
     """Format an error message that names the file and the element.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,12 +43,18 @@ class FileRef:
     storage_options
         For a URL: fsspec's options (credentials, endpoint). Kept out of the repr and of comparisons, and
         never put in messages.
+    allow_external
+        Whether reads may follow what leads out of the file: HDF5 external links, external storage and
+        virtual datasets with sources in other files, symbolic links out of a Zarr store (see
+        :mod:`shadows.backends.containment`). ``False`` (the default) refuses them with
+        :class:`~shadows.errors.ExternalDataError`. Kept out of comparisons.
     """
 
     path: str
     format: Format
     root: str = ""
     storage_options: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+    allow_external: bool = field(default=False, compare=False)
 
     def element_path(self, *parts: str) -> str:
         """Absolute path inside the file of an element given relative to the AnnData root."""
@@ -72,11 +78,17 @@ class FileRef:
     def node(self, elem_path: str):
         """Open (or reuse this process's open handle of) the file and return the node at ``elem_path``.
 
-        ``elem_path`` is absolute inside the file (see :meth:`element_path`).
+        ``elem_path`` is absolute inside the file (see :meth:`element_path`). Every read of stored values
+        goes through here: unless :attr:`allow_external`, the node is checked once per process to lie in
+        the file (:func:`shadows.backends.containment.contained_node`) before it is returned.
         """
-        from shadows.backends.handles import read_node
+        if self.allow_external:
+            from shadows.backends.handles import read_node
 
-        return read_node(self, elem_path)
+            return read_node(self, elem_path)
+        from shadows.backends.containment import contained_node
+
+        return contained_node(self, elem_path)
 
 
 def normalize_format(fmt: str | None) -> Format | None:
@@ -90,16 +102,18 @@ def normalize_format(fmt: str | None) -> Format | None:
         raise ValueError(msg) from None
 
 
-def _is_zarr_dir(path: Path) -> bool:
+def is_zarr_dir(path: Path) -> bool:
+    """Whether ``path`` is a folder holding a Zarr store's root metadata (format 2 or 3)."""
     return path.is_dir() and any((path / marker).exists() for marker in _ZARR_MARKERS)
 
 
 def resolve(filepath: str | os.PathLike, format: str | None = None,
-            storage_options: Mapping[str, Any] | None = None) -> FileRef:
+            storage_options: Mapping[str, Any] | None = None, allow_external: bool = False) -> FileRef:
     """Turn a user path (possibly ``file.h5mu/mod/rna``) or an fsspec URL into a :class:`FileRef`.
 
     The format comes from ``format`` when given, else from what is on disk (an HDF5 file or a Zarr
-    directory), which also covers paths without a known suffix.
+    directory), which also covers paths without a known suffix. ``allow_external`` is kept in the
+    reference (see :class:`FileRef`).
 
     Raises
     ------
@@ -114,7 +128,8 @@ def resolve(filepath: str | os.PathLike, format: str | None = None,
 
     wanted = normalize_format(format)
     if is_url(filepath):
-        return _resolve_url(os.fspath(filepath), wanted, storage_options)
+        ref = _resolve_url(os.fspath(filepath), wanted, storage_options)
+        return replace(ref, allow_external=True) if allow_external else ref
     text = os.fspath(filepath)
     path = Path(os.path.expanduser(text[len("file://"):] if text.startswith("file://") else text)).absolute()
 
@@ -137,7 +152,7 @@ def resolve(filepath: str | os.PathLike, format: str | None = None,
             kind = "empty file" if existing.stat().st_size == 0 else "file that is not HDF5"
             msg = f"{existing}: cannot open as AnnData: it is an {kind} (expected .h5ad/.h5mu or Zarr)."
             raise NotAnnDataError(msg.replace("an file", "a file"))
-        return FileRef(str(existing), "hdf5", "/".join(inner))
+        return FileRef(str(existing), "hdf5", "/".join(inner), allow_external=allow_external)
 
     if inner:
         # A directory exists but the rest of the path does not: a missing element of a Zarr store.
@@ -146,15 +161,15 @@ def resolve(filepath: str | os.PathLike, format: str | None = None,
     if wanted == "hdf5":
         msg = f"{existing}: format='hdf5' was asked for, but this is a directory."
         raise NotAnnDataError(msg)
-    if not _is_zarr_dir(existing):
+    if not is_zarr_dir(existing):
         msg = f"{existing}: this directory is not a Zarr store (no zarr.json or .zgroup)."
         raise NotAnnDataError(msg)
     # The store root is the top-most Zarr directory; what lies below it is the AnnData's group path.
     store = existing
-    while _is_zarr_dir(store.parent) and store.parent != store:
+    while is_zarr_dir(store.parent) and store.parent != store:
         inner.insert(0, store.name)
         store = store.parent
-    return FileRef(str(store), "zarr", "/".join(inner))
+    return FileRef(str(store), "zarr", "/".join(inner), allow_external=allow_external)
 
 
 def suffix_format(path: str | os.PathLike) -> Format | None:

@@ -1,20 +1,20 @@
-"""Per-process cache of read-only file handles used by graph tasks.
+"""Opening files, and the handles graph tasks read through.
 
 Opening an HDF5 file or a Zarr group costs milliseconds; a graph has thousands of tasks. Each process
-(the user's, or a distributed worker) keeps one read handle per file and reuses it. Handles are keyed by
-process id too, so a forked worker never reuses its parent's HDF5 handle.
+(the user's, or a distributed worker) keeps one handle per file in its
+:mod:`~shadows.backends.registry` and reuses it: for HDF5 the very ``h5py.File`` the shadows of that file
+read their metadata from, so a process never holds two HDF5 ids of one file. Entries are keyed by process
+id too, so a forked worker never reuses its parent's HDF5 handle; tasks carry a
+:class:`~shadows.backends.fileref.FileRef`, so graphs pickle to process workers, which open their own.
 """
 
 from __future__ import annotations
 
-import os
-import threading
+import errno
 from collections.abc import Mapping
 from typing import Any
 
-_lock = threading.Lock()
-_handles: dict[tuple[int, str, str], Any] = {}
-_nodes: dict[tuple[int, str, str, str], Any] = {}
+from shadows.backends import registry
 
 
 def open_hdf5(path: str, mode: str = "r"):
@@ -35,9 +35,13 @@ def _open_error(path: str, mode: str, error: OSError) -> Exception:
     (``libver="latest"``) also carry an "open for writing" mark in the file itself, which a killed writer
     leaves behind.
     """
-    from shadows.errors import FileBusyError, UnreadableDataError
+    from shadows.errors import FileBusyError, PermissionDeniedError, UnreadableDataError
 
     text = str(error).lower()
+    if getattr(error, "errno", None) in (errno.EACCES, errno.EPERM) or "errno = 13," in text \
+            or "permission denied" in text:
+        return PermissionDeniedError(f"{path}: cannot open {'for writing' if mode != 'r' else 'for reading'} "
+                                     f"(mode {mode!r}): permission denied; check the file's permissions. {error}")
     if "truncated file" in text:
         return UnreadableDataError(f"{path}: the file is truncated (shorter than HDF5 recorded it; an interrupted "
                                    f"copy or download?): {error}")
@@ -47,10 +51,11 @@ def _open_error(path: str, mode: str, error: OSError) -> Exception:
             "it: killed, or still running elsewhere). If no process is writing it, clear the mark with "
             f"`h5clear -s {path}` (HDF5's command-line tools) and open it again. Elements committed before "
             f"the writer stopped are intact. {error}")
-    if mode != "r" and ("lock" in text or "open" in text):
+    if mode != "r" and ("lock" in text or "already open" in text):
         return FileBusyError(
-            f"{path}: cannot open for writing (mode {mode!r}): the file is open elsewhere, read-only in this "
-            f"process (another shadow: close() it) or in another process (HDF5 file locking). {error}")
+            f"{path}: cannot open for writing (mode {mode!r}): the file is open elsewhere: in another process "
+            "(HDF5 file locking), or in this one outside shadows (an h5py.File, a backed AnnData: close it). "
+            f"{error}")
     if "lock" in text:
         return FileBusyError(f"{path}: cannot open for reading: another process holds it for writing "
                              f"(HDF5 file locking). {error}")
@@ -96,49 +101,60 @@ def open_metadata(path: str, format: str, mode: str = "r", storage_options: Mapp
     return ZarrMetadata(path, storage_options)
 
 
-def _key(ref: Any) -> tuple[int, str, str]:
-    return (os.getpid(), ref.path, ref.format)
+def _open_metadata_handle(path: str, format: str, mode: str, storage_options: Mapping[str, Any] | None,
+                          element: str = "") -> Any:
+    if format == "hdf5":
+        return open_file(path, format, mode, storage_options, element)
+    return open_metadata(path, format, mode, storage_options)
+
+
+def _open_group(path: str, mode: str, storage_options: Mapping[str, Any] | None, element: str = "") -> Any:
+    return open_zarr(path, mode, storage_options, element)
+
+
+#: How this process's file entries open what they hold.
+OPENERS = registry.Openers(metadata=_open_metadata_handle, group=_open_group)
+
+
+def connect(user: Any, path: str, format: str, mode: str, storage_options: Mapping[str, Any] | None = None
+            ) -> registry.FileEntry:
+    """Attach ``user`` (a shadow's connection) to this process's entry of the file, in ``mode``."""
+    return registry.attach(user, path, format, mode, storage_options, OPENERS)
+
+
+def _entry(ref: Any) -> registry.FileEntry:
+    return registry.entry(ref.path, ref.format, ref.storage_options, OPENERS)
 
 
 def read_handle(ref: Any, element: str = ""):
-    """Return this process's shared read-only handle for the file of ``ref``, opening it on first use."""
-    key = _key(ref)
-    handle = _handles.get(key)
-    if handle is not None:
-        return handle
-    with _lock:
-        handle = _handles.get(key)
-        if handle is None:
-            handle = open_file(ref.path, ref.format, "r", ref.storage_options, element)
-            _handles[key] = handle
-    return handle
+    """The handle this process reads the file of ``ref`` through: the ``h5py.File`` its shadows share (opened
+    read-only on first use when none is attached), or a read-only ``zarr.Group``.
+    """
+    return _entry(ref).task_handle(element)
 
 
 def read_node(ref: Any, elem_path: str):
-    """The node at ``elem_path`` through this process's read handle, looked up once per process.
+    """The node at ``elem_path`` through this process's read handle, looked up once per handle.
 
     Resolving a path in an HDF5 file costs about as much as reading a row of X; read tasks ask for the
     same few arrays thousands of times.
     """
-    key = (*_key(ref), elem_path)
-    node = _nodes.get(key)
+    entry = _entry(ref)
+    node = entry.nodes.get(elem_path)
     if node is None:
         from shadows.backends import nodes
 
-        handle = read_handle(ref, elem_path)
+        generation = entry.generation
+        handle = entry.task_handle(elem_path)
         with nodes.reading_element(ref.display, elem_path):
             node = handle[elem_path] if elem_path else handle
-        _nodes[key] = node
+        if entry.generation == generation:  # not looked up in a handle replaced meanwhile
+            entry.nodes[elem_path] = node
     return node
 
 
 def release(path: str) -> None:
-    """Close and forget this process's read handles of ``path`` (before writing to it, for example)."""
-    with _lock:
-        for key in [k for k in _nodes if k[1] == path]:
-            del _nodes[key]
-        for key in [k for k in _handles if k[1] == path]:
-            handle = _handles.pop(key)
-            close = getattr(handle, "close", None)
-            if close is not None and key[0] == os.getpid():
-                close()
+    """Drop this process's cached read handles and nodes of ``path`` (a file about to be replaced, for
+    example); a handle shadows share stays open (see :func:`shadows.backends.registry.release`).
+    """
+    registry.release(path)

@@ -7,16 +7,27 @@ backend). Assigning a key keeps the value in memory, staged (▲) until ``write(
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from shadows.cache import marker
 from shadows.errors import MissingElementError, element_message
 from shadows.indexing.apply import ALIGNED_SLOT_AXES
+from shadows.names import check_key, check_nested_keys
 
 if TYPE_CHECKING:
     from shadows.core.anndata import AnnDataShadow
 
+
+def _x_is_a_layer() -> bool:
+    import anndata
+    import numpy as np
+
+    return None in anndata.AnnData(X=np.zeros((1, 1), dtype=np.float32)).layers
+
+
+#: anndata >= 0.13 lists X in layers, as ``layers[None]``; shadows follow the installed anndata.
+X_IS_A_LAYER = _x_is_a_layer()
 
 
 class ElementMapping(MutableMapping):
@@ -35,7 +46,7 @@ class ElementMapping(MutableMapping):
     def _inherited(self) -> dict[str, Any]:
         """In a view: the root's staged elements of this slot that the view does not shadow itself."""
         shadow = self._shadow
-        if shadow._view is None:
+        if not shadow.is_view:
             return {}
         root = shadow._root._staging_mapping(self.slot)
         if root is None:
@@ -56,13 +67,23 @@ class ElementMapping(MutableMapping):
         return self._shadow._element(self._path(key))
 
     def __setitem__(self, key: str, value: Any) -> None:
+        if key is None and self.slot == "layers":
+            self._shadow.X = value  # anndata >= 0.13 sets X as layers[None]
+            return
+        check_key(self._shadow._ref.display, self.slot, key)
+        check_nested_keys(self._shadow._ref.display, self._path(key), value)
         self._validate(key, value)
+        self._shadow._detach()  # a view assigned to becomes a shadow of its own (as AnnData views do)
         self._staged[key] = value
 
     def __delitem__(self, key: str) -> None:
         """Forget a staged element, or stage the deletion of a stored one (``write(overwrite=True)``
         removes it from the file).
         """
+        if key is None and self.slot == "layers":
+            del self._shadow.X
+            return
+        self._shadow._detach()
         if key in self._staged:
             del self._staged[key]
         elif key in self._stored:
@@ -71,15 +92,53 @@ class ElementMapping(MutableMapping):
         else:
             raise MissingElementError(element_message(self._shadow._ref.display, self._path(key), "no such key"))
 
-    def __iter__(self) -> Iterator[str]:
-        yield from self._stored
-        yield from (k for k in self._staged if k not in self._stored)
-        yield from self._inherited()
+    def replace_all(self, values: Mapping[str, Any]) -> None:
+        """``adata.obsm = {...}``: the slot holds exactly ``values`` from now on (stored keys not among
+        them are deleted, by ``write(overwrite=True)`` from the file). Every key and value is checked
+        before anything changes.
+        """
+        values = dict(values or {})
+        for key, value in values.items():
+            check_key(self._shadow._ref.display, self.slot, key)
+            check_nested_keys(self._shadow._ref.display, self._path(key), value)
+            self._validate(key, value)
+        for key in self.own_keys():
+            del self[key]
+        for key, value in values.items():
+            self[key] = value
+
+    @property
+    def parent(self) -> AnnDataShadow:
+        """The shadow this slot belongs to (anndata's aligned mappings name their AnnData so)."""
+        return self._shadow
+
+    def copy(self) -> dict[str, Any]:
+        """A plain dict of every value (stored ones read), as anndata's ``adata.obsm.copy()`` is used."""
+        return {key: self[key] for key in self}
+
+    def own_keys(self) -> list[str]:
+        """The slot's keys: stored, assigned in memory, and (in a view) its root's assigned ones; never
+        anndata 0.13's ``None`` for X (what the shadow's own code iterates).
+        """
+        keys = list(self._stored)
+        keys += [k for k in self._staged if k not in self._stored]
+        return keys + [k for k in self._inherited() if k not in keys]
+
+    def _x_as_layer(self) -> bool:
+        """Whether this is ``layers`` and anndata lists X in it as ``layers[None]`` (anndata >= 0.13)."""
+        return self.slot == "layers" and X_IS_A_LAYER and self._shadow._has("X")
+
+    def __iter__(self) -> Iterator[str | None]:
+        yield from self.own_keys()
+        if self._x_as_layer():
+            yield None
 
     def __len__(self) -> int:
-        return len(set(self._stored) | set(self._staged) | set(self._inherited()))
+        return len(self.own_keys()) + self._x_as_layer()
 
     def __contains__(self, key: object) -> bool:
+        if key is None:
+            return self._x_as_layer()
         return key in self._staged or key in self._stored or key in self._inherited()
 
     def is_staged(self, key: str) -> bool:
@@ -102,7 +161,7 @@ class ElementMapping(MutableMapping):
 
     def marked_keys(self) -> list[str]:
         """Keys with their markers (ᐁ held in memory, ▲ staged), for the repr."""
-        return [k + marker(self._shadow._is_cached(self._path(k)), self.is_staged(k)) for k in self]
+        return [k + marker(self._shadow._is_cached(self._path(k)), self.is_staged(k)) for k in self.own_keys()]
 
     def _validate(self, key: str, value: Any) -> None:
         axes = ALIGNED_SLOT_AXES.get(self.slot)
@@ -136,7 +195,7 @@ class UnsMapping(ElementMapping):
     def materialize(self) -> dict:
         """A plain nested dict of every value (stored ones read, staged ones as assigned)."""
         out = {}
-        for key in self:
+        for key in self.own_keys():
             if key not in self._stored or key in self._staged:  # assigned in memory (here or in the root)
                 out[key] = self[key]
                 continue

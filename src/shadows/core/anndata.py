@@ -10,13 +10,14 @@ import numpy as np
 
 from shadows.core import view_categories
 from shadows.core.aligned import ElementMapping
-from shadows.core.base import READ_ONLY_MESSAGE, ShadowBase
+from shadows.core.base import READ_ONLY_MESSAGE, UNCHANGED, ShadowBase, computed
 from shadows.core.layout import AnnDataLayout
 from shadows.core.raw import RawShadow
 from shadows.elements.sparse_chunk import to_plain
 from shadows.errors import MissingElementError, element_message
 from shadows.indexing.apply import SLOT_AXES, element_axes, selection_for
 from shadows.indexing.keys import as_positions
+from shadows.writing import DELETED
 from shadows.writing.export import export
 
 try:  # anndata >= 0.13: ``adata[A.obs["louvain"]]``, ``adata[A.X[:, "CD3E"]]`` (scanpy's plotting uses them)
@@ -130,22 +131,72 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
 
     @property
     def X(self) -> Any:
-        """The main matrix (``None`` when the file has none)."""
-        return self._element("X") if self._layout.has("X") else None
+        """The main matrix (``None`` when there is none); assigning keeps the new one in memory (X▲)."""
+        return self._element("X") if self._has("X") else None
+
+    def _has_X(self) -> bool:  # noqa: N802 - anndata's name
+        """Whether there is an X (anndata asks views this way)."""
+        return self._has("X")
+
+    @X.setter
+    def X(self, value: Any) -> None:
+        self._set_whole("X", value, self.shape)
+
+    @X.deleter
+    def X(self) -> None:
+        self._set_whole("X", None, self.shape)
 
     @property
     def layers(self) -> ElementMapping:
         """Layers: matrices shaped like X."""
         return self._slots["layers"]
 
+    @layers.setter
+    def layers(self, values: Any) -> None:
+        self._slots["layers"].replace_all(values)
+
     @property
-    def raw(self) -> RawShadow | None:
-        """The raw slot, or ``None`` when the file has none."""
+    def raw(self) -> RawShadow | anndata.Raw | None:
+        """The raw slot (``None`` when there is none); assigning (``adata.raw = adata``) keeps an
+        ``anndata.Raw`` in memory (raw▲), ``del adata.raw`` deletes it, both until ``write()``.
+        """
+        changed = self._changed_value("raw")
+        if changed is not UNCHANGED:
+            return None if changed is DELETED else changed
         if not self._layout.has_raw:
             return None
         if "raw" not in self._graphs:
             self._graphs["raw"] = RawShadow(self)
         return self._graphs["raw"]
+
+    @raw.setter
+    def raw(self, value: anndata.AnnData | None) -> None:
+        if value is None:
+            del self.raw
+            return
+        if not isinstance(value, anndata.AnnData):
+            raise ValueError("Can only init raw attribute with an AnnData object.")
+        self._detach()
+        # anndata's Raw shares value.X (as AnnData's setter does); var is copied so that the raw's var
+        # is a plain frame, not one that stages columns into this shadow's var
+        self._changed["raw"] = anndata.Raw(self, X=value.X, var=value.var.copy(), varm=dict(value.varm))
+        self._graphs.pop("raw", None)
+
+    @raw.deleter
+    def raw(self) -> None:
+        self._detach()
+        if self._layout.has_raw:
+            self._changed["raw"] = DELETED
+        else:
+            self._changed.pop("raw", None)
+        self._graphs.pop("raw", None)
+
+    def _select_staged(self, slot: str, value: Any) -> Any:
+        """A raw assigned in the root, as a view sees it: the view's observations of it."""
+        if isinstance(value, anndata.Raw):
+            rows = as_positions(self._local[0])
+            return anndata.Raw(self, X=value.X[rows], var=value.var.copy(), varm=dict(value.varm))
+        return super()._select_staged(slot, value)
 
     def obs_vector(self, k: str, *, layer: str | None = None) -> Any:
         """Values of obs column ``k``, or of variable ``k`` across observations (from X or ``layer``)."""
@@ -173,23 +224,76 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
         """A real in-memory AnnData with every element read (equal to anndata's own read)."""
         plain = {slot: self._slot_values(slot, self._plain) for slot in self._SLOTS}
         adata = anndata.AnnData(
-            X=to_plain(self._plain("X")) if self._layout.has("X") else None,
+            X=to_plain(self._plain("X")) if self._has("X") else None,
             obs=self._plain("obs"),
             var=self._plain("var"),
             uns=self.uns.materialize(),
             **plain,
         )
-        if self.raw is not None:
-            adata.raw = self.raw.to_adata()
+        raw = self.raw
+        if isinstance(raw, anndata.Raw):
+            adata.raw = anndata.AnnData(X=computed(raw.X), var=raw.var.copy(), varm=dict(raw.varm))
+        elif raw is not None:
+            adata.raw = raw.to_adata()
         return adata
 
-    def write_h5ad(self, filename: str | os.PathLike, *, progress: bool = False, **_: Any) -> None:
+    def transpose(self) -> anndata.AnnData:
+        """Observations and variables swapped, as an AnnData (as anndata's ``transpose``; ignores raw).
+
+        The values are the shadow's: read (default backend) or its dask graphs (``array_backend="dask"``,
+        still lazy). Like anndata, a view must be copied first.
+        """
+        if self.is_view:
+            raise ValueError("You're trying to transpose a view of an `AnnData` (a shadow's view), which is not "
+                             "implemented. Call `.copy()` before transposing.")
+        x = self.X
+        return anndata.AnnData(
+            X=None if x is None else x.T,
+            layers={k: self.layers[k].T for k in self.layers.own_keys()},
+            obs=self._plain("var"),
+            var=self._plain("obs"),
+            uns=self.uns.materialize(),
+            obsm=dict(self.varm),
+            varm=dict(self.obsm),
+            obsp=dict(self.varp),
+            varp=dict(self.obsp),
+        )
+
+    @property
+    def T(self) -> anndata.AnnData:
+        """:meth:`transpose`."""
+        return self.transpose()
+
+    def copy(self, filename: str | os.PathLike | None = None, *, overwrite: bool = False) -> AnnDataShadow:
+        """An independent shadow of the same data (a view's copy is not a view); nothing is read: stored
+        elements stay in the file, changes held in memory (▲) are copied. With ``filename``, this shadow
+        (or view) is written there out of core and the new file is opened (see ``write_h5ad``).
+        ``to_memory()`` gives an in-memory AnnData.
+        """
+        if filename is not None:
+            return super().copy(filename, overwrite=overwrite)
+        clone = self._view_of((slice(None), slice(None)))
+        own = self._memory_state()
+        clone._detach()
+        if self._is_view:  # the view's own changes, besides the root's the clone took over
+            clone._restore_memory(own)
+        if self._view is None:
+            clone._view = None  # a copy of the whole group, not a subset of it
+        clone._deep_copy_changes()
+        return clone
+
+    def _export_alias(self, filename: str | os.PathLike, **kwargs: Any) -> None:
+        self.write_h5ad(filename, **kwargs)
+
+    def write_h5ad(self, filename: str | os.PathLike, *, progress: bool = False, overwrite: bool = False,
+                   **_: Any) -> None:
         """Write this shadow (or view: only its selection) to a new ``.h5ad`` file, out of core.
 
-        Matrices stream from the file block by block; ``progress=True`` shows dask's progress bar.
+        Matrices stream from the file block by block; ``progress=True`` shows dask's progress bar. An
+        existing file is replaced only with ``overwrite=True``; the shadow's own file never is.
         anndata's compression options are not supported and ignored.
         """
-        export(self, filename, "hdf5", progress=progress)
+        export(self, filename, "hdf5", progress=progress, overwrite=overwrite)
 
     def __getitem__(self, index: Any) -> AnnDataShadow:
         """A view (see :meth:`ShadowBase._view_of`); ``type(view) is AnnDataShadow``.

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 
 from shadows import convert
@@ -22,10 +23,10 @@ from shadows.core.aligned import ElementMapping, UnsMapping
 from shadows.core.connection import Connection, check_mode
 from shadows.core.frames import tracked, with_columns
 from shadows.core.layout import Layout
-from shadows.errors import ElementExistsError, ReadOnlyError
+from shadows.errors import InvalidElementKeyError, ReadOnlyError
 from shadows.indexing import AxisIndex, compose, normalize_key
 from shadows.indexing.apply import (
-    ALIGNED_SLOT_AXES,
+    element_axes,
     materialize_selection,
     read_column,
     read_index,
@@ -33,7 +34,8 @@ from shadows.indexing.apply import (
     selection_for,
 )
 from shadows.indexing.keys import as_positions, as_slice_or_array
-from shadows.writing import DELETED, ColumnChange, ElementChange, commit
+from shadows.names import column_problem
+from shadows.writing import DELETED, ColumnChange, ElementChange, commit, transaction
 from shadows.writing.export import export
 
 READ_ONLY_MESSAGE = (
@@ -55,6 +57,10 @@ class ShadowBase:
     _SLOTS: ClassVar[tuple[str, ...]]
     #: "AnnData" or "MuData", for messages and the repr.
     _KIND: ClassVar[str]
+    #: Whether this shadow is a view (a root, also one subset in place, is not; views set their own).
+    _is_view: bool = False
+    #: A view's rows and columns as positions in its root (``None`` for roots).
+    _local: tuple[AxisIndex, AxisIndex] | None = None
 
     # -- construction ----------------------------------------------------------------------------
 
@@ -66,9 +72,19 @@ class ShadowBase:
         mode: str = "r",
         format: str | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        *,
+        allow_external: bool = False,
     ):
+        """Open the AnnData/MuData at ``filepath`` (see the class's parameters).
+
+        ``allow_external=True`` lets reads follow what leads out of the file: HDF5 external links,
+        external storage and virtual datasets with sources in other files, symbolic links out of a Zarr
+        store. By default an element using one is refused with
+        :class:`~shadows.errors.ExternalDataError` when it is accessed (anndata and h5py follow them
+        silently); see :mod:`shadows.backends.containment`. Pickles (and dask workers) keep the choice.
+        """
         check_mode(mode)
-        ref = resolve(filepath, format, storage_options)
+        ref = resolve(filepath, format, storage_options, allow_external=allow_external)
         arrays, tables = convert.array_backend(array_backend), convert.table_backend(table_backend)
         connection = Connection(ref.path, ref.format, mode, ref.storage_options)
         try:
@@ -86,6 +102,7 @@ class ShadowBase:
         self._view: tuple[AxisIndex, AxisIndex] | None = None
         self._build_layout()
         self._init_memory()
+        connection.watch(self)  # learns the keys another shadow of the file writes
 
     @classmethod
     def _attached(cls, ref: FileRef, arrays: convert.Backend, tables: convert.Backend,
@@ -96,13 +113,18 @@ class ShadowBase:
         return shadow
 
     @classmethod
-    def _make_view(cls, root: ShadowBase, obs: AxisIndex, var: AxisIndex) -> ShadowBase:
-        """A view of ``root`` keeping positions ``obs`` and ``var`` (relative to the root)."""
+    def _make_view(cls, root: ShadowBase, obs: AxisIndex, var: AxisIndex,
+                   local: tuple[AxisIndex, AxisIndex] | None = None) -> ShadowBase:
+        """A view of ``root`` keeping positions ``obs`` and ``var`` of the file's group; ``local`` are the
+        same rows and columns as positions in ``root`` (which differ when ``root`` is itself a subset).
+        """
         view = cls.__new__(cls)
         view._ref, view._conn = root._ref, root._conn
         view._array_backend, view._table_backend = root._array_backend, root._table_backend
         view._root = root
         view._view = (obs, var)
+        view._is_view = True
+        view._local = local if local is not None else (obs, var)
         view._init_memory()
         return view
 
@@ -112,6 +134,8 @@ class ShadowBase:
         self._graphs: dict[str, Any] = {}
         self._staged_columns: dict[str, dict[str, pd.Series]] = {frame: {} for frame in FRAMES}
         self._deleted_columns: dict[str, set[str]] = {frame: set() for frame in FRAMES}
+        #: Whole elements outside the mapping slots (``X``, ``raw/X``) replaced in memory (▲), or DELETED.
+        self._changed: dict[str, Any] = {}
         self._slots = {slot: ElementMapping(self, slot, self._layout.mapping_keys(slot)) for slot in self._SLOTS}
         self._slots["uns"] = UnsMapping(self, "uns", self._visible_uns_keys())
         self._uns_levels: dict[str, UnsMapping] = {"uns": self._slots["uns"]}
@@ -167,12 +191,18 @@ class ShadowBase:
         if self._view is not None:
             value = self._view_value(rel, spec, value)
         if rel in FRAMES:
+            names = self._changed_value(self._index_rel(rel))
+            if names is not UNCHANGED:
+                value.index = names
             value = with_columns(value, self._visible_staged_columns(rel))
             value = value.drop(columns=[c for c in self._deleted_columns[rel] if c in value.columns])
         return value
 
     def _element(self, rel: str) -> Any:
         """The element at ``rel`` as the shadow's backends present it (cached per section 4 of DESIGN)."""
+        changed = self._changed_value(rel)
+        if changed is not UNCHANGED:
+            return None if changed is DELETED else changed
         if rel in self._cache:
             return self._cache[rel]
         spec = self._layout.spec(rel)
@@ -189,6 +219,9 @@ class ShadowBase:
 
     def _plain(self, rel: str) -> Any:
         """The element at ``rel`` as numpy/scipy/pandas, whatever the backends (for to_memory)."""
+        changed = self._changed_value(rel)
+        if changed is not UNCHANGED:
+            return None if changed is DELETED else computed(changed)
         spec = self._layout.spec(rel)
         backend = self._backend_for(spec.kind)
         if backend is not None and backend.name in ("numpy", "pandas") and rel in self._cache:
@@ -209,10 +242,88 @@ class ShadowBase:
     def _is_cached(self, rel: str) -> bool:
         return rel in self._cache
 
+    # -- whole elements changed in memory (X, raw/X) ---------------------------------------------
+
+    def _changed_value(self, rel: str) -> Any:
+        """The value ``rel`` was given in memory (DELETED when removed), or UNCHANGED. A view sees its
+        root's, sliced.
+        """
+        if rel in self._changed:
+            return self._changed[rel]
+        if self._is_view and rel in self._root._changed:
+            value = self._root._changed[rel]
+            return value if value is DELETED else self._select_staged(rel, value)
+        return UNCHANGED
+
+    def _is_changed(self, rel: str) -> bool:
+        """Whether ``rel`` was given a new value (or deleted) in memory (▲)."""
+        return self._changed_value(rel) is not UNCHANGED
+
+    def _has(self, rel: str) -> bool:
+        """Whether the element exists for this shadow: changed in memory, or stored and not deleted."""
+        changed = self._changed_value(rel)
+        return self._layout.has(rel) if changed is UNCHANGED else changed is not DELETED
+
+    def _set_whole(self, rel: str, value: Any, shape: tuple[int, ...]) -> None:
+        """Give element ``rel`` a new value in memory (▲; ``None`` deletes it), checked to be ``shape``.
+
+        A view becomes an independent shadow of its selection first, as an AnnData view becomes actual.
+        """
+        if value is not None:
+            got = tuple(getattr(value, "shape", ()))
+            if got != shape:
+                raise ValueError(f"{self.filename}: {rel}: expected shape {shape}, got {got or type(value).__name__}")
+        self._detach()
+        if value is None:
+            if self._layout.has(rel):
+                self._changed[rel] = DELETED
+            else:
+                self._changed.pop(rel, None)
+        else:
+            self._changed[rel] = value
+        self._cache.discard(rel)
+        self._graphs.pop(rel, None)
+
+    def _deep_copy_changes(self) -> None:
+        """Give this shadow its own copies of the values it holds as changes (``copy()``'s independence)."""
+        self._changed = {k: _copied(v) for k, v in self._changed.items()}
+        for mapping in self._staging_mappings():
+            mapping._staged = {k: _copied(v) for k, v in mapping._staged.items()}
+        for frame in FRAMES:
+            self._staged_columns[frame] = {k: v.copy() for k, v in self._staged_columns[frame].items()}
+
+    def _detach(self) -> None:
+        """Make a view an independent shadow of its selection, as anndata views become actual when
+        modified: the root's changes it sees are copied in (sliced), nothing is read, and from then on
+        neither sees the other's changes. Roots are left as they are.
+        """
+        if not self._is_view:
+            return
+        root = self._root
+        for mapping in root._staging_mappings():
+            if not mapping._staged and not mapping._deleted:
+                continue
+            own = self._staging_mapping(mapping.slot)
+            if own is None and mapping.slot.startswith("uns/"):
+                own = self._uns_child(mapping.slot)
+            if own is None:
+                continue
+            for key, value in mapping._staged.items():
+                own._staged.setdefault(key, self._select_staged(mapping.slot, value))
+            own._stored = [k for k in own._stored if k not in mapping._deleted]
+        for frame in FRAMES:
+            self._staged_columns[frame] = dict(self._visible_staged_columns(frame))
+            self._deleted_columns[frame] |= root._deleted_columns[frame]
+        for rel in root._changed:
+            self._changed.setdefault(rel, self._changed_value(rel))
+        self._file_layout, self._layout_generation = root._layout, root._layout_generation
+        self._root, self._is_view, self._local = self, False, None
+
     def _stage_column(self, frame_rel: str, key: str, values: pd.Series | None) -> None:
         """A column assigned in memory (``values``), or deleted (``None``: a stored one is deleted from the
         file by ``write(overwrite=True)``).
         """
+        self._detach()
         if values is not None:
             self._staged_columns[frame_rel][key] = values
             return
@@ -225,9 +336,9 @@ class ShadowBase:
     def _visible_staged_columns(self, frame_rel: str) -> dict[str, pd.Series]:
         """Columns assigned in memory: a view's own, and its root's taken at the view's rows."""
         own = self._staged_columns[frame_rel]
-        if self._view is None:
+        if not self._is_view:
             return own
-        rows = as_positions(self._view[FRAMES.index(frame_rel)])
+        rows = as_positions(self._local[FRAMES.index(frame_rel)])
         inherited = {k: v.iloc[rows] for k, v in self._root._staged_columns[frame_rel].items() if k not in own}
         return {**inherited, **own}
 
@@ -237,13 +348,25 @@ class ShadowBase:
         return mapping if mapping is not None else self._uns_levels.get(slot)
 
     def _select_staged(self, slot: str, value: Any) -> Any:
-        """A root's staged ``value`` as this view sees it: sliced along the slot's aligned axes."""
-        for position, axis in enumerate(ALIGNED_SLOT_AXES.get(slot, ())):
-            index = as_slice_or_array(self._view[axis])
+        """A root's staged ``value`` (of ``slot``, or of the element ``slot`` names) as this view sees it:
+        sliced along its aligned axes, and never sharing memory with the root's value (an in-place
+        change of one must not change the other).
+        """
+        original = value
+        for position, axis in enumerate(element_axes(slot)):
+            if axis is None:
+                continue
+            index = as_slice_or_array(self._local[axis])
             if isinstance(value, pd.DataFrame | pd.Series):
                 value = value.iloc[index]
+            elif isinstance(value, pd.Index):
+                value = value[index]
             else:
                 value = value[(slice(None),) * position + (index,)]
+        shares = isinstance(value, np.ndarray) and isinstance(original, np.ndarray) \
+            and np.shares_memory(value, original)
+        if shares or (isinstance(value, pd.DataFrame | pd.Series) and value is not original):
+            value = value.copy()
         return value
 
     def _frame_rows(self, frame_rel: str) -> AxisIndex | None:
@@ -252,7 +375,41 @@ class ShadowBase:
         selection = selection_for(frame_rel, spec, self._view)
         return selection[0] if selection else None
 
+    def _index_rel(self, frame_rel: str) -> str:
+        """The element path of a dataframe's stored index (``obs/_index``, or the name it was stored as)."""
+        return f"{frame_rel}/{self._layout.spec(frame_rel).index_key}"
+
+    def _set_names(self, frame_rel: str, names: Any) -> None:
+        """``adata.obs_names = names``: new names for the rows of obs/var, kept in memory (▲) until
+        ``write(overwrite=True)`` replaces the stored index. Non-string names become strings, as anndata
+        makes them (with its warning).
+        """
+        index = pd.Index(names)
+        expected = self.n_obs if frame_rel == "obs" else self.n_vars
+        if len(index) != expected:
+            raise ValueError(f"{self.filename}: {frame_rel}_names: expected {expected} names, got {len(index)}")
+        if not all(isinstance(name, str) for name in index):
+            import warnings
+
+            warnings.warn(f"AnnData expects .{frame_rel}.index to contain strings; converting them", UserWarning,
+                          stacklevel=3)
+            index = index.astype(str)
+        self._detach()
+        index.name = self._names(frame_rel).name
+        self._changed[self._index_rel(frame_rel)] = index
+        self._cache.discard(f"{frame_rel}/_index")
+        if frame_rel in self._cache and isinstance(self._cache[frame_rel], pd.DataFrame):
+            self._cache[frame_rel].index = index
+        for mapping in (self._slots.get(f"{frame_rel}m"),):  # dataframes in obsm/varm follow, as in anndata
+            for key in [] if mapping is None else list(mapping):
+                value = mapping[key] if mapping.is_staged(key) else None
+                if isinstance(value, pd.DataFrame):
+                    value.index = index
+
     def _names(self, frame_rel: str) -> pd.Index:
+        changed = self._changed_value(self._index_rel(frame_rel))
+        if changed is not UNCHANGED:
+            return changed
         if frame_rel in self._cache and self._table_backend.name == "pandas":
             return self._cache[frame_rel].index
         spec = self._layout.spec(frame_rel)
@@ -310,7 +467,12 @@ class ShadowBase:
         where = f"{self.filename}: {frame_rel}"
         if not isinstance(frame, pd.DataFrame):
             raise TypeError(f"{where}: expected a pandas DataFrame, got {type(frame).__name__}")
+        for key in frame.columns:
+            problem = column_problem(key)
+            if problem is not None:
+                raise InvalidElementKeyError(f"{where}[{key!r}]: invalid column name: {problem}")
         current = self._plain(frame_rel)
+        self._detach()
         if len(frame) != len(current):
             raise ValueError(f"{where}: expected {len(current)} rows, got {len(frame)}")
         if not frame.index.equals(current.index):
@@ -330,38 +492,66 @@ class ShadowBase:
 
     @property
     def obs_names(self) -> pd.Index:
-        """Names of observations (read alone, without the obs columns)."""
+        """Names of observations (read alone, without the obs columns); assignable (▲)."""
         return self._names("obs")
+
+    @obs_names.setter
+    def obs_names(self, names: Any) -> None:
+        self._set_names("obs", names)
 
     @property
     def var_names(self) -> pd.Index:
-        """Names of variables."""
+        """Names of variables; assignable (▲)."""
         return self._names("var")
+
+    @var_names.setter
+    def var_names(self, names: Any) -> None:
+        self._set_names("var", names)
 
     @property
     def obsm(self) -> ElementMapping:
         """Multi-dimensional annotations of observations."""
         return self._slots["obsm"]
 
+    @obsm.setter
+    def obsm(self, values: Mapping[str, Any]) -> None:
+        self._slots["obsm"].replace_all(values)
+
     @property
     def varm(self) -> ElementMapping:
         """Multi-dimensional annotations of variables."""
         return self._slots["varm"]
+
+    @varm.setter
+    def varm(self, values: Mapping[str, Any]) -> None:
+        self._slots["varm"].replace_all(values)
 
     @property
     def obsp(self) -> ElementMapping:
         """Pairwise annotations of observations."""
         return self._slots["obsp"]
 
+    @obsp.setter
+    def obsp(self, values: Mapping[str, Any]) -> None:
+        self._slots["obsp"].replace_all(values)
+
     @property
     def varp(self) -> ElementMapping:
         """Pairwise annotations of variables."""
         return self._slots["varp"]
 
+    @varp.setter
+    def varp(self, values: Mapping[str, Any]) -> None:
+        self._slots["varp"].replace_all(values)
+
     @property
     def uns(self) -> UnsMapping:
         """Unstructured annotations, a lazy nested mapping."""
         return self._slots["uns"]
+
+    @uns.setter
+    def uns(self, values: Mapping[str, Any]) -> None:
+        self._slots["uns"].replace_all(values)
 
     @property
     def n_obs(self) -> int:
@@ -383,13 +573,17 @@ class ShadowBase:
 
     @property
     def is_view(self) -> bool:
-        """Whether this shadow is a view (``shadow[...]``) of the file's object."""
-        return self._view is not None
+        """Whether this shadow is a view (``shadow[...]``) of another; a modified view is not (it became
+        an independent shadow of its selection, as AnnData views become actual).
+        """
+        return self._is_view
 
     @property
     def isbacked(self) -> bool:
-        """True: a shadow's data lives in its file."""
-        return True
+        """False, as for an in-memory AnnData: a shadow behaves like one (changes live in memory), so
+        scanpy and anndata take their in-memory paths. ``filename`` and ``file`` still give the file.
+        """
+        return False
 
     @property
     def filename(self) -> str:
@@ -438,13 +632,31 @@ class ShadowBase:
         return self
 
     def clear_cache(self) -> None:
-        """Drop every element held in memory so its memory is freed (in-memory additions stay)."""
+        """Drop every element held in memory so its memory is freed.
+
+        Changes are not dropped: elements assigned or deleted in memory (▲) stay, and so does a cached
+        array that was changed in place since it was read (``np.log1p(adata.X, out=adata.X)``): it is
+        kept as a change (▲), for ``write(overwrite=True)`` to store, never reverted to the file's values.
+        """
+        self._keep_changed_in_place()
         self._cache.clear()
+
+    def _keep_changed_in_place(self) -> None:
+        """Move cached arrays changed in place (by checksum) to the changes (▲)."""
+        for rel in self._cache.changed_in_place():
+            value = self._cache[rel]
+            parent, _, key = rel.rpartition("/")
+            mapping = self._staging_mapping(parent) if parent else None
+            if mapping is not None:
+                mapping._staged[key] = value
+            else:
+                self._changed[rel] = value
+            self._cache.discard(rel)
 
     def _slot_values(self, slot: str, read: Callable[[str], Any]) -> dict[str, Any]:
         """Every value of ``slot``: staged ones as assigned (sliced in a view), stored ones by ``read(rel)``."""
         mapping = self._slots[slot]
-        return {k: (mapping[k] if mapping.is_staged(k) else read(f"{slot}/{k}")) for k in mapping}
+        return {k: (mapping[k] if mapping.is_staged(k) else read(f"{slot}/{k}")) for k in mapping.own_keys()}
 
     def _stored_element_paths(self) -> list[str]:
         paths = [p for p in ("X", *FRAMES) if self._layout.has(p)]
@@ -464,6 +676,11 @@ class ShadowBase:
     def _staged_changes(self) -> tuple[list[ElementChange], list[ColumnChange]]:
         """What ``write()`` commits: staged elements and staged obs/var columns, with absolute paths."""
         elements = []
+        for rel, value in self._changed.items():
+            if isinstance(value, pd.Index):  # new obs/var names: stored as anndata stores an index
+                value = np.asarray(value.astype(str), dtype=object)
+            path = self._layout.path(rel) if self._layout.has(rel) else self._ref.element_path(rel)
+            elements.append(ElementChange(path, value, False, partial(self._whole_written, rel)))
         for mapping in self._staging_mappings():
             changed = {**dict.fromkeys(mapping._deleted, DELETED), **mapping._staged}
             for key, value in changed.items():
@@ -486,6 +703,11 @@ class ShadowBase:
         self._cache.discard(rel)
         self._graphs.pop(rel, None)
 
+    def _whole_written(self, rel: str) -> None:
+        self._changed.pop(rel, None)
+        self._cache.discard(rel)
+        self._graphs.pop(rel, None)
+
     def _column_written(self, frame: str, key: str) -> None:
         self._staged_columns[frame].pop(key, None)
         self._deleted_columns[frame].discard(key)
@@ -502,38 +724,63 @@ class ShadowBase:
     # -- file connection -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection to the file (cached and staged elements stay in memory)."""
+        """Close the connection to the file (cached and staged elements stay in memory; closing twice is
+        harmless). The last shadow of a file to close releases every handle this process holds on it,
+        graph tasks' included; other shadows of the file keep working.
+        """
         self._conn.close()
 
     def reopen(self, mode: str = "r") -> ShadowBase:
         """Reopen the file in ``mode`` (``"r"`` or ``"r+"``), keeping in-memory additions.
 
-        The connection is the file's: every modality and view of it follows.
+        The connection is this shadow's, its views' and modalities': they all follow. Other shadows of
+        the same file keep their own mode; they read through the one handle this process holds, which
+        is upgraded to ``r+`` in place and back to ``r`` when no shadow holds ``r+``. If the file refuses
+        (another process writing it, permissions), the shadow stays exactly as it was.
         """
         self._conn.open(mode)
         return self
 
-    def write(self, clear_cache: bool = False, overwrite: bool = False) -> ShadowBase:
+    def __enter__(self) -> ShadowBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, filename: str | os.PathLike | bool | None = None, clear_cache: bool = False,
+              overwrite: bool = False, **kwargs: Any) -> ShadowBase:
         """Push staged elements (▲) to the file, each committed atomically; returns the shadow.
 
         The file must be open with ``mode="r+"`` (``reopen("r+")``). Dask arrays are streamed block by
         block, so an element computed lazily is never held in memory whole. Replacing an element or
         column the file already has needs ``overwrite=True``. With ``clear_cache=True`` what is held in
         memory is dropped afterwards.
+
+        ``write(filename)`` is AnnData's alias of ``write_h5ad(filename)`` (``write_h5mu`` for MuData):
+        an export to a new file (``overwrite=True`` to replace one), and the shadow is returned.
         """
+        if isinstance(filename, bool):  # write(True): the first parameter before AnnData's alias existed
+            clear_cache = filename
+        elif filename is not None:
+            self._export_alias(filename, overwrite=overwrite, **kwargs)
+            return self
         if self.is_view:
             msg = (f"{self.filename}: a view cannot be written to its file; write the shadow it was taken "
                    "from, or export the view with .write_h5ad() / .write_zarr()")
             raise ReadOnlyError(msg)
+        if self._view is not None:
+            msg = (f"{self.filename}: this shadow was subset in place ({self.n_obs} × {self.n_vars} of the file's "
+                   f"{self._layout.n_obs} × {self._layout.n_vars}); its elements no longer fit the file. Export "
+                   "it with .write_h5ad() / .write_zarr()")
+            raise ReadOnlyError(msg)
         if self._mode == "r":
             raise ReadOnlyError(READ_ONLY_MESSAGE)
         elements, columns = self._staged_changes()
-        replacing = [c.path for c in elements if c.replaces] + [f"{c.frame_path}/{c.key}" for c in columns
-                                                                if c.replaces]
-        if replacing and not overwrite:
-            msg = (f"{self.filename}: writing would replace or delete stored elements ({', '.join(replacing)}); "
-                   "pass overwrite=True to do so")
-            raise ElementExistsError(msg)
+        transaction.check(self._conn, self.filename, elements, columns, overwrite)
+        from shadows.writing import legacy_upgrade  # pre-0.7 slots written into move to today's encoding
+
+        elements, columns = legacy_upgrade.fold(self._conn, self.filename, elements, columns, overwrite,
+                                                forget=self._whole_written)
         if elements or columns:
             try:
                 commit(self._conn, elements, columns)
@@ -545,24 +792,42 @@ class ShadowBase:
             self.clear_cache()
         return self
 
+    def _init_as_actual(self, X: Any = None, *args: Any, **kwargs: Any) -> None:
+        """What anndata and scanpy call to turn a view into an actual object (``view_to_actual``:
+        ``adata._init_as_actual(adata.copy())``): a shadow becomes an independent shadow of its
+        selection (nothing read). Any other data cannot become a shadow: a TypeError says so.
+        """
+        if isinstance(X, ShadowBase) and X._ref == self._ref and X.shape == self.shape:
+            self._detach()
+            return
+        raise TypeError(f"{self.filename}: a shadow cannot be re-initialized from other data; use the AnnData it "
+                        "came from, or .to_memory() for an in-memory copy")
+
     # -- copies and exports ---------------------------------------------------------------------
 
-    def copy(self, filename: str | os.PathLike | None = None) -> Any:
+    def _export_alias(self, filename: str | os.PathLike, **kwargs: Any) -> None:
+        """What ``write(filename)`` does: AnnData's ``write_h5ad`` (MuData's ``write_h5mu``)."""
+        raise NotImplementedError  # pragma: no cover - AnnDataShadow and MuDataShadow define it
+
+    def copy(self, filename: str | os.PathLike | None = None, *, overwrite: bool = False) -> Any:
         """An in-memory copy (``to_memory()``); with ``filename``, this shadow (or view) written there out
-        of core (HDF5 or Zarr by the suffix) and opened as a new shadow with the same backends.
+        of core (HDF5 or Zarr by the suffix; what exists there is replaced only with ``overwrite=True``)
+        and opened as a new shadow with the same backends.
         """
         if filename is None:
             return self.to_memory()
         fmt = suffix_format(filename) or "hdf5"
-        export(self, filename, fmt)
+        export(self, filename, fmt, overwrite=overwrite)
         return type(self)(filename, array_backend=self._array_backend.name, table_backend=self._table_backend.name,
                           format=fmt)
 
-    def write_zarr(self, store: str | os.PathLike, *, progress: bool = False, **_: Any) -> None:
+    def write_zarr(self, store: str | os.PathLike, *, progress: bool = False, overwrite: bool = False,
+                   **_: Any) -> None:
         """Write this shadow (or view: only its selection) to a new Zarr store, out of core (Zarr format
-        from ``anndata.settings.zarr_write_format``; anndata's compression options are ignored).
+        from ``anndata.settings.zarr_write_format``; anndata's compression options are ignored). An
+        existing store is replaced only with ``overwrite=True``; the shadow's own store never is.
         """
-        export(self, store, "zarr", progress=progress)
+        export(self, store, "zarr", progress=progress, overwrite=overwrite)
 
     # -- views and pickling ----------------------------------------------------------------------
 
@@ -574,9 +839,34 @@ class ShadowBase:
         reads no data.
         """
         obs, var = normalize_key(index, self.shape, (lambda: self.obs_names, lambda: self.var_names))
+        local = (compose(self._local[0], obs), compose(self._local[1], var)) if self._is_view else (obs, var)
         if self._view is not None:
             obs, var = compose(self._view[0], obs), compose(self._view[1], var)
-        return type(self)._make_view(self._root, obs, var)
+        return type(self)._make_view(self._root, obs, var, local)
+
+    def _subset_in_place(self, index: Any) -> None:
+        """Keep only the rows and columns ``index`` selects, in place (what scanpy's filters ask through
+        ``_inplace_subset_obs``/``_inplace_subset_var``). Nothing is read: the shadow becomes a shadow of
+        the kept part of its file (reads are pushed down as a view's), what it holds in memory is
+        dropped (stored values are read again, only the kept part) and its changes are sliced.
+        """
+        self._keep_changed_in_place()
+        self._detach()
+        kept = self._view_of(index)
+        kept._detach()
+        self.__dict__.update(kept.__dict__)
+        self._root = self
+        for mapping in [*self._slots.values(), *self._uns_levels.values()]:
+            mapping._shadow = self
+        self._graphs.pop("raw", None)
+
+    def _inplace_subset_obs(self, index: Any) -> None:
+        """Keep the observations ``index`` selects (``adata = adata[index]``, in place)."""
+        self._subset_in_place((index, slice(None)))
+
+    def _inplace_subset_var(self, index: Any) -> None:
+        """Keep the variables ``index`` selects (``adata = adata[:, index]``, in place)."""
+        self._subset_in_place((slice(None), index))
 
     def __repr__(self) -> str:
         from shadows._repr import text_repr
@@ -594,15 +884,68 @@ class ShadowBase:
         return html_repr(self)
 
     def __reduce__(self):
-        args = (type(self), self._ref, self._array_backend.name, self._table_backend.name, self._mode, self._view)
+        """Pickled as the file's path, the selection and the changes held in memory (not the cache)."""
+        root = self._root
+        view = (self._view, self._local, self._memory_state()) if self._is_view else None
+        args = (type(self), self._ref, self._array_backend.name, self._table_backend.name, self._mode,
+                root._view, root._memory_state(), view)
         return (_reopen, args)
+
+    def _memory_state(self) -> dict[str, Any]:
+        """The changes this shadow holds in memory (▲), in a form :meth:`_restore_memory` takes back."""
+        mappings = {m.slot: (dict(m._staged), set(m._deleted), list(m._stored)) for m in self._staging_mappings()
+                    if m._staged or m._deleted}
+        return {"changed": dict(self._changed), "columns": {f: dict(c) for f, c in self._staged_columns.items()},
+                "deleted_columns": {f: set(c) for f, c in self._deleted_columns.items()}, "mappings": mappings}
+
+    def _restore_memory(self, state: dict[str, Any]) -> None:
+        self._changed.update(state["changed"])
+        for frame in FRAMES:
+            self._staged_columns[frame].update(state["columns"][frame])
+            self._deleted_columns[frame] |= state["deleted_columns"][frame]
+        for slot, (staged, deleted, stored) in state["mappings"].items():
+            mapping = self._staging_mapping(slot)
+            if mapping is None:
+                mapping = self.raw.varm if slot == "raw/varm" else self._uns_child(slot)
+            mapping._staged.update(staged)
+            mapping._deleted |= deleted
+            mapping._stored = stored
 
 
 def _reopen(cls: type, ref: FileRef, array_backend: str, table_backend: str, mode: str,
-            view: tuple[AxisIndex, AxisIndex] | None = None) -> ShadowBase:
+            selection: tuple[AxisIndex, AxisIndex] | None = None, state: dict[str, Any] | None = None,
+            view: tuple[Any, Any, dict[str, Any]] | None = None) -> ShadowBase:
     shadow = cls(ref.full_path, array_backend=array_backend, table_backend=table_backend, mode=mode,
-                 format=ref.format, storage_options=ref.storage_options)
-    return shadow if view is None else cls._make_view(shadow, *view)
+                 format=ref.format, storage_options=ref.storage_options, allow_external=ref.allow_external)
+    shadow._view = selection
+    if state is not None:
+        shadow._restore_memory(state)
+    if view is None:
+        return shadow
+    positions, local, view_state = view
+    out = cls._make_view(shadow, *positions, local)
+    out._restore_memory(view_state)
+    return out
+
+
+#: What :meth:`ShadowBase._changed_value` returns for an element not changed in memory.
+UNCHANGED = object()
+
+
+def _copied(value: Any) -> Any:
+    """A deep copy of a value held in memory (dask graphs are immutable: kept as they are)."""
+    import copy
+
+    return value if value is DELETED or hasattr(value, "dask") else copy.deepcopy(value)
+
+
+def computed(value: Any) -> Any:
+    """A value assigned in memory as numpy/scipy (a dask array computed)."""
+    if hasattr(value, "dask"):
+        from shadows.elements.sparse_chunk import to_plain
+
+        return to_plain(value.compute())
+    return value
 
 
 def _sparse_nbytes(value: Any) -> int:

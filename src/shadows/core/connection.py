@@ -1,19 +1,45 @@
-"""The open file behind a shadow: one metadata handle and one mode, shared by a MuData shadow, its
-modalities and every view taken from them.
+"""A shadow's connection to its file: its own mode, over the one open handle this process shares for
+that file.
 
-Graph tasks never use this handle (they reopen the file by path, see :mod:`shadows.backends.handles`);
-it is what layouts are read from and what ``.file`` returns. Each (re)open bumps :attr:`generation`,
-which tells layouts built from an older handle to rebuild themselves.
+A :class:`Connection` is made by a shadow's constructor and shared by that shadow, its views, and (for a
+MuData) its modalities. It is one user of the file's process-wide entry
+(:mod:`shadows.backends.registry`): every connection to one file in this process reads through the same
+handle and the same generation. In detail:
+
+- **Mode.** Each connection keeps the mode it was opened or reopened in (``shadow._mode``); ``write()``
+  refuses unless it is ``"r+"``. The shared handle is open ``r+`` while any connection holds ``r+``, and
+  goes back to ``r`` when none does. So for HDF5 ``shadow.file.mode`` (the one ``h5py.File``) reports the
+  handle's mode, which may be ``"r+"`` for a shadow whose own mode is ``"r"``; a Zarr shadow's ``.file``
+  is a group opened in the shadow's own mode.
+- **Generation.** :attr:`Connection.generation` is the entry's: it changes when the handle is replaced
+  (an upgrade or downgrade of an HDF5 file, a reopen) or the file was written through it, and layouts
+  built before rebuild themselves on next use.
+- **Writes are seen by all.** ``write()`` reopens the connection in its mode: the entry's handle is
+  reopened for everyone, and every connection of the file tells the shadows it serves to learn the keys
+  the file now stores (:func:`learn_stored_keys`).
+- **Close.** ``close()`` counts the connection out; the last connection of a file closes every handle
+  the process holds on it, graph tasks' included. Closing twice is harmless. A connection no shadow
+  holds any more is closed when it is garbage-collected.
+- **A refused (re)open changes nothing**: the mode, the handle others read through and the shadow's
+  staged changes stay as they were.
+
+Graph tasks never hold a connection: they carry a FileRef and find the entry of the process that runs
+them (:func:`shadows.backends.handles.read_node`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import weakref
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from shadows.backends.handles import open_file, open_metadata, release
+from shadows.backends.handles import connect
+from shadows.backends.registry import detach_soon
 from shadows.backends.remote import is_url, redact, supports_writes
-from shadows.errors import ReadOnlyError
+from shadows.errors import PermissionDeniedError, ReadOnlyError, ShadowsError
 from shadows.writing.commit import check_no_zarr_writer
 
 MODES = ("r", "r+")
@@ -26,68 +52,169 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+class ClosedConnectionError(ShadowsError, ValueError):
+    """The shadow was closed: reopen it with ``.reopen()`` to read from or write to its file again."""
+
+
 class Connection:
-    """An open HDF5 file or Zarr store.
+    """One shadow's (with its views' and modalities') connection to an HDF5 file or Zarr store.
 
     Parameters
     ----------
     path
-        The file or store on disk.
+        The file or store on disk (or its URL).
     format
         ``"hdf5"`` or ``"zarr"``.
     mode
         ``"r"`` or ``"r+"``.
+    storage_options
+        fsspec's options for a URL.
     """
 
     def __init__(self, path: str, format: str, mode: str, storage_options: Mapping[str, Any] | None = None):
         self.path = path
         self.format = format
         self.storage_options = storage_options
-        self.generation = 0
-        self.handle: Any = None
-        self._zarr_group: Any = None
+        self.mode = check_mode(mode)
+        self._entry: Any = None
+        self._generation = 0
+        self._shadows: list[weakref.ref] = []
         self.open(mode)
 
+    # -- opening and closing ----------------------------------------------------------------------
+
     def open(self, mode: str) -> None:
-        """(Re)open in ``mode``; a handle open before is closed first."""
+        """(Re)open in ``mode``. In the same mode the file's handle is reopened, for every shadow of it,
+        and they learn what it now stores; to another mode the shared handle follows (``r+`` while any
+        connection holds it). When the file refuses, nothing changed.
+        """
         check_mode(mode)
-        self.close()
-        if mode != "r":
-            # HDF5 refuses to open a file for writing while this process holds it open read-only: drop
-            # the read handles graph tasks keep (they reopen, sharing the writable handle).
-            release(self.path)
-            if is_url(self.path):
-                check_remote_writable(self.path, self.format, self.storage_options)
-            elif self.format == "zarr":
+        entry = self._current()
+        if mode == "r+" and (entry is None or self.mode != "r+"):
+            self._check_writable()
+        if entry is None:
+            self._entry = connect(self, self.path, self.format, mode, self.storage_options)
+            self.mode = mode
+            self.learn()  # the file may have changed while this connection was closed
+        elif mode == self.mode:
+            for user in entry.refresh():
+                user.learn()
+        else:
+            entry.set_mode(self, mode)
+            self.mode = mode
+
+    def _current(self) -> Any:
+        """The entry this connection is attached to (``None`` when closed). In a forked child the parent's
+        entry is left alone and the connection attaches to the child's own.
+        """
+        entry = self._entry
+        if entry is not None and entry.pid != os.getpid():
+            self._entry = None
+            self._entry = entry = connect(self, self.path, self.format, self.mode, self.storage_options)
+        return entry
+
+    def _check_writable(self) -> None:
+        if is_url(self.path):
+            check_remote_writable(self.path, self.format, self.storage_options)
+        else:
+            check_local_writable(self.path, self.format)
+            if self.format == "zarr":
                 check_no_zarr_writer(self.path)
-        self.handle = open_metadata(self.path, self.format, mode, self.storage_options)
-        self.mode = mode
-        self.generation += 1
 
     def recover(self) -> None:
-        """Reopen after a failed write: HDF5 may refuse to close cleanly what it could not write."""
-        try:
-            self.close()
-        except (OSError, RuntimeError):
-            self.handle = None  # h5py closes the file id when the object goes; readers open anew
+        """Reopen after a failed write (HDF5 may refuse to close cleanly what it could not write); the
+        shadows of the file learn what the write committed before it failed.
+        """
         self.open(self.mode)
 
     def close(self) -> None:
-        """Close the handles (graph tasks keep working: they reopen the file by path)."""
-        for handle in (self.handle, self._zarr_group):
-            close = getattr(handle, "close", None)
-            if close is not None:
-                close()
-        self._zarr_group = None
+        """Count this connection out of the file's entry (the last one closes every handle). Cached and
+        staged elements of the shadows stay in memory; graph tasks keep working (they reopen by path).
+        """
+        entry, self._entry = self._entry, None
+        if entry is not None:
+            self._generation = entry.generation
+            entry.detach(self)
+
+    def __del__(self) -> None:
+        entry, self._entry = getattr(self, "_entry", None), None
+        if entry is not None:
+            with contextlib.suppress(Exception):  # at interpreter exit the registry may be gone already
+                detach_soon(entry, self)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (and no reopen since)."""
+        return self._entry is None
+
+    # -- what shadows read through ------------------------------------------------------------------
+
+    def _attached(self) -> Any:
+        entry = self._current()
+        if entry is None:
+            raise ClosedConnectionError(f"{redact(self.path)}: the shadow was closed; reopen it with .reopen('r') "
+                                        "(or .reopen('r+')) to use its file again")
+        return entry
+
+    @property
+    def handle(self) -> Any:
+        """The metadata handle: the ``h5py.File`` (shared in this process), or the Zarr store's metadata."""
+        return self._attached().metadata()
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever layouts read from this connection's handle must be rebuilt."""
+        entry = self._current()
+        return self._generation if entry is None else entry.generation
 
     @property
     def file(self) -> Any:
-        """The open ``h5py.File``, or the ``zarr.Group`` (opened on first use)."""
+        """The open ``h5py.File`` (shared), or a ``zarr.Group`` in this connection's mode (opened on first use)."""
+        entry = self._attached()
         if self.format == "hdf5":
-            return self.handle
-        if self._zarr_group is None:
-            self._zarr_group = open_file(self.path, "zarr", self.mode, self.storage_options)
-        return self._zarr_group
+            return entry.metadata()
+        return entry.group(self.mode)
+
+    # -- shadows served, and what they learn after a write ---------------------------------------------
+
+    def watch(self, shadow: Any) -> None:
+        """Tell ``shadow`` (a root served by this connection) what the file stores after each write or reopen."""
+        self._shadows.append(weakref.ref(shadow))
+
+    def learn(self) -> None:
+        """Every shadow served learns the keys the file stores now (after a write through any connection)."""
+        alive = [s for s in (ref() for ref in self._shadows) if s is not None]
+        self._shadows = [weakref.ref(s) for s in alive]
+        for shadow in alive:
+            try:
+                learn_stored_keys(shadow)
+            except Exception:  # its layout rebuilds (and reports) on next use
+                continue
+
+
+def learn_stored_keys(shadow: Any) -> None:
+    """Bring a root shadow's record of what the file stores up to date after the file changed.
+
+    Each mapping it built (the slots, nested uns levels) gets the stored keys of the new layout, in the
+    order it knew them, new ones last, and not those it deleted in memory; its graphs (cheap, rebuilt on
+    use) are dropped, so none reads a replaced element with the old one's shape. Values held in memory
+    (ᐁ) and staged changes (▲) stay.
+    """
+    layout = shadow._layout
+    for slot, mapping in shadow._slots.items():
+        keys = shadow._visible_uns_keys() if slot == "uns" else layout.mapping_keys(slot)
+        _merge_keys(mapping, keys)
+    for rel, mapping in shadow._uns_levels.items():
+        if rel != "uns" and layout.has(rel):
+            _merge_keys(mapping, layout.children(rel))
+    for rel in [r for r in shadow._graphs if r != "raw"]:
+        del shadow._graphs[rel]
+
+
+def _merge_keys(mapping: Any, keys: list[str]) -> None:
+    stored = [k for k in keys if k not in mapping._deleted]
+    kept = [k for k in mapping._stored if k in stored]
+    mapping._stored = kept + [k for k in stored if k not in kept]
 
 
 def check_remote_writable(url: str, format: str, storage_options: Mapping[str, Any] | None) -> None:
@@ -97,3 +224,20 @@ def check_remote_writable(url: str, format: str, storage_options: Mapping[str, A
                             "(or copy it to a local disk to write to it)")
     if not supports_writes(url, storage_options):
         raise ReadOnlyError(f"{redact(url)}: this filesystem does not take writes (HTTP); open it with mode='r'")
+
+
+def check_local_writable(path: str, format: str) -> None:
+    """Raise PermissionDeniedError unless this user may write the file, or the store's folders that a
+    commit renames in and out of (the root, its slots and their elements).
+    """
+    places = [path]
+    if format == "zarr":
+        root = Path(path)
+        slots = [e for e in os.scandir(root) if e.is_dir(follow_symlinks=False)]
+        places += [e.path for e in slots]
+        places += [e.path for slot in slots for e in os.scandir(slot.path) if e.is_dir(follow_symlinks=False)]
+    denied = [p for p in places if not os.access(p, os.W_OK)]
+    if denied:
+        shown = ", ".join(denied[:3]) + (f" and {len(denied) - 3} more" if len(denied) > 3 else "")
+        raise PermissionDeniedError(f"{path}: cannot open for writing (mode 'r+'): permission denied ({shown} not "
+                                    "writable by this user); check the permissions, or open it with mode='r'")

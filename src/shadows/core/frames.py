@@ -13,6 +13,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from shadows.errors import InvalidElementKeyError
+from shadows.names import column_problem
+
 OnSet = Callable[[str, pd.Series | None], None]
 """Called with a column's new values, or with ``None`` when the column was deleted."""
 
@@ -35,16 +38,20 @@ class TrackedFrame(pd.DataFrame):
         where = self.__dict__.get("_where")
         if where and isinstance(key, str) and _is_sequence(value) and len(value) != len(self):
             raise ValueError(f"{where}['{key}']: expected {len(self)} values (one per row), got {len(value)}")
-        super().__setitem__(key, value)
         on_set = self.__dict__.get("_on_set")
-        if on_set is None:
-            return
         # one column, or several at once (scanpy's calculate_qc_metrics: obs[list_of_names] = frame)
         keys = [key] if isinstance(key, str) else list(key) if isinstance(key, list | pd.Index | np.ndarray) else []
-        for name in keys:
-            if isinstance(name, str):
-                on_set(name, self[name])
-
+        names = [name for name in keys if isinstance(name, str)]
+        if on_set is not None:
+            for name in names:  # each becomes a column in the file: checked before the frame changes
+                problem = column_problem(name)
+                if problem is not None:
+                    raise InvalidElementKeyError(f"{where}[{name!r}]: invalid column name: {problem}")
+        super().__setitem__(key, value)
+        if on_set is None:
+            return
+        for name in names:
+            on_set(name, self[name])
 
     def __delitem__(self, key: Any) -> None:
         super().__delitem__(key)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shadows.backends import FileRef, nodes
+from shadows.backends import FileRef, containment, nodes
 from shadows.elements import ElementSpec, describe
 from shadows.elements.legacy import LegacyFrameSpec, StructuredFieldSpec, is_structured
 from shadows.errors import (
@@ -43,6 +43,12 @@ class Layout:
 
     def __init__(self, ref: FileRef, handle: Any):
         self.ref = ref
+        self._handle = handle
+        #: Whether to refuse what leads out of the file (see :mod:`shadows.backends.containment`).
+        self._contain = not ref.allow_external
+        self._paths_checked: set[str] = set()  # lookups repeat; their paths are checked once
+        if self._contain and ref.root:
+            containment.check_lookup(ref, handle, ref.root)
         try:
             self.group = handle[ref.root] if ref.root else handle
         except KeyError:
@@ -51,6 +57,8 @@ class Layout:
             if parent and nodes.has_child(handle, parent):
                 available = f"; available: {', '.join(nodes.child_names(handle[parent]))}"
             raise MissingElementError(element_message(ref.path, ref.root, f"not in the file{available}")) from None
+        if self._contain and ref.root and ref.format == "hdf5":
+            containment.check_hdf5_node(ref, handle, self.group, ref.root)
         self.keys = set(nodes.child_names(self.group))
         self._check()
         self._specs: dict[str, ElementSpec] = {}
@@ -74,6 +82,7 @@ class Layout:
     def _frame(self, rel: str) -> ElementSpec:
         node = self._node(rel)
         if is_structured(node):
+            self._check_node(rel, node)
             spec = LegacyFrameSpec.from_node(self.ref, node, self.path(rel), {})
             self._specs[rel] = spec
         return self.spec(rel)
@@ -91,8 +100,28 @@ class Layout:
         return rel
 
     def _node(self, rel: str) -> Any:
+        if self._contain and self.ref.format == "hdf5":
+            self._check_path(rel)  # before h5py follows an external link
         with nodes.reading_element(self.ref.display, rel):
             return self.group[self._file_path(rel)]
+
+    def _check_path(self, rel: str) -> None:
+        """Refuse an element whose path leads out of the file (HDF5 external links, Zarr folders that are
+        symbolic links out of the store), before anything follows it; once per path.
+        """
+        if not self._contain:
+            return
+        path = self.path(rel)
+        if path not in self._paths_checked:
+            containment.check_lookup(self.ref, self._handle, path)
+            self._paths_checked.add(path)
+
+    def _check_node(self, rel: str, node: Any) -> None:
+        """Refuse an HDF5 element that lies in another file, whose bytes do (external storage, virtual
+        sources), or, for a group, that holds an external link; once per element, before describing it.
+        """
+        if self._contain and self.ref.format == "hdf5":
+            containment.check_hdf5_node(self.ref, self._handle, node, self.path(rel), walk=True)
 
     def _structured_parent(self, rel: str) -> tuple[str, str] | None:
         """For ``obsm/X_pca`` inside a structured obsm: ("obsm", "X_pca")."""
@@ -120,13 +149,18 @@ class Layout:
         spec = self._specs.get(rel)
         if spec is not None:
             return spec
+        self._check_path(rel)
         if not self.has(rel):
             raise MissingElementError(element_message(self.ref.display, rel, "not in the file"))
         field = self._structured_parent(rel)
         if field is not None:
-            spec = StructuredFieldSpec.from_field(self.ref, self._node(field[0]), self.path(field[0]), field[1])
+            node = self._node(field[0])
+            self._check_node(field[0], node)
+            spec = StructuredFieldSpec.from_field(self.ref, node, self.path(field[0]), field[1])
         else:
-            spec = describe(self.ref, self._node(rel), self.path(rel))
+            node = self._node(rel)
+            self._check_node(rel, node)
+            spec = describe(self.ref, node, self.path(rel))
         self._check_alignment(rel, spec)
         self._specs[rel] = spec
         return spec

@@ -87,6 +87,11 @@ class MuDataShadow(ShadowBase, _MuDataBase):
         ``"r"`` (default) or ``"r+"``.
     format
         ``"hdf5"``/``"h5"`` or ``"zarr"``; inferred from the path when omitted.
+    allow_external
+        ``False`` (default): an element whose bytes lie outside the file (HDF5 external links, external
+        storage, virtual datasets with sources in other files; symbolic links out of a Zarr store) is
+        refused with :class:`~shadows.errors.ExternalDataError` when accessed. ``True`` follows them, in
+        the modalities too.
     """
 
     _LAYOUT = MuDataLayout
@@ -265,7 +270,14 @@ class MuDataShadow(ShadowBase, _MuDataBase):
             **slots,
         )
 
-    def write_h5mu(self, filename: str | os.PathLike, *, progress: bool = False, **_: Any) -> None:
+    def _export_alias(self, filename: str | os.PathLike, **kwargs: Any) -> None:
+        self.write_h5mu(filename, **kwargs)
+
+    def _detach(self) -> None:
+        """MuData views stay views when assigned to (their changes live in the view; see the README)."""
+
+    def write_h5mu(self, filename: str | os.PathLike, *, progress: bool = False, overwrite: bool = False,
+                   **_: Any) -> None:
         """Write this shadow (or view: only its selection) to a new ``.h5mu`` file, out of core."""
-        export(self, filename, "hdf5", progress=progress)
+        export(self, filename, "hdf5", progress=progress, overwrite=overwrite)
 

@@ -69,18 +69,18 @@ class RawShadow:
         return self._shadow._column_of("raw/X", j)
 
     def __getitem__(self, index: Any) -> Any:
-        """``adata.raw[A.X[:, "CD3E"]]`` (an ``anndata.acc`` reference, anndata >= 0.13): that array.
+        """``raw[cells, genes]`` (an ``anndata.Raw`` of that part, see :meth:`_subset`), or for
+        ``adata.raw[A.X[:, "CD3E"]]`` (an ``anndata.acc`` reference, anndata >= 0.13) that array.
 
         scanpy's plotting asks raw for a gene this way. anndata resolves ``A.X[...]`` through
-        ``raw[idx].X``, a subset of raw that a shadow does not build: a gene or a cell is read here
+        ``raw[idx].X``; here a gene or a cell is read here
         as :meth:`obs_vector`/:meth:`var_vector` read it (one column or row of raw X). Other
-        references (``A.var[k]``, ``A.varm[k]``) go through anndata. Subsetting raw itself is not
-        supported: subset the shadow (``adata[cells].raw``).
+        references (``A.var[k]``, ``A.varm[k]``) go through anndata.
         """
         from shadows.core.anndata import ARRAY_REFERENCES, get_by_reference
 
         if not isinstance(index, ARRAY_REFERENCES):
-            raise TypeError("a shadow's raw is not subscriptable; subset the shadow instead: adata[cells].raw")
+            return self._subset(index)
         from anndata.acc import AdRef, LayerAcc  # importable: index is one of its references
 
         if isinstance(index, AdRef) and isinstance(index.acc, LayerAcc) and index.acc.k is None:  # A.X[...]
@@ -94,11 +94,37 @@ class RawShadow:
         return get_by_reference(self, index)
 
     def to_adata(self):
-        """The raw slot as an in-memory AnnData (obs from the shadow)."""
+        """The raw slot as an in-memory AnnData, as anndata's ``Raw.to_adata``: raw's X, var and varm with
+        the shadow's obs, obsm, obsp and uns.
+        """
         import anndata
 
-        return anndata.AnnData(X=self._shadow._plain("raw/X"), obs=pd.DataFrame(index=self.obs_names),
-                               var=self._shadow._plain("raw/var"), varm=self._varm_memory())
+        shadow = self._shadow
+        return anndata.AnnData(X=shadow._plain("raw/X"), var=shadow._plain("raw/var"), varm=self._varm_memory(),
+                               obs=shadow._plain("obs"), obsm=shadow._slot_values("obsm", shadow._plain),
+                               obsp=shadow._slot_values("obsp", shadow._plain), uns=shadow.uns.materialize())
+
+    def _subset(self, index: Any):
+        """``raw[cells, genes]`` as anndata gives it: an ``anndata.Raw`` of the selected part, reading only
+        the selected rows and columns of raw X.
+        """
+        import anndata
+
+        from shadows.indexing import normalize_key
+        from shadows.indexing.apply import materialize_selection, selection_for
+        from shadows.indexing.keys import as_positions
+
+        rows, columns = index if isinstance(index, tuple) else (index, slice(None))
+        shadow = self._shadow if isinstance(rows, slice) and rows == slice(None) else self._shadow[rows]
+        _, kept = normalize_key((slice(None), columns), (shadow.n_obs, self.n_vars),
+                                (lambda: shadow.obs_names, lambda: self.var_names))
+        positions = as_positions(kept)
+        spec = shadow._layout.spec("raw/X")
+        selection = selection_for("raw/X", spec, shadow._view) or (None, None)
+        X = materialize_selection(spec, (selection[0], positions))
+        var = shadow.raw.var.iloc[positions]
+        varm = {k: self._shadow._plain(f"raw/varm/{k}")[positions] for k in self._varm}
+        return anndata.Raw(shadow, X=X, var=var, varm=varm)
 
     def _varm_memory(self) -> dict:
         return {k: self._shadow._plain(f"raw/varm/{k}") for k in self._varm}

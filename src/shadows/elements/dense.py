@@ -1,7 +1,16 @@
-"""Dense arrays (``array``) and arrays of strings (``string-array``): chunked dask arrays."""
+"""Dense arrays (``array``) and arrays of strings (``string-array``): chunked dask arrays.
+
+Shapes come from metadata, which a file can claim freely (an unwritten chunked HDF5 dataset or Zarr
+array of shape ``(10**9, 10**9)`` takes a few bytes on disk). Before a dense element is read into memory
+or a graph is built over it, its size is checked against the machine's memory (:meth:`DenseSpec.require_memory`,
+:meth:`DenseSpec.graph`): what cannot fit fails at once with :class:`~shadows.errors.TooLargeError`
+instead of swapping, being killed by the OOM killer, or building a graph for minutes.
+"""
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +19,31 @@ import numpy as np
 from shadows.backends import nodes
 from shadows.elements.base import TARGET_CHUNK_BYTES, ElementSpec, Rows, encoding_of
 from shadows.elements.registry import register, register_sniffer
+from shadows.errors import TooLargeError, element_message
+
+#: What one task of a dask graph costs in memory (its key, its task, the scheduler's bookkeeping), about.
+GRAPH_BYTES_PER_TASK = 1024
+
+
+@functools.cache
+def machine_memory() -> int:
+    """The machine's physical memory in bytes (``psutil.virtual_memory().total``)."""
+    import psutil
+
+    return int(psutil.virtual_memory().total)
+
+
+def _itemsize(dtype: Any) -> int:
+    dtype = np.dtype(dtype)
+    return max(dtype.itemsize, 8 if dtype.kind == "O" else 1)
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024 or unit == "PiB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return ""  # pragma: no cover
 
 
 class StoredArray:
@@ -72,11 +106,48 @@ class DenseSpec(ElementSpec):
         return cls(ref, path, encoding, tuple(node.shape), nodes.numpy_dtype(node),
                    extra={"stored_chunks": nodes.chunks(node)})
 
+    def nbytes(self, shape: tuple[int, ...] | None = None) -> int:
+        """Bytes of the array (or of ``shape`` of it) in memory (strings counted as pointers)."""
+        return math.prod(self.shape if shape is None else shape) * _itemsize(self.dtype)
+
+    def require_memory(self, shape: tuple[int, ...] | None = None) -> None:
+        """Raise :class:`~shadows.errors.TooLargeError` when reading the array (or the part of it of
+        ``shape``: a view's) into memory would need more memory than the machine has.
+        """
+        nbytes = self.nbytes(shape)
+        total = machine_memory()
+        if nbytes <= total:
+            return
+        part = "it" if shape is None or tuple(shape) == tuple(self.shape) else \
+            f"this view's part of it (shape {tuple(shape)} of {self.shape})"
+        what = (f"reading {part} into memory (shape {self.shape}, {np.dtype(self.dtype)}) would need "
+                f"{_size(nbytes)}, more than this machine's memory ({_size(total)}); open the shadow with "
+                "array_backend='dask' to work on it lazily, or read a smaller view (shadow[:1000])")
+        raise TooLargeError(element_message(self.ref.display, self.name, what))
+
+    def _require_graph(self, tasks: int, estimated: bool) -> None:
+        total = machine_memory()
+        if tasks * GRAPH_BYTES_PER_TASK <= total:
+            return
+        what = (f"its stored shape {self.shape} ({np.dtype(self.dtype)}, {_size(self.nbytes())}) would make a "
+                f"dask graph of {'at least ' if estimated else ''}{tasks:,} tasks, whose bookkeeping alone "
+                f"(~{_size(tasks * GRAPH_BYTES_PER_TASK)}) would not fit in this machine's memory "
+                f"({_size(total)}); its metadata is likely wrong. Views do not help (the graph covers the "
+                "stored array); read a part of it directly through shadow.file (h5py/zarr)")
+        raise TooLargeError(element_message(self.ref.display, self.name, what))
+
     def graph(self):
-        """A dask array over the stored array, chunk-aligned."""
+        """A dask array over the stored array, chunk-aligned.
+
+        Raises :class:`~shadows.errors.TooLargeError` when the graph itself (about
+        ``GRAPH_BYTES_PER_TASK`` per task) would not fit in the machine's memory, before planning it.
+        """
         import dask.array as da
 
+        # Tasks hold at most TARGET_CHUNK_BYTES each: a lower bound on their number, known before planning.
+        self._require_graph(-(-self.nbytes() // TARGET_CHUNK_BYTES), estimated=True)
         chunks = plan_chunks(self.shape, self.dtype, self.extra.get("stored_chunks"))
+        self._require_graph(math.prod(len(c) for c in chunks), estimated=False)
         proxy = StoredArray(self)
         name = f"shadows-array-{self.name}-" + _token(proxy)
         meta = np.empty((0,) * len(self.shape), dtype=self.dtype)
@@ -90,10 +161,14 @@ class DenseSpec(ElementSpec):
         """Read the whole array in one read, decoded by anndata's own reader (the format authority)."""
         from anndata.io import read_elem
 
+        self.require_memory()
         return read_elem(self.node())
 
     def read_rows(self, rows: Rows) -> np.ndarray:
         """Read the selected rows (first-axis positions) of the array."""
+        if len(self.shape):
+            n = len(range(*rows.indices(self.shape[0]))) if isinstance(rows, slice) else len(rows)
+            self.require_memory((n, *self.shape[1:]))
         node = self.node()
         if isinstance(rows, slice) or len(self.shape) == 0:
             return nodes.read(node, rows if len(self.shape) else ())

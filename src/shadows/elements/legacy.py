@@ -77,10 +77,13 @@ class StructuredFieldSpec(DenseSpec):
 
     def materialize(self) -> np.ndarray:
         """The whole field, as anndata converts it (a strided view of the records)."""
+        self.require_memory()
         return self.read_block((slice(None),))
 
     def read_rows(self, rows: Rows) -> np.ndarray:
         """The selected rows of the field."""
+        n = len(range(*rows.indices(self.shape[0]))) if isinstance(rows, slice) else len(rows)
+        self.require_memory((n, *self.shape[1:]))
         return self.read_block((rows if isinstance(rows, slice) else np.asarray(rows),))
 
 

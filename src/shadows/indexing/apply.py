@@ -112,8 +112,21 @@ def read_index(spec: Any, rows: AxisIndex | None) -> pd.Index:
     return _in_key_order(spec.read_index, rows, lambda index, order: index[order])
 
 
+def selected_shape(shape: tuple[int, ...], selection: Selection) -> tuple[int, ...]:
+    """The shape of ``element[selection]``."""
+    return tuple(n if i >= len(selection) or selection[i] is None else len(selection[i])
+                 for i, n in enumerate(shape))
+
+
 def materialize_selection(spec: ElementSpec, selection: Selection) -> Any:
-    """Read ``element[selection]`` as the in-memory type anndata gives it."""
+    """Read ``element[selection]`` as the in-memory type anndata gives it.
+
+    A dense element (or a view's part of it) that cannot fit in the machine's memory is refused with
+    :class:`~shadows.errors.TooLargeError` before anything is read or planned (see
+    :meth:`shadows.elements.dense.DenseSpec.require_memory`).
+    """
+    if spec.kind == "dense":
+        spec.require_memory(selected_shape(spec.shape, selection))
     if not selection:
         return spec.materialize()
     if spec.kind == "dataframe":

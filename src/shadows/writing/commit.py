@@ -25,7 +25,9 @@ import errno
 import fcntl
 import io
 import os
+import re
 import shutil
+import stat
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -36,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shadows.errors import FileBusyError, ShadowsError, WriteFailedError, element_message
+from shadows.errors import FileBusyError, ShadowsError, UnsafeTargetError, WriteFailedError, element_message
 from shadows.writing.streams import is_dask, write_streamed
 
 ZARR_SCRATCH = ".shadows-tmp"
@@ -73,6 +75,23 @@ class ColumnChange:
     values: pd.Series
     replaces: bool
     written: Callable[[], None]
+
+
+@dataclass
+class SlotSwap:
+    """The value of a change that replaces several elements and deletes others in one step (HDF5 only).
+
+    ``built`` is an in-memory HDF5 file holding each new element, already encoded, under the name
+    ``replace`` gives for its path; ``streamed`` names dask arrays written into a new element (by its
+    path) once it is copied to the file; ``delete`` lists elements removed. Everything is built aside,
+    then every unlink and link happens between two flushes. Used to move slots anndata < 0.7 stored as
+    structured datasets to today's encoding (:mod:`shadows.writing.legacy_upgrade`).
+    """
+
+    built: Any
+    replace: dict[str, str]
+    streamed: dict[str, dict[str, Any]]
+    delete: list[str]
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -200,6 +219,9 @@ class Hdf5Commit:
         return parent[name]
 
     def element(self, change: ElementChange) -> None:
+        if isinstance(change.value, SlotSwap):
+            self.swap(change.value)
+            return
         parent_path, name = _split(change.path)
         if change.value is DELETED:
             del self.file[change.path]
@@ -211,6 +233,29 @@ class Hdf5Commit:
         if name in parent:
             del parent[name]  # replacing: the unlink and the link below follow each other
         parent[name] = built
+        self.file.flush()
+
+    def swap(self, swap: SlotSwap) -> None:
+        """Build every new element of ``swap`` as anonymous objects, then relink them all in one flush."""
+        try:
+            self._reserve(swap.built.id.get_filesize())
+            built = {}
+            for path, name in swap.replace.items():
+                scratch = self.file.create_group(None)
+                swap.built.copy(swap.built[name], scratch, name="element")
+                built[path] = scratch["element"]
+                for key, value in swap.streamed.get(path, {}).items():
+                    write_streamed(built[path], key, value, reserve=self._reserve)
+        finally:
+            swap.built.close()
+        self.file.flush()  # the new elements are in the file, unreachable; every relink goes in one flush
+        for path, node in built.items():
+            parent_path, name = _split(path)
+            parent = self.file[parent_path] if parent_path else self.file
+            del parent[name]
+            parent[name] = node
+        for path in swap.delete:
+            del self.file[path]
         self.file.flush()
 
     @staticmethod
@@ -245,15 +290,114 @@ def check_no_zarr_writer(store: str) -> None:
     Writers hold an exclusive ``flock`` on ``.shadows-tmp/lock`` while they commit; the kernel drops it
     when the writer exits or is killed, so a stale lock file never blocks anyone.
     """
-    lock_path = Path(store) / ZARR_SCRATCH / "lock"
-    if not lock_path.exists():
+    lock_path = Path(store) / ZARR_SCRATCH / LOCK_NAME
+    if not os.path.lexists(lock_path):
         return
-    with open(lock_path) as lock:
+    lock = _open_lock(lock_path, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise FileBusyError(f"{store}: cannot open for writing: another process is writing to this Zarr "
+                            "store; open it 'r' to read, or retry when that write is done") from None
+    finally:
+        os.close(lock)
+
+
+#: The lock file in the scratch folder, and the names of the scratch hierarchies writers make there.
+LOCK_NAME = "lock"
+_SCRATCH_NAME = re.compile(r"[0-9a-f]{32}")
+
+
+def _open_lock(path: Path, flags: int) -> int:
+    """Open the lock file without following a symbolic link (a link there is not ours: an error)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise UnsafeTargetError(f"{path}: the Zarr writers' lock file is a symbolic link; shadows does not follow "
+                                "links out of a store. Remove it (it is not shadows') and write again") from None
+
+
+def scratch_folder(store: Path) -> Path:
+    """The store's scratch folder (``.shadows-tmp``), created if missing; it must be a real folder.
+
+    Created with ``mkdir`` and then checked with ``lstat``, so a symbolic link (to anywhere) or a file
+    at its name is refused, never written through or cleaned.
+    """
+    base = store / ZARR_SCRATCH
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(base)
+    if not stat.S_ISDIR(os.lstat(base).st_mode):
+        raise UnsafeTargetError(f"{base}: shadows' scratch folder is a symbolic link or not a folder; shadows writes "
+                                "only into a real folder of its own inside the store. Remove it and write again")
+    return base
+
+
+def _drop_stale_scratch(base: Path) -> None:
+    """Remove the scratch hierarchies a killed writer left; anything else there is refused, not removed."""
+    entries = list(os.scandir(base))
+    foreign = [e.name for e in entries if e.name != LOCK_NAME
+               and not (_SCRATCH_NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False))]
+    if foreign:
+        raise UnsafeTargetError(f"{base}: holds {', '.join(sorted(foreign))}, which shadows did not write; it removes "
+                                "only its own scratch data. Move them out of the folder and write again")
+    for entry in entries:
+        if entry.name != LOCK_NAME:
+            shutil.rmtree(entry.path)  # removes links inside without following them
+
+
+def link_problem(connection: Any, path: str) -> str | None:
+    """Why writing the element at ``path`` would leave the file or store, or ``None``.
+
+    A symbolic link (Zarr) or an HDF5 soft or external link on the way to ``path`` (or at it) would
+    carry the write, or the removal of what it replaces, somewhere else: shadows never writes through one.
+    """
+    from shadows.backends.remote import is_url
+
+    if connection.format == "hdf5":
+        return _hdf5_link_problem(connection.handle, path)
+    if is_url(connection.path):
+        return None  # object stores have no links
+    current = Path(connection.path)
+    for part in path.split("/"):
+        current = current / part
+        if current.is_symlink():
+            return f"'{current}' is a symbolic link"
+        if not current.exists():
+            return None
+    return None
+
+
+def _hdf5_link_problem(file: Any, path: str) -> str | None:
+    import h5py
+
+    group = file
+    parts = path.split("/")
+    for depth, part in enumerate(parts):
+        link = group.get(part, getlink=True)
+        if link is None:
+            return None
+        if not isinstance(link, h5py.HardLink):
+            return f"'/{'/'.join(parts[: depth + 1])}' is an HDF5 {type(link).__name__}"
+        group = group[part]
+        if not isinstance(group, h5py.Group):
+            return None
+    return None
+
+
+def stored(connection: Any, path: str) -> bool:
+    """Whether the file or store holds something at ``path`` (what writing there would replace)."""
+    from shadows.backends.remote import is_url
+
+    if connection.format == "hdf5":
         try:
-            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FileBusyError(f"{store}: cannot open for writing: another process is writing to this Zarr "
-                                "store; open it 'r' to read, or retry when that write is done") from None
+            return connection.handle.get(path, getlink=True) is not None
+        except (KeyError, ValueError):
+            return False
+    if is_url(connection.path):
+        return path in connection.handle
+    return os.path.lexists(Path(connection.path) / path)
 
 
 class ZarrCommitBase:
@@ -343,17 +487,18 @@ class ZarrCommit(ZarrCommitBase):
         self.consolidated = consolidated
         self.root = zarr.open_group(store, mode="r+", use_consolidated=False)
         self.zarr_format = self.root.metadata.zarr_format
-        scratch_base = self.store / ZARR_SCRATCH
-        scratch_base.mkdir(exist_ok=True)
-        self._lock = open(scratch_base / "lock", "w")  # noqa: SIM115 - held until finish()
+        scratch_base = scratch_folder(self.store)
+        self._lock = _open_lock(scratch_base / LOCK_NAME, os.O_WRONLY | os.O_CREAT)
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._lock.close()
+            os.close(self._lock)
             raise FileBusyError(f"{store}: another process is writing to this Zarr store") from None
-        for stale in scratch_base.iterdir():  # left by a writer that was killed
-            if stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
+        try:
+            _drop_stale_scratch(scratch_base)
+        except BaseException:
+            os.close(self._lock)
+            raise
         self.scratch_path = scratch_base / uuid.uuid4().hex
         self.scratch = zarr.open_group(str(self.scratch_path), mode="w", zarr_format=self.zarr_format)
 
@@ -377,11 +522,11 @@ class ZarrCommit(ZarrCommitBase):
     def finish(self) -> None:
         self.consolidate()
         shutil.rmtree(self.scratch_path, ignore_errors=True)
-        self._lock.close()
+        os.close(self._lock)
 
     def abort(self) -> None:
         shutil.rmtree(self.scratch_path, ignore_errors=True)
-        self._lock.close()
+        os.close(self._lock)
 
 
 def commit(connection: Any, elements: list[ElementChange], columns: list[ColumnChange]) -> None:
@@ -424,6 +569,7 @@ def commit(connection: Any, elements: list[ElementChange], columns: list[ColumnC
 #: errno values that mean "storage is full", and how to say so
 _FULL = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "the file size limit was reached",
          errno.EDQUOT: "the disk quota is exceeded"}
+_DENIED = {errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
 
 
 @contextlib.contextmanager
@@ -441,11 +587,11 @@ def _naming_failures(path: str, element: str) -> Iterator[None]:
         code = getattr(error, "errno", None)
         text = str(error)
         if code is None:
-            code = next((c for c in _FULL if f"errno = {c}," in text), None)
+            code = next((c for c in (*_FULL, *_DENIED) if f"errno = {c}," in text), None)
         is_storage = isinstance(error, OSError) or code is not None or "write failed" in text
         if not is_storage:
             raise
-        reason = _FULL.get(code, "storage refused the write")
+        reason = {**_FULL, **_DENIED}.get(code, "storage refused the write")
         what = (f"writing failed: {reason}. Nothing of this element is visible in the file; elements committed "
                 f"before it are ({type(error).__name__}: {text.splitlines()[0] if text else code})")
         raise WriteFailedError(element_message(path, element, what)) from error

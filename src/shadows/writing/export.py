@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shadows.errors import ShadowsError
+from shadows.errors import ElementExistsError, UnsafeTargetError
 from shadows.writing.commit import _write_elem, write_value
 from shadows.writing.streams import is_dask
 
@@ -94,7 +94,8 @@ def _progress(enabled: bool) -> Iterator[None]:
         yield
 
 
-def export(shadow: ShadowBase, path: str | os.PathLike, format: str, *, progress: bool = False) -> Path:
+def export(shadow: ShadowBase, path: str | os.PathLike, format: str, *, progress: bool = False,
+           overwrite: bool = False) -> Path:
     """Write ``shadow`` (AnnData or MuData, root or view) as a new file at ``path``.
 
     Parameters
@@ -102,17 +103,26 @@ def export(shadow: ShadowBase, path: str | os.PathLike, format: str, *, progress
     shadow
         What to export.
     path
-        The new file (``format="hdf5"``) or Zarr store (``format="zarr"``); an existing one is replaced.
+        The new file (``format="hdf5"``) or Zarr store (``format="zarr"``).
     format
         ``"hdf5"`` or ``"zarr"`` (Zarr format from ``anndata.settings.zarr_write_format``).
     progress
         Show dask's progress bar while matrices are written.
+    overwrite
+        Replace what exists at ``path``: a file, or a folder that is a Zarr store (never another folder).
+
+    Raises
+    ------
+    ElementExistsError
+        Something exists at ``path`` and ``overwrite`` is False.
+    UnsafeTargetError
+        ``path`` is the shadow's own file or store (however spelled: symbolic links and ``..`` are
+        resolved), lies inside it or holds it; or it is a symbolic link, or a folder that is not a store.
     """
     import anndata
 
     path = Path(os.path.expanduser(os.fspath(path))).absolute()
-    if path == Path(shadow._ref.path):
-        raise ShadowsError(f"{path}: cannot export a shadow onto the file it reads; write to another path")
+    check_target(path, shadow._ref.path, overwrite)
     scratch = path.with_name(f".{path.name}.shadows-tmp-{uuid.uuid4().hex}")
     writer = write_mudata if shadow._KIND == "MuData" else write_anndata
     try:
@@ -121,7 +131,7 @@ def export(shadow: ShadowBase, path: str | os.PathLike, format: str, *, progress
                 import h5py
 
                 mudata_file = shadow._KIND == "MuData"
-                with h5py.File(scratch, "w", userblock_size=MUDATA_HEADER_BYTES if mudata_file else None) as file:
+                with h5py.File(scratch, "w-", userblock_size=MUDATA_HEADER_BYTES if mudata_file else None) as file:
                     writer(shadow, file)
                 if mudata_file:
                     with scratch.open("r+b") as raw:
@@ -130,7 +140,8 @@ def export(shadow: ShadowBase, path: str | os.PathLike, format: str, *, progress
                 import zarr
 
                 zarr_format = getattr(anndata.settings, "zarr_write_format", 2)
-                writer(shadow, zarr.open_group(str(scratch), mode="w", zarr_format=zarr_format))
+                os.mkdir(scratch)  # fails on anything already there, a symbolic link included
+                writer(shadow, zarr.open_group(str(scratch), mode="w-", zarr_format=zarr_format))
                 zarr.consolidate_metadata(str(scratch))
         _replace(scratch, path)
     except BaseException:
@@ -140,6 +151,27 @@ def export(shadow: ShadowBase, path: str | os.PathLike, format: str, *, progress
             scratch.unlink()
         raise
     return path
+
+
+def check_target(path: Path, source: str, overwrite: bool) -> None:
+    """Raise unless exporting to ``path`` (absolute) may replace what is there, reading from ``source``."""
+    from shadows.backends.fileref import is_zarr_dir
+    from shadows.backends.remote import is_url
+
+    if not is_url(source):
+        real, real_source = path.resolve(), Path(source).resolve()
+        if real == real_source or real.is_relative_to(real_source) or real_source.is_relative_to(real):
+            raise UnsafeTargetError(f"{path}: cannot export a shadow onto the file it reads ({real_source}), into it, "
+                                    "or onto a folder that holds it; write to another path")
+    if not os.path.lexists(path):
+        return
+    if not overwrite:
+        raise ElementExistsError(f"{path}: already exists; pass overwrite=True to replace it")
+    if path.is_symlink():
+        raise UnsafeTargetError(f"{path}: is a symbolic link; export to the path it points at, or remove the link")
+    if path.is_dir() and not is_zarr_dir(path):
+        raise UnsafeTargetError(f"{path}: is a folder that is not a Zarr store; exports replace only files and "
+                                "stores. Choose another path, or remove the folder yourself")
 
 
 def _replace(built: Path, path: Path) -> None:

@@ -1,0 +1,367 @@
+"""Process-wide connections: one open handle and one layout generation per file per process.
+
+Every shadow of a file in this process (its views, a MuData's modalities, and a modality opened alone by
+its ``file.h5mu/mod/rna`` path) and every graph task reading that file here go through one
+:class:`FileEntry`, keyed by (process id, path, format, storage options). The model is xarray's
+``CachingFileManager``: a per-process cache of open files with a count of their users, the file closed
+when the last user lets go, and nothing open ever pickled (tasks carry a
+:class:`~shadows.backends.fileref.FileRef` and find, or make, the entry of whatever process runs them).
+
+An entry holds
+
+- the metadata handle: the ``h5py.File`` (HDF5), or the store's JSON metadata
+  (:class:`~shadows.backends.zarr_meta.ZarrMetadata`, Zarr);
+- for HDF5, that same ``h5py.File`` is what read tasks read through: a process never holds two HDF5 ids
+  of one file (HDF5 refuses ``r+`` beside a read-only id of the same file in one process);
+- for Zarr, a read-only ``zarr.Group`` for tasks and the groups ``.file`` returns (one per mode);
+- the nodes tasks looked up (resolving a path costs about as much as reading a row of X);
+- the users (connections, see :class:`shadows.core.connection.Connection`) and the mode each asked for.
+  The handle is open ``r+`` while any user holds ``r+`` and goes back to ``r`` when none does (so other
+  processes may open the file again); it is closed, with everything above, when the last user leaves.
+- a generation: a number, unique in the process, that changes whenever the handle is replaced or the
+  file was written through it, so layouts built from older metadata rebuild themselves.
+
+An entry that tasks opened while no shadow was attached (a worker process, or reads of a closed shadow)
+stays until :func:`release` or the end of the process, as the read-handle cache always did.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+_lock = threading.RLock()
+_depth = 0  # how many locked sections are open (in the thread holding the lock)
+_pending: collections.deque[tuple[FileEntry, int]] = collections.deque()
+_entries: dict[tuple[int, str, str, str], FileEntry] = {}
+_generations = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Openers:
+    """How an entry opens what it holds (given by :mod:`shadows.backends.handles`, which knows the formats).
+
+    ``metadata(path, format, mode, storage_options, element)`` opens the metadata handle (HDF5: the
+    ``h5py.File`` tasks read through too); ``group(path, mode, storage_options, element)`` a ``zarr.Group``.
+    ``element`` names, in errors, what the opening is for.
+    """
+
+    metadata: Callable[[str, str, str, Mapping[str, Any] | None, str], Any]
+    group: Callable[[str, str, Mapping[str, Any] | None, str], Any]
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """The registry's lock; users let go by the garbage collector are counted out first (see
+    :func:`detach_soon`).
+    """
+    global _depth
+    with _lock:
+        if _depth == 0:
+            _drain()
+        _depth += 1
+        try:
+            yield
+        finally:
+            _depth -= 1
+
+
+def _drain() -> None:
+    while _pending:
+        found, uid = _pending.popleft()
+        found._detach(uid)
+
+
+def detach_soon(found: FileEntry, user: Any) -> None:
+    """Count ``user`` out of ``found`` from a finalizer: never waits for the lock.
+
+    The garbage collector runs finalizers in whatever thread allocates at the time: zarr's event-loop
+    thread while this one holds the lock and waits for zarr, say. Waiting there would hang both, so the
+    user is queued and counted out now if the lock is free, else by the next registry operation.
+    """
+    _pending.append((found, id(user)))
+    if _lock.acquire(blocking=False):
+        try:
+            if _depth == 0:  # not in the middle of a locked section of this very thread
+                _drain()
+        finally:
+            _lock.release()
+
+
+def _options_token(storage_options: Mapping[str, Any] | None) -> str:
+    """A hashable stand-in for fsspec options (URLs opened with other credentials get entries of their own)."""
+    if not storage_options:
+        return ""
+    return repr(sorted(storage_options.items(), key=lambda item: str(item[0])))
+
+
+def _key(path: str, format: str, storage_options: Mapping[str, Any] | None) -> tuple[int, str, str, str]:
+    return (os.getpid(), path, format, _options_token(storage_options))
+
+
+def _close(handle: Any) -> None:
+    close = getattr(handle, "close", None)
+    if close is not None:
+        close()
+
+
+def _close_quietly(handle: Any) -> None:
+    """Close ``handle``; HDF5 may refuse to close cleanly what it could not write (h5py then closes the id
+    when the object goes).
+    """
+    with contextlib.suppress(OSError, RuntimeError, ValueError):
+        _close(handle)
+
+
+class FileEntry:
+    """A file (or Zarr store) open in this process: one handle shared by every shadow and read task of it.
+
+    Users attach with :meth:`attach` and leave with :meth:`detach`; see the module's docstring.
+    """
+
+    def __init__(self, path: str, format: str, storage_options: Mapping[str, Any] | None, openers: Openers):
+        self.path = path
+        self.openers = openers
+        self.format = format
+        self.storage_options = storage_options
+        self.pid = os.getpid()
+        #: The mode the handle is open in: ``"r+"`` while a user holds ``"r+"``.
+        self.mode = "r"
+        self.generation = next(_generations)
+        self._handle: Any = None
+        self._task_group: Any = None
+        self._groups: dict[str, Any] = {}
+        self.nodes: dict[str, Any] = {}
+        self._modes: dict[int, str] = {}
+        self._users: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+
+    # -- what users and tasks read through ---------------------------------------------------------
+
+    def metadata(self, element: str = "") -> Any:
+        """The metadata handle (HDF5: the ``h5py.File``), opened in :attr:`mode` when none is open (the
+        first use, or after a reopen failed). ``element`` names, in errors, what it is opened for.
+        """
+        handle = self._handle
+        if handle is None:
+            with _locked():
+                if self._handle is None:
+                    self._handle = self.openers.metadata(self.path, self.format, self.mode, self.storage_options,
+                                                         element)
+                    self.generation = next(_generations)
+                handle = self._handle
+        return handle
+
+    def task_handle(self, element: str = "") -> Any:
+        """What read tasks read through: the shared ``h5py.File``, or a read-only ``zarr.Group``."""
+        if self.format == "hdf5":
+            return self.metadata(element)
+        group = self._task_group
+        if group is None:
+            with _locked():
+                if self._task_group is None:
+                    self._task_group = self.openers.group(self.path, "r", self.storage_options, element)
+                group = self._task_group
+        return group
+
+    def group(self, mode: str) -> Any:
+        """The ``zarr.Group`` a shadow in ``mode`` returns as ``.file`` (opened on first use)."""
+        group = self._groups.get(mode)
+        if group is None:
+            with _locked():
+                group = self._groups.get(mode)
+                if group is None:
+                    group = self._groups[mode] = self.openers.group(self.path, mode, self.storage_options, "")
+        return group
+
+    @property
+    def users(self) -> int:
+        """How many connections are attached."""
+        return len(self._modes)
+
+    # -- users coming, changing mode and going ------------------------------------------------------
+
+    def attach(self, user: Any, mode: str) -> None:
+        """Count ``user`` (a connection) in, with ``mode``; the handle is upgraded to ``r+`` if needed.
+        A Zarr store's metadata is read anew (another process may have changed the store meanwhile;
+        attached users rebuild their layouts on next use). An HDF5 handle is kept: while it is open, HDF5
+        file locking keeps other processes from writing.
+
+        On failure nothing changed for the users: the entry is in its old mode (an HDF5 handle the
+        upgrade had to close is reopened on next use) and ``user`` is not counted.
+        """
+        with _locked():
+            if self.format != "hdf5" and self._handle is not None:
+                self._reload()  # another process may have written the store since its metadata was read
+            self._set(user, mode)
+            self._users[id(user)] = user
+
+    def set_mode(self, user: Any, mode: str) -> None:
+        """``user`` (attached) now wants ``mode``: the handle follows (``r+`` while anyone holds it)."""
+        with _locked():
+            self._set(user, mode)
+
+    def _set(self, user: Any, mode: str) -> None:
+        others = [m for uid, m in self._modes.items() if uid != id(user)]
+        wanted = "r+" if mode == "r+" or "r+" in others else "r"
+        if wanted != self.mode or self._handle is None:
+            self._switch(wanted)
+        self._modes[id(user)] = mode
+
+    def detach(self, user: Any) -> None:
+        """Count ``user`` out. The last user closes every handle and forgets the entry; when no user holds
+        ``r+`` any more the handle goes back to ``r`` (a failure to reopen is left for the next use).
+        """
+        with _locked():
+            self._detach(id(user))
+
+    def _detach(self, uid: int) -> None:
+        if self._modes.pop(uid, None) is None:
+            return
+        self._users.pop(uid, None)
+        if self.pid != os.getpid():
+            return  # a forked child's copy: the parent's handles are not ours to close
+        if not self._modes:
+            self.close_all()
+            if _entries.get(self.key) is self:
+                del _entries[self.key]
+        elif self.mode == "r+" and "r+" not in self._modes.values():
+            try:
+                self._switch("r")
+            except Exception:
+                self._handle = None
+
+    @property
+    def key(self) -> tuple[int, str, str, str]:
+        return (self.pid, self.path, self.format, _options_token(self.storage_options))
+
+    # -- replacing the handle -----------------------------------------------------------------------
+
+    def _drop_derived(self) -> None:
+        """Forget what was read through the handle: looked-up nodes, Zarr groups (their metadata)."""
+        self.nodes.clear()
+        self._task_group = None
+        self._groups.clear()
+
+    def _switch(self, mode: str) -> None:
+        """Open the handle in ``mode``. HDF5 closes the old handle first (it refuses ``r+`` beside a
+        read-only id of the same file); if ``mode`` is refused, the refusal is raised and the entry is back
+        in its old mode, its handle opened again on next use (so a refused upgrade holds nothing open
+        that could block another process meanwhile). A Zarr store's metadata does not depend on the
+        mode: nothing is reopened.
+        """
+        if self.format != "hdf5" and self._handle is not None:
+            self.mode = mode
+            return
+        old_mode, old = self.mode, self._handle
+        self._handle = None
+        self._drop_derived()
+        self.generation = next(_generations)
+        if old is not None:
+            _close_quietly(old)
+        self.mode = mode
+        try:
+            self.metadata()
+        except BaseException:
+            self.mode = old_mode  # the old mode's handle is opened again on next use
+            self._handle = None
+            raise
+
+    def refresh(self) -> list[Any]:
+        """Reopen the handle in its mode (after a write through it, or to see the file anew); returns the
+        attached users, for them to learn what changed.
+        """
+        with _locked():
+            self._reload()
+            return list(self._users.values())
+
+    def _reload(self) -> None:
+        old = self._handle
+        self._handle = None
+        self._drop_derived()
+        self.generation = next(_generations)
+        if old is not None:
+            _close_quietly(old)
+        try:
+            self.metadata()
+        except Exception:  # reopened on next use, where the error is seen
+            self._handle = None
+
+    def close_all(self) -> None:
+        """Close every handle of the file held here (the metadata handle, task handles, Zarr groups)."""
+        handles = [self._handle, self._task_group, *self._groups.values()]
+        self._handle = None
+        self._drop_derived()
+        self.generation = next(_generations)
+        for handle in handles:
+            if handle is not None:
+                _close_quietly(handle)
+
+    def release_tasks(self) -> None:
+        """Drop what tasks cached; with no user attached, close the handle too."""
+        if not self._modes:
+            self.close_all()
+        elif self.format != "hdf5":
+            self.nodes.clear()
+            self._task_group = None
+        else:
+            self.nodes.clear()
+
+
+def entry(path: str, format: str, storage_options: Mapping[str, Any] | None, openers: Openers) -> FileEntry:
+    """The entry of the file at ``path`` in this process (made, with nothing open yet, if there is none)."""
+    key = _key(path, format, storage_options)
+    found = _entries.get(key)
+    if found is None:
+        with _locked():
+            found = _entries.get(key)
+            if found is None:
+                found = _entries[key] = FileEntry(path, format, storage_options, openers)
+    return found
+
+
+def attach(user: Any, path: str, format: str, mode: str, storage_options: Mapping[str, Any] | None,
+           openers: Openers) -> FileEntry:
+    """Attach ``user`` to the file's entry in ``mode`` (opening or upgrading its handle); an entry made
+    for this and refused is forgotten again.
+    """
+    with _locked():
+        found = entry(path, format, storage_options, openers)
+        try:
+            found.attach(user, mode)
+        except BaseException:
+            if not found.users and found._handle is None and _entries.get(found.key) is found:
+                del _entries[found.key]
+            raise
+    return found
+
+
+def find(path: str, format: str, storage_options: Mapping[str, Any] | None = None) -> FileEntry | None:
+    """The entry of the file in this process, if there is one."""
+    return _entries.get(_key(path, format, storage_options))
+
+
+def release(path: str) -> None:
+    """Drop this process's cached task handles and nodes of ``path`` (every format and option set); an
+    entry no shadow is attached to is closed and forgotten. A shadow's open handle stays (HDF5 tasks
+    share it), so shadows open on a file replaced meanwhile keep reading the file they opened.
+    """
+    with _locked():
+        for key, found in list(_entries.items()):
+            if key[0] != os.getpid() or found.path != path:
+                continue
+            found.release_tasks()
+            if not found.users:
+                del _entries[key]
+
+
+def open_paths() -> list[tuple[str, str, int, str]]:
+    """``(path, format, users, mode)`` of every entry of this process (for tests and debugging)."""
+    pid = os.getpid()
+    return [(e.path, e.format, e.users, e.mode) for k, e in list(_entries.items()) if k[0] == pid]

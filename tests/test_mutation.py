@@ -1,0 +1,344 @@
+"""A shadow is a mutable AnnData: scanpy's in-place functions and AnnData's setters and mutators, run side
+by side on an in-memory AnnData (the oracle), a shadow and a view of a shadow, give the same results and
+the same object state; changes live in memory (▲) and reach the file only through ``write()``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+
+from conftest import FORMATS, read_oracle, suffix, write
+from helpers import assert_value_equal, file_digest
+from shadows import AnnDataShadow, ElementExistsError, ReadOnlyError
+
+N_OBS, N_VARS = 400, 120
+#: Cells kept by the views ("view" kind): every other cell.
+VIEW_CELLS = slice(0, None, 2)
+
+
+def make_counts(seed: int = 0) -> ad.AnnData:
+    """Raw counts with string, categorical and numeric annotations (what a pipeline starts from)."""
+    rng = np.random.default_rng(seed)
+    genes_per_cell = rng.integers(15, 60, N_OBS)
+    rows, cols = [], []
+    for i, n in enumerate(genes_per_cell):
+        rows += [i] * n
+        cols += list(rng.choice(N_VARS, n, replace=False))
+    values = rng.poisson(3, len(rows)).astype(np.float32) + 1
+    X = sp.csr_matrix((values, (rows, cols)), shape=(N_OBS, N_VARS))
+    obs = pd.DataFrame({"group": pd.Categorical(rng.choice(["a", "b", "c"], N_OBS)),
+                        "batch": [f"b{i % 3}" for i in range(N_OBS)],  # strings: scanpy makes them categorical
+                        "score": rng.normal(size=N_OBS)},
+                       index=[f"cell{i}" for i in range(N_OBS)])
+    var = pd.DataFrame({"symbol": [f"G{i}" for i in range(N_VARS)]}, index=[f"gene{i}" for i in range(N_VARS)])
+    return ad.AnnData(X=X, obs=obs, var=var)
+
+
+@pytest.fixture(scope="session")
+def counts_files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("counts")
+    adata = make_counts()
+    return {fmt: write(adata, root / f"counts_{fmt}{suffix(fmt)}", fmt) for fmt in FORMATS}
+
+
+@pytest.fixture
+def counts(counts_files, tmp_path) -> Path:
+    """An h5ad of counts of this test's own (tests may write to it)."""
+    path = tmp_path / "counts.h5ad"
+    path.write_bytes(counts_files["h5ad"].read_bytes())
+    return path
+
+
+KINDS = ["memory", "shadow", "view"]
+
+
+def subject_and_oracle(kind: str, path: Path, **backends) -> tuple[ad.AnnData, ad.AnnData]:
+    """What a test runs on (an in-memory AnnData, a shadow, a view of a shadow) and the in-memory AnnData
+    (or view of one) that anndata gives for the same thing.
+    """
+    oracle = read_oracle(path)
+    if kind == "memory":
+        return read_oracle(path), oracle
+    shadow = AnnDataShadow(path, **backends)
+    if kind == "view":
+        return shadow[VIEW_CELLS], oracle[VIEW_CELLS]
+    return shadow, oracle
+
+
+def preprocess(adata: ad.AnnData) -> ad.AnnData:
+    """scanpy's standard pipeline from counts, in place."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.filter_cells(adata, min_genes=20)
+        sc.pp.filter_genes(adata, min_cells=30)
+        sc.pp.calculate_qc_metrics(adata, percent_top=[5, 10], inplace=True)
+        adata.layers["counts"] = adata.X.copy()
+        sc.pp.normalize_total(adata, target_sum=1e4)
+        sc.pp.log1p(adata)
+        sc.pp.highly_variable_genes(adata, n_top_genes=40)
+        adata.raw = adata
+        sc.pp.regress_out(adata, ["total_counts"])
+        sc.pp.scale(adata, max_value=10)
+        sc.pp.pca(adata, n_comps=10)
+        sc.pp.neighbors(adata, n_neighbors=10)
+        sc.tl.umap(adata, random_state=0)
+        sc.tl.leiden(adata, flavor="igraph", n_iterations=2, directed=False, random_state=0)
+        sc.tl.rank_genes_groups(adata, "group", method="t-test")
+        sc.tl.score_genes(adata, list(adata.var_names[:5]), score_name="five")
+    return adata
+
+
+def assert_same_state(got: ad.AnnData, expected: ad.AnnData) -> None:
+    assert got.shape == expected.shape
+    assert list(got.obs_names) == list(expected.obs_names) and list(got.var_names) == list(expected.var_names)
+    pd.testing.assert_frame_equal(got.obs, expected.obs, check_exact=False, rtol=1e-4)
+    pd.testing.assert_frame_equal(got.var, expected.var, check_exact=False, rtol=1e-4)
+    assert sorted(got.obsm) == sorted(expected.obsm) and sorted(got.obsp) == sorted(expected.obsp)
+    assert sorted(got.layers, key=str) == sorted(expected.layers, key=str) and sorted(got.uns) == sorted(expected.uns)
+    assert_value_equal(got.X, expected.X, "X")
+    for key in [k for k in expected.layers if k is not None]:  # anndata 0.13 lists X as layers[None]
+        assert_value_equal(got.layers[key], expected.layers[key], f"layers/{key}")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_standard_pipeline_in_place_gives_anndatas_results(counts, kind):
+    subject, oracle = subject_and_oracle(kind, counts)
+    oracle = oracle.copy() if oracle.is_view else oracle
+    before = file_digest(counts)
+    preprocess(subject)
+    preprocess(oracle)
+    assert not subject.is_view  # modified views become actual (shadows of their own), as in anndata
+    assert_same_state(subject, oracle)
+    np.testing.assert_allclose(np.abs(subject.obsm["X_pca"]), np.abs(oracle.obsm["X_pca"]), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(subject.uns["pca"]["variance_ratio"], oracle.uns["pca"]["variance_ratio"], rtol=1e-4)
+    np.testing.assert_array_equal(subject.obs["leiden"], oracle.obs["leiden"])
+    assert subject.raw.shape == oracle.raw.shape
+    np.testing.assert_array_equal(subject.uns["rank_genes_groups"]["names"]["a"],
+                                  oracle.uns["rank_genes_groups"]["names"]["a"])
+    assert file_digest(counts) == before  # in place means in memory: the file is untouched
+    if kind != "memory":
+        assert "X▲" in repr(subject) and "X_pca▲" in repr(subject)
+        subject.clear_cache()  # changes stay
+        assert_value_equal(subject.X, oracle.X, "X after clear_cache")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_inplace_false_returns_what_anndata_returns_and_changes_nothing(counts, kind):
+    subject, oracle = subject_and_oracle(kind, counts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = sc.pp.normalize_total(subject, target_sum=1e4, inplace=False)
+        expected = sc.pp.normalize_total(oracle, target_sum=1e4, inplace=False)
+        hvg = sc.pp.highly_variable_genes(subject, n_top_genes=30, flavor="cell_ranger", inplace=False)
+        hvg_expected = sc.pp.highly_variable_genes(oracle, n_top_genes=30, flavor="cell_ranger", inplace=False)
+        qc = sc.pp.calculate_qc_metrics(subject, percent_top=[5], inplace=False)
+        qc_expected = sc.pp.calculate_qc_metrics(oracle, percent_top=[5], inplace=False)
+    assert_value_equal(got["X"], expected["X"], "normalized X")
+    pd.testing.assert_frame_equal(hvg, hvg_expected)
+    pd.testing.assert_frame_equal(qc[0], qc_expected[0])
+    if kind != "memory":
+        assert "▲" not in repr(subject)
+    assert subject.is_view == oracle.is_view  # scanpy makes views actual where anndata's are made actual
+
+
+def test_log1p_on_a_shadow_marks_x_changed_and_never_corrupts_the_file_or_another_shadow(counts):
+    shadow, other = AnnDataShadow(counts), AnnDataShadow(counts)
+    original = other.X.copy()
+    sc.pp.log1p(shadow)
+    assert "X▲" in repr(shadow) and "▲" not in repr(other)
+    assert_value_equal(shadow.X, np.log1p(original), "log1p X")
+    assert_value_equal(other.X, original, "the other shadow's X")
+    shadow.clear_cache()
+    assert_value_equal(shadow.X, np.log1p(original), "X▲ after clear_cache")
+    view = shadow[:10]
+    view.X.data[:] = 0  # a view's values are its own: the root's change is not touched
+    assert_value_equal(shadow.X[:10], np.log1p(original[:10]), "root X after changing the view's")
+
+
+def test_an_array_changed_in_place_without_assignment_is_kept_by_clear_cache(counts):
+    shadow = AnnDataShadow(counts)
+    x = shadow.X
+    expected = x.copy()
+    expected.data = np.log1p(expected.data)
+    np.log1p(x.data, out=x.data)  # changed in place, never assigned back
+    assert "X▲" not in repr(shadow)
+    shadow.clear_cache()
+    assert "X▲" in repr(shadow)  # kept as a change, not reverted to the file's values
+    assert_value_equal(shadow.X, expected, "X")
+    assert shadow.layers.own_keys() == [] and "▲" not in repr(shadow).split("X▲", 1)[1]  # nothing else changed
+
+
+def test_a_changed_x_is_written_only_with_overwrite_and_read_back_by_anndata(counts):
+    shadow = AnnDataShadow(counts)
+    sc.pp.normalize_total(shadow, target_sum=100)
+    expected = shadow.X.copy()
+    with pytest.raises(ReadOnlyError):
+        shadow.write()
+    shadow.reopen("r+")
+    with pytest.raises(ElementExistsError, match="X"):
+        shadow.write()
+    shadow.write(overwrite=True)
+    assert "▲" not in repr(shadow)
+    assert_value_equal(read_oracle(counts).X, expected, "X written")
+    del shadow.X
+    assert shadow.X is None and "X" not in repr(shadow).splitlines()[1]
+    shadow.write(overwrite=True)
+    assert read_oracle(counts).X is None
+
+
+def test_filtering_pushes_the_selection_down_to_the_reads(counts, monkeypatch):
+    import h5py
+
+    shadow, oracle = AnnDataShadow(counts), read_oracle(counts)
+    kept = np.arange(150, 170)
+    shadow._inplace_subset_obs(kept)
+    assert shadow.shape == (20, N_VARS) and not shadow.is_view
+    read: list[int] = []
+    getitem = h5py.Dataset.__getitem__
+
+    def counted(self, key):
+        out = getitem(self, key)
+        if self.name == "/X/data":
+            read.append(np.size(out))
+        return out
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", counted)
+    x = shadow.X
+    monkeypatch.undo()
+    assert_value_equal(x, oracle.X[kept], "X of the kept cells")
+    assert 0 < sum(read) <= oracle.X[kept].nnz  # only the kept cells' values were read
+    with pytest.raises(ReadOnlyError, match="subset in place"):
+        shadow.reopen("r+").write()
+
+
+def test_scanpy_filters_and_subsample_on_a_shadow(counts):
+    shadow, oracle = AnnDataShadow(counts), read_oracle(counts)
+    for adata in (shadow, oracle):
+        sc.pp.filter_cells(adata, min_genes=30)
+        sc.pp.filter_genes(adata, min_cells=60)
+        sc.pp.subsample(adata, n_obs=50, random_state=0)
+    assert_same_state(shadow, oracle)
+    assert "subset of the file's" in repr(shadow)
+
+
+def test_a_modified_view_becomes_an_independent_shadow_without_reading(counts):
+    shadow = AnnDataShadow(counts)
+    shadow.obsm["root_before"] = np.ones((N_OBS, 2))
+    view = shadow[10:20]
+    view.obsm["mine"] = np.zeros((10, 3))
+    assert not view.is_view and type(view) is AnnDataShadow
+    assert "mine" not in shadow.obsm and "root_before" in view.obsm  # took the root's changes, sliced
+    shadow.obsm["root_after"] = np.ones((N_OBS, 2))
+    assert "root_after" not in view.obsm  # and is independent from then on
+    view.obsm["root_before"][:] = 5
+    assert np.all(shadow.obsm["root_before"] == 1)
+    assert_value_equal(view.X, read_oracle(counts).X[10:20], "X of the former view")
+
+
+def test_pickling_keeps_changes_in_memory(counts):
+    shadow = AnnDataShadow(counts)
+    shadow.obs["new"] = np.arange(N_OBS)
+    shadow.obsm["emb"] = np.ones((N_OBS, 2))
+    shadow.uns["params"] = {"k": 3}
+    shadow.X = shadow.X * 2
+    shadow.obs_names = [f"c{i}" for i in range(N_OBS)]
+    for subject in (shadow, shadow[5:9], shadow.copy()):
+        back = pickle.loads(pickle.dumps(subject))
+        assert back.shape == subject.shape and back.is_view == subject.is_view
+        np.testing.assert_array_equal(back.obs["new"], subject.obs["new"])
+        np.testing.assert_array_equal(back.obsm["emb"], subject.obsm["emb"])
+        assert back.uns["params"] == {"k": 3} and list(back.obs_names) == list(subject.obs_names)
+        assert_value_equal(back.X, subject.X, "X")
+        assert "X▲" in repr(back) and "emb▲" in repr(back)
+
+
+def test_copy_is_an_independent_shadow_and_to_memory_an_anndata(counts):
+    shadow = AnnDataShadow(counts)
+    shadow.obsm["emb"] = np.ones((N_OBS, 2))
+    copied = shadow[:40].copy()
+    assert type(copied) is AnnDataShadow and not copied.is_view and copied.shape == (40, N_VARS)
+    copied.obsm["emb"][:] = 3
+    copied.obs["only_here"] = 1
+    assert np.all(shadow.obsm["emb"] == 1) and "only_here" not in shadow.obs
+    whole = shadow.copy()
+    assert whole._view is None and "emb" in whole.obsm
+    memory = copied.to_memory()
+    assert type(memory) is ad.AnnData and memory.shape == (40, N_VARS)
+
+
+def test_write_with_a_path_is_anndatas_alias_of_write_h5ad(counts, tmp_path):
+    shadow = AnnDataShadow(counts)
+    shadow.obs["new"] = np.arange(N_OBS)
+    target = tmp_path / "out.h5ad"
+    assert shadow[:30].write(target) is not None
+    written = read_oracle(target)
+    assert written.shape == (30, N_VARS) and list(written.obs["new"]) == list(range(30))
+    with pytest.raises(ElementExistsError):
+        shadow.write(target)
+    shadow.write(target, overwrite=True)
+    assert read_oracle(target).n_obs == N_OBS
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_names_categoricals_transpose_and_frames_as_anndata(counts, kind):
+    subject, oracle = subject_and_oracle(kind, counts)
+    oracle = oracle.copy() if oracle.is_view else oracle
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert_value_equal(subject.to_df(), oracle.to_df(), "to_df")
+        for adata in (subject, oracle):
+            adata.obs_names = [f"c{i % 7}" for i in range(adata.n_obs)]
+            adata.obs_names_make_unique()
+            adata.var_names_make_unique()
+            adata.strings_to_categoricals()
+            adata.rename_categories("group", ["x", "y", "z"])
+    assert list(subject.obs_names) == list(oracle.obs_names)
+    assert subject.obs["batch"].dtype == "category" and list(subject.obs["group"].cat.categories) == ["x", "y", "z"]
+    pd.testing.assert_frame_equal(subject.obs, oracle.obs)
+    transposed, expected = subject.T, oracle.T
+    assert transposed.shape == expected.shape and list(transposed.obs_names) == list(expected.obs_names)
+    assert_value_equal(transposed.X, expected.X, "X.T")
+
+
+@pytest.mark.parametrize("join", ["inner", "outer"])
+def test_concat_of_shadows_equals_concat_of_anndatas(counts, join):
+    shadow, oracle = AnnDataShadow(counts), read_oracle(counts)
+    shadow.obsm["emb"] = np.ones((N_OBS, 2))
+    oracle.obsm["emb"] = np.ones((N_OBS, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = ad.concat([shadow, shadow[:50]], join=join, index_unique="-")
+        expected = ad.concat([oracle, oracle[:50]], join=join, index_unique="-")
+    assert got.shape == expected.shape and got.X is not None
+    assert_value_equal(got.X, expected.X, "X")
+    pd.testing.assert_frame_equal(got.obs, expected.obs)
+    np.testing.assert_array_equal(got.obsm["emb"], expected.obsm["emb"])
+
+
+def test_whole_mappings_and_raw_are_assignable(counts):
+    shadow, oracle = AnnDataShadow(counts), read_oracle(counts)
+    for adata in (shadow, oracle):
+        adata.obsm = {"a": np.ones((N_OBS, 2))}
+        adata.layers = {"double": adata.X * 2}
+        adata.uns = {"u": 1}
+        adata.raw = adata
+    assert sorted(shadow.obsm) == ["a"] and dict(shadow.uns) == {"u": 1}
+    assert sorted(shadow.layers, key=str) == sorted(oracle.layers, key=str)  # and None (X) on anndata 0.13
+    assert shadow.raw.shape == oracle.raw.shape
+    assert_value_equal(shadow.raw.X, oracle.raw.X, "raw.X")
+    raw = shadow.raw.to_adata()
+    expected = oracle.raw.to_adata()
+    assert raw.shape == expected.shape and sorted(raw.obs.columns) == sorted(expected.obs.columns)
+    genes = list(shadow.var_names[:3])
+    assert_value_equal(shadow.raw[:, genes].X, oracle.raw[:, genes].X, "raw[:, genes].X")
+    del shadow.raw
+    assert shadow.raw is None
