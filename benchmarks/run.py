@@ -28,6 +28,7 @@ TOOLS = {
     "gene_sums": ["shadows", "raw_read", "read_lazy", "backed"],
     "write_layer": ["shadows", "full"],
     "export_view": ["shadows", "read_lazy", "backed", "full"],
+    "pipeline": ["shadows", "full"],
 }
 
 
@@ -42,6 +43,14 @@ def measure(tool: str, workload: str, path: Path, repeats: int) -> dict:
         if best is None or result["seconds"] < best["seconds"]:
             best = result
     return best
+
+
+def agreement(ours: dict, theirs: dict) -> str:
+    """Whether two pipeline runs chose the same highly variable genes and PCA variance ratios."""
+    same = len(set(ours["hvg"]) & set(theirs["hvg"]))
+    ratios = [a / b for a, b in zip(ours["variance_ratio"], theirs["variance_ratio"], strict=True)]
+    return (f"{same}/{len(theirs['hvg'])} HVGs shared, PCA variance ratios within "
+            f"{max(abs(r - 1) for r in ratios):.1e} (relative)")
 
 
 def warm(path: Path) -> None:
@@ -88,6 +97,8 @@ def main() -> None:
                 written = f"{r['written_mib']:>11.0f}" if r.get("written_mib") else ""
                 print(f"{workload:<12} {fmt:<6} {tool:<10} {r['seconds']:>9.4f} {r['peak_mib']:>9.1f} {ratio:>10} "
                       f"{written}".rstrip())
+            if "hvg" in results.get("shadows", {}) and "hvg" in results.get("full", {}):
+                print(f"{'':<12} {fmt:<6} agreement: {agreement(results['shadows'], results['full'])}")
     if not args.no_flat and "open_repr" in args.workloads:
         big = ensure(args.data, args.cells * 10, args.genes, max(args.nnz_per_cell // 100, 1))
         print(f"\nopen + repr as cells grow 10× ({args.cells * 10} cells, fewer non-zeros per cell):")

@@ -179,11 +179,28 @@ def export_view(tool: str, path: str):
     return open_any("full", path)[ROWS10].write_h5ad(out)
 
 
+def pipeline(tool: str, path: str):
+    """scanpy from counts: normalize_total → log1p → highly_variable_genes → pca (of the HVGs), in place;
+    shadows with the dask backend, anndata fully read. Writes the HVG mask and PCA variance ratios next
+    to the file (outside the timing: see main) so run.py can check that both agree.
+    """
+    import scanpy as sc
+
+    adata = AnnDataShadow(path, array_backend="dask") if tool == "shadows" else open_any("full", path)
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    sc.pp.highly_variable_genes(adata, n_top_genes=2000)
+    sc.pp.pca(adata, n_comps=30, mask_var="highly_variable")
+    RESULT.update(hvg=np.asarray(adata.var["highly_variable"]),
+                  variance_ratio=np.asarray(adata.uns["pca"]["variance_ratio"]))
+
+
+RESULT: dict = {}
 ROWS = np.empty(0, dtype=np.int64)
 ROWS10 = np.empty(0, dtype=np.int64)
 SCRATCH = Path()
 WORKLOADS = {"open_repr": open_repr, "rows_1pct": rows_1pct, "gene_column": gene_column, "gene_sums": gene_sums,
-             "write_layer": write_layer, "export_view": export_view}
+             "write_layer": write_layer, "export_view": export_view, "pipeline": pipeline}
 
 
 def prepare(workload: str, path: str) -> None:
@@ -231,8 +248,11 @@ def main():
         start = time.perf_counter()
         WORKLOADS[args.workload](args.tool, args.path)
         seconds = time.perf_counter() - start
+    extra = {}
+    if RESULT:
+        extra = {"hvg": np.flatnonzero(RESULT["hvg"]).tolist(), "variance_ratio": RESULT["variance_ratio"].tolist()}
     print(json.dumps({"seconds": seconds, "peak_mib": (sampler.peak - base) / 2**20, "base_mib": base / 2**20,
-                      "written_mib": written_mib(), "shadows": shadows.__version__}))
+                      "written_mib": written_mib(), "shadows": shadows.__version__, **extra}))
     prepare("", args.path)  # remove what the workload wrote
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
 
 import anndata as ad
@@ -142,3 +144,47 @@ def pbmc_path() -> Path:
     import scanpy
 
     return Path(scanpy.__file__).parent / "datasets" / "10x_pbmc68k_reduced.h5ad"
+
+
+class SharedFiles(Mapping):
+    """Test files built on first use, once per test run for all xdist workers: a worker builds a file
+    while holding a lock, the others wait and reuse it (nine MuData files cost 20-45 s per worker).
+
+    Parameters
+    ----------
+    folder
+        Where the files go (one folder for the whole run).
+    keys
+        The files there can be.
+    build
+        ``build(key, folder) -> path`` writes one.
+    """
+
+    def __init__(self, folder: Path, keys: list[Hashable], build: Callable[[Hashable, Path], Path]):
+        self._folder, self._keys, self._build = folder, list(keys), build
+        self._paths: dict[Hashable, Path] = {}
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def __getitem__(self, key: Hashable) -> Path:
+        if key not in self._paths:
+            if key not in self._keys:
+                raise KeyError(key)
+            done = self._folder / ("_".join(map(str, key if isinstance(key, tuple) else (key,))) + ".done")
+            with open(self._folder / ".lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not done.exists():
+                    done.write_text(str(self._build(key, self._folder)))
+            self._paths[key] = Path(done.read_text())
+        return self._paths[key]
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def run_folder(tmp_path_factory, name: str) -> Path:
+    """A folder of this test run shared by its xdist workers (each worker's base folder otherwise)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / f"shared-{name}"

@@ -93,6 +93,8 @@ def assert_shadow_matches(shadow, oracle) -> None:
         assert_value_equal(shadow.raw.var, oracle.raw.var, "raw/var")
         assert_value_equal(shadow.raw.var_names, oracle.raw.var_names, "raw/var_names")
         assert set(shadow.raw.varm.keys()) == set(oracle.raw.varm.keys())
+        for key in oracle.raw.varm:
+            assert_value_equal(shadow.raw.varm[key], oracle.raw.varm[key], f"raw/varm/{key}")
 
 
 _METADATA = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")

@@ -17,7 +17,7 @@ import zarr
 from anndata.io import read_elem
 from packaging.version import Version
 
-from conftest import make_adata, zarr_format
+from conftest import SharedFiles, make_adata, run_folder, zarr_format
 from helpers import assert_mudata_matches, assert_shadow_matches, assert_value_equal, count_reads
 from shadows import AnnDataShadow, MuDataShadow, NotMuDataError
 
@@ -98,16 +98,17 @@ def read_mudata(path: Path) -> mudata.MuData:
         return mdata
 
 
-@pytest.fixture(scope="module")
-def mu_files(tmp_path_factory) -> dict[tuple[str, str], Path]:
-    root = tmp_path_factory.mktemp("mudata")
-    files = {}
-    for layout in LAYOUTS:
-        mdata = make_mudata(layout)
-        for fmt in FORMATS:
-            suffix = ".h5mu" if fmt == "h5mu" else ".zarr"
-            files[layout, fmt] = write_mudata(mdata, root / f"{layout}_{fmt}{suffix}", fmt)
-    return files
+def _build_mudata(key: tuple[str, str], folder: Path) -> Path:
+    layout, fmt = key
+    suffix = ".h5mu" if fmt == "h5mu" else ".zarr"
+    return write_mudata(make_mudata(layout), folder / f"{layout}_{fmt}{suffix}", fmt)
+
+
+@pytest.fixture(scope="session")
+def mu_files(tmp_path_factory) -> SharedFiles:
+    """The MuData files by (layout, format), each written on first use, once for all xdist workers."""
+    keys = [(layout, fmt) for layout in LAYOUTS for fmt in FORMATS]
+    return SharedFiles(run_folder(tmp_path_factory, "mudata"), keys, _build_mudata)
 
 
 @pytest.fixture(params=FORMATS)

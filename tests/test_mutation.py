@@ -342,3 +342,25 @@ def test_whole_mappings_and_raw_are_assignable(counts):
     assert_value_equal(shadow.raw[:, genes].X, oracle.raw[:, genes].X, "raw[:, genes].X")
     del shadow.raw
     assert shadow.raw is None
+
+
+def test_scanpys_dask_path_on_a_dask_backed_shadow(counts):
+    """``array_backend="dask"``: scanpy's dask path runs on the graphs; X▲ stays a lazy graph."""
+    import dask.array as da
+
+    shadow, oracle = AnnDataShadow(counts, array_backend="dask"), read_oracle(counts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for adata in (shadow, oracle):
+            sc.pp.normalize_total(adata, target_sum=1e4)
+            sc.pp.log1p(adata)
+            sc.pp.highly_variable_genes(adata, n_top_genes=30)
+            sc.pp.pca(adata, n_comps=5, mask_var="highly_variable")
+    assert isinstance(shadow.X, da.Array) and "X▲" in repr(shadow)
+    np.testing.assert_array_equal(np.asarray(shadow.var["highly_variable"]), oracle.var["highly_variable"])
+    assert_value_equal(sp.csr_matrix(shadow.X.compute()), oracle.X, "X")
+    variance = np.asarray(shadow.uns["pca"]["variance_ratio"])
+    np.testing.assert_allclose(variance, oracle.uns["pca"]["variance_ratio"], rtol=1e-3)
+    pcs = np.asarray(shadow.obsm["X_pca"].compute() if hasattr(shadow.obsm["X_pca"], "compute")
+                     else shadow.obsm["X_pca"])
+    np.testing.assert_allclose(np.abs(pcs), np.abs(oracle.obsm["X_pca"]), rtol=1e-2, atol=1e-3)

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from conftest import make_adata, read_oracle, suffix, write
-from helpers import assert_shadow_matches, assert_value_equal
+from helpers import assert_shadow_matches, assert_value_equal, count_reads
 from shadows import AnnDataShadow
 
 
@@ -52,12 +52,15 @@ def test_to_memory_equals_anndata_read(path):
     del assert_shadow_matches_memory
 
 
-def test_obs_column_reads_alone(path):
+def test_obs_column_reads_alone(path, monkeypatch):
     shadow = AnnDataShadow(path)
     expected = read_oracle(path).obs["cat"]
-    values = shadow._layout.obs.column("cat").read_rows(slice(None))
-    assert_value_equal(pd.Series(values, index=shadow.obs_names, name="cat"), expected, "cat")
-    assert "obs" not in shadow._cache  # one column was read, not the frame
+    with count_reads(monkeypatch) as reads:
+        values = shadow.obs_vector("cat")
+    assert_value_equal(pd.Series(values, index=expected.index, name="cat"), expected, "cat")
+    touched = {key for key in reads if reads[key]}
+    assert touched and all(key.startswith("obs/cat") for key in touched), touched  # one column, not the frame
+    assert not shadow._is_cached("obs")
 
 
 def test_pbmc68k_legacy_file(pbmc_path):
