@@ -323,3 +323,21 @@ def test_a_refused_reopen_changes_nothing(fmt, fresh, cause, monkeypatch):
     other.close()
     written = read_oracle(fresh)
     assert "staged" in written.obsm and "score" in written.obs
+
+
+def test_a_finalizer_never_waits_for_the_registry(fresh):
+    """The garbage collector may finalize a shadow in zarr's event-loop thread while this thread holds the
+    registry's lock and waits for that loop: the finalizer queues its count-out instead of waiting."""
+    import threading
+
+    shadow = AnnDataShadow(fresh)
+    connection = shadow._conn
+    found, connection._entry = connection._entry, None
+    with registry._locked():  # held here, as by a thread opening a store meanwhile
+        finalizer = threading.Thread(target=registry.detach_soon, args=(found, connection))
+        finalizer.start()
+        finalizer.join(timeout=10)
+        assert not finalizer.is_alive()
+        assert entries(fresh)[0][2] == 1  # not counted out yet
+    registry.release("not a path")  # the next registry operation counts it out
+    assert entries(fresh) == []

@@ -116,12 +116,14 @@ def test_view_has_own_cache_and_repr(path):
     view = shadow[:10]
     _ = view.X
     assert "  Xᐁ" in repr(view) and "  Xᐁ" not in repr(shadow)
-    view.obsm["new"] = np.zeros((10, 2))
-    assert "new▲" in repr(view) and "new" not in shadow.obsm
-    view.clear_cache()
-    assert "ᐁ" not in repr(view)
     with pytest.raises(OSError, match="view"):
         view.write()
+    view.obsm["new"] = np.zeros((10, 2))  # assigned to, the view becomes a shadow of its own (as in anndata)
+    assert "new▲" in repr(view) and "new" not in shadow.obsm and not view.is_view
+    view.clear_cache()
+    assert "ᐁ" not in repr(view)
+    with pytest.raises(OSError, match="subset in place"):
+        view.write()  # its elements have the view's shape, not the file's
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 from shadows.cache import marker
 
 if TYPE_CHECKING:
-    from shadows.core.base import ShadowBase
+    from shadows.core.interface import ShadowLike
 
 _AXIS_NOTE = {0: "", 1: " (shared var)", -1: " (shared obs and var)"}
 
 
-def _frame_line(shadow: ShadowBase, slot: str) -> str:
+def _frame_line(shadow: ShadowLike, slot: str) -> str:
     spec = getattr(shadow._layout, slot)
     cached = shadow._is_cached(slot)
     staged = shadow._visible_staged_columns(slot)
@@ -24,7 +24,7 @@ def _frame_line(shadow: ShadowBase, slot: str) -> str:
     return f"  {slot}:\t" + ", ".join(names)
 
 
-def _header(shadow: ShadowBase) -> str:
+def _header(shadow: ShadowLike) -> str:
     note = _AXIS_NOTE.get(shadow.axis, "") if shadow._KIND == "MuData" else ""
     header = f"{shadow._KIND} Shadow object with n_obs × n_vars = {shadow.n_obs} × {shadow.n_vars}{note}"
     layout = shadow._layout
@@ -35,11 +35,11 @@ def _header(shadow: ShadowBase) -> str:
     return header
 
 
-def _slot_lines(shadow: ShadowBase, slots: tuple[str, ...]) -> list[str]:
+def _slot_lines(shadow: ShadowLike, slots: tuple[str, ...]) -> list[str]:
     return [f"  {shadow._slots[slot]!r}" for slot in slots if shadow._slots[slot].own_keys()]
 
 
-def _anndata_lines(shadow: ShadowBase) -> list[str]:
+def _anndata_lines(shadow: ShadowLike) -> list[str]:
     lines = []
     if shadow._has("X"):
         lines.append("  X" + marker(shadow._is_cached("X"), shadow._is_changed("X")))
@@ -53,7 +53,7 @@ def _anndata_lines(shadow: ShadowBase) -> list[str]:
     return lines
 
 
-def _mudata_lines(shadow: ShadowBase) -> list[str]:
+def _mudata_lines(shadow: ShadowLike) -> list[str]:
     lines = [_frame_line(shadow, "obs"), _frame_line(shadow, "var")]
     lines += _slot_lines(shadow, ("obsm", "varm", "obsp", "varp", "uns", "obsmap", "varmap"))
     n_mod = len(shadow.mod)
@@ -64,11 +64,11 @@ def _mudata_lines(shadow: ShadowBase) -> list[str]:
     return lines
 
 
-def _body_lines(shadow: ShadowBase) -> list[str]:
+def _body_lines(shadow: ShadowLike) -> list[str]:
     return _mudata_lines(shadow) if shadow._KIND == "MuData" else _anndata_lines(shadow)
 
 
-def text_repr(shadow: ShadowBase) -> str:
+def text_repr(shadow: ShadowLike) -> str:
     """The repr of DESIGN.md section 1: header, then one line per non-empty slot with markers (ᐁ held in
     memory, ▲ assigned in memory); a MuData adds obsmap/varmap, ``mod:`` and each modality's block.
     """

@@ -17,7 +17,7 @@ from shadows.cache import marker
 from shadows.indexing.apply import element_axes
 
 if TYPE_CHECKING:
-    from shadows.core.base import ShadowBase
+    from shadows.core.interface import ShadowLike
 
 _STYLE = """<style>
 .shadows-repr {font-family: var(--jp-code-font-family, monospace); font-size: 12px;}
@@ -38,7 +38,7 @@ def _shape_text(shape: tuple[int, ...] | None) -> str:
     return " × ".join(str(n) for n in shape) if shape else "-"
 
 
-def _view_shape(shadow: ShadowBase, rel: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+def _view_shape(shadow: ShadowLike, rel: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape ``rel`` has in this shadow: the stored shape, with view-sliced axes at the view's sizes."""
     if shadow._view is None or not shape:  # neither a view nor subset in place
         return shape
@@ -47,7 +47,7 @@ def _view_shape(shadow: ShadowBase, rel: str, shape: tuple[int, ...]) -> tuple[i
                  for i, n in enumerate(shape))
 
 
-def _stored_row(shadow: ShadowBase, slot: str, key: str, rel: str, cached: bool) -> tuple[str, ...]:
+def _stored_row(shadow: ShadowLike, slot: str, key: str, rel: str, cached: bool) -> tuple[str, ...]:
     spec = shadow._layout.spec(rel)
     shape = _view_shape(shadow, rel, tuple(spec.shape))
     dtype = "-" if spec.kind in ("mapping", "dataframe") or spec.dtype is None else str(spec.dtype)
@@ -60,7 +60,7 @@ def _staged_row(slot: str, key: str, value: Any) -> tuple[str, ...]:
         str(getattr(value, "dtype", "-"))
 
 
-def _slot_rows(shadow: ShadowBase, slot: str) -> list[tuple[str, ...]]:
+def _slot_rows(shadow: ShadowLike, slot: str) -> list[tuple[str, ...]]:
     mapping = shadow._slots[slot]
     rows = []
     for key in mapping.own_keys():
@@ -71,7 +71,7 @@ def _slot_rows(shadow: ShadowBase, slot: str) -> list[tuple[str, ...]]:
     return rows
 
 
-def _frame_rows(shadow: ShadowBase, slot: str) -> list[tuple[str, ...]]:
+def _frame_rows(shadow: ShadowLike, slot: str) -> list[tuple[str, ...]]:
     spec = getattr(shadow._layout, slot)
     cached = shadow._is_cached(slot)
     staged = shadow._visible_staged_columns(slot)
@@ -86,7 +86,7 @@ def _frame_rows(shadow: ShadowBase, slot: str) -> list[tuple[str, ...]]:
     return rows
 
 
-def _anndata_rows(shadow: ShadowBase) -> list[tuple[str, ...]]:
+def _anndata_rows(shadow: ShadowLike) -> list[tuple[str, ...]]:
     layout = shadow._layout
     rows = []
     if shadow._is_changed("X"):
@@ -106,7 +106,7 @@ def _anndata_rows(shadow: ShadowBase) -> list[tuple[str, ...]]:
     return rows
 
 
-def _mudata_rows(shadow: ShadowBase) -> list[tuple[str, ...]]:
+def _mudata_rows(shadow: ShadowLike) -> list[tuple[str, ...]]:
     rows = _frame_rows(shadow, "obs") + _frame_rows(shadow, "var")
     for slot in ("obsm", "varm", "obsp", "varp", "uns", "obsmap", "varmap"):
         rows += _slot_rows(shadow, slot)
@@ -131,7 +131,7 @@ def _key_html(key: str) -> str:
     return escape(key)
 
 
-def _block(shadow: ShadowBase) -> str:
+def _block(shadow: ShadowLike) -> str:
     header = f"<div class='shadows-header'>{escape(_header(shadow))}</div>"
     if shadow._KIND != "MuData":
         return header + _table(_anndata_rows(shadow))
@@ -142,7 +142,7 @@ def _block(shadow: ShadowBase) -> str:
     return "".join(parts)
 
 
-def html_repr(shadow: ShadowBase) -> str:
+def html_repr(shadow: ShadowLike) -> str:
     """The HTML a notebook shows for a shadow or a view: the text repr's content as a table, with each
     element's encoding, shape and dtype from metadata (no data is read).
     """

@@ -64,10 +64,10 @@ def _locked() -> Iterator[None]:
     """
     global _depth
     with _lock:
-        if _depth == 0:
-            _drain()
         _depth += 1
         try:
+            if _depth == 1:
+                _drain()
             yield
         finally:
             _depth -= 1
@@ -90,7 +90,8 @@ def detach_soon(found: FileEntry, user: Any) -> None:
     if _lock.acquire(blocking=False):
         try:
             if _depth == 0:  # not in the middle of a locked section of this very thread
-                _drain()
+                with _locked():
+                    pass  # drains
         finally:
             _lock.release()
 
@@ -234,8 +235,8 @@ class FileEntry:
         elif self.mode == "r+" and "r+" not in self._modes.values():
             try:
                 self._switch("r")
-            except Exception:
-                self._handle = None
+            except Exception:  # reopened, read-only, on next use
+                self.mode, self._handle = "r", None
 
     @property
     def key(self) -> tuple[int, str, str, str]:
@@ -307,11 +308,9 @@ class FileEntry:
         """Drop what tasks cached; with no user attached, close the handle too."""
         if not self._modes:
             self.close_all()
-        elif self.format != "hdf5":
-            self.nodes.clear()
-            self._task_group = None
         else:
             self.nodes.clear()
+            self._task_group = None
 
 
 def entry(path: str, format: str, storage_options: Mapping[str, Any] | None, openers: Openers) -> FileEntry:
@@ -342,23 +341,18 @@ def attach(user: Any, path: str, format: str, mode: str, storage_options: Mappin
     return found
 
 
-def find(path: str, format: str, storage_options: Mapping[str, Any] | None = None) -> FileEntry | None:
-    """The entry of the file in this process, if there is one."""
-    return _entries.get(_key(path, format, storage_options))
-
-
 def release(path: str) -> None:
-    """Drop this process's cached task handles and nodes of ``path`` (every format and option set); an
-    entry no shadow is attached to is closed and forgotten. A shadow's open handle stays (HDF5 tasks
-    share it), so shadows open on a file replaced meanwhile keep reading the file they opened.
+    """Forget this process's entries of ``path`` (every format and option set): what read tasks cached is
+    dropped, and an entry no shadow is attached to is closed. One that shadows are attached to stays
+    theirs (they keep reading the file they opened, should it be replaced) but is no longer found: new
+    shadows and read tasks open ``path`` anew.
     """
     with _locked():
         for key, found in list(_entries.items()):
             if key[0] != os.getpid() or found.path != path:
                 continue
             found.release_tasks()
-            if not found.users:
-                del _entries[key]
+            del _entries[key]
 
 
 def open_paths() -> list[tuple[str, str, int, str]]:

@@ -16,7 +16,7 @@ from shadows.indexing.apply import ALIGNED_SLOT_AXES
 from shadows.names import check_key, check_nested_keys
 
 if TYPE_CHECKING:
-    from shadows.core.anndata import AnnDataShadow
+    from shadows.core.interface import ShadowLike
 
 
 def _x_is_a_layer() -> bool:
@@ -33,7 +33,7 @@ X_IS_A_LAYER = _x_is_a_layer()
 class ElementMapping(MutableMapping):
     """Stored and staged elements of one slot, read lazily through the owning shadow."""
 
-    def __init__(self, shadow: AnnDataShadow, slot: str, stored: list[str]):
+    def __init__(self, shadow: ShadowLike, slot: str, stored: list[str]):
         self._shadow = shadow
         self.slot = slot
         self._stored = list(stored)
@@ -108,7 +108,7 @@ class ElementMapping(MutableMapping):
             self[key] = value
 
     @property
-    def parent(self) -> AnnDataShadow:
+    def parent(self) -> ShadowLike:
         """The shadow this slot belongs to (anndata's aligned mappings name their AnnData so)."""
         return self._shadow
 

@@ -13,6 +13,7 @@ from shadows.core.aligned import ElementMapping
 from shadows.core.base import READ_ONLY_MESSAGE, UNCHANGED, ShadowBase, computed
 from shadows.core.layout import AnnDataLayout
 from shadows.core.raw import RawShadow
+from shadows.core.references import ARRAY_REFERENCES, get_by_reference
 from shadows.elements.sparse_chunk import to_plain
 from shadows.errors import MissingElementError, element_message
 from shadows.indexing.apply import SLOT_AXES, element_axes, selection_for
@@ -20,28 +21,7 @@ from shadows.indexing.keys import as_positions
 from shadows.writing import DELETED
 from shadows.writing.export import export
 
-try:  # anndata >= 0.13: ``adata[A.obs["louvain"]]``, ``adata[A.X[:, "CD3E"]]`` (scanpy's plotting uses them)
-    from anndata.acc import AdRef, MapAcc, RefAcc
-
-    ARRAY_REFERENCES: tuple[type, ...] = (AdRef, RefAcc, MapAcc)
-except ImportError:  # older anndata has no array references; nothing is one
-    ARRAY_REFERENCES = ()
-
 __all__ = ["ARRAY_REFERENCES", "READ_ONLY_MESSAGE", "AnnDataShadow", "get_by_reference"]
-
-
-def get_by_reference(data: Any, index: Any) -> Any:
-    """The array an ``anndata.acc`` reference points at in ``data``, as ``AnnData.__getitem__`` returns it.
-
-    anndata resolves a reference through public attributes only (``data.obs[k].array``,
-    ``data[:, "CD3E"].X``, ``data.obsm[k]``), so on a shadow it reads just what that needs. Called for
-    an ``index`` that is an instance of :data:`ARRAY_REFERENCES`.
-    """
-    if isinstance(index, AdRef):
-        return index.acc.get(data, index.idx)
-    if isinstance(index, RefAcc):
-        return index.get(data)
-    raise IndexError(f"Cannot index with {index} because this is not a path to an array-like structure.")
 
 
 class AnnDataShadow(ShadowBase, anndata.AnnData):
@@ -134,7 +114,7 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
         """The main matrix (``None`` when there is none); assigning keeps the new one in memory (X▲)."""
         return self._element("X") if self._has("X") else None
 
-    def _has_X(self) -> bool:  # noqa: N802 - anndata's name
+    def _has_X(self) -> bool:
         """Whether there is an X (anndata asks views this way)."""
         return self._has("X")
 

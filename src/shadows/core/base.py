@@ -23,16 +23,10 @@ from shadows.core.aligned import ElementMapping, UnsMapping
 from shadows.core.connection import Connection, check_mode
 from shadows.core.frames import tracked, with_columns
 from shadows.core.layout import Layout
+from shadows.elements.positions import read_column, read_index
 from shadows.errors import InvalidElementKeyError, ReadOnlyError
 from shadows.indexing import AxisIndex, compose, normalize_key
-from shadows.indexing.apply import (
-    element_axes,
-    materialize_selection,
-    read_column,
-    read_index,
-    select_graph,
-    selection_for,
-)
+from shadows.indexing.apply import element_axes, materialize_selection, select_graph, selection_for
 from shadows.indexing.keys import as_positions, as_slice_or_array
 from shadows.names import column_problem
 from shadows.writing import DELETED, ColumnChange, ElementChange, commit, transaction

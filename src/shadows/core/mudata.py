@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from shadows.core.anndata import ARRAY_REFERENCES, AnnDataShadow, get_by_reference
+from shadows.core.anndata import AnnDataShadow
 from shadows.core.base import ShadowBase
 from shadows.core.layout import MuDataLayout
+from shadows.core.references import ARRAY_REFERENCES, get_by_reference
 from shadows.errors import BackendUnavailableError, MissingElementError, element_message
 from shadows.indexing import AxisIndex
 from shadows.indexing.apply import MODALITY_MAP_AXES

@@ -9,13 +9,13 @@ import pandas as pd
 from shadows.core.aligned import ElementMapping
 
 if TYPE_CHECKING:
-    from shadows.core.anndata import AnnDataShadow
+    from shadows.core.interface import ShadowLike
 
 
 class RawShadow:
     """The raw slot: shares obs with its shadow, has its own var, X and varm."""
 
-    def __init__(self, shadow: AnnDataShadow):
+    def __init__(self, shadow: ShadowLike):
         self._shadow = shadow
         self._varm = ElementMapping(shadow, "raw/varm", shadow._layout.children("raw/varm"))
 
@@ -77,7 +77,7 @@ class RawShadow:
         as :meth:`obs_vector`/:meth:`var_vector` read it (one column or row of raw X). Other
         references (``A.var[k]``, ``A.varm[k]``) go through anndata.
         """
-        from shadows.core.anndata import ARRAY_REFERENCES, get_by_reference
+        from shadows.core.references import ARRAY_REFERENCES, get_by_reference
 
         if not isinstance(index, ARRAY_REFERENCES):
             return self._subset(index)

@@ -8,7 +8,6 @@ column can be read without touching the others. Under the dask table backend the
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +16,11 @@ import pandas as pd
 
 from shadows.backends import nodes
 from shadows.elements.base import ElementSpec, Rows, encoding_of
+from shadows.elements.framegraph import frame_graph
 from shadows.elements.registry import describe, register
 from shadows.errors import MalformedElementError, element_message
 
 #: Rows per partition of a dask dataframe.
-ROWS_PER_PARTITION = 1_000_000
 
 
 @register("group", "dataframe", "0.2.0", "0.1.0")
@@ -109,40 +108,6 @@ class DataFrameSpec(ElementSpec):
     def graph(self):
         """A dask dataframe, one partition per ``ROWS_PER_PARTITION`` rows, with column projection."""
         return frame_graph(self)
-
-
-def frame_graph(spec: Any, rows: Any = None):
-    """A dask dataframe over any frame spec (``read(rows, columns)``, ``meta()``, ``columns``).
-
-    ``rows`` (a range or array of positions, for views) restricts it to those rows, in that order.
-    """
-    import dask.dataframe as dd
-
-    n = spec.shape[0] if rows is None else len(rows)
-    bounds = [*range(0, n, ROWS_PER_PARTITION), n]
-    parts = list(itertools.pairwise(bounds)) or [(0, 0)]
-    return dd.from_map(FrameReader(spec, rows), parts, meta=spec.meta(), enforce_metadata=False,
-                       label=f"shadows-frame-{spec.name}")
-
-
-class FrameReader:
-    """Reads one partition of a frame spec; its ``columns=`` keyword lets dask prune unread columns."""
-
-    def __init__(self, spec: Any, rows: Any = None):
-        self.spec = spec
-        self.rows = rows
-
-    def __call__(self, part: tuple[int, int], columns: list[str] | None = None) -> pd.DataFrame:
-        from shadows.indexing.apply import read_frame
-
-        start, stop = part
-        rows = range(start, stop) if self.rows is None else self.rows[start:stop]
-        return read_frame(self.spec, rows, None if columns is None else list(columns))
-
-    def __dask_tokenize__(self):
-        from dask.base import tokenize
-
-        return ("shadows.FrameReader", self.spec.ref, self.spec.path, tokenize(self.rows))
 
 
 def _describe_column(ref, node, path: str, legacy: bool) -> ElementSpec:

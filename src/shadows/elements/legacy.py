@@ -18,6 +18,7 @@ import pandas as pd
 from shadows.backends import nodes
 from shadows.elements.base import ElementSpec, Rows
 from shadows.elements.dense import DenseSpec
+from shadows.elements.framegraph import frame_graph
 from shadows.elements.registry import describe, register_sniffer
 
 
@@ -160,8 +161,6 @@ class LegacyFrameSpec(ElementSpec):
 
     def graph(self):
         """A dask dataframe over the records, with column projection."""
-        from shadows.elements.dataframe import frame_graph
-
         return frame_graph(self)
 
 

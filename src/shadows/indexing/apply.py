@@ -7,14 +7,13 @@ the chunks holding the selection are read), and dataframes read only the selecte
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import pandas as pd
-
 from shadows.elements.base import ElementSpec
+from shadows.elements.framegraph import frame_graph
+from shadows.elements.positions import read_frame
 from shadows.elements.sparse_chunk import to_plain
-from shadows.indexing.keys import AxisIndex, as_slice_or_array, is_full, sorted_unique
+from shadows.indexing.keys import AxisIndex, as_slice_or_array, is_full
 
 Selection = tuple[AxisIndex | None, ...]
 """Per element axis: the positions kept, or ``None`` where the axis is not sliced."""
@@ -76,40 +75,12 @@ def select_graph(spec: ElementSpec, selection: Selection) -> Any:
     if spec.kind == "sparse":
         return spec.select_graph(_full(selection, 0, spec.shape[0]), _full(selection, 1, spec.shape[1]))
     if spec.kind == "dataframe":
-        from shadows.elements.dataframe import frame_graph
-
         return frame_graph(spec, selection[0])
     graph = spec.graph()
     for axis, index in enumerate(selection):
         if index is not None:
             graph = graph[(slice(None),) * axis + (as_slice_or_array(index),)]
     return graph
-
-
-def _in_key_order(read: Callable[[Any], Any], rows: AxisIndex | None, reorder: Callable[[Any, Any], Any]) -> Any:
-    """``read`` the selected rows in storage order (increasing, each once), then ``reorder`` them into
-    the key's order; ``rows=None`` reads everything.
-    """
-    if rows is None:
-        return read(slice(None))
-    to_read, order = sorted_unique(rows)
-    values = read(as_slice_or_array(to_read))
-    return values if order is None else reorder(values, order)
-
-
-def read_frame(spec: Any, rows: AxisIndex | None, columns: list[str] | None = None) -> pd.DataFrame:
-    """Selected rows of a dataframe."""
-    return _in_key_order(lambda key: spec.read(key, columns), rows, lambda frame, order: frame.iloc[order])
-
-
-def read_column(spec: ElementSpec, rows: AxisIndex | None) -> Any:
-    """Selected rows of one dataframe column (a pandas-ready array)."""
-    return _in_key_order(spec.read_rows, rows, lambda values, order: values[order])
-
-
-def read_index(spec: Any, rows: AxisIndex | None) -> pd.Index:
-    """Selected entries of a dataframe's index."""
-    return _in_key_order(spec.read_index, rows, lambda index, order: index[order])
 
 
 def selected_shape(shape: tuple[int, ...], selection: Selection) -> tuple[int, ...]:

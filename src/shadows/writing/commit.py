@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shadows.errors import FileBusyError, ShadowsError, UnsafeTargetError, WriteFailedError, element_message
+from shadows.errors import FileBusyError, UnsafeTargetError
 from shadows.writing.streams import is_dask, write_streamed
 
 ZARR_SCRATCH = ".shadows-tmp"
@@ -527,71 +527,3 @@ class ZarrCommit(ZarrCommitBase):
     def abort(self) -> None:
         shutil.rmtree(self.scratch_path, ignore_errors=True)
         os.close(self._lock)
-
-
-def commit(connection: Any, elements: list[ElementChange], columns: list[ColumnChange]) -> None:
-    """Write every change through ``connection`` (open for writing), one atomic commit each.
-
-    Raises
-    ------
-    WriteFailedError
-        Storage refused a write (disk full, file size limit, I/O error): the element being written is not
-        visible, the ones committed before it are.
-    """
-    from shadows.backends.remote import is_url
-
-    writer: Any
-    if connection.format == "hdf5":
-        writer = Hdf5Commit(connection.handle)
-    elif is_url(connection.path):
-        from shadows.writing.remote_commit import RemoteZarrCommit
-
-        writer = RemoteZarrCommit(connection.path, connection.storage_options, connection.handle.consolidated)
-    else:
-        writer = ZarrCommit(connection.path, consolidated=connection.handle.consolidated)
-    try:
-        for change in elements:
-            with _naming_failures(connection.path, change.path):
-                writer.element(change)
-            change.written()
-        for change in columns:
-            with _naming_failures(connection.path, f"{change.frame_path}/{change.key}"):
-                writer.column(change)
-            change.written()
-    except BaseException:
-        if not isinstance(writer, Hdf5Commit):
-            writer.consolidate()  # what was committed before the failure stays visible
-            writer.abort()
-        raise
-    writer.finish()
-
-
-#: errno values that mean "storage is full", and how to say so
-_FULL = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "the file size limit was reached",
-         errno.EDQUOT: "the disk quota is exceeded"}
-_DENIED = {errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
-
-
-@contextlib.contextmanager
-def _naming_failures(path: str, element: str) -> Iterator[None]:
-    """Turn a storage failure while writing ``element`` into a WriteFailedError that names it.
-
-    Errors of the staged value's own computation pass through unchanged. h5py reports failed writes as
-    OSError or RuntimeError with HDF5's text (which carries the errno), zarr as OSError.
-    """
-    try:
-        yield
-    except (OSError, RuntimeError) as error:
-        if isinstance(error, ShadowsError):
-            raise
-        code = getattr(error, "errno", None)
-        text = str(error)
-        if code is None:
-            code = next((c for c in (*_FULL, *_DENIED) if f"errno = {c}," in text), None)
-        is_storage = isinstance(error, OSError) or code is not None or "write failed" in text
-        if not is_storage:
-            raise
-        reason = {**_FULL, **_DENIED}.get(code, "storage refused the write")
-        what = (f"writing failed: {reason}. Nothing of this element is visible in the file; elements committed "
-                f"before it are ({type(error).__name__}: {text.splitlines()[0] if text else code})")
-        raise WriteFailedError(element_message(path, element, what)) from error

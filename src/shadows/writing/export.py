@@ -22,7 +22,7 @@ from shadows.writing.commit import _write_elem, write_value
 from shadows.writing.streams import is_dask
 
 if TYPE_CHECKING:
-    from shadows.core.base import ShadowBase
+    from shadows.core.interface import ShadowLike
 
 DICT_ENCODING = {"encoding-type": "dict", "encoding-version": "0.1.0"}
 MUDATA_HEADER_BYTES = 512  # mudata marks .h5mu files with a text header in the HDF5 user block
@@ -35,7 +35,7 @@ def _group(parent: Any, name: str, attrs: dict[str, Any]) -> Any:
     return group
 
 
-def _matrix(shadow: ShadowBase, rel: str) -> Any:
+def _matrix(shadow: ShadowLike, rel: str) -> Any:
     """A matrix element as written: held in memory if it is, else its (view's) dask graph."""
     spec = shadow._layout.spec(rel)
     if spec.kind not in ("dense", "sparse"):
@@ -45,7 +45,7 @@ def _matrix(shadow: ShadowBase, rel: str) -> Any:
     return shadow._graph(rel)
 
 
-def _write_annotations(shadow: ShadowBase, target: Any, attrs: dict[str, Any]) -> None:
+def _write_annotations(shadow: ShadowLike, target: Any, attrs: dict[str, Any]) -> None:
     """What AnnData and MuData groups share: their encoding, obs, var, the aligned slots and uns."""
     for key, value in attrs.items():
         target.attrs[key] = value
@@ -58,7 +58,7 @@ def _write_annotations(shadow: ShadowBase, target: Any, attrs: dict[str, Any]) -
     _write_elem(target, "uns", shadow.uns.materialize())
 
 
-def write_anndata(shadow: ShadowBase, target: Any) -> None:
+def write_anndata(shadow: ShadowLike, target: Any) -> None:
     """Every element of an AnnData shadow (or view) into the group ``target``."""
     from shadows.elements.sparse_chunk import to_plain
 
@@ -74,7 +74,7 @@ def write_anndata(shadow: ShadowBase, target: Any) -> None:
         _write_elem(group, "varm", {k: shadow._plain(f"raw/varm/{k}") for k in raw.varm})
 
 
-def write_mudata(shadow: ShadowBase, target: Any) -> None:
+def write_mudata(shadow: ShadowLike, target: Any) -> None:
     """Every element of a MuData shadow (or view) and of its modalities into the group ``target``."""
     _write_annotations(shadow, target, {"encoding-type": "MuData", "encoding-version": "0.1.0", "axis": shadow.axis})
     mods = target.create_group("mod")
@@ -94,7 +94,7 @@ def _progress(enabled: bool) -> Iterator[None]:
         yield
 
 
-def export(shadow: ShadowBase, path: str | os.PathLike, format: str, *, progress: bool = False,
+def export(shadow: ShadowLike, path: str | os.PathLike, format: str, *, progress: bool = False,
            overwrite: bool = False) -> Path:
     """Write ``shadow`` (AnnData or MuData, root or view) as a new file at ``path``.
 

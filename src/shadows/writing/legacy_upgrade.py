@@ -58,6 +58,7 @@ class _Problems:
     invalid: list[str] = field(default_factory=list)
     replacing: list[str] = field(default_factory=list)
     unwritable: list[str] = field(default_factory=list)
+    malformed: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -226,6 +227,7 @@ def _mapping_slots(handle: Any, elements: list[ElementChange], problems: _Proble
 
 def _plan_frames(handle: Any, plan: _Plan, columns: list[ColumnChange], overwrite: bool,
                  problems: _Problems) -> None:
+    before = len(problems.malformed)
     stored = {rel: _node(handle, plan.path(rel)) for rel in FRAMES}
     clean = _is_hdf5_dataset(stored["obs"])  # anndata applies uns categories only while obs is a dataset
     uns = _node(handle, plan.path("uns"))
@@ -234,18 +236,22 @@ def _plan_frames(handle: Any, plan: _Plan, columns: list[ColumnChange], overwrit
     named = {k.replace("_categories", "") for k in uns if k.endswith("_categories")} if clean and uns else set()
     frames: dict[str, pd.DataFrame | None] = {}
     for rel, node in stored.items():
-        if _is_structured(node):
-            frames[rel] = _legacy_frame(node)
-        elif node is not None and nodes.is_group(node) and named & set(_column_order(node)):
-            frames[rel] = _read_elem(node)  # uns categories reach a group frame too, while obs is a dataset
-        else:
-            frames[rel] = None
+        frames[rel] = None
+        try:
+            if _is_structured(node):
+                frames[rel] = _legacy_frame(node)
+            elif node is not None and nodes.is_group(node) and named & set(_column_order(node)):
+                frames[rel] = _read_elem(node)  # uns categories reach a group frame too, while obs is a dataset
+        except Exception as error:  # what anndata cannot read cannot be moved
+            problems.malformed.append(f"{plan.path(rel)}: anndata cannot read it ({type(error).__name__}: {error})")
+    if len(problems.malformed) > before:
+        return
     changed: set[str] = set()
     if named:
         try:
             hidden, changed = _clean_uns(uns, frames)
         except (TypeError, ValueError) as error:
-            problems.unwritable.append(f"{plan.path('uns')}: anndata cannot apply the categories this pre-0.7 "
+            problems.malformed.append(f"{plan.path('uns')}: anndata cannot apply the categories this pre-0.7 "
                                        f"file keeps in uns to obs/var ({error}), so it cannot read the file")
             return
         plan.delete = sorted(plan.path(f"uns/{key}") for key in hidden)
@@ -259,7 +265,7 @@ def _plan_frames(handle: Any, plan: _Plan, columns: list[ColumnChange], overwrit
         for name in [*index, *frame.columns]:
             problem = column_problem(name)
             if problem is not None:
-                problems.unwritable.append(f"{path}: its stored column {name!r} cannot be written in today's "
+                problems.malformed.append(f"{path}: its stored column {name!r} cannot be written in today's "
                                            f"encoding ({problem})")
         for change in columns:
             if change.frame_path != path:
@@ -285,12 +291,16 @@ def _plan_frames(handle: Any, plan: _Plan, columns: list[ColumnChange], overwrit
 def _plan_mapping(handle: Any, plan: _Plan, path: str, elements: list[ElementChange], overwrite: bool,
                   problems: _Problems) -> None:
     rel = _split(path)[1]
-    entries = _legacy_fields(_node(handle, path))
+    try:
+        entries = _legacy_fields(_node(handle, path))
+    except Exception as error:  # what anndata cannot read cannot be moved
+        problems.malformed.append(f"{path}: anndata cannot read it ({type(error).__name__}: {error})")
+        return
     plan.fields[rel] = list(entries)
     for name in entries:
         problem = key_problem(name)
         if problem is not None:
-            problems.unwritable.append(f"{path}: its stored entry {name!r} cannot be written in today's "
+            problems.malformed.append(f"{path}: its stored entry {name!r} cannot be written in today's "
                                        f"encoding ({problem})")
     streamed: dict[str, Any] = {}
     for change in elements:
@@ -368,6 +378,9 @@ def _raise(where: str, problems: _Problems) -> None:
                                 f"would follow one ({'; '.join(problems.unsafe)})")
     if problems.unwritable:
         raise ReadOnlyError(f"{where}: nothing was written: {'; '.join(problems.unwritable)}")
+    if problems.malformed:
+        raise MalformedElementError(f"{where}: nothing was written: a pre-0.7 slot cannot be moved to today's "
+                                    f"encoding ({'; '.join(problems.malformed)})")
     if problems.invalid:
         raise InvalidElementKeyError(f"{where}: nothing was written: invalid names ({'; '.join(problems.invalid)})")
     if problems.replacing:

@@ -1,4 +1,5 @@
-"""Check every staged change against the file before the first byte is written.
+"""A write as one transaction: every staged change checked against the file before the first byte is
+written (:func:`check`), then committed element by element (:func:`commit`).
 
 ``write()`` asks the file itself (not the shadow's record of it, which another shadow's write may have
 made stale) what each change would replace, and refuses the whole write, naming every problem, when a
@@ -7,12 +8,22 @@ change would write through a link, replace something not asked for, or use a key
 
 from __future__ import annotations
 
+import contextlib
+import errno
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from shadows.errors import ElementExistsError, InvalidElementKeyError, UnsafeTargetError
+from shadows.errors import (
+    ElementExistsError,
+    InvalidElementKeyError,
+    ShadowsError,
+    UnsafeTargetError,
+    WriteFailedError,
+    element_message,
+)
 from shadows.names import column_problem, key_problem
-from shadows.writing.commit import ColumnChange, ElementChange, link_problem, stored
+from shadows.writing.commit import ColumnChange, ElementChange, Hdf5Commit, ZarrCommit, link_problem, stored
 
 
 @dataclass
@@ -110,3 +121,71 @@ def _raise(where: str, problems: Problems) -> None:
     if problems.replacing:
         raise ElementExistsError(f"{where}: writing would replace or delete stored elements "
                                  f"({', '.join(problems.replacing)}); pass overwrite=True to do so")
+
+
+def commit(connection: Any, elements: list[ElementChange], columns: list[ColumnChange]) -> None:
+    """Write every change through ``connection`` (open for writing), one atomic commit each.
+
+    Raises
+    ------
+    WriteFailedError
+        Storage refused a write (disk full, file size limit, I/O error): the element being written is not
+        visible, the ones committed before it are.
+    """
+    from shadows.backends.remote import is_url
+
+    writer: Any
+    if connection.format == "hdf5":
+        writer = Hdf5Commit(connection.handle)
+    elif is_url(connection.path):
+        from shadows.writing.remote_commit import RemoteZarrCommit
+
+        writer = RemoteZarrCommit(connection.path, connection.storage_options, connection.handle.consolidated)
+    else:
+        writer = ZarrCommit(connection.path, consolidated=connection.handle.consolidated)
+    try:
+        for change in elements:
+            with _naming_failures(connection.path, change.path):
+                writer.element(change)
+            change.written()
+        for change in columns:
+            with _naming_failures(connection.path, f"{change.frame_path}/{change.key}"):
+                writer.column(change)
+            change.written()
+    except BaseException:
+        if not isinstance(writer, Hdf5Commit):
+            writer.consolidate()  # what was committed before the failure stays visible
+            writer.abort()
+        raise
+    writer.finish()
+
+
+#: errno values that mean "storage is full", and how to say so
+_FULL = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "the file size limit was reached",
+         errno.EDQUOT: "the disk quota is exceeded"}
+_DENIED = {errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
+
+
+@contextlib.contextmanager
+def _naming_failures(path: str, element: str) -> Iterator[None]:
+    """Turn a storage failure while writing ``element`` into a WriteFailedError that names it.
+
+    Errors of the staged value's own computation pass through unchanged. h5py reports failed writes as
+    OSError or RuntimeError with HDF5's text (which carries the errno), zarr as OSError.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError) as error:
+        if isinstance(error, ShadowsError):
+            raise
+        code = getattr(error, "errno", None)
+        text = str(error)
+        if code is None:
+            code = next((c for c in (*_FULL, *_DENIED) if f"errno = {c}," in text), None)
+        is_storage = isinstance(error, OSError) or code is not None or "write failed" in text
+        if not is_storage:
+            raise
+        reason = {**_FULL, **_DENIED}.get(code, "storage refused the write")
+        what = (f"writing failed: {reason}. Nothing of this element is visible in the file; elements committed "
+                f"before it are ({type(error).__name__}: {text.splitlines()[0] if text else code})")
+        raise WriteFailedError(element_message(path, element, what)) from error

@@ -1,0 +1,40 @@
+"""What the modules around a shadow (its slots, raw, the reprs, the export) may use of it.
+
+They take a shadow as a :class:`ShadowLike` instead of importing :class:`~shadows.core.base.ShadowBase`,
+which imports them: so no import circles, and this is the list to keep small. Members with a leading
+underscore are the shadow's internals these modules share with it; their meaning is documented on
+``ShadowBase``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol
+
+
+class ShadowLike(Protocol):
+    """An AnnData or MuData shadow (or view) as its companions see it."""
+
+    _KIND: ClassVar[str]  # "AnnData" or "MuData"
+    _SLOTS: ClassVar[tuple[str, ...]]  # its aligned mapping slots
+    _ref: Any  # the FileRef of its group
+    _root: Any  # the shadow a view was taken from (itself for a root)
+    _view: Any  # the rows and columns of the file's group it keeps (None: all)
+    _local: Any  # a view's rows and columns as positions in its root
+    _slots: dict[str, Any]  # the mappings of its slots
+    _array_backend: Any
+    _table_backend: Any
+
+    n_obs: int
+    n_vars: int
+    is_view: bool
+    filename: str
+
+    @property
+    def _layout(self) -> Any: ...  # the metadata of the file's group
+
+    def _element(self, rel: str) -> Any: ...  # an element as the backends present it
+    def _plain(self, rel: str) -> Any: ...  # an element as numpy/scipy/pandas
+    def _has(self, rel: str) -> bool: ...  # whether the element exists for this shadow
+    def _is_cached(self, rel: str) -> bool: ...  # held in memory (ᐁ)
+    def _is_changed(self, rel: str) -> bool: ...  # changed in memory (▲)
+    def _detach(self) -> None: ...  # a view becomes a shadow of its own

@@ -1,0 +1,27 @@
+"""anndata 0.13's array references (``adata[A.obs["louvain"]]``, ``adata[A.X[:, "CD3E"]]``), which
+scanpy's plotting uses: which types they are, and how to resolve one on a shadow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:  # anndata >= 0.13: ``adata[A.obs["louvain"]]``, ``adata[A.X[:, "CD3E"]]`` (scanpy's plotting uses them)
+    from anndata.acc import AdRef, MapAcc, RefAcc
+
+    ARRAY_REFERENCES: tuple[type, ...] = (AdRef, RefAcc, MapAcc)
+except ImportError:  # older anndata has no array references; nothing is one
+    ARRAY_REFERENCES = ()
+
+def get_by_reference(data: Any, index: Any) -> Any:
+    """The array an ``anndata.acc`` reference points at in ``data``, as ``AnnData.__getitem__`` returns it.
+
+    anndata resolves a reference through public attributes only (``data.obs[k].array``,
+    ``data[:, "CD3E"].X``, ``data.obsm[k]``), so on a shadow it reads just what that needs. Called for
+    an ``index`` that is an instance of :data:`ARRAY_REFERENCES`.
+    """
+    if isinstance(index, AdRef):
+        return index.acc.get(data, index.idx)
+    if isinstance(index, RefAcc):
+        return index.get(data)
+    raise IndexError(f"Cannot index with {index} because this is not a path to an array-like structure.")

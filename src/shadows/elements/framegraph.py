@@ -1,0 +1,47 @@
+"""Dask dataframes over any frame spec (stored dataframes, pre-0.7 structured frames): partitions of rows
+read by column, so dask's column projection reads only the columns a computation uses.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pandas as pd
+
+from shadows.elements.positions import read_frame
+
+#: Rows per partition of a dataframe graph.
+ROWS_PER_PARTITION = 1_000_000
+
+
+def frame_graph(spec: Any, rows: Any = None):
+    """A dask dataframe over any frame spec (``read(rows, columns)``, ``meta()``, ``columns``).
+
+    ``rows`` (a range or array of positions, for views) restricts it to those rows, in that order.
+    """
+    import dask.dataframe as dd
+
+    n = spec.shape[0] if rows is None else len(rows)
+    bounds = [*range(0, n, ROWS_PER_PARTITION), n]
+    parts = list(itertools.pairwise(bounds)) or [(0, 0)]
+    return dd.from_map(FrameReader(spec, rows), parts, meta=spec.meta(), enforce_metadata=False,
+                       label=f"shadows-frame-{spec.name}")
+
+
+class FrameReader:
+    """Reads one partition of a frame spec; its ``columns=`` keyword lets dask prune unread columns."""
+
+    def __init__(self, spec: Any, rows: Any = None):
+        self.spec = spec
+        self.rows = rows
+
+    def __call__(self, part: tuple[int, int], columns: list[str] | None = None) -> pd.DataFrame:
+        start, stop = part
+        rows = range(start, stop) if self.rows is None else self.rows[start:stop]
+        return read_frame(self.spec, rows, None if columns is None else list(columns))
+
+    def __dask_tokenize__(self):
+        from dask.base import tokenize
+
+        return ("shadows.FrameReader", self.spec.ref, self.spec.path, tokenize(self.rows))
