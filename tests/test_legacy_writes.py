@@ -22,7 +22,7 @@ import zarr
 
 from helpers import assert_shadow_matches, assert_value_equal
 from shadows import AnnDataShadow
-from shadows.errors import ElementExistsError, InvalidElementKeyError, ReadOnlyError
+from shadows.errors import ElementExistsError, InvalidElementKeyError, MalformedElementError, ReadOnlyError
 
 N_OBS, N_VARS = 12, 5
 
@@ -237,6 +237,21 @@ def test_invalid_or_conflicting_names_write_nothing(built):
     shadow.uns["kind_categories"] = np.array(["a", "b", "c"])  # what the move deletes: not in the same write
     with pytest.raises(InvalidElementKeyError, match="kind_categories"):
         shadow.write(overwrite=True)
+    shadow.close()
+    assert digest(built) == first
+
+
+def test_a_slot_that_cannot_move_writes_nothing(built):
+    """A stored field today's encoding cannot name: the whole write is refused, the layer staged with it too."""
+    with h5py.File(built, "r+") as f:
+        del f["obsm"]
+        f["obsm"] = np.zeros(N_OBS, dtype=[("X_pca", "<f4", (3,)), ("a/b", "<f8")])
+    first = digest(built)
+    shadow = AnnDataShadow(built, mode="r+")
+    shadow.layers["l"] = np.ones(shadow.shape, dtype=np.float32)
+    shadow.obsm["X_new"] = np.ones((N_OBS, 2))
+    with pytest.raises(MalformedElementError, match="'a/b'"):
+        shadow.write()
     shadow.close()
     assert digest(built) == first
 
