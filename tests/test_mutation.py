@@ -364,3 +364,22 @@ def test_scanpys_dask_path_on_a_dask_backed_shadow(counts):
     pcs = np.asarray(shadow.obsm["X_pca"].compute() if hasattr(shadow.obsm["X_pca"], "compute")
                      else shadow.obsm["X_pca"])
     np.testing.assert_allclose(np.abs(pcs), np.abs(oracle.obsm["X_pca"]), rtol=1e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_hvg_subset_aggregate_and_vectors_as_anndata(counts, kind):
+    subject, oracle = subject_and_oracle(kind, counts)
+    oracle = oracle.copy() if oracle.is_view else oracle
+    for key in ("score", "group", "gene3"):  # obs_vector returns what the installed anndata returns
+        got, expected = subject.obs_vector(key), oracle.obs_vector(key)
+        assert type(got) is type(expected) and got.dtype == expected.dtype
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for adata in (subject, oracle):
+            sc.pp.normalize_total(adata)
+            sc.pp.log1p(adata)
+            sc.pp.highly_variable_genes(adata, n_top_genes=30, subset=True)
+        aggregated, expected = sc.get.aggregate(subject, "group", "mean"), sc.get.aggregate(oracle, "group", "mean")
+    assert_same_state(subject, oracle)
+    np.testing.assert_allclose(aggregated.layers["mean"], expected.layers["mean"], rtol=1e-5)

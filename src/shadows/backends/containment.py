@@ -44,9 +44,11 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
+import weakref
 from typing import Any
 
+from shadows.backends import nodes
+from shadows.backends.handles import read_handle, read_node
 from shadows.errors import ExternalDataError, element_message
 
 #: Virtual datasets whose sources are virtual datasets again: how deep sources are followed.
@@ -54,9 +56,9 @@ _MAX_DEPTH = 8
 _HINT = ("shadows does not read data from outside the file unless asked: open it with allow_external=True "
          "if you trust where it points")
 
-_lock = threading.Lock()
-#: Per (process, file, format): the read handle the checked paths were looked up with, and those paths.
-_checked: dict[tuple[int, str, str], tuple[Any, set[str]]] = {}
+#: Per (file, format, node path): the node object checked last (a weak reference: this cache keeps no
+#: node, and so no file, alive).
+_checked: dict[tuple[str, str, str], weakref.ref] = {}
 _real_roots: dict[str, str] = {}
 
 
@@ -304,27 +306,22 @@ def check_element(ref: Any, handle: Any, node: Any, path: str) -> None:
 def contained_node(ref: Any, path: str) -> Any:
     """The node at ``path`` through this process's read handle, checked before it is first returned.
 
-    Each node is checked once per process and read handle (a handle reopened after a write is checked
-    anew); later calls cost a dictionary lookup.
+    A node is checked once per process and lookup: the cache remembers (weakly) the node object it
+    checked, and a lookup in a handle opened anew (after a write, in a forked or spawned worker) returns
+    another object, checked again. A checked node costs a dictionary lookup and a weak reference.
     """
-    from shadows.backends import nodes
-    from shadows.backends.handles import read_handle, read_node
-
+    key = (ref.path, ref.format, path)
+    known = _checked.get(key)
+    if known is not None:
+        node = read_node(ref, path)
+        if known() is node:
+            return node
     handle = read_handle(ref, path)
-    key = (os.getpid(), ref.path, ref.format)
-    entry = _checked.get(key)
-    if entry is None or entry[0] is not handle:
-        with _lock:
-            entry = _checked.get(key)
-            if entry is None or entry[0] is not handle:
-                entry = _checked[key] = (handle, set())
-    if path in entry[1]:
-        return read_node(ref, path)
     check_lookup(ref, handle, path)
     node = read_node(ref, path)
     if ref.format == "hdf5":
         check_hdf5_node(ref, handle, node, path)
     elif not nodes.is_group(node):
         check_zarr_array(ref, path)
-    entry[1].add(path)
+    _checked[key] = weakref.ref(node)
     return node

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from shadows.backends import containment as _containment
 from shadows.errors import NotAnnDataError, ShadowsFileNotFoundError
 
 Format = Literal["hdf5", "zarr"]
@@ -83,12 +84,8 @@ class FileRef:
         the file (:func:`shadows.backends.containment.contained_node`) before it is returned.
         """
         if self.allow_external:
-            from shadows.backends.handles import read_node
-
-            return read_node(self, elem_path)
-        from shadows.backends.containment import contained_node
-
-        return contained_node(self, elem_path)
+            return _containment.read_node(self, elem_path)
+        return _containment.contained_node(self, elem_path)
 
 
 def normalize_format(fmt: str | None) -> Format | None:

@@ -23,13 +23,14 @@ from shadows.core.aligned import ElementMapping, UnsMapping
 from shadows.core.connection import Connection, check_mode
 from shadows.core.frames import tracked, with_columns
 from shadows.core.layout import Layout
+from shadows.core.references import VECTORS_ARE_PANDAS_ARRAYS
 from shadows.elements.positions import read_column, read_index
 from shadows.errors import InvalidElementKeyError, ReadOnlyError
 from shadows.indexing import AxisIndex, compose, normalize_key
 from shadows.indexing.apply import element_axes, materialize_selection, select_graph, selection_for
 from shadows.indexing.keys import as_positions, as_slice_or_array
 from shadows.names import column_problem
-from shadows.writing import DELETED, ColumnChange, ElementChange, commit, transaction
+from shadows.writing import DELETED, ColumnChange, ElementChange, commit, legacy_upgrade, transaction
 from shadows.writing.export import export
 
 READ_ONLY_MESSAGE = (
@@ -416,15 +417,16 @@ class ShadowBase:
     def _frame_column(self, frame_rel: str, key: str) -> Any:
         """One obs/var column as AnnData's ``obs_vector`` returns it, read alone unless the frame is in memory.
 
-        That is ``Series.values``: numpy for numpy dtypes, else the pandas array (a ``Categorical``, a
-        masked array). scanpy's plotting tells categorical colors from continuous ones by that dtype.
+        That is ``Series.values`` up to anndata 0.12 (numpy for numpy dtypes, else the pandas array: a
+        ``Categorical``, a masked array), and ``Series.array`` from anndata 0.13 on (which resolves
+        ``adata[A.obs[k]]``). scanpy's plotting tells categorical colors from continuous ones by it.
         """
         if frame_rel in self._cache and self._table_backend.name == "pandas":
-            return self._cache[frame_rel][key].values
-        staged = self._visible_staged_columns(frame_rel)
-        if key in staged:
-            return staged[key].values
-        return pd.Series(self._view_column(frame_rel, key), copy=False).values
+            column = self._cache[frame_rel][key]
+        else:
+            staged = self._visible_staged_columns(frame_rel)
+            column = staged[key] if key in staged else pd.Series(self._view_column(frame_rel, key), copy=False)
+        return column.array if VECTORS_ARE_PANDAS_ARRAYS else column.values
 
     def _frame_keys(self, frame_rel: str) -> list[str]:
         deleted = self._deleted_columns[frame_rel]
@@ -771,8 +773,7 @@ class ShadowBase:
             raise ReadOnlyError(READ_ONLY_MESSAGE)
         elements, columns = self._staged_changes()
         transaction.check(self._conn, self.filename, elements, columns, overwrite)
-        from shadows.writing import legacy_upgrade  # pre-0.7 slots written into move to today's encoding
-
+        # pre-0.7 slots written into move to today's encoding, checked before anything is written too
         elements, columns = legacy_upgrade.fold(self._conn, self.filename, elements, columns, overwrite,
                                                 forget=self._whole_written)
         if elements or columns:

@@ -4,7 +4,11 @@ scanpy's plotting uses: which types they are, and how to resolve one on a shadow
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
+
+import anndata
+import pandas as pd
 
 try:  # anndata >= 0.13: ``adata[A.obs["louvain"]]``, ``adata[A.X[:, "CD3E"]]`` (scanpy's plotting uses them)
     from anndata.acc import AdRef, MapAcc, RefAcc
@@ -25,3 +29,15 @@ def get_by_reference(data: Any, index: Any) -> Any:
     if isinstance(index, RefAcc):
         return index.get(data)
     raise IndexError(f"Cannot index with {index} because this is not a path to an array-like structure.")
+
+
+def _vectors_are_pandas_arrays() -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # obs_vector is deprecated in anndata 0.13
+        probe = anndata.AnnData(obs=pd.DataFrame({"k": [1.0]}, index=["cell"]))
+        return not isinstance(probe.obs_vector("k"), type(pd.Series([1.0]).values))
+
+
+#: Whether the installed anndata's ``obs_vector`` returns a column's pandas array (anndata >= 0.13, through
+#: ``adata[A.obs[k]]``) rather than ``Series.values``; a shadow returns what anndata does.
+VECTORS_ARE_PANDAS_ARRAYS = _vectors_are_pandas_arrays()
