@@ -82,7 +82,7 @@ def assert_shadow_matches(shadow, oracle) -> None:
         mapping = getattr(shadow, slot)
         expected = getattr(oracle, slot)
         expected_keys = {k for k in expected if k is not None}  # anndata 0.13: layers[None] is X
-        assert {k for k in mapping.keys() if k is not None} == expected_keys, slot
+        assert {k for k in mapping if k is not None} == expected_keys, slot
         for key in expected_keys:
             assert_value_equal(mapping[key], expected[key], f"{slot}/{key}")
     assert_value_equal(shadow.uns.materialize(), dict(oracle.uns), "uns")

@@ -293,16 +293,6 @@ def check_lookup(ref: Any, handle: Any, path: str) -> None:
         check_zarr_path(ref, path)
 
 
-def check_element(ref: Any, handle: Any, node: Any, path: str) -> None:
-    """What a layout checks once per element it describes: the lookup path, that the node lies in the file,
-    a dataset's storage, and (HDF5) every link under a group. Zarr chunk listings are left to the read
-    gate (:func:`contained_node`), which runs before any value is read.
-    """
-    check_lookup(ref, handle, path)
-    if ref.format == "hdf5":
-        check_hdf5_node(ref, handle, node, path, walk=True)
-
-
 def contained_node(ref: Any, path: str) -> Any:
     """The node at ``path`` through this process's read handle, checked before it is first returned.
 
