@@ -221,9 +221,10 @@ def test_pickle_keeps_allow_external(h5ad, tmp_path):
 # -- Zarr --------------------------------------------------------------------------------------------
 
 
-def _zarr_fmt(fmt: str) -> None:
-    if fmt == "h5ad":
-        pytest.skip("Zarr stores only")
+@pytest.fixture(params=["zarr2", "zarr3"])
+def store(templates, request, tmp_path) -> Path:
+    """A fresh copy of the small file as a Zarr store (format 2 and 3)."""
+    return _copy(templates[request.param], tmp_path / "data.zarr")
 
 
 def _chunk_files(folder: Path) -> list[Path]:
@@ -231,8 +232,8 @@ def _chunk_files(folder: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize("backend", ["numpy", "dask"])
-def test_zarr_element_folder_symlinked_outside(base, fmt, tmp_path, backend):
-    _zarr_fmt(fmt)
+def test_zarr_element_folder_symlinked_outside(store, tmp_path, backend):
+    base = store
     expected = _adata().obsm["X_pca"]
     outside = tmp_path / "outside" / "X_pca"
     outside.parent.mkdir()
@@ -245,8 +246,8 @@ def test_zarr_element_folder_symlinked_outside(base, fmt, tmp_path, backend):
     np.testing.assert_array_equal(np.asarray(AnnDataShadow(base, allow_external=True).obsm["X_pca"]), expected)
 
 
-def test_zarr_chunk_symlinked_outside(base, fmt, tmp_path):
-    _zarr_fmt(fmt)
+def test_zarr_chunk_symlinked_outside(store, tmp_path):
+    base = store
     expected = _adata().obsm["X_pca"]
     chunk = _chunk_files(base / "obsm" / "X_pca")[0]
     outside = tmp_path / "outside_chunk"
@@ -262,8 +263,8 @@ def test_zarr_chunk_symlinked_outside(base, fmt, tmp_path):
     np.testing.assert_array_equal(AnnDataShadow(base, allow_external=True).obsm["X_pca"], expected)
 
 
-def test_zarr_symlinks_inside_the_store_are_followed(base, fmt, tmp_path):
-    _zarr_fmt(fmt)
+def test_zarr_symlinks_inside_the_store_are_followed(store, tmp_path):
+    base = store
     expected = _adata()
     stash = base / "stash"
     stash.mkdir()

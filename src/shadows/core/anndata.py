@@ -45,6 +45,12 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
         ``"r"`` (default) or ``"r+"``.
     format
         ``"hdf5"``/``"h5"`` or ``"zarr"``; inferred from the path when omitted.
+    storage_options
+        fsspec's options for a URL (credentials, endpoint); never printed.
+    allow_external
+        ``False`` (default) refuses, with :class:`~shadows.errors.ExternalDataError`, elements whose bytes
+        lie outside the file: HDF5 external links, external storage, virtual datasets with sources
+        elsewhere, symbolic links out of a Zarr store. ``True`` follows them, as anndata does.
     """
 
     _LAYOUT = AnnDataLayout

@@ -23,6 +23,10 @@ from shadows.errors import TooLargeError, element_message
 
 #: What one task of a dask graph costs in memory (its key, its task, the scheduler's bookkeeping), about.
 GRAPH_BYTES_PER_TASK = 1024
+#: A graph may take at most this share of the machine's memory for its bookkeeping (1/16: 1.5 GiB, 1.5M
+#: tasks on 24 GiB; a 30 GB array has about a thousand): more means metadata claiming an impossible shape,
+#: refused before dask spends minutes and gigabytes planning it.
+GRAPH_MEMORY_SHARE = 1 / 16
 
 
 @functools.cache
@@ -127,12 +131,12 @@ class DenseSpec(ElementSpec):
 
     def _require_graph(self, tasks: int, estimated: bool) -> None:
         total = machine_memory()
-        if tasks * GRAPH_BYTES_PER_TASK <= total:
+        if tasks * GRAPH_BYTES_PER_TASK <= total * GRAPH_MEMORY_SHARE:
             return
         what = (f"its stored shape {self.shape} ({np.dtype(self.dtype)}, {_size(self.nbytes())}) would make a "
                 f"dask graph of {'at least ' if estimated else ''}{tasks:,} tasks, whose bookkeeping alone "
-                f"(~{_size(tasks * GRAPH_BYTES_PER_TASK)}) would not fit in this machine's memory "
-                f"({_size(total)}); its metadata is likely wrong. Views do not help (the graph covers the "
+                f"(~{_size(tasks * GRAPH_BYTES_PER_TASK)}) would take more than a sixteenth of this machine's "
+                f"memory ({_size(total)}); its metadata is likely wrong. Views do not help (the graph covers the "
                 "stored array); read a part of it directly through shadow.file (h5py/zarr)")
         raise TooLargeError(element_message(self.ref.display, self.name, what))
 
@@ -140,7 +144,8 @@ class DenseSpec(ElementSpec):
         """A dask array over the stored array, chunk-aligned.
 
         Raises :class:`~shadows.errors.TooLargeError` when the graph itself (about
-        ``GRAPH_BYTES_PER_TASK`` per task) would not fit in the machine's memory, before planning it.
+        ``GRAPH_BYTES_PER_TASK`` per task) would take more than ``GRAPH_MEMORY_SHARE`` of the machine's
+        memory, before planning it.
         """
         import dask.array as da
 
