@@ -86,9 +86,10 @@ def test_obs_assignments_are_staged_and_survive_clear_cache(path):
     frame["float"] = 0.0
     del frame["a"]
     shadow.obs = frame
-    assert shadow._staged_columns["obs"].keys() == {"score", "b", "float"}
+    line = next(line for line in repr(shadow).split("\n") if line.startswith("  obs:"))
+    assert {name[:-1] for name in line.split("\t")[1].split(", ") if name.endswith("▲")} == {"score", "b", "float"}
     shadow.obs = frame.drop(columns="cat")
-    assert "cat" not in shadow.obs and "cat" not in shadow.obs_keys() and shadow._deleted_columns["obs"] == {"cat"}
+    assert "cat" not in shadow.obs and "cat" not in shadow.obs_keys() and shadow._deleted_columns("obs") == {"cat"}
     with pytest.raises(ValueError, match=r"obs\['bad'\]: expected 60 values \(one per row\), got 3"):
         shadow.obs["bad"] = [1, 2, 3]
     with pytest.raises(ValueError, match="rename"):

@@ -298,7 +298,7 @@ def test_clear_cache_acts_on_every_modality(mu_path):
     shadow.obsm["new"] = np.zeros((60, 2))
     shadow["rna"].obsm["new"] = np.zeros((60, 2))
     shadow.clear_cache()
-    assert not shadow._cache and not shadow["rna"]._cache and not shadow["atac"]._cache
+    assert not any(list(s._state.held_items()) for s in (shadow, shadow["rna"], shadow["atac"]))
     assert "ᐁ" not in repr(shadow)
     assert shadow.obsm.is_staged("new") and shadow["rna"].obsm.is_staged("new")
     assert repr(shadow).count("new▲") == 2

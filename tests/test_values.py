@@ -121,11 +121,12 @@ def test_modes_and_close(path, tmp_path):
         shadow.write()
     with pytest.raises(ValueError, match="mode"):
         AnnDataShadow(path, mode="w")
-    if path.suffix == ".h5ad":
-        from shadows import FileBusyError
-
-        with pytest.raises(FileBusyError, match="open elsewhere"):
-            AnnDataShadow(path, mode="r+")  # `shadow` still holds it read-only
+    other = AnnDataShadow(path, mode="r+")  # one connection per file per process: upgraded beside `shadow`
+    assert other._mode == "r+" and shadow._mode == "r"
+    with pytest.raises(OSError, match="read-only mode"):
+        shadow.write()  # its own mode stays read-only
+    other.close()
+    assert "extra▲" in repr(shadow.obsm) and shadow.n_obs == other.n_obs
 
 
 def test_a_file_without_raw(fmt, tmp_path):

@@ -42,6 +42,8 @@ _depth = 0  # how many locked sections are open (in the thread holding the lock)
 _pending: collections.deque[tuple[FileEntry, int]] = collections.deque()
 _entries: dict[tuple[int, str, str, str], FileEntry] = {}
 _generations = itertools.count(1)
+#: Numbers of the file's contents as this process knows them: a new one at each write through it.
+_contents = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,9 @@ class FileEntry:
         #: The mode the handle is open in: ``"r+"`` while a user holds ``"r+"``.
         self.mode = "r"
         self.generation = next(_generations)
+        #: Changes when something was written to the file through this entry (or it was opened anew):
+        #: values read before may be stale, unlike after a mere reopen of the handle.
+        self.content = next(_contents)
         self._handle: Any = None
         self._task_group: Any = None
         self._groups: dict[str, Any] = {}
@@ -158,6 +163,10 @@ class FileEntry:
                     self.generation = next(_generations)
                 handle = self._handle
         return handle
+
+    def wrote(self) -> None:
+        """Something was written to the file: values read from it before may be stale."""
+        self.content = next(_contents)
 
     def task_handle(self, element: str = "") -> Any:
         """What read tasks read through: the shared ``h5py.File``, or a read-only ``zarr.Group``."""

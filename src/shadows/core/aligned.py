@@ -7,7 +7,7 @@ backend). Assigning a key keeps the value in memory, staged (▲) until ``write(
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from shadows.cache import marker
@@ -31,27 +31,52 @@ X_IS_A_LAYER = _x_is_a_layer()
 
 
 class ElementMapping(MutableMapping):
-    """Stored and staged elements of one slot, read lazily through the owning shadow."""
+    """Stored and staged elements of one slot, read lazily through the owning shadow.
 
-    def __init__(self, shadow: ShadowLike, slot: str, stored: list[str]):
+    The mapping holds no state of its own: stored keys come from the file's layout (``stored_keys``),
+    changes (▲) and deletions from the shadow's element records (:mod:`shadows.core.state`).
+    """
+
+    def __init__(self, shadow: ShadowLike, slot: str, stored_keys: Callable[[], list[str]]):
         self._shadow = shadow
         self.slot = slot
-        self._stored = list(stored)
-        self._staged: dict[str, Any] = {}
-        self._deleted: set[str] = set()  # stored keys deleted in memory, removed from the file by write()
+        self._stored_keys = stored_keys
 
     def _path(self, key: str) -> str:
         return f"{self.slot}/{key}"
+
+    @property
+    def _changes(self) -> dict[str, Any]:
+        """The changes of the slot's keys in this shadow (values, or the deletion marker)."""
+        return self._shadow._state.children(self.slot)
+
+    @property
+    def _staged(self) -> dict[str, Any]:
+        """Values assigned in memory (▲) to the slot's keys in this shadow."""
+        deleted = self._shadow._state.deleted
+        return {k: v for k, v in self._changes.items() if v is not deleted}
+
+    @property
+    def _deleted(self) -> set[str]:
+        """Stored keys deleted in memory (removed from the file by ``write(overwrite=True)``)."""
+        deleted = self._shadow._state.deleted
+        return {k for k, v in self._changes.items() if v is deleted}
+
+    @property
+    def _stored(self) -> list[str]:
+        """Keys the file stores, less those deleted in memory."""
+        deleted = self._deleted
+        return [k for k in self._stored_keys() if k not in deleted]
 
     def _inherited(self) -> dict[str, Any]:
         """In a view: the root's staged elements of this slot that the view does not shadow itself."""
         shadow = self._shadow
         if not shadow.is_view:
             return {}
-        root = shadow._root._staging_mapping(self.slot)
-        if root is None:
-            return {}
-        return {k: v for k, v in root._staged.items() if k not in self._staged and k not in self._stored}
+        root = shadow._root._state
+        own, stored = self._changes, self._stored
+        return {k: v for k, v in root.children(self.slot).items()
+                if v is not root.deleted and k not in own and k not in stored}
 
     def __getitem__(self, key: str) -> Any:
         if key is None and self.slot == "layers":
@@ -74,21 +99,21 @@ class ElementMapping(MutableMapping):
         check_nested_keys(self._shadow._ref.display, self._path(key), value)
         self._validate(key, value)
         self._shadow._detach()  # a view assigned to becomes a shadow of its own (as AnnData views do)
-        self._staged[key] = value
+        self._shadow._state.change(self._path(key), value)
 
     def __delitem__(self, key: str) -> None:
-        """Forget a staged element, or stage the deletion of a stored one (``write(overwrite=True)``
-        removes it from the file).
+        """Delete ``key``: one the file stores is deleted in memory (▲; ``write(overwrite=True)`` removes
+        it from the file), one only assigned in memory is forgotten.
         """
         if key is None and self.slot == "layers":
             del self._shadow.X
             return
         self._shadow._detach()
-        if key in self._staged:
-            del self._staged[key]
-        elif key in self._stored:
-            self._stored.remove(key)
-            self._deleted.add(key)
+        state = self._shadow._state
+        if key in self._stored:
+            state.delete(self._path(key))  # gone; from the file too, by write(overwrite=True)
+        elif key in self._staged:
+            state.revert(self._path(key))  # only ever in memory: forgotten
         else:
             raise MissingElementError(element_message(self._shadow._ref.display, self._path(key), "no such key"))
 
@@ -150,14 +175,6 @@ class ElementMapping(MutableMapping):
     def replaces(self, key: str) -> bool:
         """Whether writing ``key`` replaces or deletes an element the file holds."""
         return key in self._stored or key in self._deleted
-
-    def mark_written(self, key: str) -> None:
-        """``key`` was written to the file (or deleted from it): it is stored (or gone) now, not staged."""
-        if key in self._staged:
-            del self._staged[key]
-            if key not in self._stored:
-                self._stored.append(key)
-        self._deleted.discard(key)
 
     def marked_keys(self) -> list[str]:
         """Keys with their markers (ᐁ held in memory, ▲ staged), for the repr."""

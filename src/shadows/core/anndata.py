@@ -10,10 +10,11 @@ import numpy as np
 
 from shadows.core import view_categories
 from shadows.core.aligned import ElementMapping
-from shadows.core.base import READ_ONLY_MESSAGE, UNCHANGED, ShadowBase, computed
+from shadows.core.base import READ_ONLY_MESSAGE, ShadowBase, computed
 from shadows.core.layout import AnnDataLayout
 from shadows.core.raw import RawShadow
 from shadows.core.references import ARRAY_REFERENCES, get_by_reference
+from shadows.core.state import NOTHING
 from shadows.elements.sparse_chunk import to_plain
 from shadows.errors import MissingElementError, element_message
 from shadows.indexing.apply import SLOT_AXES, element_axes, selection_for
@@ -91,14 +92,15 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
         parallel, in bounded memory).
         """
         spec = self._layout.spec(rel)
-        if spec.kind == "sparse" and rel not in self._cache:
+        held = self._state.held(rel)
+        if spec.kind == "sparse" and held is NOTHING:
             selection = selection_for(rel, spec, self._view) or (None, None)
             axes = [range(n) if s is None else s for s, n in zip(selection, spec.shape, strict=True)]
             axis = 0 if isinstance(key[0], int | np.integer) else 1
             axes[axis] = np.asarray([as_positions(axes[axis])[key[axis]]])
             vector = to_plain(spec.select_graph(axes[0], axes[1]).compute())
         else:
-            value = self._cache[rel] if rel in self._cache else self._graph(rel)
+            value = held if held is not NOTHING else self._graph(rel)
             vector = value[key]
             vector = vector.compute() if hasattr(vector, "dask") else vector
         if hasattr(vector, "toarray"):
@@ -147,13 +149,13 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
         ``anndata.Raw`` in memory (raw▲), ``del adata.raw`` deletes it, both until ``write()``.
         """
         changed = self._changed_value("raw")
-        if changed is not UNCHANGED:
+        if changed is not NOTHING:
             return None if changed is DELETED else changed
         if not self._layout.has_raw:
             return None
-        if "raw" not in self._graphs:
-            self._graphs["raw"] = RawShadow(self)
-        return self._graphs["raw"]
+        if self._raw_slot is None:
+            self._raw_slot = RawShadow(self)
+        return self._raw_slot
 
     @raw.setter
     def raw(self, value: anndata.AnnData | None) -> None:
@@ -165,17 +167,15 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
         self._detach()
         # anndata's Raw shares value.X (as AnnData's setter does); var is copied so that the raw's var
         # is a plain frame, not one that stages columns into this shadow's var
-        self._changed["raw"] = anndata.Raw(self, X=value.X, var=value.var.copy(), varm=dict(value.varm))
-        self._graphs.pop("raw", None)
+        self._state.change("raw", anndata.Raw(self, X=value.X, var=value.var.copy(), varm=dict(value.varm)))
 
     @raw.deleter
     def raw(self) -> None:
         self._detach()
         if self._layout.has_raw:
-            self._changed["raw"] = DELETED
+            self._state.delete("raw")
         else:
-            self._changed.pop("raw", None)
-        self._graphs.pop("raw", None)
+            self._state.revert("raw")
 
     def _select_staged(self, slot: str, value: Any) -> Any:
         """A raw assigned in the root, as a view sees it: the view's observations of it."""

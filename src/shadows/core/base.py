@@ -18,12 +18,12 @@ import pandas as pd
 from shadows import convert
 from shadows.backends import FileRef, resolve
 from shadows.backends.fileref import suffix_format
-from shadows.cache import ElementCache
 from shadows.core.aligned import ElementMapping, UnsMapping
 from shadows.core.connection import Connection, check_mode
 from shadows.core.frames import tracked, with_columns
 from shadows.core.layout import Layout
 from shadows.core.references import VECTORS_ARE_PANDAS_ARRAYS
+from shadows.core.state import NOTHING, ElementState
 from shadows.elements.positions import read_column, read_index
 from shadows.errors import InvalidElementKeyError, ReadOnlyError
 from shadows.indexing import AxisIndex, compose, normalize_key
@@ -97,7 +97,6 @@ class ShadowBase:
         self._view: tuple[AxisIndex, AxisIndex] | None = None
         self._build_layout()
         self._init_memory()
-        connection.watch(self)  # learns the keys another shadow of the file writes
 
     @classmethod
     def _attached(cls, ref: FileRef, arrays: convert.Backend, tables: convert.Backend,
@@ -124,16 +123,17 @@ class ShadowBase:
         return view
 
     def _init_memory(self) -> None:
-        """Fresh in-memory state: cache, graphs, staged columns and the mapping slots."""
-        self._cache = ElementCache()
-        self._graphs: dict[str, Any] = {}
-        self._staged_columns: dict[str, dict[str, pd.Series]] = {frame: {} for frame in FRAMES}
-        self._deleted_columns: dict[str, set[str]] = {frame: set() for frame in FRAMES}
-        #: Whole elements outside the mapping slots (``X``, ``raw/X``) replaced in memory (▲), or DELETED.
-        self._changed: dict[str, Any] = {}
-        self._slots = {slot: ElementMapping(self, slot, self._layout.mapping_keys(slot)) for slot in self._SLOTS}
-        self._slots["uns"] = UnsMapping(self, "uns", self._visible_uns_keys())
+        """Fresh in-memory state: the element records (:mod:`shadows.core.state`) and the slots."""
+        connection = self._conn
+        self._state = ElementState(lambda: connection.content, DELETED)
+        self._raw_slot: Any = None
+        self._slots = {slot: ElementMapping(self, slot, partial(self._stored_children, slot)) for slot in self._SLOTS}
+        self._slots["uns"] = UnsMapping(self, "uns", self._visible_uns_keys)
         self._uns_levels: dict[str, UnsMapping] = {"uns": self._slots["uns"]}
+
+    def _stored_children(self, rel: str) -> list[str]:
+        """Keys the file stores under the mapping ``rel`` (a slot, a uns level, raw's varm)."""
+        return self._layout.children(rel)
 
     def _visible_uns_keys(self) -> list[str]:
         return self._layout.mapping_keys("uns")
@@ -164,12 +164,13 @@ class ShadowBase:
         return None
 
     def _graph(self, rel: str) -> Any:
-        if rel not in self._graphs:
+        def build() -> Any:
             spec = self._layout.spec(rel)
             selection = selection_for(rel, spec, self._view)
             graph = select_graph(spec, selection) if selection else spec.graph()
-            self._graphs[rel] = self._view_graph(rel, graph) if self._view is not None else graph
-        return self._graphs[rel]
+            return self._view_graph(rel, graph) if self._view is not None else graph
+
+        return self._state.graph(rel, build)
 
     def _view_graph(self, rel: str, graph: Any) -> Any:
         """What a view changes in an element's graph besides slicing it (nothing, here)."""
@@ -187,41 +188,41 @@ class ShadowBase:
             value = self._view_value(rel, spec, value)
         if rel in FRAMES:
             names = self._changed_value(self._index_rel(rel))
-            if names is not UNCHANGED:
+            if names is not NOTHING:
                 value.index = names
             value = with_columns(value, self._visible_staged_columns(rel))
-            value = value.drop(columns=[c for c in self._deleted_columns[rel] if c in value.columns])
+            value = value.drop(columns=[c for c in self._deleted_columns(rel) if c in value.columns])
         return value
 
     def _element(self, rel: str) -> Any:
-        """The element at ``rel`` as the shadow's backends present it (cached per section 4 of DESIGN)."""
+        """The element at ``rel`` as the shadow's backends present it (kept per section 4 of DESIGN)."""
         changed = self._changed_value(rel)
-        if changed is not UNCHANGED:
+        if changed is not NOTHING:
             return None if changed is DELETED else changed
-        if rel in self._cache:
-            return self._cache[rel]
+        held = self._state.held(rel)
+        if held is not NOTHING:
+            return held
         spec = self._layout.spec(rel)
         backend = self._backend_for(spec.kind)
         if backend is not None and backend.lazy:
             return self._graph(rel)
         if backend is None:
-            return self._cache.get(rel, lambda: self._materialize(rel))
+            return self._state.hold(rel, self._materialize(rel))
         if rel in FRAMES and backend.name == "pandas":
             where = f"{self.filename}: {rel}"
-            return self._cache.get(rel, lambda: tracked(self._materialize(rel), partial(self._stage_column, rel),
-                                                        where))
-        return self._cache.get(rel, lambda: backend.convert(self._materialize(rel)))
+            return self._state.hold(rel, tracked(self._materialize(rel), partial(self._stage_column, rel), where))
+        return self._state.hold(rel, backend.convert(self._materialize(rel)))
 
     def _plain(self, rel: str) -> Any:
         """The element at ``rel`` as numpy/scipy/pandas, whatever the backends (for to_memory)."""
         changed = self._changed_value(rel)
-        if changed is not UNCHANGED:
+        if changed is not NOTHING:
             return None if changed is DELETED else computed(changed)
         spec = self._layout.spec(rel)
         backend = self._backend_for(spec.kind)
-        if backend is not None and backend.name in ("numpy", "pandas") and rel in self._cache:
-            value = self._cache[rel]
-            return value.copy(deep=False) if rel in FRAMES else value
+        held = self._state.held(rel)
+        if backend is not None and backend.name in ("numpy", "pandas") and held is not NOTHING:
+            return held.copy(deep=False) if rel in FRAMES else held
         if spec.kind == "mapping":
             return self._uns_child(rel).materialize()
         return self._materialize(rel)
@@ -231,33 +232,33 @@ class ShadowBase:
         if spec.kind != "mapping":
             return self._element(rel)
         if rel not in self._uns_levels:
-            self._uns_levels[rel] = UnsMapping(self, rel, self._layout.children(rel))
+            self._uns_levels[rel] = UnsMapping(self, rel, partial(self._stored_children, rel))
         return self._uns_levels[rel]
 
     def _is_cached(self, rel: str) -> bool:
-        return rel in self._cache
+        return self._state.is_held(rel)
 
     # -- whole elements changed in memory (X, raw/X) ---------------------------------------------
 
     def _changed_value(self, rel: str) -> Any:
-        """The value ``rel`` was given in memory (DELETED when removed), or UNCHANGED. A view sees its
+        """The value ``rel`` was given in memory (DELETED when removed), or NOTHING. A view sees its
         root's, sliced.
         """
-        if rel in self._changed:
-            return self._changed[rel]
-        if self._is_view and rel in self._root._changed:
-            value = self._root._changed[rel]
-            return value if value is DELETED else self._select_staged(rel, value)
-        return UNCHANGED
+        changed = self._state.changed(rel)
+        if changed is NOTHING and self._is_view:
+            changed = self._root._state.changed(rel)
+            if changed is not NOTHING and changed is not DELETED:
+                changed = self._select_staged(rel, changed)
+        return changed
 
     def _is_changed(self, rel: str) -> bool:
         """Whether ``rel`` was given a new value (or deleted) in memory (▲)."""
-        return self._changed_value(rel) is not UNCHANGED
+        return self._changed_value(rel) is not NOTHING
 
     def _has(self, rel: str) -> bool:
         """Whether the element exists for this shadow: changed in memory, or stored and not deleted."""
         changed = self._changed_value(rel)
-        return self._layout.has(rel) if changed is UNCHANGED else changed is not DELETED
+        return self._layout.has(rel) if changed is NOTHING else changed is not DELETED
 
     def _set_whole(self, rel: str, value: Any, shape: tuple[int, ...]) -> None:
         """Give element ``rel`` a new value in memory (▲; ``None`` deletes it), checked to be ``shape``.
@@ -269,23 +270,16 @@ class ShadowBase:
             if got != shape:
                 raise ValueError(f"{self.filename}: {rel}: expected shape {shape}, got {got or type(value).__name__}")
         self._detach()
-        if value is None:
-            if self._layout.has(rel):
-                self._changed[rel] = DELETED
-            else:
-                self._changed.pop(rel, None)
+        if value is not None:
+            self._state.change(rel, value)
+        elif self._layout.has(rel):
+            self._state.delete(rel)
         else:
-            self._changed[rel] = value
-        self._cache.discard(rel)
-        self._graphs.pop(rel, None)
+            self._state.revert(rel)
 
     def _deep_copy_changes(self) -> None:
         """Give this shadow its own copies of the values it holds as changes (``copy()``'s independence)."""
-        self._changed = {k: _copied(v) for k, v in self._changed.items()}
-        for mapping in self._staging_mappings():
-            mapping._staged = {k: _copied(v) for k, v in mapping._staged.items()}
-        for frame in FRAMES:
-            self._staged_columns[frame] = {k: v.copy() for k, v in self._staged_columns[frame].items()}
+        self._state.map_changes(lambda _, value: _copied(value))
 
     def _detach(self) -> None:
         """Make a view an independent shadow of its selection, as anndata views become actual when
@@ -295,22 +289,9 @@ class ShadowBase:
         if not self._is_view:
             return
         root = self._root
-        for mapping in root._staging_mappings():
-            if not mapping._staged and not mapping._deleted:
-                continue
-            own = self._staging_mapping(mapping.slot)
-            if own is None and mapping.slot.startswith("uns/"):
-                own = self._uns_child(mapping.slot)
-            if own is None:
-                continue
-            for key, value in mapping._staged.items():
-                own._staged.setdefault(key, self._select_staged(mapping.slot, value))
-            own._stored = [k for k in own._stored if k not in mapping._deleted]
-        for frame in FRAMES:
-            self._staged_columns[frame] = dict(self._visible_staged_columns(frame))
-            self._deleted_columns[frame] |= root._deleted_columns[frame]
-        for rel in root._changed:
-            self._changed.setdefault(rel, self._changed_value(rel))
+        for rel, change in root._state.changes().items():
+            if self._state.changed(rel) is NOTHING:
+                self._state.change(rel, change if change is DELETED else self._select_staged(rel, change))
         self._file_layout, self._layout_generation = root._layout, root._layout_generation
         self._root, self._is_view, self._local = self, False, None
 
@@ -319,28 +300,35 @@ class ShadowBase:
         file by ``write(overwrite=True)``).
         """
         self._detach()
+        rel = f"{frame_rel}/{key}"
         if values is not None:
-            self._staged_columns[frame_rel][key] = values
-            return
-        self._staged_columns[frame_rel].pop(key, None)
-        if key in getattr(self._layout, frame_rel).columns:
-            self._deleted_columns[frame_rel].add(key)
+            self._state.change(rel, values)
+        elif key in getattr(self._layout, frame_rel).columns:
+            self._state.delete(rel)
+        else:
+            self._state.revert(rel)
 
     # -- what a view sees of its root's staged elements (sliced, as an AnnData view would) ---------
 
     def _visible_staged_columns(self, frame_rel: str) -> dict[str, pd.Series]:
         """Columns assigned in memory: a view's own, and its root's taken at the view's rows."""
-        own = self._staged_columns[frame_rel]
+        own = self._column_changes(self._state, frame_rel)
         if not self._is_view:
             return own
         rows = as_positions(self._local[FRAMES.index(frame_rel)])
-        inherited = {k: v.iloc[rows] for k, v in self._root._staged_columns[frame_rel].items() if k not in own}
+        root = self._column_changes(self._root._state, frame_rel)
+        inherited = {k: v.iloc[rows] for k, v in root.items() if k not in own}
         return {**inherited, **own}
 
-    def _staging_mapping(self, slot: str) -> ElementMapping | None:
-        """The mapping of ``slot`` (a slot or a nested uns level) if this shadow has built it."""
-        mapping = self._slots.get(slot)
-        return mapping if mapping is not None else self._uns_levels.get(slot)
+    def _column_changes(self, state: ElementState, frame_rel: str) -> dict[str, pd.Series]:
+        """The columns assigned in ``state`` to the dataframe ``frame_rel`` (not its names)."""
+        names = self._index_rel(frame_rel).rpartition("/")[2]
+        return {k: v for k, v in state.children(frame_rel).items() if v is not DELETED and k != names}
+
+    def _deleted_columns(self, frame_rel: str) -> set[str]:
+        """Stored columns of ``frame_rel`` deleted in memory (here, or in a view's root)."""
+        states = [self._state, self._root._state] if self._is_view else [self._state]
+        return {k for state in states for k, v in state.children(frame_rel).items() if v is DELETED}
 
     def _select_staged(self, slot: str, value: Any) -> Any:
         """A root's staged ``value`` (of ``slot``, or of the element ``slot`` names) as this view sees it:
@@ -370,9 +358,12 @@ class ShadowBase:
         selection = selection_for(frame_rel, spec, self._view)
         return selection[0] if selection else None
 
-    def _index_rel(self, frame_rel: str) -> str:
-        """The element path of a dataframe's stored index (``obs/_index``, or the name it was stored as)."""
-        return f"{frame_rel}/{self._layout.spec(frame_rel).index_key}"
+    @staticmethod
+    def _index_rel(frame_rel: str) -> str:
+        """The record of a dataframe's names: ``obs/_index`` (a name no column may take, whatever name
+        the file stores the index under).
+        """
+        return f"{frame_rel}/_index"
 
     def _set_names(self, frame_rel: str, names: Any) -> None:
         """``adata.obs_names = names``: new names for the rows of obs/var, kept in memory (▲) until
@@ -391,10 +382,10 @@ class ShadowBase:
             index = index.astype(str)
         self._detach()
         index.name = self._names(frame_rel).name
-        self._changed[self._index_rel(frame_rel)] = index
-        self._cache.discard(f"{frame_rel}/_index")
-        if frame_rel in self._cache and isinstance(self._cache[frame_rel], pd.DataFrame):
-            self._cache[frame_rel].index = index
+        self._state.change(self._index_rel(frame_rel), index)
+        frame = self._state.held(frame_rel)
+        if isinstance(frame, pd.DataFrame):
+            frame.index = index
         for mapping in (self._slots.get(f"{frame_rel}m"),):  # dataframes in obsm/varm follow, as in anndata
             for key in [] if mapping is None else list(mapping):
                 value = mapping[key] if mapping.is_staged(key) else None
@@ -403,12 +394,14 @@ class ShadowBase:
 
     def _names(self, frame_rel: str) -> pd.Index:
         changed = self._changed_value(self._index_rel(frame_rel))
-        if changed is not UNCHANGED:
+        if changed is not NOTHING:
             return changed
-        if frame_rel in self._cache and self._table_backend.name == "pandas":
-            return self._cache[frame_rel].index
+        frame = self._state.held(frame_rel)
+        if frame is not NOTHING and self._table_backend.name == "pandas":
+            return frame.index
         spec = self._layout.spec(frame_rel)
-        return self._cache.get(f"{frame_rel}/_index", lambda: read_index(spec, self._frame_rows(frame_rel)))
+        return self._state.held_or_read(self._index_rel(frame_rel),
+                                        lambda: read_index(spec, self._frame_rows(frame_rel)))
 
     def _view_column(self, frame_rel: str, key: str) -> Any:
         """One stored obs/var column of this shadow (as the frame of this shadow would hold it)."""
@@ -421,15 +414,16 @@ class ShadowBase:
         ``Categorical``, a masked array), and ``Series.array`` from anndata 0.13 on (which resolves
         ``adata[A.obs[k]]``). scanpy's plotting tells categorical colors from continuous ones by it.
         """
-        if frame_rel in self._cache and self._table_backend.name == "pandas":
-            column = self._cache[frame_rel][key]
+        frame = self._state.held(frame_rel)
+        if frame is not NOTHING and self._table_backend.name == "pandas":
+            column = frame[key]
         else:
             staged = self._visible_staged_columns(frame_rel)
             column = staged[key] if key in staged else pd.Series(self._view_column(frame_rel, key), copy=False)
         return column.array if VECTORS_ARE_PANDAS_ARRAYS else column.values
 
     def _frame_keys(self, frame_rel: str) -> list[str]:
-        deleted = self._deleted_columns[frame_rel]
+        deleted = self._deleted_columns(frame_rel)
         stored = [c for c in getattr(self._layout, frame_rel).columns if c not in deleted]
         return stored + [k for k in self._visible_staged_columns(frame_rel) if k not in stored]
 
@@ -476,15 +470,11 @@ class ShadowBase:
                              "rename them (export with .to_memory() to do so)")
         for key in [c for c in current.columns if c not in frame.columns]:
             self._stage_column(frame_rel, key, None)  # deleted (a stored one by write(overwrite=True))
-        self._deleted_columns[frame_rel] -= set(frame.columns)
-        staged = self._staged_columns[frame_rel]
-        for key in [k for k in staged if k not in frame.columns]:
-            del staged[key]
-        for key in frame.columns:
+        for key in frame.columns:  # a column deleted before and back now is not in current: assigned
             if key not in current.columns or not frame[key].equals(current[key]) \
                     or frame[key].dtype != current[key].dtype:
-                staged[key] = frame[key]
-        self._cache.discard(frame_rel)
+                self._state.change(f"{frame_rel}/{key}", frame[key])
+        self._state.forget(frame_rel)
 
     @property
     def obs_names(self) -> pd.Index:
@@ -622,7 +612,7 @@ class ShadowBase:
             spec = self._layout.spec(rel)
             backend = self._backend_for(spec.kind)
             if backend is not None and backend.lazy:
-                self._cache.put(rel, self._graph(rel).persist())
+                self._state.hold(rel, self._graph(rel).persist(), check=False)
             else:
                 self._element(rel)
         return self
@@ -634,20 +624,9 @@ class ShadowBase:
         array that was changed in place since it was read (``np.log1p(adata.X, out=adata.X)``): it is
         kept as a change (▲), for ``write(overwrite=True)`` to store, never reverted to the file's values.
         """
-        self._keep_changed_in_place()
-        self._cache.clear()
+        self._state.release()
 
-    def _keep_changed_in_place(self) -> None:
-        """Move cached arrays changed in place (by checksum) to the changes (▲)."""
-        for rel in self._cache.changed_in_place():
-            value = self._cache[rel]
-            parent, _, key = rel.rpartition("/")
-            mapping = self._staging_mapping(parent) if parent else None
-            if mapping is not None:
-                mapping._staged[key] = value
-            else:
-                self._changed[rel] = value
-            self._cache.discard(rel)
+
 
     def _slot_values(self, slot: str, read: Callable[[str], Any]) -> dict[str, Any]:
         """Every value of ``slot``: staged ones as assigned (sliced in a view), stored ones by ``read(rel)``."""
@@ -660,60 +639,40 @@ class ShadowBase:
             paths += [f"{slot}/{k}" for k in self._layout.mapping_keys(slot)]
         return paths
 
-    def _staging_mappings(self) -> list[ElementMapping]:
-        """Every mapping that can hold staged elements: the slots, nested uns levels and raw's varm."""
-        mappings = [m for slot, m in self._slots.items() if slot != "uns"]
-        mappings += list(self._uns_levels.values())
-        raw = self._graphs.get("raw")
-        if raw is not None:
-            mappings.append(raw.varm)
-        return mappings
+
 
     def _staged_changes(self) -> tuple[list[ElementChange], list[ColumnChange]]:
-        """What ``write()`` commits: staged elements and staged obs/var columns, with absolute paths."""
-        elements = []
-        for rel, value in self._changed.items():
-            if isinstance(value, pd.Index):  # new obs/var names: stored as anndata stores an index
+        """What ``write()`` commits, built from the element records: elements (with absolute paths) and
+        obs/var columns; ``replaces`` is decided by the transaction, which asks the file.
+        """
+        elements, columns = [], []
+        for rel, value in self._state.changes().items():
+            frame, _, key = rel.rpartition("/")
+            written = partial(self._written, rel)
+            if frame in FRAMES and rel != self._index_rel(frame):
+                columns.append(ColumnChange(self._layout.path(frame), key, value, False, written))
+                continue
+            if rel in (self._index_rel(f) for f in FRAMES):  # new names: stored as anndata stores an index
+                rel = f"{frame}/{self._layout.spec(frame).index_key}"
                 value = np.asarray(value.astype(str), dtype=object)
             path = self._layout.path(rel) if self._layout.has(rel) else self._ref.element_path(rel)
-            elements.append(ElementChange(path, value, False, partial(self._whole_written, rel)))
-        for mapping in self._staging_mappings():
-            changed = {**dict.fromkeys(mapping._deleted, DELETED), **mapping._staged}
-            for key, value in changed.items():
-                rel = mapping._path(key)
-                replaces = mapping.replaces(key)
-                path = self._layout.path(rel) if replaces else self._ref.element_path(rel)
-                elements.append(ElementChange(path, value, replaces, partial(self._element_written, mapping, key)))
-        columns = []
-        for frame in FRAMES:
-            stored = set(getattr(self._layout, frame).columns)
-            changed = {**dict.fromkeys(self._deleted_columns[frame], DELETED), **self._staged_columns[frame]}
-            for key, values in changed.items():
-                columns.append(ColumnChange(self._layout.path(frame), key, values, key in stored,
-                                            partial(self._column_written, frame, key)))
+            elements.append(ElementChange(path, value, False, written))
         return elements, columns
 
-    def _element_written(self, mapping: ElementMapping, key: str) -> None:
-        mapping.mark_written(key)
-        rel = mapping._path(key)
-        self._cache.discard(rel)
-        self._graphs.pop(rel, None)
+    def _written(self, rel: str) -> None:
+        """``rel``'s change is in the file: nothing of it is held, nor of the dataframe it is a column of."""
+        self._state.written(rel)
+        frame = rel.rpartition("/")[0]
+        if frame in FRAMES:
+            self._state.forget(frame)
 
-    def _whole_written(self, rel: str) -> None:
-        self._changed.pop(rel, None)
-        self._cache.discard(rel)
-        self._graphs.pop(rel, None)
 
-    def _column_written(self, frame: str, key: str) -> None:
-        self._staged_columns[frame].pop(key, None)
-        self._deleted_columns[frame].discard(key)
-        self._cache.discard(frame)
-        self._graphs.pop(frame, None)
+
+
 
     def __sizeof__(self) -> int:
         total = object.__sizeof__(self)
-        for key in self._cache:
-            value = self._cache[key]
+        for _, value in self._state.held_items():
             total += int(getattr(value, "nbytes", 0) or 0) or _sparse_nbytes(value) or _frame_nbytes(value)
         return total
 
@@ -775,14 +734,19 @@ class ShadowBase:
         transaction.check(self._conn, self.filename, elements, columns, overwrite)
         # pre-0.7 slots written into move to today's encoding, checked before anything is written too
         elements, columns = legacy_upgrade.fold(self._conn, self.filename, elements, columns, overwrite,
-                                                forget=self._whole_written)
+                                                forget=self._state.forget)
         if elements or columns:
+            before = self._conn.content
             try:
                 commit(self._conn, elements, columns)
             except BaseException:
+                self._conn.wrote()  # part of it may be in the file
                 self._conn.recover()
+                self._state.carry_over(before)  # what this shadow holds was not touched by its own write
                 raise
+            self._conn.wrote()  # other shadows of the file drop what they read before
             self._conn.open(self._conn.mode)  # read the new layout; drop handles to replaced nodes
+            self._state.carry_over(before)
         if clear_cache:
             self.clear_cache()
         return self
@@ -845,7 +809,7 @@ class ShadowBase:
         the kept part of its file (reads are pushed down as a view's), what it holds in memory is
         dropped (stored values are read again, only the kept part) and its changes are sliced.
         """
-        self._keep_changed_in_place()
+        self._state.keep_changed_in_place()
         self._detach()
         kept = self._view_of(index)
         kept._detach()
@@ -853,7 +817,6 @@ class ShadowBase:
         self._root = self
         for mapping in [*self._slots.values(), *self._uns_levels.values()]:
             mapping._shadow = self
-        self._graphs.pop("raw", None)
 
     def _inplace_subset_obs(self, index: Any) -> None:
         """Keep the observations ``index`` selects (``adata = adata[index]``, in place)."""
@@ -887,25 +850,12 @@ class ShadowBase:
         return (_reopen, args)
 
     def _memory_state(self) -> dict[str, Any]:
-        """The changes this shadow holds in memory (▲), in a form :meth:`_restore_memory` takes back."""
-        mappings = {m.slot: (dict(m._staged), set(m._deleted), list(m._stored)) for m in self._staging_mappings()
-                    if m._staged or m._deleted}
-        return {"changed": dict(self._changed), "columns": {f: dict(c) for f, c in self._staged_columns.items()},
-                "deleted_columns": {f: set(c) for f, c in self._deleted_columns.items()}, "mappings": mappings}
+        """The changes this shadow holds in memory (▲), as :meth:`_restore_memory` takes them back."""
+        return self._state.changes()
 
-    def _restore_memory(self, state: dict[str, Any]) -> None:
-        self._changed.update(state["changed"])
-        for frame in FRAMES:
-            self._staged_columns[frame].update(state["columns"][frame])
-            self._deleted_columns[frame] |= state["deleted_columns"][frame]
-        for slot, (staged, deleted, stored) in state["mappings"].items():
-            mapping = self._staging_mapping(slot)
-            if mapping is None:
-                mapping = self.raw.varm if slot == "raw/varm" else self._uns_child(slot)
-            mapping._staged.update(staged)
-            mapping._deleted |= deleted
-            mapping._stored = stored
-
+    def _restore_memory(self, changes: dict[str, Any]) -> None:
+        for rel, value in changes.items():
+            self._state.change(rel, value)
 
 def _reopen(cls: type, ref: FileRef, array_backend: str, table_backend: str, mode: str,
             selection: tuple[AxisIndex, AxisIndex] | None = None, state: dict[str, Any] | None = None,
@@ -921,10 +871,6 @@ def _reopen(cls: type, ref: FileRef, array_backend: str, table_backend: str, mod
     out = cls._make_view(shadow, *positions, local)
     out._restore_memory(view_state)
     return out
-
-
-#: What :meth:`ShadowBase._changed_value` returns for an element not changed in memory.
-UNCHANGED = object()
 
 
 def _copied(value: Any) -> Any:

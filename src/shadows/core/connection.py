@@ -15,8 +15,9 @@ handle and the same generation. In detail:
   (an upgrade or downgrade of an HDF5 file, a reopen) or the file was written through it, and layouts
   built before rebuild themselves on next use.
 - **Writes are seen by all.** ``write()`` reopens the connection in its mode: the entry's handle is
-  reopened for everyone, and every connection of the file tells the shadows it serves to learn the keys
-  the file now stores (:func:`learn_stored_keys`).
+  reopened for everyone and the generation changes, so every shadow of the file rebuilds its layout
+  on next use (its slots list the keys the file stores now) and drops what it read or planned before
+  (its element records carry the generation they were read under: :mod:`shadows.core.state`).
 - **Close.** ``close()`` counts the connection out; the last connection of a file closes every handle
   the process holds on it, graph tasks' included. Closing twice is harmless. A connection no shadow
   holds any more is closed when it is garbage-collected.
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -78,15 +78,15 @@ class Connection:
         self.mode = check_mode(mode)
         self._entry: Any = None
         self._generation = 0
-        self._shadows: list[weakref.ref] = []
+        self._content = 0
         self.open(mode)
 
     # -- opening and closing ----------------------------------------------------------------------
 
     def open(self, mode: str) -> None:
-        """(Re)open in ``mode``. In the same mode the file's handle is reopened, for every shadow of it,
-        and they learn what it now stores; to another mode the shared handle follows (``r+`` while any
-        connection holds it). When the file refuses, nothing changed.
+        """(Re)open in ``mode``. In the same mode the file's handle is reopened, for every shadow of it (a
+        new generation: they read what it now stores); to another mode the shared handle follows (``r+``
+        while any connection holds it). When the file refuses, nothing changed.
         """
         check_mode(mode)
         entry = self._current()
@@ -95,10 +95,8 @@ class Connection:
         if entry is None:
             self._entry = connect(self, self.path, self.format, mode, self.storage_options)
             self.mode = mode
-            self.learn()  # the file may have changed while this connection was closed
         elif mode == self.mode:
-            for user in entry.refresh():
-                user.learn()
+            entry.refresh()
         else:
             entry.set_mode(self, mode)
             self.mode = mode
@@ -123,7 +121,7 @@ class Connection:
 
     def recover(self) -> None:
         """Reopen after a failed write (HDF5 may refuse to close cleanly what it could not write); the
-        shadows of the file learn what the write committed before it failed.
+        shadows of the file see what the write committed before it failed.
         """
         self.open(self.mode)
 
@@ -133,7 +131,7 @@ class Connection:
         """
         entry, self._entry = self._entry, None
         if entry is not None:
-            self._generation = entry.generation
+            self._generation, self._content = entry.generation, entry.content
             entry.detach(self)
 
     def __del__(self) -> None:
@@ -168,53 +166,24 @@ class Connection:
         return self._generation if entry is None else entry.generation
 
     @property
+    def content(self) -> int:
+        """Changes whenever the file was written through this process's entry of it (or opened anew):
+        values read before may be stale (:mod:`shadows.core.state` drops them).
+        """
+        entry = self._current()
+        return self._content if entry is None else entry.content
+
+    def wrote(self) -> None:
+        """Something was (or may have been, after a failure) written to the file through this connection."""
+        self._attached().wrote()
+
+    @property
     def file(self) -> Any:
         """The open ``h5py.File`` (shared), or a ``zarr.Group`` in this connection's mode (opened on first use)."""
         entry = self._attached()
         if self.format == "hdf5":
             return entry.metadata()
         return entry.group(self.mode)
-
-    # -- shadows served, and what they learn after a write ---------------------------------------------
-
-    def watch(self, shadow: Any) -> None:
-        """Tell ``shadow`` (a root served by this connection) what the file stores after each write or reopen."""
-        self._shadows.append(weakref.ref(shadow))
-
-    def learn(self) -> None:
-        """Every shadow served learns the keys the file stores now (after a write through any connection)."""
-        alive = [s for s in (ref() for ref in self._shadows) if s is not None]
-        self._shadows = [weakref.ref(s) for s in alive]
-        for shadow in alive:
-            try:
-                learn_stored_keys(shadow)
-            except Exception:  # its layout rebuilds (and reports) on next use
-                continue
-
-
-def learn_stored_keys(shadow: Any) -> None:
-    """Bring a root shadow's record of what the file stores up to date after the file changed.
-
-    Each mapping it built (the slots, nested uns levels) gets the stored keys of the new layout, in the
-    order it knew them, new ones last, and not those it deleted in memory; its graphs (cheap, rebuilt on
-    use) are dropped, so none reads a replaced element with the old one's shape. Values held in memory
-    (ᐁ) and staged changes (▲) stay.
-    """
-    layout = shadow._layout
-    for slot, mapping in shadow._slots.items():
-        keys = shadow._visible_uns_keys() if slot == "uns" else layout.mapping_keys(slot)
-        _merge_keys(mapping, keys)
-    for rel, mapping in shadow._uns_levels.items():
-        if rel != "uns" and layout.has(rel):
-            _merge_keys(mapping, layout.children(rel))
-    for rel in [r for r in shadow._graphs if r != "raw"]:
-        del shadow._graphs[rel]
-
-
-def _merge_keys(mapping: Any, keys: list[str]) -> None:
-    stored = [k for k in keys if k not in mapping._deleted]
-    kept = [k for k in mapping._stored if k in stored]
-    mapping._stored = kept + [k for k in stored if k not in kept]
 
 
 def check_remote_writable(url: str, format: str, storage_options: Mapping[str, Any] | None) -> None:

@@ -62,6 +62,7 @@ class Layout:
         self.keys = set(nodes.child_names(self.group))
         self._check()
         self._specs: dict[str, ElementSpec] = {}
+        self._children: dict[str, list[str]] = {}
         self._aliases: dict[str, str] = {}
         self._hidden: dict[str, set[str]] = {}
         self._extra_keys: dict[str, list[str]] = {}
@@ -69,6 +70,7 @@ class Layout:
         self.obs = self._frame("obs")
         self.var = self._frame("var")
         self._fold_after_frames()
+        self._children.clear()  # the folds looked up keys they then hid or moved
 
     def _check(self) -> None:
         """Raise when the group is not of the kind this layout maps."""
@@ -184,7 +186,14 @@ class Layout:
             raise MalformedElementError(element_message(self.ref.display, rel, what))
 
     def children(self, rel: str) -> list[str]:
-        """Keys of a mapping element (a slot like obsm, or a nested uns dict), from metadata."""
+        """Keys of a mapping element (a slot like obsm, or a nested uns dict), from metadata (looked up
+        once: a layout describes one generation of the file).
+        """
+        if rel not in self._children:
+            self._children[rel] = self._read_children(rel)
+        return list(self._children[rel])
+
+    def _read_children(self, rel: str) -> list[str]:
         if not self.has(rel):
             return list(self._extra_keys.get(rel, []))
         node = self._node(rel)

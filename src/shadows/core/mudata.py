@@ -140,7 +140,7 @@ class MuDataShadow(ShadowBase, _MuDataBase):
         """Positions in modality ``name`` of this view's rows (axis 0) or columns (axis 1)."""
         root = self._root
         rel = f"{_MAP_OF_AXIS[axis]}/{name}"
-        mapping = root._cache.get(f"{rel}/_positions", lambda: root._materialize(rel))
+        mapping = root._state.held_or_read(f"{rel}/_positions", lambda: root._materialize(rel))
         picked = mapping[as_slice_or_array(self._view[axis])]
         positions = picked[picked > 0].astype(np.int64) - 1
         if positions.size and positions[0] == 0 and np.array_equal(positions, np.arange(positions.size)):

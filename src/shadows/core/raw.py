@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -17,7 +18,7 @@ class RawShadow:
 
     def __init__(self, shadow: ShadowLike):
         self._shadow = shadow
-        self._varm = ElementMapping(shadow, "raw/varm", shadow._layout.children("raw/varm"))
+        self._varm = ElementMapping(shadow, "raw/varm", partial(shadow._stored_children, "raw/varm"))
 
     @property
     def X(self) -> Any:

@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shadows.core.state import NOTHING
 from shadows.errors import ElementExistsError, UnsafeTargetError
 from shadows.writing.commit import _write_elem, write_value
 from shadows.writing.streams import is_dask
@@ -40,8 +41,9 @@ def _matrix(shadow: ShadowLike, rel: str) -> Any:
     spec = shadow._layout.spec(rel)
     if spec.kind not in ("dense", "sparse"):
         return shadow._plain(rel)
-    if rel in shadow._cache and shadow._array_backend.name == "numpy":
-        return shadow._cache[rel]
+    held = shadow._state.held(rel)
+    if held is not NOTHING and shadow._array_backend.name == "numpy":
+        return held
     return shadow._graph(rel)
 
 
