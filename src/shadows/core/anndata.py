@@ -10,9 +10,10 @@ import numpy as np
 
 from shadows.core import view_categories
 from shadows.core.aligned import ElementMapping
-from shadows.core.base import READ_ONLY_MESSAGE, ShadowBase, computed
+from shadows.core.base import READ_ONLY_MESSAGE, ShadowBase
 from shadows.core.layout import AnnDataLayout
 from shadows.core.raw import RawShadow
+from shadows.core.reading import computed
 from shadows.core.references import ARRAY_REFERENCES, get_by_reference
 from shadows.core.state import NOTHING
 from shadows.elements.sparse_chunk import to_plain

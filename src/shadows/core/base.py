@@ -1,50 +1,48 @@
-"""What AnnDataShadow and MuDataShadow share: a file connection, a layout, element reading with
-caching and views, the obs/var/obsm/varm/obsp/varp/uns slots, memory and connection management.
+"""What AnnDataShadow and MuDataShadow share: construction (a connection, a layout, the element
+records), the obs/var/obsm/varm/obsp/varp/uns slots and the AnnData surface over them, memory,
+the connection, writing, exports, views and pickling.
 
-The classes built on it add their own slots (X and layers; modalities and obsmap/varmap) and their own
-rules for views.
+Reading elements is :mod:`shadows.core.reading` and changing them :mod:`shadows.core.changing` (both
+mixed in); what the shadow holds in memory is :mod:`shadows.core.state`. The classes built on it add their
+own slots (X and layers; modalities and obsmap/varmap) and their own rules for views.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import partial
 from typing import Any, ClassVar
 
-import numpy as np
 import pandas as pd
 
 from shadows import convert
 from shadows.backends import FileRef, resolve
 from shadows.backends.fileref import suffix_format
 from shadows.core.aligned import ElementMapping, UnsMapping
+from shadows.core.changing import ElementChanges
 from shadows.core.connection import Connection, check_mode
-from shadows.core.frames import tracked, with_columns
 from shadows.core.layout import Layout
-from shadows.core.references import VECTORS_ARE_PANDAS_ARRAYS
-from shadows.core.state import NOTHING, ElementState
-from shadows.elements.positions import read_column, read_index
-from shadows.errors import InvalidElementKeyError, ReadOnlyError
+from shadows.core.reading import ElementReading
+from shadows.core.state import ElementState
+from shadows.errors import ReadOnlyError
 from shadows.indexing import AxisIndex, compose, normalize_key
-from shadows.indexing.apply import element_axes, materialize_selection, select_graph, selection_for
-from shadows.indexing.keys import as_positions, as_slice_or_array
-from shadows.names import column_problem
-from shadows.writing import DELETED, ColumnChange, ElementChange, commit, legacy_upgrade, transaction
+from shadows.writing import DELETED, commit, legacy_upgrade, transaction
 from shadows.writing.export import export
 
 READ_ONLY_MESSAGE = (
     "File is open in read-only mode. Changes can't be pushed. Reopen it with .reopen('r+') to enable writing."
 )
-FRAMES = ("obs", "var")
 
 
-class ShadowBase:
+class ShadowBase(ElementReading, ElementChanges):
     """The file-backed part of a shadow (mixed into the AnnData/MuData subclasses).
 
-    A shadow is either a root (``_root is self``, ``_view is None``) that owns the layout of its group,
-    or a view: the root plus positions kept on each axis, relative to the root, so views of views
-    compose. Roots of one file share one :class:`~shadows.core.connection.Connection`.
+    A shadow is either a root (``_root is self``) that owns the layout of its group, or a view: the root
+    plus positions kept on each axis (``_view``, of the file's group; ``_local``, of the root), so views
+    of views compose. A root subset in place keeps its positions in ``_view`` too. A shadow, its views
+    and its modalities share one :class:`~shadows.core.connection.Connection`; the connections of one
+    file share the process's one handle of it (:mod:`shadows.backends.registry`).
     """
 
     _LAYOUT: ClassVar[type[Layout]]
@@ -154,278 +152,6 @@ class ShadowBase:
     def _mode(self) -> str:
         return self._conn.mode
 
-    # -- reading elements ------------------------------------------------------------------------
-
-    def _backend_for(self, kind: str) -> convert.Backend | None:
-        if kind in ("dense", "sparse"):
-            return self._array_backend
-        if kind == "dataframe":
-            return self._table_backend
-        return None
-
-    def _graph(self, rel: str) -> Any:
-        def build() -> Any:
-            spec = self._layout.spec(rel)
-            selection = selection_for(rel, spec, self._view)
-            graph = select_graph(spec, selection) if selection else spec.graph()
-            return self._view_graph(rel, graph) if self._view is not None else graph
-
-        return self._state.graph(rel, build)
-
-    def _view_graph(self, rel: str, graph: Any) -> Any:
-        """What a view changes in an element's graph besides slicing it (nothing, here)."""
-        return graph
-
-    def _view_value(self, rel: str, spec: Any, value: Any) -> Any:
-        """What a view changes in an element's value besides slicing it (nothing, here)."""
-        return value
-
-    def _materialize(self, rel: str) -> Any:
-        """Read the element (this view's part of it) as numpy/scipy/pandas, with staged columns."""
-        spec = self._layout.spec(rel)
-        value = materialize_selection(spec, selection_for(rel, spec, self._view))
-        if self._view is not None:
-            value = self._view_value(rel, spec, value)
-        if rel in FRAMES:
-            names = self._changed_value(self._index_rel(rel))
-            if names is not NOTHING:
-                value.index = names
-            value = with_columns(value, self._visible_staged_columns(rel))
-            value = value.drop(columns=[c for c in self._deleted_columns(rel) if c in value.columns])
-        return value
-
-    def _element(self, rel: str) -> Any:
-        """The element at ``rel`` as the shadow's backends present it (kept per section 4 of DESIGN)."""
-        changed = self._changed_value(rel)
-        if changed is not NOTHING:
-            return None if changed is DELETED else changed
-        held = self._state.held(rel)
-        if held is not NOTHING:
-            return held
-        spec = self._layout.spec(rel)
-        backend = self._backend_for(spec.kind)
-        if backend is not None and backend.lazy:
-            return self._graph(rel)
-        if backend is None:
-            return self._state.hold(rel, self._materialize(rel))
-        if rel in FRAMES and backend.name == "pandas":
-            where = f"{self.filename}: {rel}"
-            return self._state.hold(rel, tracked(self._materialize(rel), partial(self._stage_column, rel), where))
-        return self._state.hold(rel, backend.convert(self._materialize(rel)))
-
-    def _plain(self, rel: str) -> Any:
-        """The element at ``rel`` as numpy/scipy/pandas, whatever the backends (for to_memory)."""
-        changed = self._changed_value(rel)
-        if changed is not NOTHING:
-            return None if changed is DELETED else computed(changed)
-        spec = self._layout.spec(rel)
-        backend = self._backend_for(spec.kind)
-        held = self._state.held(rel)
-        if backend is not None and backend.name in ("numpy", "pandas") and held is not NOTHING:
-            return held.copy(deep=False) if rel in FRAMES else held
-        if spec.kind == "mapping":
-            return self._uns_child(rel).materialize()
-        return self._materialize(rel)
-
-    def _uns_child(self, rel: str) -> Any:
-        spec = self._layout.spec(rel)
-        if spec.kind != "mapping":
-            return self._element(rel)
-        if rel not in self._uns_levels:
-            self._uns_levels[rel] = UnsMapping(self, rel, partial(self._stored_children, rel))
-        return self._uns_levels[rel]
-
-    def _is_cached(self, rel: str) -> bool:
-        return self._state.is_held(rel)
-
-    # -- whole elements changed in memory (X, raw/X) ---------------------------------------------
-
-    def _changed_value(self, rel: str) -> Any:
-        """The value ``rel`` was given in memory (DELETED when removed), or NOTHING. A view sees its
-        root's, sliced.
-        """
-        changed = self._state.changed(rel)
-        if changed is NOTHING and self._is_view:
-            changed = self._root._state.changed(rel)
-            if changed is not NOTHING and changed is not DELETED:
-                changed = self._select_staged(rel, changed)
-        return changed
-
-    def _is_changed(self, rel: str) -> bool:
-        """Whether ``rel`` was given a new value (or deleted) in memory (▲)."""
-        return self._changed_value(rel) is not NOTHING
-
-    def _has(self, rel: str) -> bool:
-        """Whether the element exists for this shadow: changed in memory, or stored and not deleted."""
-        changed = self._changed_value(rel)
-        return self._layout.has(rel) if changed is NOTHING else changed is not DELETED
-
-    def _set_whole(self, rel: str, value: Any, shape: tuple[int, ...]) -> None:
-        """Give element ``rel`` a new value in memory (▲; ``None`` deletes it), checked to be ``shape``.
-
-        A view becomes an independent shadow of its selection first, as an AnnData view becomes actual.
-        """
-        if value is not None:
-            got = tuple(getattr(value, "shape", ()))
-            if got != shape:
-                raise ValueError(f"{self.filename}: {rel}: expected shape {shape}, got {got or type(value).__name__}")
-        self._detach()
-        if value is not None:
-            self._state.change(rel, value)
-        elif self._layout.has(rel):
-            self._state.delete(rel)
-        else:
-            self._state.revert(rel)
-
-    def _deep_copy_changes(self) -> None:
-        """Give this shadow its own copies of the values it holds as changes (``copy()``'s independence)."""
-        self._state.map_changes(lambda _, value: _copied(value))
-
-    def _detach(self) -> None:
-        """Make a view an independent shadow of its selection, as anndata views become actual when
-        modified: the root's changes it sees are copied in (sliced), nothing is read, and from then on
-        neither sees the other's changes. Roots are left as they are.
-        """
-        if not self._is_view:
-            return
-        root = self._root
-        for rel, change in root._state.changes().items():
-            if self._state.changed(rel) is NOTHING:
-                self._state.change(rel, change if change is DELETED else self._select_staged(rel, change))
-        self._file_layout, self._layout_generation = root._layout, root._layout_generation
-        self._root, self._is_view, self._local = self, False, None
-
-    def _stage_column(self, frame_rel: str, key: str, values: pd.Series | None) -> None:
-        """A column assigned in memory (``values``), or deleted (``None``: a stored one is deleted from the
-        file by ``write(overwrite=True)``).
-        """
-        self._detach()
-        rel = f"{frame_rel}/{key}"
-        if values is not None:
-            self._state.change(rel, values)
-        elif key in getattr(self._layout, frame_rel).columns:
-            self._state.delete(rel)
-        else:
-            self._state.revert(rel)
-
-    # -- what a view sees of its root's staged elements (sliced, as an AnnData view would) ---------
-
-    def _visible_staged_columns(self, frame_rel: str) -> dict[str, pd.Series]:
-        """Columns assigned in memory: a view's own, and its root's taken at the view's rows."""
-        own = self._column_changes(self._state, frame_rel)
-        if not self._is_view:
-            return own
-        rows = as_positions(self._local[FRAMES.index(frame_rel)])
-        root = self._column_changes(self._root._state, frame_rel)
-        inherited = {k: v.iloc[rows] for k, v in root.items() if k not in own}
-        return {**inherited, **own}
-
-    def _column_changes(self, state: ElementState, frame_rel: str) -> dict[str, pd.Series]:
-        """The columns assigned in ``state`` to the dataframe ``frame_rel`` (not its names)."""
-        names = self._index_rel(frame_rel).rpartition("/")[2]
-        return {k: v for k, v in state.children(frame_rel).items() if v is not DELETED and k != names}
-
-    def _deleted_columns(self, frame_rel: str) -> set[str]:
-        """Stored columns of ``frame_rel`` deleted in memory (here, or in a view's root)."""
-        states = [self._state, self._root._state] if self._is_view else [self._state]
-        return {k for state in states for k, v in state.children(frame_rel).items() if v is DELETED}
-
-    def _select_staged(self, slot: str, value: Any) -> Any:
-        """A root's staged ``value`` (of ``slot``, or of the element ``slot`` names) as this view sees it:
-        sliced along its aligned axes, and never sharing memory with the root's value (an in-place
-        change of one must not change the other).
-        """
-        original = value
-        for position, axis in enumerate(element_axes(slot)):
-            if axis is None:
-                continue
-            index = as_slice_or_array(self._local[axis])
-            if isinstance(value, pd.DataFrame | pd.Series):
-                value = value.iloc[index]
-            elif isinstance(value, pd.Index):
-                value = value[index]
-            else:
-                value = value[(slice(None),) * position + (index,)]
-        shares = isinstance(value, np.ndarray) and isinstance(original, np.ndarray) \
-            and np.shares_memory(value, original)
-        if shares or (isinstance(value, pd.DataFrame | pd.Series) and value is not original):
-            value = value.copy()
-        return value
-
-    def _frame_rows(self, frame_rel: str) -> AxisIndex | None:
-        """The rows of a dataframe element this shadow sees (``None``: all)."""
-        spec = self._layout.spec(frame_rel)
-        selection = selection_for(frame_rel, spec, self._view)
-        return selection[0] if selection else None
-
-    @staticmethod
-    def _index_rel(frame_rel: str) -> str:
-        """The record of a dataframe's names: ``obs/_index`` (a name no column may take, whatever name
-        the file stores the index under).
-        """
-        return f"{frame_rel}/_index"
-
-    def _set_names(self, frame_rel: str, names: Any) -> None:
-        """``adata.obs_names = names``: new names for the rows of obs/var, kept in memory (▲) until
-        ``write(overwrite=True)`` replaces the stored index. Non-string names become strings, as anndata
-        makes them (with its warning).
-        """
-        index = pd.Index(names)
-        expected = self.n_obs if frame_rel == "obs" else self.n_vars
-        if len(index) != expected:
-            raise ValueError(f"{self.filename}: {frame_rel}_names: expected {expected} names, got {len(index)}")
-        if not all(isinstance(name, str) for name in index):
-            import warnings
-
-            warnings.warn(f"AnnData expects .{frame_rel}.index to contain strings; converting them", UserWarning,
-                          stacklevel=3)
-            index = index.astype(str)
-        self._detach()
-        index.name = self._names(frame_rel).name
-        self._state.change(self._index_rel(frame_rel), index)
-        frame = self._state.held(frame_rel)
-        if isinstance(frame, pd.DataFrame):
-            frame.index = index
-        for mapping in (self._slots.get(f"{frame_rel}m"),):  # dataframes in obsm/varm follow, as in anndata
-            for key in [] if mapping is None else list(mapping):
-                value = mapping[key] if mapping.is_staged(key) else None
-                if isinstance(value, pd.DataFrame):
-                    value.index = index
-
-    def _names(self, frame_rel: str) -> pd.Index:
-        changed = self._changed_value(self._index_rel(frame_rel))
-        if changed is not NOTHING:
-            return changed
-        frame = self._state.held(frame_rel)
-        if frame is not NOTHING and self._table_backend.name == "pandas":
-            return frame.index
-        spec = self._layout.spec(frame_rel)
-        return self._state.held_or_read(self._index_rel(frame_rel),
-                                        lambda: read_index(spec, self._frame_rows(frame_rel)))
-
-    def _view_column(self, frame_rel: str, key: str) -> Any:
-        """One stored obs/var column of this shadow (as the frame of this shadow would hold it)."""
-        return read_column(self._layout.spec(frame_rel).column(key), self._frame_rows(frame_rel))
-
-    def _frame_column(self, frame_rel: str, key: str) -> Any:
-        """One obs/var column as AnnData's ``obs_vector`` returns it, read alone unless the frame is in memory.
-
-        That is ``Series.values`` up to anndata 0.12 (numpy for numpy dtypes, else the pandas array: a
-        ``Categorical``, a masked array), and ``Series.array`` from anndata 0.13 on (which resolves
-        ``adata[A.obs[k]]``). scanpy's plotting tells categorical colors from continuous ones by it.
-        """
-        frame = self._state.held(frame_rel)
-        if frame is not NOTHING and self._table_backend.name == "pandas":
-            column = frame[key]
-        else:
-            staged = self._visible_staged_columns(frame_rel)
-            column = staged[key] if key in staged else pd.Series(self._view_column(frame_rel, key), copy=False)
-        return column.array if VECTORS_ARE_PANDAS_ARRAYS else column.values
-
-    def _frame_keys(self, frame_rel: str) -> list[str]:
-        deleted = self._deleted_columns(frame_rel)
-        stored = [c for c in getattr(self._layout, frame_rel).columns if c not in deleted]
-        return stored + [k for k in self._visible_staged_columns(frame_rel) if k not in stored]
 
     # -- attributes shared by AnnData and MuData -------------------------------------------------
 
@@ -446,35 +172,6 @@ class ShadowBase:
     @var.setter
     def var(self, frame: pd.DataFrame) -> None:
         self._set_frame("var", frame)
-
-    def _set_frame(self, frame_rel: str, frame: pd.DataFrame) -> None:
-        """``shadow.obs = frame``: stage the columns that differ from the current ones (▲).
-
-        The names must stay those of the file (a shadow cannot rename observations); stored columns
-        missing from ``frame`` are deleted (from the file by ``write(overwrite=True)``). This is what
-        ``mudata``'s ``pull_obs``/``pull_var`` do to a MuData shadow.
-        """
-        where = f"{self.filename}: {frame_rel}"
-        if not isinstance(frame, pd.DataFrame):
-            raise TypeError(f"{where}: expected a pandas DataFrame, got {type(frame).__name__}")
-        for key in frame.columns:
-            problem = column_problem(key)
-            if problem is not None:
-                raise InvalidElementKeyError(f"{where}[{key!r}]: invalid column name: {problem}")
-        current = self._plain(frame_rel)
-        self._detach()
-        if len(frame) != len(current):
-            raise ValueError(f"{where}: expected {len(current)} rows, got {len(frame)}")
-        if not frame.index.equals(current.index):
-            raise ValueError(f"{where}: the index differs from the file's {frame_rel}_names; a shadow cannot "
-                             "rename them (export with .to_memory() to do so)")
-        for key in [c for c in current.columns if c not in frame.columns]:
-            self._stage_column(frame_rel, key, None)  # deleted (a stored one by write(overwrite=True))
-        for key in frame.columns:  # a column deleted before and back now is not in current: assigned
-            if key not in current.columns or not frame[key].equals(current[key]) \
-                    or frame[key].dtype != current[key].dtype:
-                self._state.change(f"{frame_rel}/{key}", frame[key])
-        self._state.forget(frame_rel)
 
     @property
     def obs_names(self) -> pd.Index:
@@ -626,50 +323,6 @@ class ShadowBase:
         """
         self._state.release()
 
-
-
-    def _slot_values(self, slot: str, read: Callable[[str], Any]) -> dict[str, Any]:
-        """Every value of ``slot``: staged ones as assigned (sliced in a view), stored ones by ``read(rel)``."""
-        mapping = self._slots[slot]
-        return {k: (mapping[k] if mapping.is_staged(k) else read(f"{slot}/{k}")) for k in mapping.own_keys()}
-
-    def _stored_element_paths(self) -> list[str]:
-        paths = [p for p in ("X", *FRAMES) if self._layout.has(p)]
-        for slot in self._SLOTS:
-            paths += [f"{slot}/{k}" for k in self._layout.mapping_keys(slot)]
-        return paths
-
-
-
-    def _staged_changes(self) -> tuple[list[ElementChange], list[ColumnChange]]:
-        """What ``write()`` commits, built from the element records: elements (with absolute paths) and
-        obs/var columns; ``replaces`` is decided by the transaction, which asks the file.
-        """
-        elements, columns = [], []
-        for rel, value in self._state.changes().items():
-            frame, _, key = rel.rpartition("/")
-            written = partial(self._written, rel)
-            if frame in FRAMES and rel != self._index_rel(frame):
-                columns.append(ColumnChange(self._layout.path(frame), key, value, False, written))
-                continue
-            if rel in (self._index_rel(f) for f in FRAMES):  # new names: stored as anndata stores an index
-                rel = f"{frame}/{self._layout.spec(frame).index_key}"
-                value = np.asarray(value.astype(str), dtype=object)
-            path = self._layout.path(rel) if self._layout.has(rel) else self._ref.element_path(rel)
-            elements.append(ElementChange(path, value, False, written))
-        return elements, columns
-
-    def _written(self, rel: str) -> None:
-        """``rel``'s change is in the file: nothing of it is held, nor of the dataframe it is a column of."""
-        self._state.written(rel)
-        frame = rel.rpartition("/")[0]
-        if frame in FRAMES:
-            self._state.forget(frame)
-
-
-
-
-
     def __sizeof__(self) -> int:
         total = object.__sizeof__(self)
         for _, value in self._state.held_items():
@@ -803,21 +456,6 @@ class ShadowBase:
             obs, var = compose(self._view[0], obs), compose(self._view[1], var)
         return type(self)._make_view(self._root, obs, var, local)
 
-    def _subset_in_place(self, index: Any) -> None:
-        """Keep only the rows and columns ``index`` selects, in place (what scanpy's filters ask through
-        ``_inplace_subset_obs``/``_inplace_subset_var``). Nothing is read: the shadow becomes a shadow of
-        the kept part of its file (reads are pushed down as a view's), what it holds in memory is
-        dropped (stored values are read again, only the kept part) and its changes are sliced.
-        """
-        self._state.keep_changed_in_place()
-        self._detach()
-        kept = self._view_of(index)
-        kept._detach()
-        self.__dict__.update(kept.__dict__)
-        self._root = self
-        for mapping in [*self._slots.values(), *self._uns_levels.values()]:
-            mapping._shadow = self
-
     def _inplace_subset_obs(self, index: Any) -> None:
         """Keep the observations ``index`` selects (``adata = adata[index]``, in place)."""
         self._subset_in_place((index, slice(None)))
@@ -849,14 +487,6 @@ class ShadowBase:
                 root._view, root._memory_state(), view)
         return (_reopen, args)
 
-    def _memory_state(self) -> dict[str, Any]:
-        """The changes this shadow holds in memory (▲), as :meth:`_restore_memory` takes them back."""
-        return self._state.changes()
-
-    def _restore_memory(self, changes: dict[str, Any]) -> None:
-        for rel, value in changes.items():
-            self._state.change(rel, value)
-
 def _reopen(cls: type, ref: FileRef, array_backend: str, table_backend: str, mode: str,
             selection: tuple[AxisIndex, AxisIndex] | None = None, state: dict[str, Any] | None = None,
             view: tuple[Any, Any, dict[str, Any]] | None = None) -> ShadowBase:
@@ -871,22 +501,6 @@ def _reopen(cls: type, ref: FileRef, array_backend: str, table_backend: str, mod
     out = cls._make_view(shadow, *positions, local)
     out._restore_memory(view_state)
     return out
-
-
-def _copied(value: Any) -> Any:
-    """A deep copy of a value held in memory (dask graphs are immutable: kept as they are)."""
-    import copy
-
-    return value if value is DELETED or hasattr(value, "dask") else copy.deepcopy(value)
-
-
-def computed(value: Any) -> Any:
-    """A value assigned in memory as numpy/scipy (a dask array computed)."""
-    if hasattr(value, "dask"):
-        from shadows.elements.sparse_chunk import to_plain
-
-        return to_plain(value.compute())
-    return value
 
 
 def _sparse_nbytes(value: Any) -> int:

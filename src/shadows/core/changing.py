@@ -1,0 +1,252 @@
+"""Changes in memory (▲): giving elements, columns and names new values, what a view sees of its
+root's changes, a view becoming a shadow of its own when modified, in-place subsetting, and the
+changes ``write()`` commits. The values live in the element records (:mod:`shadows.core.state`).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shadows.core.reading import FRAMES
+from shadows.core.state import NOTHING, ElementState
+from shadows.errors import InvalidElementKeyError
+from shadows.indexing.apply import element_axes
+from shadows.indexing.keys import as_positions, as_slice_or_array
+from shadows.names import column_problem
+from shadows.writing import DELETED, ColumnChange, ElementChange
+
+
+class ElementChanges:
+    """Changing elements in memory: mixed into :class:`~shadows.core.base.ShadowBase`."""
+
+    def _changed_value(self, rel: str) -> Any:
+        """The value ``rel`` was given in memory (DELETED when removed), or NOTHING. A view sees its
+        root's, sliced.
+        """
+        changed = self._state.changed(rel)
+        if changed is NOTHING and self._is_view:
+            changed = self._root._state.changed(rel)
+            if changed is not NOTHING and changed is not DELETED:
+                changed = self._select_staged(rel, changed)
+        return changed
+
+    def _is_changed(self, rel: str) -> bool:
+        """Whether ``rel`` was given a new value (or deleted) in memory (▲)."""
+        return self._changed_value(rel) is not NOTHING
+
+    def _has(self, rel: str) -> bool:
+        """Whether the element exists for this shadow: changed in memory, or stored and not deleted."""
+        changed = self._changed_value(rel)
+        return self._layout.has(rel) if changed is NOTHING else changed is not DELETED
+
+    def _set_whole(self, rel: str, value: Any, shape: tuple[int, ...]) -> None:
+        """Give element ``rel`` a new value in memory (▲; ``None`` deletes it), checked to be ``shape``.
+
+        A view becomes an independent shadow of its selection first, as an AnnData view becomes actual.
+        """
+        if value is not None:
+            got = tuple(getattr(value, "shape", ()))
+            if got != shape:
+                raise ValueError(f"{self.filename}: {rel}: expected shape {shape}, got {got or type(value).__name__}")
+        self._detach()
+        if value is not None:
+            self._state.change(rel, value)
+        elif self._layout.has(rel):
+            self._state.delete(rel)
+        else:
+            self._state.revert(rel)
+
+    def _deep_copy_changes(self) -> None:
+        """Give this shadow its own copies of the values it holds as changes (``copy()``'s independence)."""
+        self._state.map_changes(lambda _, value: _copied(value))
+
+    def _detach(self) -> None:
+        """Make a view an independent shadow of its selection, as anndata views become actual when
+        modified: the root's changes it sees are copied in (sliced), nothing is read, and from then on
+        neither sees the other's changes. Roots are left as they are.
+        """
+        if not self._is_view:
+            return
+        root = self._root
+        for rel, change in root._state.changes().items():
+            if self._state.changed(rel) is NOTHING:
+                self._state.change(rel, change if change is DELETED else self._select_staged(rel, change))
+        self._file_layout, self._layout_generation = root._layout, root._layout_generation
+        self._root, self._is_view, self._local = self, False, None
+
+    def _stage_column(self, frame_rel: str, key: str, values: pd.Series | None) -> None:
+        """A column assigned in memory (``values``), or deleted (``None``: a stored one is deleted from the
+        file by ``write(overwrite=True)``).
+        """
+        self._detach()
+        rel = f"{frame_rel}/{key}"
+        if values is not None:
+            self._state.change(rel, values)
+        elif key in getattr(self._layout, frame_rel).columns:
+            self._state.delete(rel)
+        else:
+            self._state.revert(rel)
+
+    def _visible_staged_columns(self, frame_rel: str) -> dict[str, pd.Series]:
+        """Columns assigned in memory: a view's own, and its root's taken at the view's rows."""
+        own = self._column_changes(self._state, frame_rel)
+        if not self._is_view:
+            return own
+        rows = as_positions(self._local[FRAMES.index(frame_rel)])
+        root = self._column_changes(self._root._state, frame_rel)
+        inherited = {k: v.iloc[rows] for k, v in root.items() if k not in own}
+        return {**inherited, **own}
+
+    def _column_changes(self, state: ElementState, frame_rel: str) -> dict[str, pd.Series]:
+        """The columns assigned in ``state`` to the dataframe ``frame_rel`` (not its names)."""
+        names = self._index_rel(frame_rel).rpartition("/")[2]
+        return {k: v for k, v in state.children(frame_rel).items() if v is not DELETED and k != names}
+
+    def _deleted_columns(self, frame_rel: str) -> set[str]:
+        """Stored columns of ``frame_rel`` deleted in memory (here, or in a view's root)."""
+        states = [self._state, self._root._state] if self._is_view else [self._state]
+        return {k for state in states for k, v in state.children(frame_rel).items() if v is DELETED}
+
+    def _select_staged(self, slot: str, value: Any) -> Any:
+        """A root's staged ``value`` (of ``slot``, or of the element ``slot`` names) as this view sees it:
+        sliced along its aligned axes, and never sharing memory with the root's value (an in-place
+        change of one must not change the other).
+        """
+        original = value
+        for position, axis in enumerate(element_axes(slot)):
+            if axis is None:
+                continue
+            index = as_slice_or_array(self._local[axis])
+            if isinstance(value, pd.DataFrame | pd.Series):
+                value = value.iloc[index]
+            elif isinstance(value, pd.Index):
+                value = value[index]
+            else:
+                value = value[(slice(None),) * position + (index,)]
+        shares = isinstance(value, np.ndarray) and isinstance(original, np.ndarray) \
+            and np.shares_memory(value, original)
+        if shares or (isinstance(value, pd.DataFrame | pd.Series) and value is not original):
+            value = value.copy()
+        return value
+
+    @staticmethod
+    def _index_rel(frame_rel: str) -> str:
+        """The record of a dataframe's names: ``obs/_index`` (a name no column may take, whatever name
+        the file stores the index under).
+        """
+        return f"{frame_rel}/_index"
+
+    def _set_names(self, frame_rel: str, names: Any) -> None:
+        """``adata.obs_names = names``: new names for the rows of obs/var, kept in memory (▲) until
+        ``write(overwrite=True)`` replaces the stored index. Non-string names become strings, as anndata
+        makes them (with its warning).
+        """
+        index = pd.Index(names)
+        expected = self.n_obs if frame_rel == "obs" else self.n_vars
+        if len(index) != expected:
+            raise ValueError(f"{self.filename}: {frame_rel}_names: expected {expected} names, got {len(index)}")
+        if not all(isinstance(name, str) for name in index):
+            import warnings
+
+            warnings.warn(f"AnnData expects .{frame_rel}.index to contain strings; converting them", UserWarning,
+                          stacklevel=3)
+            index = index.astype(str)
+        self._detach()
+        index.name = self._names(frame_rel).name
+        self._state.change(self._index_rel(frame_rel), index)
+        frame = self._state.held(frame_rel)
+        if isinstance(frame, pd.DataFrame):
+            frame.index = index
+        for mapping in (self._slots.get(f"{frame_rel}m"),):  # dataframes in obsm/varm follow, as in anndata
+            for key in [] if mapping is None else list(mapping):
+                value = mapping[key] if mapping.is_staged(key) else None
+                if isinstance(value, pd.DataFrame):
+                    value.index = index
+
+    def _set_frame(self, frame_rel: str, frame: pd.DataFrame) -> None:
+        """``shadow.obs = frame``: stage the columns that differ from the current ones (▲).
+
+        The names must stay those of the file (a shadow cannot rename observations); stored columns
+        missing from ``frame`` are deleted (from the file by ``write(overwrite=True)``). This is what
+        ``mudata``'s ``pull_obs``/``pull_var`` do to a MuData shadow.
+        """
+        where = f"{self.filename}: {frame_rel}"
+        if not isinstance(frame, pd.DataFrame):
+            raise TypeError(f"{where}: expected a pandas DataFrame, got {type(frame).__name__}")
+        for key in frame.columns:
+            problem = column_problem(key)
+            if problem is not None:
+                raise InvalidElementKeyError(f"{where}[{key!r}]: invalid column name: {problem}")
+        current = self._plain(frame_rel)
+        self._detach()
+        if len(frame) != len(current):
+            raise ValueError(f"{where}: expected {len(current)} rows, got {len(frame)}")
+        if not frame.index.equals(current.index):
+            raise ValueError(f"{where}: the index differs from the file's {frame_rel}_names; a shadow cannot "
+                             "rename them (export with .to_memory() to do so)")
+        for key in [c for c in current.columns if c not in frame.columns]:
+            self._stage_column(frame_rel, key, None)  # deleted (a stored one by write(overwrite=True))
+        for key in frame.columns:  # a column deleted before and back now is not in current: assigned
+            if key not in current.columns or not frame[key].equals(current[key]) \
+                    or frame[key].dtype != current[key].dtype:
+                self._state.change(f"{frame_rel}/{key}", frame[key])
+        self._state.forget(frame_rel)
+
+    def _staged_changes(self) -> tuple[list[ElementChange], list[ColumnChange]]:
+        """What ``write()`` commits, built from the element records: elements (with absolute paths) and
+        obs/var columns; ``replaces`` is decided by the transaction, which asks the file.
+        """
+        elements, columns = [], []
+        for rel, value in self._state.changes().items():
+            frame, _, key = rel.rpartition("/")
+            written = partial(self._written, rel)
+            if frame in FRAMES and rel != self._index_rel(frame):
+                columns.append(ColumnChange(self._layout.path(frame), key, value, False, written))
+                continue
+            if rel in (self._index_rel(f) for f in FRAMES):  # new names: stored as anndata stores an index
+                rel = f"{frame}/{self._layout.spec(frame).index_key}"
+                value = np.asarray(value.astype(str), dtype=object)
+            path = self._layout.path(rel) if self._layout.has(rel) else self._ref.element_path(rel)
+            elements.append(ElementChange(path, value, False, written))
+        return elements, columns
+
+    def _written(self, rel: str) -> None:
+        """``rel``'s change is in the file: nothing of it is held, nor of the dataframe it is a column of."""
+        self._state.written(rel)
+        frame = rel.rpartition("/")[0]
+        if frame in FRAMES:
+            self._state.forget(frame)
+
+    def _subset_in_place(self, index: Any) -> None:
+        """Keep only the rows and columns ``index`` selects, in place (what scanpy's filters ask through
+        ``_inplace_subset_obs``/``_inplace_subset_var``). Nothing is read: the shadow becomes a shadow of
+        the kept part of its file (reads are pushed down as a view's), what it holds in memory is
+        dropped (stored values are read again, only the kept part) and its changes are sliced.
+        """
+        self._state.keep_changed_in_place()
+        self._detach()
+        kept = self._view_of(index)
+        kept._detach()
+        self.__dict__.update(kept.__dict__)
+        self._root = self
+        for mapping in [*self._slots.values(), *self._uns_levels.values()]:
+            mapping._shadow = self
+
+    def _memory_state(self) -> dict[str, Any]:
+        """The changes this shadow holds in memory (▲), as :meth:`_restore_memory` takes them back."""
+        return self._state.changes()
+
+    def _restore_memory(self, changes: dict[str, Any]) -> None:
+        for rel, value in changes.items():
+            self._state.change(rel, value)
+
+
+def _copied(value: Any) -> Any:
+    """A deep copy of a value held in memory (dask graphs are immutable: kept as they are)."""
+    import copy
+
+    return value if value is DELETED or hasattr(value, "dask") else copy.deepcopy(value)

@@ -1,0 +1,174 @@
+"""The one read path of a shadow: an element's value as the backends present it, kept per DESIGN.md
+section 4 (read on first use, held until ``clear_cache()``), its dask graph, its plain numpy/pandas form,
+and the columns and names of obs/var read alone. Changes (▲) come first: an element changed in memory
+is never read from the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import pandas as pd
+
+from shadows import convert
+from shadows.core.aligned import UnsMapping
+from shadows.core.frames import tracked, with_columns
+from shadows.core.references import VECTORS_ARE_PANDAS_ARRAYS
+from shadows.core.state import NOTHING
+from shadows.elements.positions import read_column, read_index
+from shadows.indexing import AxisIndex
+from shadows.indexing.apply import materialize_selection, select_graph, selection_for
+from shadows.writing import DELETED
+
+FRAMES = ("obs", "var")
+
+
+class ElementReading:
+    """Reading elements: mixed into :class:`~shadows.core.base.ShadowBase` (which provides the layout,
+    the backends, the view's selection and the element records ``_state``).
+    """
+
+    def _backend_for(self, kind: str) -> convert.Backend | None:
+        if kind in ("dense", "sparse"):
+            return self._array_backend
+        if kind == "dataframe":
+            return self._table_backend
+        return None
+
+    def _graph(self, rel: str) -> Any:
+        def build() -> Any:
+            spec = self._layout.spec(rel)
+            selection = selection_for(rel, spec, self._view)
+            graph = select_graph(spec, selection) if selection else spec.graph()
+            return self._view_graph(rel, graph) if self._view is not None else graph
+
+        return self._state.graph(rel, build)
+
+    def _view_graph(self, rel: str, graph: Any) -> Any:
+        """What a view changes in an element's graph besides slicing it (nothing, here)."""
+        return graph
+
+    def _view_value(self, rel: str, spec: Any, value: Any) -> Any:
+        """What a view changes in an element's value besides slicing it (nothing, here)."""
+        return value
+
+    def _materialize(self, rel: str) -> Any:
+        """Read the element (this view's part of it) as numpy/scipy/pandas, with staged columns."""
+        spec = self._layout.spec(rel)
+        value = materialize_selection(spec, selection_for(rel, spec, self._view))
+        if self._view is not None:
+            value = self._view_value(rel, spec, value)
+        if rel in FRAMES:
+            names = self._changed_value(self._index_rel(rel))
+            if names is not NOTHING:
+                value.index = names
+            value = with_columns(value, self._visible_staged_columns(rel))
+            value = value.drop(columns=[c for c in self._deleted_columns(rel) if c in value.columns])
+        return value
+
+    def _element(self, rel: str) -> Any:
+        """The element at ``rel`` as the shadow's backends present it (kept per section 4 of DESIGN)."""
+        changed = self._changed_value(rel)
+        if changed is not NOTHING:
+            return None if changed is DELETED else changed
+        held = self._state.held(rel)
+        if held is not NOTHING:
+            return held
+        spec = self._layout.spec(rel)
+        backend = self._backend_for(spec.kind)
+        if backend is not None and backend.lazy:
+            return self._graph(rel)
+        if backend is None:
+            return self._state.hold(rel, self._materialize(rel))
+        if rel in FRAMES and backend.name == "pandas":
+            where = f"{self.filename}: {rel}"
+            return self._state.hold(rel, tracked(self._materialize(rel), partial(self._stage_column, rel), where))
+        return self._state.hold(rel, backend.convert(self._materialize(rel)))
+
+    def _plain(self, rel: str) -> Any:
+        """The element at ``rel`` as numpy/scipy/pandas, whatever the backends (for to_memory)."""
+        changed = self._changed_value(rel)
+        if changed is not NOTHING:
+            return None if changed is DELETED else computed(changed)
+        spec = self._layout.spec(rel)
+        backend = self._backend_for(spec.kind)
+        held = self._state.held(rel)
+        if backend is not None and backend.name in ("numpy", "pandas") and held is not NOTHING:
+            return held.copy(deep=False) if rel in FRAMES else held
+        if spec.kind == "mapping":
+            return self._uns_child(rel).materialize()
+        return self._materialize(rel)
+
+    def _uns_child(self, rel: str) -> Any:
+        spec = self._layout.spec(rel)
+        if spec.kind != "mapping":
+            return self._element(rel)
+        if rel not in self._uns_levels:
+            self._uns_levels[rel] = UnsMapping(self, rel, partial(self._stored_children, rel))
+        return self._uns_levels[rel]
+
+    def _is_cached(self, rel: str) -> bool:
+        return self._state.is_held(rel)
+
+    def _frame_rows(self, frame_rel: str) -> AxisIndex | None:
+        """The rows of a dataframe element this shadow sees (``None``: all)."""
+        spec = self._layout.spec(frame_rel)
+        selection = selection_for(frame_rel, spec, self._view)
+        return selection[0] if selection else None
+
+    def _names(self, frame_rel: str) -> pd.Index:
+        changed = self._changed_value(self._index_rel(frame_rel))
+        if changed is not NOTHING:
+            return changed
+        frame = self._state.held(frame_rel)
+        if frame is not NOTHING and self._table_backend.name == "pandas":
+            return frame.index
+        spec = self._layout.spec(frame_rel)
+        return self._state.held_or_read(self._index_rel(frame_rel),
+                                        lambda: read_index(spec, self._frame_rows(frame_rel)))
+
+    def _view_column(self, frame_rel: str, key: str) -> Any:
+        """One stored obs/var column of this shadow (as the frame of this shadow would hold it)."""
+        return read_column(self._layout.spec(frame_rel).column(key), self._frame_rows(frame_rel))
+
+    def _frame_column(self, frame_rel: str, key: str) -> Any:
+        """One obs/var column as AnnData's ``obs_vector`` returns it, read alone unless the frame is in memory.
+
+        That is ``Series.values`` up to anndata 0.12 (numpy for numpy dtypes, else the pandas array: a
+        ``Categorical``, a masked array), and ``Series.array`` from anndata 0.13 on (which resolves
+        ``adata[A.obs[k]]``). scanpy's plotting tells categorical colors from continuous ones by it.
+        """
+        frame = self._state.held(frame_rel)
+        if frame is not NOTHING and self._table_backend.name == "pandas":
+            column = frame[key]
+        else:
+            staged = self._visible_staged_columns(frame_rel)
+            column = staged[key] if key in staged else pd.Series(self._view_column(frame_rel, key), copy=False)
+        return column.array if VECTORS_ARE_PANDAS_ARRAYS else column.values
+
+    def _frame_keys(self, frame_rel: str) -> list[str]:
+        deleted = self._deleted_columns(frame_rel)
+        stored = [c for c in getattr(self._layout, frame_rel).columns if c not in deleted]
+        return stored + [k for k in self._visible_staged_columns(frame_rel) if k not in stored]
+
+    def _slot_values(self, slot: str, read: Callable[[str], Any]) -> dict[str, Any]:
+        """Every value of ``slot``: staged ones as assigned (sliced in a view), stored ones by ``read(rel)``."""
+        mapping = self._slots[slot]
+        return {k: (mapping[k] if mapping.is_staged(k) else read(f"{slot}/{k}")) for k in mapping.own_keys()}
+
+    def _stored_element_paths(self) -> list[str]:
+        paths = [p for p in ("X", *FRAMES) if self._layout.has(p)]
+        for slot in self._SLOTS:
+            paths += [f"{slot}/{k}" for k in self._layout.mapping_keys(slot)]
+        return paths
+
+
+def computed(value: Any) -> Any:
+    """A value assigned in memory as numpy/scipy (a dask array computed)."""
+    if hasattr(value, "dask"):
+        from shadows.elements.sparse_chunk import to_plain
+
+        return to_plain(value.compute())
+    return value
