@@ -127,7 +127,9 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 try:
     shadow.write()
 except ShadowsError as error:
-    print(json.dumps({"types": [c.__name__ for c in type(error).__mro__], "message": str(error)}))
+    print(json.dumps({"types": [c.__name__ for c in type(error).__mro__], "message": str(error),
+                      "staged": [shadow.layers.is_staged("big"), shadow.obsm.is_staged("small")],
+                      "committed": getattr(error, "committed", None), "left": getattr(error, "staged", None)}))
 else:
     print(json.dumps({"types": [], "message": "no error"}))
 shadow.close()
@@ -146,6 +148,10 @@ def test_a_full_disk_fails_cleanly_and_leaves_the_file_as_it_was(fmt, tmp_path):
     assert "OSError" in result["types"], result
     assert path.name in result["message"] and "layers/big" in result["message"], result["message"]
     assert "space" in result["message"] or "too large" in result["message"], result["message"]
+    # what was and was not committed is said, and what was not stays staged (▲) to be written again
+    assert "Committed: nothing" in result["message"] and "Still staged" in result["message"], result["message"]
+    assert result["committed"] == [] and result["left"] == ["layers/big", "obsm/small"], result
+    assert result["staged"] == [True, True], result
     after = element_digests(path)
     assert {k: v for k, v in after.items() if k in before} == before
     adata = read_oracle(path)

@@ -130,7 +130,8 @@ def commit(connection: Any, elements: list[ElementChange], columns: list[ColumnC
     ------
     WriteFailedError
         Storage refused a write (disk full, file size limit, I/O error): the element being written is not
-        visible, the ones committed before it are.
+        visible, the ones committed before it are. The error lists both (also as its ``committed`` and
+        ``staged`` attributes); what was not committed stays staged.
     """
     from shadows.backends.remote import is_url
 
@@ -143,21 +144,35 @@ def commit(connection: Any, elements: list[ElementChange], columns: list[ColumnC
         writer = RemoteZarrCommit(connection.path, connection.storage_options, connection.handle.consolidated)
     else:
         writer = ZarrCommit(connection.path, consolidated=connection.handle.consolidated)
+    names = [c.path for c in elements] + [f"{c.frame_path}/{c.key}" for c in columns]
+    committed: list[str] = []
     try:
         for change in elements:
             with _naming_failures(connection.path, change.path):
                 writer.element(change)
             change.written()
+            committed.append(change.path)
         for change in columns:
             with _naming_failures(connection.path, f"{change.frame_path}/{change.key}"):
                 writer.column(change)
             change.written()
-    except BaseException:
+            committed.append(f"{change.frame_path}/{change.key}")
+    except BaseException as error:
         if not isinstance(writer, Hdf5Commit):
             writer.consolidate()  # what was committed before the failure stays visible
             writer.abort()
+        if isinstance(error, WriteFailedError):
+            raise _with_outcome(error, committed, [n for n in names if n not in committed]) from error
         raise
     writer.finish()
+
+
+def _with_outcome(error: WriteFailedError, committed: list[str], staged: list[str]) -> WriteFailedError:
+    """``error`` saying what the write committed and what stays staged (▲), also as attributes."""
+    outcome = WriteFailedError(f"{error} Committed: {', '.join(committed) or 'nothing'}. Still staged in memory "
+                               f"(▲; write() again once storage allows): {', '.join(staged)}.")
+    outcome.committed, outcome.staged = committed, staged
+    return outcome
 
 
 #: errno values that mean "storage is full", and how to say so
