@@ -171,3 +171,20 @@ def element_digests(path: Path) -> dict[str, str]:
             data = values.tobytes() if values.dtype.kind in "biufc" else repr(values.tolist()).encode()
             digests[name] = hashlib.sha256(data).hexdigest()
     return digests
+
+
+def count_values_read(monkeypatch, dataset: str) -> list[int]:
+    """Record how many values each read of the HDF5 dataset ``dataset`` (``"/X/data"``) returns, from now
+    until ``monkeypatch`` is undone (on top of :func:`count_reads` when that is active).
+    """
+    read: list[int] = []
+    getitem = h5py.Dataset.__getitem__
+
+    def counted(self, key):
+        out = getitem(self, key)
+        if self.name == dataset:
+            read.append(np.size(out))
+        return out
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", counted)
+    return read

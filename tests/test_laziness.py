@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from conftest import make_adata, suffix, write, zarr_format
-from helpers import count_reads
+from helpers import count_reads, count_values_read
 from shadows import AnnDataShadow
 from shadows.cli import main
 
@@ -56,7 +56,6 @@ def test_row_block_of_csr_reads_only_its_range(tmp_path, fmt, monkeypatch):
     """A view of rows 100-110 of a 4000-row CSR X reads only their values (HDF5: the values read are
     counted; Zarr: the chunks of X/data read are those holding the rows' values).
     """
-    import h5py
     import zarr
 
     adata = make_adata(n_obs=4000, n_vars=15)
@@ -73,18 +72,8 @@ def test_row_block_of_csr_reads_only_its_range(tmp_path, fmt, monkeypatch):
     rows = slice(100, 110)
     start, stop = adata.X.indptr[100], adata.X.indptr[110]
     lazy = AnnDataShadow(path, array_backend="dask")
-    read: list[int] = []
-
     with count_reads(monkeypatch) as reads:
-        getitem = h5py.Dataset.__getitem__  # count_reads' counting one
-
-        def counted(self, key):
-            out = getitem(self, key)
-            if self.name == "/X/data":
-                read.append(np.size(out))
-            return out
-
-        monkeypatch.setattr(h5py.Dataset, "__getitem__", counted)
+        read = count_values_read(monkeypatch, "/X/data")
         got = lazy[rows].X.compute()  # a view's graph: the selection is pushed down into the reads
     np.testing.assert_array_equal(np.asarray(got.todense()), adata.X[rows].toarray())
     touched = {key for key in reads if reads[key]}

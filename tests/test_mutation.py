@@ -17,7 +17,7 @@ import scanpy as sc
 import scipy.sparse as sp
 
 from conftest import FORMATS, read_oracle, suffix, write
-from helpers import assert_value_equal, file_digest
+from helpers import assert_value_equal, count_values_read, file_digest
 from shadows import AnnDataShadow, ElementExistsError, ReadOnlyError
 
 N_OBS, N_VARS = 400, 120
@@ -196,22 +196,12 @@ def test_a_changed_x_is_written_only_with_overwrite_and_read_back_by_anndata(cou
 
 
 def test_filtering_pushes_the_selection_down_to_the_reads(counts, monkeypatch):
-    import h5py
 
     shadow, oracle = AnnDataShadow(counts), read_oracle(counts)
     kept = np.arange(150, 170)
     shadow._inplace_subset_obs(kept)
     assert shadow.shape == (20, N_VARS) and not shadow.is_view
-    read: list[int] = []
-    getitem = h5py.Dataset.__getitem__
-
-    def counted(self, key):
-        out = getitem(self, key)
-        if self.name == "/X/data":
-            read.append(np.size(out))
-        return out
-
-    monkeypatch.setattr(h5py.Dataset, "__getitem__", counted)
+    read = count_values_read(monkeypatch, "/X/data")
     x = shadow.X
     monkeypatch.undo()
     assert_value_equal(x, oracle.X[kept], "X of the kept cells")

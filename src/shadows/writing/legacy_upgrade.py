@@ -35,30 +35,18 @@ import pandas as pd
 
 from shadows.backends import nodes
 from shadows.errors import (
-    ElementExistsError,
-    InvalidElementKeyError,
     MalformedElementError,
-    ReadOnlyError,
-    UnsafeTargetError,
 )
 from shadows.names import column_problem, key_problem
 from shadows.writing.commit import DELETED, ColumnChange, ElementChange, SlotSwap, link_problem, write_value
 from shadows.writing.streams import is_dask
+from shadows.writing.transaction import Problems, raise_problems
 
 FRAMES = ("obs", "var")
 MAPPINGS = ("obsm", "varm")
 
 #: ``forget(rel)``: the shadow drops what it holds of element ``rel`` (relative to its AnnData root).
 Forget = Callable[[str], None]
-
-
-@dataclass
-class _Problems:
-    unsafe: list[str] = field(default_factory=list)
-    invalid: list[str] = field(default_factory=list)
-    replacing: list[str] = field(default_factory=list)
-    unwritable: list[str] = field(default_factory=list)
-    malformed: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -179,7 +167,7 @@ def _clean_uns(uns: Any, frames: dict[str, pd.DataFrame | None]) -> tuple[set[st
 # -- planning ----------------------------------------------------------------------------------------------
 
 
-def _frame_roots(handle: Any, columns: list[ColumnChange], problems: _Problems, hdf5: bool) -> set[str]:
+def _frame_roots(handle: Any, columns: list[ColumnChange], problems: Problems, hdf5: bool) -> set[str]:
     """The AnnData roots whose obs/var must move: a column change into a structured frame, or any column
     change while obs is a dataset (anndata would apply uns categories to a column written into a group).
     """
@@ -203,7 +191,7 @@ def _frame_roots(handle: Any, columns: list[ColumnChange], problems: _Problems, 
     return roots
 
 
-def _mapping_slots(handle: Any, elements: list[ElementChange], problems: _Problems, hdf5: bool) -> set[str]:
+def _mapping_slots(handle: Any, elements: list[ElementChange], problems: Problems, hdf5: bool) -> set[str]:
     """The structured obsm/varm that element changes write into (absolute paths)."""
     slots = set()
     for change in elements:
@@ -226,7 +214,7 @@ def _mapping_slots(handle: Any, elements: list[ElementChange], problems: _Proble
 
 
 def _plan_frames(handle: Any, plan: _Plan, columns: list[ColumnChange], overwrite: bool,
-                 problems: _Problems) -> None:
+                 problems: Problems) -> None:
     before = len(problems.malformed)
     stored = {rel: _node(handle, plan.path(rel)) for rel in FRAMES}
     clean = _is_hdf5_dataset(stored["obs"])  # anndata applies uns categories only while obs is a dataset
@@ -289,7 +277,7 @@ def _plan_frames(handle: Any, plan: _Plan, columns: list[ColumnChange], overwrit
 
 
 def _plan_mapping(handle: Any, plan: _Plan, path: str, elements: list[ElementChange], overwrite: bool,
-                  problems: _Problems) -> None:
+                  problems: Problems) -> None:
     rel = _split(path)[1]
     try:
         entries = _legacy_fields(_node(handle, path))
@@ -372,22 +360,6 @@ def _encode(plans: list[_Plan], where: str) -> tuple[Any, dict[str, str]]:
     return memory, placed
 
 
-def _raise(where: str, problems: _Problems) -> None:
-    if problems.unsafe:
-        raise UnsafeTargetError(f"{where}: nothing was written: shadows never writes through links, and writing "
-                                f"would follow one ({'; '.join(problems.unsafe)})")
-    if problems.unwritable:
-        raise ReadOnlyError(f"{where}: nothing was written: {'; '.join(problems.unwritable)}")
-    if problems.malformed:
-        raise MalformedElementError(f"{where}: nothing was written: a pre-0.7 slot cannot be moved to today's "
-                                    f"encoding ({'; '.join(problems.malformed)})")
-    if problems.invalid:
-        raise InvalidElementKeyError(f"{where}: nothing was written: invalid names ({'; '.join(problems.invalid)})")
-    if problems.replacing:
-        raise ElementExistsError(f"{where}: writing would replace or delete stored elements "
-                                 f"({', '.join(problems.replacing)}); pass overwrite=True to do so")
-
-
 def _written(plans: list[_Plan], forget: Forget | None) -> Callable[[], None]:
     def written() -> None:
         for plan in plans:
@@ -448,11 +420,11 @@ def fold(connection: Any, where: str, elements: list[ElementChange], columns: li
     """
     handle = connection.handle
     hdf5 = connection.format == "hdf5"
-    problems = _Problems()
+    problems = Problems()
     frame_roots = _frame_roots(handle, columns, problems, hdf5)
     mapping_slots = _mapping_slots(handle, elements, problems, hdf5)
     if not frame_roots and not mapping_slots:
-        _raise(where, problems)
+        raise_problems(where, problems)
         return elements, columns
     plans: dict[str, _Plan] = {}
     for root in sorted(frame_roots):
@@ -476,7 +448,7 @@ def fold(connection: Any, where: str, elements: list[ElementChange], columns: li
             problems.invalid.append(f"{change.path}: this write moves a pre-0.7 slot it belongs to (uns entries "
                                     "named '<column>_categories' hold the categories of pre-0.7 obs/var columns); "
                                     "write it in a separate write()")
-    _raise(where, problems)
+    raise_problems(where, problems)
     ordered = list(plans.values())
     memory, placed = _encode(ordered, where)
     streamed = {plan.path(rel): values for plan in ordered for rel, values in plan.streamed.items() if values}

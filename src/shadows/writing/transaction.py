@@ -17,6 +17,8 @@ from typing import Any
 from shadows.errors import (
     ElementExistsError,
     InvalidElementKeyError,
+    MalformedElementError,
+    ReadOnlyError,
     ShadowsError,
     UnsafeTargetError,
     WriteFailedError,
@@ -28,11 +30,15 @@ from shadows.writing.commit import ColumnChange, ElementChange, Hdf5Commit, Zarr
 
 @dataclass
 class Problems:
-    """What would go wrong, by kind (each a list of ``"element: why"`` lines)."""
+    """What would go wrong, by kind (each a list of ``"element: why"`` lines); :func:`raise_problems`
+    raises for the gravest kind, naming every problem of it.
+    """
 
     unsafe: list[str] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
     replacing: list[str] = field(default_factory=list)
+    unwritable: list[str] = field(default_factory=list)  # a place nothing can be written into
+    malformed: list[str] = field(default_factory=list)  # a pre-0.7 slot that cannot move to today's encoding
 
 
 def _frame_children(connection: Any, frame_path: str) -> tuple[str | None, set[str]]:
@@ -103,7 +109,7 @@ def check(connection: Any, where: str, elements: list[ElementChange], columns: l
         change.replaces = stored(connection, path)
         if change.replaces and not overwrite:
             problems.replacing.append(path)
-    _raise(where, problems)
+    raise_problems(where, problems)
 
 
 def _check_path(connection: Any, path: str, problems: Problems) -> None:
@@ -112,10 +118,16 @@ def _check_path(connection: Any, path: str, problems: Problems) -> None:
         problems.unsafe.append(f"{path}: {problem}")
 
 
-def _raise(where: str, problems: Problems) -> None:
+def raise_problems(where: str, problems: Problems) -> None:
+    """Raise for the gravest kind of problem found (none: return)."""
     if problems.unsafe:
         raise UnsafeTargetError(f"{where}: nothing was written: shadows never writes through links, and writing "
                                 f"would follow one ({'; '.join(problems.unsafe)})")
+    if problems.unwritable:
+        raise ReadOnlyError(f"{where}: nothing was written: {'; '.join(problems.unwritable)}")
+    if problems.malformed:
+        raise MalformedElementError(f"{where}: nothing was written: a pre-0.7 slot cannot be moved to today's "
+                                    f"encoding ({'; '.join(problems.malformed)})")
     if problems.invalid:
         raise InvalidElementKeyError(f"{where}: nothing was written: invalid names ({'; '.join(problems.invalid)})")
     if problems.replacing:
