@@ -172,10 +172,6 @@ class ElementMapping(MutableMapping):
         """
         return key in self._staged or key in self._inherited()
 
-    def replaces(self, key: str) -> bool:
-        """Whether writing ``key`` replaces or deletes an element the file holds."""
-        return key in self._stored or key in self._deleted
-
     def marked_keys(self) -> list[str]:
         """Keys with their markers (ᐁ held in memory, ▲ staged), for the repr."""
         return [k + marker(self._shadow._is_cached(self._path(k)), self.is_staged(k)) for k in self.own_keys()]
