@@ -48,3 +48,21 @@ def test_demo_walks_through_every_step(tmp_path, capsys):
     assert "100% Completed" in out and "X_proj▲" in out and "repr line: Xᐁ" in out
     written = ad.read_h5ad(tmp_path / "demo.h5ad")  # the embedding went to the file
     assert written.obsm["X_proj"].shape == (3000, 2) and written.n_vars == 400
+
+
+def test_info_refuses_external_data_unless_allowed(tmp_path, capsys):
+    import h5py
+
+    from conftest import make_adata
+
+    path = tmp_path / "linked.h5ad"
+    make_adata().write_h5ad(path)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["secret"] = [1, 2, 3]
+    with h5py.File(path, "r+") as f:
+        f["uns/linked"] = h5py.ExternalLink(str(other), "/secret")
+    assert main(["info", str(path)]) == 1
+    assert "allow_external" in capsys.readouterr().err
+    assert main(["info", str(path), "--allow-external"]) == 0
+    assert "uns/linked" in capsys.readouterr().out

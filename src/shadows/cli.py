@@ -58,23 +58,23 @@ def element_specs(shadow, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield from element_specs(modality, f"{prefix}mod/{name}/")
 
 
-def open_shadow(path: str, format: str | None = None):
+def open_shadow(path: str, format: str | None = None, allow_external: bool = False):
     """An AnnDataShadow, or a MuDataShadow when the file is a MuData."""
     from shadows import AnnDataShadow, MuDataShadow
     from shadows.errors import NotAnnDataError, NotMuDataError
 
     try:
-        return AnnDataShadow(path, format=format)
+        return AnnDataShadow(path, format=format, allow_external=allow_external)
     except NotAnnDataError as error:
         try:
-            return MuDataShadow(path, format=format)
+            return MuDataShadow(path, format=format, allow_external=allow_external)
         except NotMuDataError:
             raise error from None
 
 
-def info_text(path: str, format: str | None = None) -> str:
+def info_text(path: str, format: str | None = None, allow_external: bool = False) -> str:
     """The repr plus a table of every element's shape, dtype, encoding, chunking and size on disk."""
-    shadow = open_shadow(path, format)
+    shadow = open_shadow(path, format, allow_external)
     rows = [("element", "shape", "dtype", "encoding", "chunks", "on disk")]
     for rel, spec in element_specs(shadow):
         info = spec.info()
@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     info = commands.add_parser("info", help="describe a .h5ad/.h5mu/.zarr file without loading it")
     info.add_argument("path", help="file or store (one modality of a MuData file: file.h5mu/mod/rna)")
     info.add_argument("--format", choices=["hdf5", "h5", "zarr"], default=None)
+    info.add_argument("--allow-external", action="store_true",
+                      help="follow HDF5 external links and storage, and symbolic links out of a Zarr store "
+                           "(refused by default: open only files you trust this way)")
     demo = commands.add_parser("demo", help="build an example dataset and walk through shadows, measuring each step")
     from shadows import demo as demo_module
 
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         from shadows.errors import ShadowsError
 
         try:
-            print(info_text(args.path, args.format))
+            print(info_text(args.path, args.format, args.allow_external))
         except ShadowsError as error:
             print(f"shadows: error: {error}", file=sys.stderr)
             return 1
