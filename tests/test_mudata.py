@@ -19,7 +19,7 @@ from packaging.version import Version
 
 from conftest import SharedFiles, make_adata, run_folder, zarr_format
 from helpers import assert_mudata_matches, assert_shadow_matches, assert_value_equal, count_reads
-from shadows import AnnDataShadow, MuDataShadow, NotMuDataError
+from shadows import AnnDataShadow, ElementExistsError, MuDataShadow, NotMuDataError
 
 mudata = pytest.importorskip("mudata")
 
@@ -506,3 +506,13 @@ def test_export_writes_a_mudata_equal_to_mudatas_view(mu_path, tmp_path, key):
         written = read_mudata(out)
     assert_value_equal(written.obs, pd.DataFrame(expected.obs), "global obs read by mudata")
     assert written.shape == expected.shape and list(written.mod) == list(expected.mod)
+
+
+def test_write_with_a_path_is_mudatas_alias_of_write_h5mu(mu_path, tmp_path):
+    shadow = MuDataShadow(mu_path)
+    target = tmp_path / "alias.h5mu"
+    assert shadow.write(target) is shadow
+    written = mudata.read_h5mu(target)
+    assert written.shape == shadow.shape and list(written.mod) == list(shadow.mod)
+    with pytest.raises(ElementExistsError):
+        shadow.write(target)

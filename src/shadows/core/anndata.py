@@ -269,9 +269,6 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
         clone._deep_copy_changes()
         return clone
 
-    def _export_alias(self, filename: str | os.PathLike, **kwargs: Any) -> None:
-        self.write_h5ad(filename, **kwargs)
-
     def write_h5ad(self, filename: str | os.PathLike, *, progress: bool = False, overwrite: bool = False,
                    **_: Any) -> None:
         """Write this shadow (or view: only its selection) to a new ``.h5ad`` file, out of core.

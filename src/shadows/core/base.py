@@ -370,7 +370,8 @@ class ShadowBase(ElementReading, ElementChanges):
         if isinstance(filename, bool):  # write(True): the first parameter before AnnData's alias existed
             clear_cache = filename
         elif filename is not None:
-            self._export_alias(filename, overwrite=overwrite, **kwargs)
+            # write_h5ad / write_h5mu: both an HDF5 export (anndata's compression options are ignored)
+            export(self, filename, "hdf5", progress=kwargs.get("progress", False), overwrite=overwrite)
             return self
         if self.is_view:
             msg = (f"{self.filename}: a view cannot be written to its file; write the shadow it was taken "
@@ -416,10 +417,6 @@ class ShadowBase(ElementReading, ElementChanges):
                         "came from, or .to_memory() for an in-memory copy")
 
     # -- copies and exports ---------------------------------------------------------------------
-
-    def _export_alias(self, filename: str | os.PathLike, **kwargs: Any) -> None:
-        """What ``write(filename)`` does: AnnData's ``write_h5ad`` (MuData's ``write_h5mu``)."""
-        raise NotImplementedError  # pragma: no cover - AnnDataShadow and MuDataShadow define it
 
     def copy(self, filename: str | os.PathLike | None = None, *, overwrite: bool = False) -> Any:
         """An in-memory copy (``to_memory()``); with ``filename``, this shadow (or view) written there out

@@ -271,9 +271,6 @@ class MuDataShadow(ShadowBase, _MuDataBase):
             **slots,
         )
 
-    def _export_alias(self, filename: str | os.PathLike, **kwargs: Any) -> None:
-        self.write_h5mu(filename, **kwargs)
-
     def _detach(self) -> None:
         """MuData views stay views when assigned to (their changes live in the view; see the README)."""
 
