@@ -99,10 +99,6 @@ class ElementState:
             record.graph = build()
         return record.graph
 
-    def has_graph(self, rel: str, graph: Any) -> bool:
-        record = self._current(rel)
-        return record is not None and record.graph is graph
-
     def is_held(self, rel: str) -> bool:
         return self.held(rel) is not NOTHING
 
