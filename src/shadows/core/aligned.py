@@ -95,9 +95,7 @@ class ElementMapping(MutableMapping):
         if key is None and self.slot == "layers":
             self._shadow.X = value  # anndata >= 0.13 sets X as layers[None]
             return
-        check_key(self._shadow._ref.display, self.slot, key)
-        check_nested_keys(self._shadow._ref.display, self._path(key), value)
-        self._validate(key, value)
+        self._check(key, value)
         self._shadow._detach()  # a view assigned to becomes a shadow of its own (as AnnData views do)
         self._shadow._state.change(self._path(key), value)
 
@@ -124,9 +122,7 @@ class ElementMapping(MutableMapping):
         """
         values = dict(values or {})
         for key, value in values.items():
-            check_key(self._shadow._ref.display, self.slot, key)
-            check_nested_keys(self._shadow._ref.display, self._path(key), value)
-            self._validate(key, value)
+            self._check(key, value)
         for key in self.own_keys():
             del self[key]
         for key, value in values.items():
@@ -175,6 +171,12 @@ class ElementMapping(MutableMapping):
     def marked_keys(self) -> list[str]:
         """Keys with their markers (ᐁ held in memory, ▲ staged), for the repr."""
         return [k + marker(self._shadow._is_cached(self._path(k)), self.is_staged(k)) for k in self.own_keys()]
+
+    def _check(self, key: str, value: Any) -> None:
+        """Raise unless ``key`` may name an element of this slot and ``value`` fits it."""
+        check_key(self._shadow._ref.display, self.slot, key)
+        check_nested_keys(self._shadow._ref.display, self._path(key), value)
+        self._validate(key, value)
 
     def _validate(self, key: str, value: Any) -> None:
         axes = ALIGNED_SLOT_AXES.get(self.slot)
