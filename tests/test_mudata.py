@@ -272,8 +272,8 @@ def test_view_modalities_keep_only_their_members(mu_path):
 # -- repr, memory and connection ---------------------------------------------------------------------
 
 
-def test_repr_layout(mu_path):
-    shadow = MuDataShadow(mu_path)
+def test_repr_layout(mu_files, mu_fmt):
+    shadow = MuDataShadow(mu_files["shared_obs", mu_fmt])
     lines = repr(shadow).split("\n")
     assert lines[0] == "MuData Shadow object with n_obs × n_vars = 60 × 24"
     assert "  obs:\t_index, total, group" in lines
@@ -288,7 +288,7 @@ def test_repr_layout(mu_path):
     view = shadow[:10, :5]
     assert repr(view).split("\n")[0] == "View of MuData Shadow object with n_obs × n_vars = 10 × 5 (original 60 × 24)"
     assert "    rna: 10 x 5" in repr(view) and "    atac: 0 x 0" in repr(view)
-    shared_var = MuDataShadow(mu_path.parent / mu_path.name.replace("shared_obs", "shared_var"))
+    shared_var = MuDataShadow(mu_files["shared_var", mu_fmt])
     assert repr(shared_var).split("\n")[0].endswith("(shared var)")
 
 
