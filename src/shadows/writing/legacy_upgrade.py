@@ -380,7 +380,7 @@ def fold(connection: Any, where: str, elements: list[ElementChange], columns: li
          forget: Forget | None = None) -> tuple[list[ElementChange], list[ColumnChange]]:
     """Check the staged changes that write into pre-0.7 slots and fold them into one slot swap.
 
-    Call after :func:`shadows.writing.transaction.check`, before :func:`shadows.writing.commit.commit`;
+    Call after :func:`shadows.writing.transaction.check`, before :func:`shadows.writing.transaction.commit`;
     when no change touches a pre-0.7 slot the lists come back as they are. Nothing is written here.
 
     Parameters
