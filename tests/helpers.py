@@ -53,7 +53,7 @@ def assert_value_equal(got: Any, expected: Any, where: str = "") -> None:
         assert type(got) is type(expected), (where, type(got), type(expected))
         assert got.dtype == expected.dtype, where
         assert got.shape == expected.shape, where
-        assert (got != expected).nnz == 0, where
+        np.testing.assert_array_equal(got.toarray(), expected.toarray(), err_msg=where)  # NaN-aware
         return
     if isinstance(expected, np.ndarray):
         assert isinstance(got, np.ndarray), (where, type(got))

@@ -81,7 +81,7 @@ def test_obs_assignments_are_staged_and_survive_clear_cache(path):
     assert list(shadow.obs.columns) == [*expected.obs.columns, "score", "a", "b"]
     assert shadow.obs_keys()[-3:] == ["score", "a", "b"]
     np.testing.assert_array_equal(shadow.obs_vector("score"), np.arange(shadow.n_obs, dtype=np.float32))
-    # replacing obs as a whole stages what differs (deleted columns too); names cannot change
+    # replacing obs as a whole stages what differs (deleted columns too)
     frame = shadow.obs.copy()
     frame["float"] = 0.0
     del frame["a"]
@@ -92,10 +92,16 @@ def test_obs_assignments_are_staged_and_survive_clear_cache(path):
     assert "cat" not in shadow.obs and "cat" not in shadow.obs_keys() and shadow._deleted_columns("obs") == {"cat"}
     with pytest.raises(ValueError, match=r"obs\['bad'\]: expected 60 values \(one per row\), got 3"):
         shadow.obs["bad"] = [1, 2, 3]
-    with pytest.raises(ValueError, match="rename"):
-        shadow.obs = frame.set_axis([f"x{i}" for i in range(shadow.n_obs)])
     with pytest.raises(ValueError, match=r"expected 60 rows, got 3"):
         shadow.obs = frame.iloc[:3]
+    # other names (as AnnData's setter takes them): obs is replaced whole (obs▲), names and all columns
+    renamed = frame.set_axis([f"x{i}" for i in range(shadow.n_obs)])
+    shadow.obs = renamed
+    assert list(shadow.obs_names) == list(renamed.index) and shadow.obs_keys() == list(renamed.columns)
+    assert shadow._deleted_columns("obs") == set() and shadow.obs is renamed
+    shadow.clear_cache()
+    assert list(shadow.obs_names) == list(renamed.index)
+    assert all(name.endswith("▲") for name in repr(shadow).split("\n")[3].split("\t")[1].split(", ")[1:])
 
 
 def test_views_see_their_roots_staged_elements_sliced(path):

@@ -94,7 +94,8 @@ def read_mudata(path: Path) -> mudata.MuData:
         # raw from anndata's read of the modality, which is what a modality shadow shows
         for name, modality in mdata.mod.items():
             if modality.raw is None and "raw" in group[f"mod/{name}"]:
-                modality.raw = read_elem(group[f"mod/{name}"]).raw.to_adata()
+                raw = read_elem(group[f"mod/{name}"]).raw  # None where zarr v2 lists an empty "raw"
+                modality.raw = None if raw is None else raw.to_adata()
         return mdata
 
 

@@ -65,6 +65,8 @@ def _mudata_lines(shadow: ShadowLike) -> list[str]:
 
 
 def _body_lines(shadow: ShadowLike) -> list[str]:
+    if not hasattr(shadow, "_KIND"):  # an AnnData given in memory as a MuData's modality (mod/<name>▲)
+        return ["  (in memory▲)", *repr(shadow).splitlines()[1:]]
     return _mudata_lines(shadow) if shadow._KIND == "MuData" else _anndata_lines(shadow)
 
 

@@ -132,6 +132,8 @@ def _key_html(key: str) -> str:
 
 
 def _block(shadow: ShadowLike) -> str:
+    if not hasattr(shadow, "_KIND"):  # an AnnData given in memory as a MuData's modality (mod/<name>▲)
+        return f"<pre>{escape(repr(shadow))}</pre>"
     header = f"<div class='shadows-header'>{escape(_header(shadow))}</div>"
     if shadow._KIND != "MuData":
         return header + _table(_anndata_rows(shadow))

@@ -81,6 +81,8 @@ class ElementMapping(MutableMapping):
     def __getitem__(self, key: str) -> Any:
         if key is None and self.slot == "layers":
             return self._shadow.X  # anndata >= 0.13 exposes X as layers[None]
+        if self._shadow._state.is_stale(self._path(key)):  # as before a private axis change
+            return self._shadow._before._slots[self.slot][key]
         if key in self._staged:
             return self._staged[key]
         inherited = self._inherited()

@@ -12,7 +12,7 @@ from shadows.core import view_categories
 from shadows.core.aligned import ElementMapping
 from shadows.core.base import READ_ONLY_MESSAGE, ShadowBase
 from shadows.core.layout import AnnDataLayout
-from shadows.core.raw import RawShadow
+from shadows.core.raw import PendingRaw, RawShadow
 from shadows.core.reading import computed
 from shadows.core.references import ARRAY_REFERENCES, get_by_reference
 from shadows.core.state import NOTHING
@@ -149,6 +149,8 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
         """The raw slot (``None`` when there is none); assigning (``adata.raw = adata``) keeps an
         ``anndata.Raw`` in memory (raw▲), ``del adata.raw`` deletes it, both until ``write()``.
         """
+        if self._state.is_stale("raw"):
+            return PendingRaw(self, self._before.raw)
         changed = self._changed_value("raw")
         if changed is not NOTHING:
             return None if changed is DELETED else changed
@@ -177,6 +179,14 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
             self._state.delete("raw")
         else:
             self._state.revert("raw")
+
+    def _set_raw_matrix(self, X: Any, source: Any) -> None:
+        """``adata.raw._X = X`` after a private axis change: raw becomes ``X`` with the variables of
+        ``source`` (the raw of before), in memory (raw▲).
+        """
+        if getattr(X, "shape", (None,))[0] != self.n_obs:
+            raise ValueError(f"{self.filename}: raw.X: expected {self.n_obs} rows, got {getattr(X, 'shape', None)}")
+        self._state.change("raw", anndata.Raw(self, X=X, var=source.var.copy(), varm=dict(source.varm)))
 
     def _select_staged(self, slot: str, value: Any) -> Any:
         """A raw assigned in the root, as a view sees it: the view's observations of it."""

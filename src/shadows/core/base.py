@@ -23,7 +23,7 @@ from shadows.core.aligned import ElementMapping, UnsMapping
 from shadows.core.changing import ElementChanges
 from shadows.core.connection import Connection, check_mode
 from shadows.core.layout import Layout
-from shadows.core.reading import ElementReading
+from shadows.core.reading import FRAMES, ElementReading
 from shadows.core.state import ElementState
 from shadows.errors import ReadOnlyError
 from shadows.indexing import AxisIndex, compose, normalize_key
@@ -128,6 +128,8 @@ class ShadowBase(ElementReading, ElementChanges):
         self._slots = {slot: ElementMapping(self, slot, partial(self._stored_children, slot)) for slot in self._SLOTS}
         self._slots["uns"] = UnsMapping(self, "uns", self._visible_uns_keys)
         self._uns_levels: dict[str, UnsMapping] = {"uns": self._slots["uns"]}
+        #: This shadow as it was before a private axis change (``adata._obs = ...``), for what is stale.
+        self._before: ShadowBase | None = None
 
     def _stored_children(self, rel: str) -> list[str]:
         """Keys the file stores under the mapping ``rel`` (a slot, a uns level, raw's varm)."""
@@ -172,6 +174,23 @@ class ShadowBase(ElementReading, ElementChanges):
     @var.setter
     def var(self, frame: pd.DataFrame) -> None:
         self._set_frame("var", frame)
+
+    # anndata's private fields, which muon's in-place filters assign (``adata._obs = adata.obs[mask]``)
+    @property
+    def _obs(self) -> Any:
+        return self.obs
+
+    @_obs.setter
+    def _obs(self, frame: pd.DataFrame) -> None:
+        self._set_private_frame("obs", frame)
+
+    @property
+    def _var(self) -> Any:
+        return self.var
+
+    @_var.setter
+    def _var(self, frame: pd.DataFrame) -> None:
+        self._set_private_frame("var", frame)
 
     @property
     def obs_names(self) -> pd.Index:
@@ -239,12 +258,24 @@ class ShadowBase(ElementReading, ElementChanges):
     @property
     def n_obs(self) -> int:
         """Number of observations."""
-        return self._layout.n_obs if self._view is None else len(self._view[0])
+        return self._axis_length(0)
 
     @property
     def n_vars(self) -> int:
         """Number of variables."""
-        return self._layout.n_vars if self._view is None else len(self._view[1])
+        return self._axis_length(1)
+
+    def _axis_length(self, axis: int) -> int:
+        """Length of an axis: of the dataframe replaced whole in memory (a MuData's ``update()`` may grow
+        it), else of the kept positions, else of the file's group.
+        """
+        if not self._is_view:
+            whole = self._state.changed(FRAMES[axis])
+            if isinstance(whole, pd.DataFrame):
+                return len(whole)
+        if self._view is not None:
+            return len(self._view[axis])
+        return self._layout.n_obs if axis == 0 else self._layout.n_vars
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import pandas as pd
 from shadows.core.reading import FRAMES
 from shadows.core.state import NOTHING, ElementState
 from shadows.errors import InvalidElementKeyError
-from shadows.indexing.apply import element_axes
+from shadows.indexing.apply import ALIGNED_SLOT_AXES, element_axes
 from shadows.indexing.keys import as_positions, as_slice_or_array
 from shadows.names import column_problem
 from shadows.writing import DELETED, ColumnChange, ElementChange
@@ -69,8 +69,13 @@ class ElementChanges:
         modified: the root's changes it sees are copied in (sliced), nothing is read, and from then on
         neither sees the other's changes. Roots are left as they are.
         """
-        if not self._is_view:
-            return
+        if self._is_view:
+            self._make_independent()
+
+    def _make_independent(self) -> None:
+        """The body of :meth:`_detach` (a MuData's in-place subset uses it, whose views otherwise stay
+        views when assigned to).
+        """
         root = self._root
         for rel, change in root._state.changes().items():
             if self._state.changed(rel) is NOTHING:
@@ -92,7 +97,12 @@ class ElementChanges:
             self._state.revert(rel)
 
     def _visible_staged_columns(self, frame_rel: str) -> dict[str, pd.Series]:
-        """Columns assigned in memory: a view's own, and its root's taken at the view's rows."""
+        """Columns assigned in memory: a view's own, and its root's taken at the view's rows (every
+        column of a dataframe replaced whole).
+        """
+        whole = self._whole_frame(frame_rel)
+        if whole is not None:
+            return dict(whole.items())
         own = self._column_changes(self._state, frame_rel)
         if not self._is_view:
             return own
@@ -157,22 +167,32 @@ class ElementChanges:
             index = index.astype(str)
         self._detach()
         index.name = self._names(frame_rel).name
+        whole = self._whole_frame(frame_rel)
+        if whole is not None:  # the names of a dataframe replaced whole are its index
+            whole.index = index
+            return
         self._state.change(self._index_rel(frame_rel), index)
         frame = self._state.held(frame_rel)
         if isinstance(frame, pd.DataFrame):
             frame.index = index
-        for mapping in (self._slots.get(f"{frame_rel}m"),):  # dataframes in obsm/varm follow, as in anndata
-            for key in [] if mapping is None else list(mapping):
-                value = mapping[key] if mapping.is_staged(key) else None
-                if isinstance(value, pd.DataFrame):
-                    value.index = index
+        mapping = self._slots.get(f"{frame_rel}m")
+        for key in [] if mapping is None else mapping.own_keys():  # dataframes in obsm/varm follow, as in
+            rel = f"{frame_rel}m/{key}"  # anndata: a stored one is read and changed (▲), to be written so
+            if mapping.is_staged(key):
+                if isinstance(mapping[key], pd.DataFrame):
+                    mapping[key].index = index
+            elif self._layout.spec(rel).kind == "dataframe":
+                value = self._plain(rel).copy()
+                value.index = index
+                self._state.change(rel, value)
 
     def _set_frame(self, frame_rel: str, frame: pd.DataFrame) -> None:
         """``shadow.obs = frame``: stage the columns that differ from the current ones (▲).
 
-        The names must stay those of the file (a shadow cannot rename observations); stored columns
-        missing from ``frame`` are deleted (from the file by ``write(overwrite=True)``). This is what
-        ``mudata``'s ``pull_obs``/``pull_var`` do to a MuData shadow.
+        Stored columns missing from ``frame`` are deleted (from the file by ``write(overwrite=True)``);
+        this is what ``mudata``'s ``pull_obs``/``pull_var`` do to a MuData shadow. A frame with other
+        names than the current ones replaces the dataframe whole (:meth:`_replace_frame`), as AnnData's
+        setter renames the observations.
         """
         where = f"{self.filename}: {frame_rel}"
         if not isinstance(frame, pd.DataFrame):
@@ -181,13 +201,14 @@ class ElementChanges:
             problem = column_problem(key)
             if problem is not None:
                 raise InvalidElementKeyError(f"{where}[{key!r}]: invalid column name: {problem}")
+        expected = self.n_obs if frame_rel == "obs" else self.n_vars
+        if len(frame) != expected:
+            raise ValueError(f"{where}: expected {expected} rows, got {len(frame)}")
+        if self._whole_frame(frame_rel) is not None or not frame.index.equals(self._names(frame_rel)):
+            self._replace_frame(frame_rel, frame)
+            return
         current = self._plain(frame_rel)
         self._detach()
-        if len(frame) != len(current):
-            raise ValueError(f"{where}: expected {len(current)} rows, got {len(frame)}")
-        if not frame.index.equals(current.index):
-            raise ValueError(f"{where}: the index differs from the file's {frame_rel}_names; a shadow cannot "
-                             "rename them (export with .to_memory() to do so)")
         for key in [c for c in current.columns if c not in frame.columns]:
             self._stage_column(frame_rel, key, None)  # deleted (a stored one by write(overwrite=True))
         for key in frame.columns:  # a column deleted before and back now is not in current: assigned
@@ -195,6 +216,77 @@ class ElementChanges:
                     or frame[key].dtype != current[key].dtype:
                 self._state.change(f"{frame_rel}/{key}", frame[key])
         self._state.forget(frame_rel)
+
+    def _replace_frame(self, frame_rel: str, frame: pd.DataFrame) -> None:
+        """The dataframe ``frame_rel`` becomes ``frame`` whole (▲): its names and columns. ``write
+        (overwrite=True)`` replaces the stored dataframe with it. Changes made to single columns or to
+        the names before are superseded. Its length is not checked here (a MuData's ``update()`` can
+        grow an axis; AnnData's setter checks it before).
+        """
+        self._detach()
+        for key in self._state.children(frame_rel):
+            self._state.revert(f"{frame_rel}/{key}")
+        self._state.change(frame_rel, frame)
+
+    def _set_private_frame(self, frame_rel: str, frame: pd.DataFrame) -> None:
+        """``adata._obs = frame`` (anndata's private field), as muon's in-place filters use it: ``frame``
+        holds some of the current rows (by name), and only obs changes at once.
+
+        The shadow keeps those rows (an in-place subset: nothing read, reads pushed down); the elements
+        aligned with the axis (X, layers, obsm, obsp, raw; for a MuData obsm, obsp, obsmap) keep showing
+        their values from before, as an AnnData's private fields do, until each is assigned its kept
+        rows (which muon does next). An element never assigned stays as it was, as in an AnnData.
+        """
+        where = f"{self.filename}: {frame_rel}"
+        if not isinstance(frame, pd.DataFrame):
+            raise TypeError(f"{where}: expected a pandas DataFrame, got {type(frame).__name__}")
+        names = self._names(frame_rel)
+        if frame.index.equals(names):
+            self._set_frame(frame_rel, frame)
+            return
+        positions = names.get_indexer(frame.index) if names.is_unique else np.array([-1])
+        if (positions < 0).any() or not frame.index.is_unique:
+            raise ValueError(f"{where}: a new {frame_rel} given this way must keep some of the current rows by "
+                             f"unique names; assign .{frame_rel} (same names) or subset the shadow instead")
+        self._detach()
+        before = self._snapshot()
+        axis = FRAMES.index(frame_rel)
+        aligned = self._aligned_elements(axis)
+        self._subset_in_place((positions, slice(None)) if axis == 0 else (slice(None), positions))
+        self._before = before
+        self._set_frame(frame_rel, frame)
+        self._state.mark_stale(aligned)
+        # only obs changed: uns keeps the category colors a subset would have cut to the kept categories
+        for key in [k for k in before.uns.own_keys() if str(k).endswith("_colors")]:
+            colors = before.uns[key]
+            if key not in self.uns or not np.array_equal(np.asarray(self.uns[key]), np.asarray(colors)):
+                self.uns[key] = colors
+
+    def _aligned_elements(self, axis: int) -> list[str]:
+        """The elements aligned with ``axis`` this shadow has (X, raw and every aligned slot's keys)."""
+        rels = []
+        if "layers" in self._SLOTS and self._has("X"):
+            rels.append("X")
+        if axis == 0 and "layers" in self._SLOTS and self.raw is not None:
+            rels.append("raw")
+        for slot, axes in ALIGNED_SLOT_AXES.items():
+            if slot in self._slots and axis in axes:
+                rels += [f"{slot}/{key}" for key in self._slots[slot].own_keys()]
+        return rels
+
+    def _snapshot(self) -> ElementChanges:
+        """A copy of this (root) shadow as it is now, apart from it: the same changes and held values (not copied:
+        an in-place subset replaces them with new objects, so they stay as they are).
+        """
+        before = object.__new__(type(self))
+        before.__dict__.update(self.__dict__)
+        before._root = before
+        before._init_memory()
+        for rel, value in self._state.changes().items():
+            before._state.change(rel, value)
+        for rel, value in self._state.held_items():
+            before._state.hold(rel, value, check=False)
+        return before
 
     def _staged_changes(self) -> tuple[list[ElementChange], list[ColumnChange]]:
         """What ``write()`` commits, built from the element records: elements (with absolute paths) and
@@ -230,7 +322,7 @@ class ElementChanges:
         self._state.keep_changed_in_place()
         self._detach()
         kept = self._view_of(index)
-        kept._detach()
+        kept._make_independent()
         self.__dict__.update(kept.__dict__)
         self._root = self
         for mapping in [*self._slots.values(), *self._uns_levels.values()]:

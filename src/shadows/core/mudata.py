@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import numpy as np
@@ -12,11 +12,15 @@ import numpy as np
 from shadows.core.anndata import AnnDataShadow
 from shadows.core.base import ShadowBase
 from shadows.core.layout import MuDataLayout
+from shadows.core.mudata_update import update_axis
+from shadows.core.reading import FRAMES, computed
 from shadows.core.references import ARRAY_REFERENCES, get_by_reference
 from shadows.errors import BackendUnavailableError, MissingElementError, element_message
 from shadows.indexing import AxisIndex
 from shadows.indexing.apply import MODALITY_MAP_AXES
 from shadows.indexing.keys import as_slice_or_array
+from shadows.names import check_key
+from shadows.writing import ElementChange, GroupAttributes
 from shadows.writing.export import export
 
 try:  # mudata is an optional extra: without it only the MuData class identity is missing
@@ -35,19 +39,28 @@ MUDATA_SLOTS = ("obsm", "varm", "obsp", "varp", *MODALITY_MAP_AXES)
 _MAP_OF_AXIS = {0: "obsmap", 1: "varmap"}
 
 
-class Modalities(Mapping):
-    """The modalities of a MuData shadow, in the stored ``mod-order`` (read-only)."""
+class Modalities(MutableMapping):
+    """The modalities of a MuData shadow, in the stored ``mod-order``; assignable as mudata's ``mod``
+    dict (``mdata.mod["rna"] = adata``, ``del mdata.mod["atac"]``; then ``mdata.update()``).
+    """
 
-    def __init__(self, owner: MuDataShadow, shadows: dict[str, ShadowBase]):
+    def __init__(self, owner: MuDataShadow, shadows: dict[str, Any]):
         self._owner = owner
         self._shadows = shadows
 
-    def __getitem__(self, name: str) -> ShadowBase:
+    def __getitem__(self, name: str) -> Any:
         try:
             return self._shadows[name]
         except KeyError:
             what = f"no such modality; modalities: {', '.join(self._shadows) or 'none'}"
             raise MissingElementError(element_message(self._owner.filename, f"mod/{name}", what)) from None
+
+    def __setitem__(self, name: str, modality: Any) -> None:
+        self._owner._set_modality(name, modality)
+
+    def __delitem__(self, name: str) -> None:
+        self[name]
+        self._owner._delete_modality(name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._shadows)
@@ -109,7 +122,7 @@ class MuDataShadow(ShadowBase, _MuDataBase):
     def mod(self) -> Modalities:
         """The modalities: AnnDataShadow objects (views of them in a view), in ``mod-order``."""
         if self._modalities is None:
-            shadows = self._open_modalities() if self._view is None else self._view_modalities()
+            shadows = self._view_modalities() if self._is_view else self._open_modalities()
             self._modalities = Modalities(self, shadows)
         return self._modalities
 
@@ -120,11 +133,12 @@ class MuDataShadow(ShadowBase, _MuDataBase):
 
     def _open_modalities(self) -> dict[str, ShadowBase]:
         # mudata writes AnnData modalities only (it cannot write a MuData nested in one)
-        shadows = {}
-        for name in self._layout.mod_names:
-            ref = dataclasses.replace(self._ref, root=self._ref.element_path("mod", name))
-            shadows[name] = AnnDataShadow._attached(ref, self._array_backend, self._table_backend, self._conn)
-        return shadows
+        return {name: self._open_modality(name) for name in self._layout.mod_names}
+
+    def _open_modality(self, name: str) -> AnnDataShadow:
+        """A shadow of the stored modality ``name``, sharing this shadow's connection."""
+        ref = dataclasses.replace(self._ref, root=self._ref.element_path("mod", name))
+        return AnnDataShadow._attached(ref, self._array_backend, self._table_backend, self._conn)
 
     def _view_modalities(self) -> dict[str, ShadowBase]:
         """Each modality's view: its rows/columns that belong to this view, in the view's order (as
@@ -133,14 +147,20 @@ class MuDataShadow(ShadowBase, _MuDataBase):
         shadows = {}
         for name, modality in self._root.mod.items():
             obs, var = (self._modality_positions(axis, name) for axis in (0, 1))
-            shadows[name] = type(modality)._make_view(modality, obs, var)
+            if isinstance(modality, ShadowBase):
+                shadows[name] = type(modality)._make_view(modality, obs, var)
+            else:  # an AnnData given in memory
+                shadows[name] = modality[as_slice_or_array(obs), as_slice_or_array(var)]
         return shadows
 
     def _modality_positions(self, axis: int, name: str) -> AxisIndex:
         """Positions in modality ``name`` of this view's rows (axis 0) or columns (axis 1)."""
         root = self._root
         rel = f"{_MAP_OF_AXIS[axis]}/{name}"
-        mapping = root._state.held_or_read(f"{rel}/_positions", lambda: root._materialize(rel))
+        if root._is_changed(rel):
+            mapping = np.asarray(computed(root._changed_value(rel)))
+        else:
+            mapping = root._state.held_or_read(f"{rel}/_positions", lambda: root._materialize(rel))
         picked = mapping[as_slice_or_array(self._view[axis])]
         positions = picked[picked > 0].astype(np.int64) - 1
         if positions.size and positions[0] == 0 and np.array_equal(positions, np.arange(positions.size)):
@@ -164,12 +184,40 @@ class MuDataShadow(ShadowBase, _MuDataBase):
     @property
     def n_mod(self) -> int:
         """Number of modalities."""
-        return len(self._layout.mod_names)
+        return len(self.mod)
 
     @property
     def mod_names(self) -> list[str]:
         """Names of the modalities (``list(mdata.mod)``)."""
-        return list(self._layout.mod_names)
+        return list(self.mod)
+
+    def _set_modality(self, name: str, modality: Any) -> None:
+        """``mdata.mod[name] = adata``: the modality is ``adata`` from now on (mod/<name>▲; ``write()``
+        stores it, replacing a stored one with ``overwrite=True``). The global obs/var follow on
+        ``update()``, as for a MuData.
+        """
+        import anndata
+
+        if self._is_view:
+            raise ValueError(f"{self.filename}: the modalities of a view cannot be replaced; replace them in the "
+                             "MuData shadow the view was taken from, or .copy() the view first")
+        check_key(self.filename, "mod", name)
+        if not isinstance(modality, anndata.AnnData) or isinstance(modality, MuDataShadow):
+            raise TypeError(f"{self.filename}: mod['{name}']: a modality must be an AnnData (or AnnDataShadow), "
+                            f"got {type(modality).__name__}")
+        self.mod._shadows[name] = modality
+        self._state.change(f"mod/{name}", modality)
+
+    def _delete_modality(self, name: str) -> None:
+        """``del mdata.mod[name]`` (mod/<name>▲ deleted; ``write(overwrite=True)`` removes it)."""
+        if self._is_view:
+            raise ValueError(f"{self.filename}: the modalities of a view cannot be deleted; delete them in the "
+                             "MuData shadow the view was taken from")
+        del self.mod._shadows[name]
+        if name in self._layout.mod_names:
+            self._state.delete(f"mod/{name}")
+        else:
+            self._state.revert(f"mod/{name}")
 
     @property
     def axis(self) -> int:
@@ -202,16 +250,50 @@ class MuDataShadow(ShadowBase, _MuDataBase):
     # -- mudata's update -------------------------------------------------------------------------
 
     def update(self) -> None:
-        """Nothing to do: a shadow's modalities cannot change their names, so the global obs/var already
-        match them (as ``update()`` leaves them from mudata 0.4 on). Copy modality columns into the global
-        obs/var with ``pull_obs()``/``pull_var()`` or by assignment.
+        """Make the global var, then obs, match the modalities again, as ``MuData.update()`` does: after
+        a modality was replaced, added or deleted, renamed, or filtered (muon's ``intersect_obs``).
+
+        mudata's own algorithm decides the new global names and obsmap/varmap (it runs on the names
+        alone). When the new global rows are some of the current ones, the shadow keeps them in place
+        (nothing read; reads pushed down); when new rows appear, the global elements along that axis
+        are read and reindexed by mudata (new rows missing: NaN, masked or NA, as mudata fills them)
+        and kept in memory (▲). Global columns are the stored ones, as from mudata 0.4 on (no pulling).
         """
+        self._update((1, 0))
 
     def update_obs(self) -> None:
-        """See :meth:`update`."""
+        """:meth:`update` for the global obs only."""
+        self._update((0,))
 
     def update_var(self) -> None:
-        """See :meth:`update`."""
+        """:meth:`update` for the global var only."""
+        self._update((1,))
+
+    def _update(self, axes: tuple[int, ...]) -> None:
+        if self._is_view:
+            raise ValueError(f"{self.filename}: a view cannot be updated; update the MuData shadow it was taken "
+                             "from")
+        if not len(self.mod):
+            return
+        for axis in axes:
+            if not self._axis_matches_modalities(axis):
+                update_axis(self, axis)
+
+    def _axis_matches_modalities(self, axis: int) -> bool:
+        """Whether the global names and the obsmap/varmap still say where each modality's rows are."""
+        frame_rel = FRAMES[axis]
+        maps = self._slots[f"{frame_rel}map"]
+        if set(maps.own_keys()) != set(self.mod):
+            return False
+        names = self._names(frame_rel)
+        for name, modality in self.mod.items():
+            positions = np.asarray(computed(maps[name])).reshape(-1)
+            present = positions > 0
+            order = np.argsort(positions[present], kind="stable")
+            expected = names[np.flatnonzero(present)[order]]
+            if not expected.equals(getattr(modality, f"{frame_rel}_names")):
+                return False
+        return True
 
     # -- vectors ---------------------------------------------------------------------------------
 
@@ -244,13 +326,66 @@ class MuDataShadow(ShadowBase, _MuDataBase):
                 modality.clear_cache()
 
     def _staged_changes(self):
+        """The global changes, each modality's own (a modality given whole is one change), and the new
+        ``mod-order`` last when the modalities changed.
+        """
         elements, columns = super()._staged_changes()
+        for change in elements:
+            if isinstance(change.value, ShadowBase):  # a shadow given as a modality: written as its data
+                change.value = change.value.to_memory()
         if self._modalities is not None:
-            for modality in self._modalities.values():
+            for name, modality in self._modalities.items():
+                if self._is_changed(f"mod/{name}"):
+                    continue
+                if modality._view is not None:  # subset in place (muon's filters): no longer fits its group
+                    path = self._ref.element_path(f"mod/{name}")
+                    elements.append(ElementChange(path, modality.to_memory(), False, lambda: None))
+                    continue
                 more_elements, more_columns = modality._staged_changes()
                 elements += more_elements
                 columns += more_columns
+            if list(self._modalities) != list(self._layout.mod_names):
+                order = GroupAttributes({"mod-order": list(self._modalities)})
+                elements.append(ElementChange(self._ref.element_path("mod"), order, False, lambda: None))
         return elements, columns
+
+    def write(self, filename: Any = None, clear_cache: bool = False, overwrite: bool = False,
+              **kwargs: Any) -> MuDataShadow:
+        """As :meth:`ShadowBase.write`; a MuData subset in place (by muon's filters or :meth:`update`)
+        writes its global elements whole (they are small; ``overwrite=True``): obs, var, obsm, varm,
+        obsp, varp, obsmap, varmap. Its modalities write their own changes.
+        """
+        exporting = isinstance(filename, str | os.PathLike)
+        if not exporting and not self._is_view and self._view is not None:
+            self._stage_kept_globals()
+        super().write(filename, clear_cache=clear_cache, overwrite=overwrite, **kwargs)
+        if not exporting and self._modalities is not None:  # modalities written whole: shadows of the file now
+            for name, modality in list(self._modalities.items()):
+                if not isinstance(modality, ShadowBase) or modality._view is not None:
+                    self._modalities._shadows[name] = self._open_modality(name)
+        return self
+
+    def _stage_kept_globals(self) -> None:
+        """Hold every global element as a change (▲) of the kept rows and columns, so the shadow no longer
+        depends on which of the file's rows it kept.
+        """
+        for frame_rel in FRAMES:
+            if self._whole_frame(frame_rel) is None:
+                self._replace_frame(frame_rel, self._plain(frame_rel).copy())
+        for slot in self._SLOTS:
+            mapping = self._slots[slot]
+            for key in mapping.own_keys():
+                if not mapping.is_staged(key):
+                    mapping[key] = self._plain(f"{slot}/{key}")
+        self._view = None
+
+    def _subset_in_place(self, index: Any) -> None:
+        """Keep the global rows/columns ``index`` selects; the modalities stay as they are (muon's filters
+        and :meth:`update` subset them themselves, as for a MuData).
+        """
+        modalities = dict(self.mod)
+        super()._subset_in_place(index)
+        self._modalities = Modalities(self, modalities)
 
     # -- conversions -----------------------------------------------------------------------------
 

@@ -134,3 +134,24 @@ class RawShadow:
         var = self._shadow._layout.spec("raw/var")
         return (f"Raw Shadow with n_obs × n_vars = {self.n_obs} × {self.n_vars}\n"
                 f"  var: {', '.join(var.columns)}\n  {self._varm!r}")
+
+
+class PendingRaw:
+    """``adata.raw`` between a private ``adata._obs = ...`` (muon's in-place filters) and the assignment
+    of its kept rows: the raw of before, until ``raw._X`` is given the kept rows (then raw▲ holds them).
+    """
+
+    def __init__(self, shadow: Any, before: Any):
+        self._shadow = shadow
+        self._before = before
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._before, name)
+
+    @property
+    def _X(self) -> Any:
+        return self._before.X
+
+    @_X.setter
+    def _X(self, value: Any) -> None:
+        self._shadow._set_raw_matrix(value, self._before)

@@ -70,6 +70,8 @@ class ElementReading:
 
     def _element(self, rel: str) -> Any:
         """The element at ``rel`` as the shadow's backends present it (kept per section 4 of DESIGN)."""
+        if self._state.is_stale(rel):
+            return self._before._element(rel)
         changed = self._changed_value(rel)
         if changed is not NOTHING:
             return None if changed is DELETED else changed
@@ -118,7 +120,17 @@ class ElementReading:
         selection = selection_for(frame_rel, spec, self._view)
         return selection[0] if selection else None
 
+    def _whole_frame(self, frame_rel: str) -> pd.DataFrame | None:
+        """The dataframe ``frame_rel`` when it was replaced whole in memory (▲: new names, or a MuData's
+        axis rebuilt by ``update()``), else ``None`` (stored, with any columns changed one by one).
+        """
+        changed = self._changed_value(frame_rel) if frame_rel in FRAMES else NOTHING
+        return changed if isinstance(changed, pd.DataFrame) else None
+
     def _names(self, frame_rel: str) -> pd.Index:
+        whole = self._whole_frame(frame_rel)
+        if whole is not None:
+            return whole.index
         changed = self._changed_value(self._index_rel(frame_rel))
         if changed is not NOTHING:
             return changed
@@ -140,8 +152,10 @@ class ElementReading:
         ``Categorical``, a masked array), and ``Series.array`` from anndata 0.13 on (which resolves
         ``adata[A.obs[k]]``). scanpy's plotting tells categorical colors from continuous ones by it.
         """
-        frame = self._state.held(frame_rel)
-        if frame is not NOTHING and self._table_backend.name == "pandas":
+        frame = self._whole_frame(frame_rel)
+        if frame is None and self._table_backend.name == "pandas":
+            frame = self._state.held(frame_rel)
+        if frame is not None and frame is not NOTHING:
             column = frame[key]
         else:
             staged = self._visible_staged_columns(frame_rel)
@@ -149,6 +163,9 @@ class ElementReading:
         return column.array if VECTORS_ARE_PANDAS_ARRAYS else column.values
 
     def _frame_keys(self, frame_rel: str) -> list[str]:
+        whole = self._whole_frame(frame_rel)
+        if whole is not None:
+            return list(whole.columns)
         deleted = self._deleted_columns(frame_rel)
         stored = [c for c in getattr(self._layout, frame_rel).columns if c not in deleted]
         return stored + [k for k in self._visible_staged_columns(frame_rel) if k not in stored]

@@ -51,6 +51,7 @@ class ElementState:
         self._records: dict[str, Record] = {}
         self._generation = generation  # the file's layout generation now
         self.deleted = deleted  # the deletion marker writes understand
+        self._stale: set[str] = set()  # elements still shown as they were before a private axis change
 
     def _record(self, rel: str) -> Record:
         record = self._records.get(rel)
@@ -118,6 +119,7 @@ class ElementState:
 
     def change(self, rel: str, value: Any) -> None:
         """``rel`` takes ``value`` in memory (▲); what was read for it is dropped."""
+        self._stale.discard(rel)
         record = self._record(rel)
         record.change, record.held, record.checksum, record.graph = value, NOTHING, None, NOTHING
 
@@ -127,6 +129,7 @@ class ElementState:
 
     def revert(self, rel: str) -> None:
         """Forget the change of ``rel`` (it is the file's again)."""
+        self._stale.discard(rel)
         record = self._records.get(rel)
         if record is not None:
             record.change = NOTHING
@@ -155,6 +158,17 @@ class ElementState:
         for rel, record in self._records.items():
             if record.change is not NOTHING and record.change is not self.deleted:
                 record.change = transform(rel, record.change)
+
+    # -- stale: shown as before an axis changed, until assigned ------------------------------------
+
+    def mark_stale(self, rels: list[str]) -> None:
+        """``rels`` keep showing their values from before the axis they are aligned with changed (see
+        ``ElementChanges._set_private_frame``) until each is assigned or deleted.
+        """
+        self._stale = set(rels)
+
+    def is_stale(self, rel: str) -> bool:
+        return rel in self._stale
 
     # -- memory --------------------------------------------------------------------------------------
 

@@ -94,6 +94,16 @@ class SlotSwap:
     delete: list[str]
 
 
+@dataclass
+class GroupAttributes:
+    """The value of a change that sets attributes of the existing group at the change's path (a MuData's
+    ``mod-order``, written after the modalities it names). Attributes are written atomically by HDF5
+    and Zarr alike.
+    """
+
+    attrs: dict[str, list[str]]
+
+
 def _split(path: str) -> tuple[str, str]:
     parent, _, name = path.rpartition("/")
     return parent, name
@@ -221,6 +231,14 @@ class Hdf5Commit:
     def element(self, change: ElementChange) -> None:
         if isinstance(change.value, SlotSwap):
             self.swap(change.value)
+            return
+        if isinstance(change.value, GroupAttributes):
+            import h5py
+
+            group = self._parent(change.path)
+            for key, names in change.value.attrs.items():
+                group.attrs.create(key, data=np.array(names, dtype=object), dtype=h5py.string_dtype())
+            self.file.flush()
             return
         parent_path, name = _split(change.path)
         if change.value is DELETED:
@@ -442,6 +460,10 @@ class ZarrCommitBase:
     def element(self, change: ElementChange) -> None:
         if change.value is DELETED:
             self._remove(change.path)
+            return
+        if isinstance(change.value, GroupAttributes):
+            self._parent(change.path)
+            self.root[change.path].attrs.update(change.value.attrs)
             return
         parent_path, name = _split(change.path)
         built = self._build(change.value, name)

@@ -25,7 +25,16 @@ from shadows.errors import (
     element_message,
 )
 from shadows.names import column_problem, key_problem
-from shadows.writing.commit import ColumnChange, ElementChange, Hdf5Commit, ZarrCommit, link_problem, stored
+from shadows.writing.commit import (
+    DELETED,
+    ColumnChange,
+    ElementChange,
+    GroupAttributes,
+    Hdf5Commit,
+    ZarrCommit,
+    link_problem,
+    stored,
+)
 
 
 @dataclass
@@ -59,6 +68,15 @@ def _frame_children(connection: Any, frame_path: str) -> tuple[str | None, set[s
     return attrs.get("_index"), {c for c in nodes.child_names(node) if c not in columns}
 
 
+def _frame_length(connection: Any, frame_path: str, index_key: str | None) -> int | None:
+    """Rows of the stored dataframe at ``frame_path`` (its index's length), or None if unknown."""
+    handle = connection.handle
+    path = f"{frame_path}/{index_key}"
+    if index_key is None or path not in handle:
+        return None
+    return int(handle[path].shape[0])
+
+
 def check(connection: Any, where: str, elements: list[ElementChange], columns: list[ColumnChange],
           overwrite: bool) -> None:
     """Mark each change by whether it replaces something stored, then raise if any change cannot be written.
@@ -90,7 +108,7 @@ def check(connection: Any, where: str, elements: list[ElementChange], columns: l
         problem = key_problem(name)
         if problem is not None:
             problems.invalid.append(f"{change.path}: {problem}")
-        change.replaces = stored(connection, change.path)
+        change.replaces = stored(connection, change.path) and not isinstance(change.value, GroupAttributes)
         if change.replaces and not overwrite:
             problems.replacing.append(change.path)
     frames: dict[str, tuple[str | None, set[str]]] = {}
@@ -106,6 +124,9 @@ def check(connection: Any, where: str, elements: list[ElementChange], columns: l
         if change.key in not_columns:
             role = "the index" if change.key == index_key else "a part of the dataframe that is not a column"
             problems.invalid.append(f"{path}: the name of {role}; rename the column")
+        rows = _frame_length(connection, change.frame_path, index_key)
+        if change.values is not DELETED and rows is not None and len(change.values) != rows:
+            problems.invalid.append(f"{path}: {len(change.values)} values for a dataframe of {rows} rows")
         change.replaces = stored(connection, path)
         if change.replaces and not overwrite:
             problems.replacing.append(path)
