@@ -123,8 +123,12 @@ class ElementMapping(MutableMapping):
         before anything changes.
         """
         values = dict(values or {})
+        has_x = self.slot == "layers" and None in values  # anndata >= 0.13 passes X as layers[None]
+        x = values.pop(None, None)
         for key, value in values.items():
             self._check(key, value)
+        if has_x:
+            self._shadow.X = x
         for key in self.own_keys():
             del self[key]
         for key, value in values.items():
