@@ -70,11 +70,17 @@ def _frame_children(connection: Any, frame_path: str) -> tuple[str | None, set[s
 
 def _frame_length(connection: Any, frame_path: str, index_key: str | None) -> int | None:
     """Rows of the stored dataframe at ``frame_path`` (its index's length), or None if unknown."""
+    from shadows.backends import nodes
+
     handle = connection.handle
     path = f"{frame_path}/{index_key}"
     if index_key is None or path not in handle:
         return None
-    return int(handle[path].shape[0])
+    node = handle[path]
+    if nodes.is_group(node):  # an encoded array (anndata 0.13's nullable strings: values and mask)
+        node = node["values"] if nodes.has_child(node, "values") else None
+    shape = getattr(node, "shape", None)
+    return int(shape[0]) if shape else None
 
 
 def check(connection: Any, where: str, elements: list[ElementChange], columns: list[ColumnChange],
