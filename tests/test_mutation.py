@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from conftest import FORMATS, read_oracle, suffix, write
 from helpers import assert_value_equal, count_values_read, file_digest
 from shadows import AnnDataShadow, ElementExistsError, ReadOnlyError
+from shadows.core.reading import computed
 
 N_OBS, N_VARS = 400, 120
 #: Cells kept by the views ("view" kind): every other cell.
@@ -373,3 +374,51 @@ def test_hvg_subset_aggregate_and_vectors_as_anndata(counts, kind):
         aggregated, expected = sc.get.aggregate(subject, "group", "mean"), sc.get.aggregate(oracle, "group", "mean")
     assert_same_state(subject, oracle)
     np.testing.assert_allclose(aggregated.layers["mean"], expected.layers["mean"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "dask"])
+@pytest.mark.parametrize("axis", ["obs", "var"])
+def test_muons_in_place_filters_on_an_anndata_shadow(counts, backend, axis):
+    """muon assigns AnnData's private ``_obs``/``_var`` and then re-subsets X, layers, obsm/varm, obsp and
+    raw from values it reads afterwards: the shadow serves them as they were until each is assigned.
+    """
+    muon = pytest.importorskip("muon")
+    shadow, oracle = AnnDataShadow(counts, array_backend=backend), read_oracle(counts)
+    for adata in (shadow, oracle):
+        adata.raw = adata
+        adata.layers["double"] = adata.X * 2
+        adata.obsm["emb"] = np.arange(N_OBS * 2, dtype=float).reshape(N_OBS, 2)
+        adata.varm["loadings"] = np.arange(N_VARS * 3, dtype=float).reshape(N_VARS, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for adata in (oracle, shadow):
+            if axis == "obs":
+                muon.pp.filter_obs(adata, "score", lambda x: x > 0)
+            else:
+                muon.pp.filter_var(adata, list(adata.var_names[::3]))
+    assert shadow.shape == oracle.shape and not shadow._state._stale  # every element got its kept rows
+    assert_value_equal(computed(shadow.X), oracle.X, "X")
+    assert_value_equal(computed(shadow.layers["double"]), oracle.layers["double"], "layers/double")
+    np.testing.assert_array_equal(computed(shadow.obsm["emb"]), oracle.obsm["emb"])
+    np.testing.assert_array_equal(computed(shadow.varm["loadings"]), oracle.varm["loadings"])
+    assert_value_equal(computed(shadow.raw.X), oracle.raw.X, "raw.X")
+    pd.testing.assert_frame_equal(shadow.obs, oracle.obs)
+    pd.testing.assert_frame_equal(shadow.var, oracle.var)
+
+
+def test_a_private_obs_must_keep_rows_by_name(counts):
+    shadow = AnnDataShadow(counts)
+    with pytest.raises(ValueError, match="keep some of the current rows"):
+        shadow._obs = pd.DataFrame(index=["not-a-cell"])
+
+
+def test_a_column_of_another_length_never_reaches_the_file(counts):
+    from shadows.errors import InvalidElementKeyError
+    from shadows.writing import ColumnChange, transaction
+
+    shadow = AnnDataShadow(counts, mode="r+")
+    wrong = ColumnChange("obs", "short", pd.Series(np.arange(3)), False, lambda: None)
+    before = file_digest(counts)
+    with pytest.raises(InvalidElementKeyError, match="3 values for a dataframe of 400 rows"):
+        transaction.check(shadow._conn, shadow.filename, [], [wrong], overwrite=True)
+    assert file_digest(counts) == before
