@@ -161,3 +161,16 @@ def test_a_views_modalities_cannot_be_replaced(path):
         view.mod["prot"] = new_modality()
     with pytest.raises(TypeError, match="AnnData"):
         MuDataShadow(path).mod["prot"] = np.ones((3, 3))
+
+
+def test_an_export_writes_modalities_given_in_memory(path, tmp_path):
+    shadow, oracle = MuDataShadow(path), read_mudata(path)
+    run(add, oracle, shadow)
+    assert "prot: 5 x 3 (in memory▲)" in repr(shadow) and "AnnData object (in memory▲)" in shadow._repr_html_()
+    view = shadow[:10]
+    assert view["prot"].shape == oracle[:10]["prot"].shape and "prot" in repr(view)
+    target = tmp_path / ("out.h5mu" if path.suffix == ".h5mu" else "out.zarr")
+    (shadow.write_h5mu if path.suffix == ".h5mu" else shadow.write_zarr)(target)
+    written = read_mudata(target)
+    assert_globals_match(written, oracle)
+    assert_value_equal(written["prot"].X, oracle["prot"].X, "mod/prot/X")

@@ -422,3 +422,44 @@ def test_a_column_of_another_length_never_reaches_the_file(counts):
     with pytest.raises(InvalidElementKeyError, match="3 values for a dataframe of 400 rows"):
         transaction.check(shadow._conn, shadow.filename, [], [wrong], overwrite=True)
     assert file_digest(counts) == before
+
+
+@pytest.mark.parametrize("fmt", ["h5ad", "zarr"])
+def test_exports_write_the_changes_held_in_memory(counts, tmp_path, fmt):
+    """X▲, a deleted layer and a raw assigned in memory reach the exported file as anndata would write
+    them (the export reads values through ``element_value``, changes first).
+    """
+    shadow, oracle = AnnDataShadow(counts), read_oracle(counts)
+    for adata in (shadow, oracle):
+        adata.layers["double"] = adata.X * 2
+    shadow.write_h5ad(tmp_path / "with_layer.h5ad")
+    shadow = AnnDataShadow(tmp_path / "with_layer.h5ad")
+    for adata in (shadow, oracle):
+        adata.raw = adata
+        adata.X = adata.X * 10
+        del adata.layers["double"]
+    target = tmp_path / f"out.{fmt}"
+    (shadow.write_h5ad if fmt == "h5ad" else shadow.write_zarr)(target)
+    written = ad.read_h5ad(target) if fmt == "h5ad" else ad.read_zarr(target)
+    assert_value_equal(written.X, oracle.X, "X")
+    assert [k for k in written.layers if k is not None] == []
+    assert_value_equal(written.raw.X, oracle.raw.X, "raw.X")
+
+
+def test_describe_is_the_public_account_of_a_shadow(counts, monkeypatch):
+    from helpers import count_reads
+
+    shadow = AnnDataShadow(counts)
+    shadow.obsm["emb"] = np.ones((N_OBS, 2))
+    with count_reads(monkeypatch) as reads:
+        described = shadow[VIEW_CELLS].describe()
+    assert sum(reads.values()) == 0
+    assert described.kind == "AnnData" and described.is_view and described.shape == (N_OBS // 2, N_VARS)
+    assert described.file_shape == (N_OBS, N_VARS) and described.header.startswith("View of AnnData Shadow")
+    (x,) = described.slot("X")
+    assert x.encoding.startswith("csr_matrix") and x.shape == (N_OBS // 2, N_VARS) and not x.changed
+    (emb,) = described.slot("obsm")
+    assert emb.changed and emb.shape == (N_OBS // 2, 2) and emb.marked_key == "emb▲"
+    assert [e.key for e in described.slot("obs")] == ["_index", "group", "batch", "score"]
+    stored = {e.path: e for e in shadow.stored_elements()}
+    assert stored["X"].nbytes > 0 and stored["X"].shape == (N_OBS, N_VARS) and "obsm/emb" not in stored

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
-from typing import Any
 
 
 def _human(nbytes: int) -> str:
@@ -28,36 +26,6 @@ def _dtype_text(dtype) -> str:
     return str(dtype)
 
 
-def element_paths(shadow) -> Iterator[str]:
-    """Every stored element of a shadow, uns walked recursively (paths relative to the AnnData/MuData)."""
-    layout = shadow._layout
-    for rel in ("X", "obs", "var"):
-        if layout.has(rel):
-            yield rel
-    for slot in shadow._SLOTS:
-        for key in layout.mapping_keys(slot):
-            yield f"{slot}/{key}"
-    stack = [f"uns/{k}" for k in reversed(layout.mapping_keys("uns"))]
-    while stack:
-        rel = stack.pop()
-        yield rel
-        if layout.spec(rel).kind == "mapping":
-            stack.extend(f"{rel}/{k}" for k in reversed(layout.children(rel)))
-    for rel in ("raw/X", "raw/var"):
-        if layout.has(rel):
-            yield rel
-    if layout.has("raw/varm"):
-        yield from (f"raw/varm/{k}" for k in layout.mapping_keys("raw/varm"))
-
-
-def element_specs(shadow, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(path, description) of every stored element, a MuData's modalities included (``mod/<name>/...``)."""
-    for rel in element_paths(shadow):
-        yield prefix + rel, shadow._layout.spec(rel)
-    for name, modality in getattr(shadow, "mod", {}).items():
-        yield from element_specs(modality, f"{prefix}mod/{name}/")
-
-
 def open_shadow(path: str, format: str | None = None, allow_external: bool = False):
     """An AnnDataShadow, or a MuDataShadow when the file is a MuData."""
     from shadows import AnnDataShadow, MuDataShadow
@@ -76,11 +44,10 @@ def info_text(path: str, format: str | None = None, allow_external: bool = False
     """The repr plus a table of every element's shape, dtype, encoding, chunking and size on disk."""
     shadow = open_shadow(path, format, allow_external)
     rows = [("element", "shape", "dtype", "encoding", "chunks", "on disk")]
-    for rel, spec in element_specs(shadow):
-        info = spec.info()
-        shape = " × ".join(map(str, info["shape"])) if info["shape"] else "-"
-        dtype = _dtype_text(spec.dtype)
-        rows.append((rel, shape, dtype, info["encoding"], info["chunks"] or "-", _human(info["stored"])))
+    for element in shadow.stored_elements():
+        shape = " × ".join(map(str, element.shape)) if element.shape else "-"
+        rows.append((element.path, shape, _dtype_text(element.dtype), element.encoding, element.chunks or "-",
+                     _human(element.nbytes)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
     text = f"{shadow.filename}\n{shadow!r}\n\n{table}"

@@ -59,8 +59,13 @@ class ElementMapping(MutableMapping):
     @property
     def _deleted(self) -> set[str]:
         """Stored keys deleted in memory (removed from the file by ``write(overwrite=True)``)."""
-        deleted = self._shadow._state.deleted
-        return {k for k, v in self._changes.items() if v is deleted}
+        shadow = self._shadow
+        deleted = shadow._state.deleted
+        own = self._changes
+        keys = {k for k, v in own.items() if v is deleted}
+        if shadow.is_view:  # a view sees its root's deletions (unless it assigned the key itself)
+            keys |= {k for k, v in shadow._root._state.children(self.slot).items() if v is deleted and k not in own}
+        return keys
 
     @property
     def _stored(self) -> list[str]:

@@ -215,6 +215,19 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
                                                       "nor an obs name"))
         return self._row_of("X" if layer is None else f"layers/{layer}", names.get_loc(k))
 
+    def element_value(self, path: str) -> Any:
+        """As :meth:`ShadowBase.element_value`; also raw's ``"raw/X"``, ``"raw/var"`` and ``"raw/varm"`` (a
+        dict), from a raw assigned in memory (raw▲) where there is one.
+        """
+        if not path.startswith("raw/"):
+            return super().element_value(path)
+        raw = self.raw
+        if isinstance(raw, anndata.Raw):  # assigned in memory
+            return {"X": raw.X, "var": raw.var, "varm": dict(raw.varm)}[path[4:]]
+        if path == "raw/varm":
+            return {k: self._plain(f"raw/varm/{k}") for k in raw.varm}
+        return super().element_value(path)
+
     # -- conversions -----------------------------------------------------------------------------
 
     def to_memory(self) -> anndata.AnnData:

@@ -19,12 +19,14 @@ import pandas as pd
 from shadows import convert
 from shadows.backends import FileRef, resolve
 from shadows.backends.fileref import suffix_format
+from shadows.core import description
 from shadows.core.aligned import ElementMapping, UnsMapping
 from shadows.core.changing import ElementChanges
 from shadows.core.connection import Connection, check_mode
+from shadows.core.description import Description
 from shadows.core.layout import Layout
 from shadows.core.reading import FRAMES, ElementReading
-from shadows.core.state import ElementState
+from shadows.core.state import NOTHING, ElementState
 from shadows.errors import ReadOnlyError
 from shadows.indexing import AxisIndex, compose, normalize_key
 from shadows.writing import DELETED, commit, legacy_upgrade, transaction
@@ -492,10 +494,44 @@ class ShadowBase(ElementReading, ElementChanges):
         """Keep the variables ``index`` selects (``adata = adata[:, index]``, in place)."""
         self._subset_in_place((slice(None), index))
 
+    # -- what the shadow says about itself (the interface of the reprs, ``shadows info``, exports) -----
+
+    def describe(self) -> Description:
+        """Every element this shadow (or view) shows, slot by slot: encoding, shape and dtype as it shows
+        them, and whether each is held in memory (ᐁ) or changed in memory (▲); a MuData's modalities
+        too. Reads no data. See :class:`shadows.core.description.Description`.
+        """
+        return description.describe(self)
+
+    def stored_elements(self) -> list[description.StoredElement]:
+        """Every element the file stores for this shadow's group (uns walked recursively; a MuData's
+        modalities as ``mod/<name>/...``) with its chunking and bytes on disk, from metadata only.
+        """
+        return description.stored_elements(self)
+
+    def element_value(self, path: str) -> Any:
+        """The element at ``path`` (``"X"``, ``"obs"``, ``"obsm/X_pca"``, ``"uns"``) as this shadow (or
+        view) would write it: a value assigned in memory as it is (▲; ``None`` when deleted), a value held
+        in memory, else a matrix as its dask graph (lazy, only the view's part) and anything else read as
+        numpy/pandas/dict. What exports stream from.
+        """
+        if path == "uns":
+            return self.uns.materialize()
+        changed = self._changed_value(path)
+        if changed is not NOTHING:
+            return None if changed is DELETED else changed
+        spec = self._layout.spec(path)
+        if spec.kind not in ("dense", "sparse"):
+            return self._plain(path)
+        held = self._state.held(path)
+        if held is not NOTHING and self._array_backend.name == "numpy":
+            return held
+        return self._graph(path)
+
     def __repr__(self) -> str:
         from shadows._repr import text_repr
 
-        return text_repr(self)
+        return text_repr(self.describe())
 
     def _repr_html_(self) -> str:
         """Jupyter's rich repr: slots, keys, encodings, shapes and dtypes from metadata (reads no data).
@@ -505,7 +541,7 @@ class ShadowBase(ElementReading, ElementChanges):
         """
         from shadows._repr_html import html_repr
 
-        return html_repr(self)
+        return html_repr(self.describe())
 
     def __reduce__(self):
         """Pickled as the file's path, the selection and the changes held in memory (not the cache)."""

@@ -1,9 +1,11 @@
-"""What the modules around a shadow (its slots, raw, the reprs, the export) may use of it.
+"""What the modules around a shadow may use of it.
 
-They take a shadow as a :class:`ShadowLike` instead of importing :class:`~shadows.core.base.ShadowBase`,
-which imports them: so no import circles, and this is the list to keep small. Members with a leading
-underscore are the shadow's internals these modules share with it; their meaning is documented on
-``ShadowBase``.
+The edges of the package (the text and HTML reprs, ``shadows info``, the export) use only the public
+interface: ``describe()`` (a :class:`~shadows.core.description.Description`), ``stored_elements()``,
+``element_value(path)``, ``mod`` and the AnnData attributes. The shadow's companions inside ``core/``
+(its slots, raw, the description builder) take it as a :class:`ShadowLike` instead of importing
+:class:`~shadows.core.base.ShadowBase`, which imports them: so no import circles, and this is the list
+of internals they share with it (their meaning is documented on ``ShadowBase``); keep it small.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ class ShadowLike(Protocol):
     n_vars: int
     is_view: bool
     filename: str
+
+    def describe(self) -> Any: ...  # the public interface of the edges (see the module docstring)
+    def stored_elements(self) -> list[Any]: ...
+    def element_value(self, path: str) -> Any: ...
 
     @property
     def _layout(self) -> Any: ...  # the metadata of the file's group

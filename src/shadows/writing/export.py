@@ -13,16 +13,15 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shadows.core.state import NOTHING
 from shadows.errors import ElementExistsError, UnsafeTargetError
 from shadows.writing.commit import _write_elem, write_value
 from shadows.writing.streams import is_dask
 
 if TYPE_CHECKING:
+    from shadows.core.description import Description
     from shadows.core.interface import ShadowLike
 
 DICT_ENCODING = {"encoding-type": "dict", "encoding-version": "0.1.0"}
@@ -36,53 +35,50 @@ def _group(parent: Any, name: str, attrs: dict[str, Any]) -> Any:
     return group
 
 
-def _matrix(shadow: ShadowLike, rel: str) -> Any:
-    """A matrix element as written: held in memory if it is, else its (view's) dask graph."""
-    spec = shadow._layout.spec(rel)
-    if spec.kind not in ("dense", "sparse"):
-        return shadow._plain(rel)
-    held = shadow._state.held(rel)
-    if held is not NOTHING and shadow._array_backend.name == "numpy":
-        return held
-    return shadow._graph(rel)
-
-
-def _write_annotations(shadow: ShadowLike, target: Any, attrs: dict[str, Any]) -> None:
+def _write_annotations(shadow: ShadowLike, described: Description, target: Any, attrs: dict[str, Any]) -> None:
     """What AnnData and MuData groups share: their encoding, obs, var, the aligned slots and uns."""
     for key, value in attrs.items():
         target.attrs[key] = value
-    _write_elem(target, "obs", shadow._plain("obs"))
-    _write_elem(target, "var", shadow._plain("var"))
-    for slot in shadow._SLOTS:
+    _write_elem(target, "obs", shadow.element_value("obs"))
+    _write_elem(target, "var", shadow.element_value("var"))
+    slots = ("obsm", "varm", "obsp", "varp", *(("obsmap", "varmap") if described.kind == "MuData" else ("layers",)))
+    for slot in slots:
         group = _group(target, slot, DICT_ENCODING)
-        for key, value in shadow._slot_values(slot, partial(_matrix, shadow)).items():
-            write_value(group, key, value)
-    _write_elem(target, "uns", shadow.uns.materialize())
+        for element in described.slot(slot):
+            write_value(group, element.key, shadow.element_value(f"{slot}/{element.key}"))
+    _write_elem(target, "uns", shadow.element_value("uns"))
 
 
 def write_anndata(shadow: ShadowLike, target: Any) -> None:
     """Every element of an AnnData shadow (or view) into the group ``target``."""
     from shadows.elements.sparse_chunk import to_plain
 
-    _write_annotations(shadow, target, {"encoding-type": "anndata", "encoding-version": "0.1.0"})
-    if shadow._layout.has("X"):
-        x = _matrix(shadow, "X")
+    described = shadow.describe()
+    _write_annotations(shadow, described, target, {"encoding-type": "anndata", "encoding-version": "0.1.0"})
+    if described.has("X"):
+        x = shadow.element_value("X")
         write_value(target, "X", x if is_dask(x) else to_plain(x))
-    raw = shadow.raw
-    if raw is not None:
+    if described.has("raw"):
         group = _group(target, "raw", {"encoding-type": "raw", "encoding-version": "0.1.0"})
-        write_value(group, "X", _matrix(shadow, "raw/X"))
-        _write_elem(group, "var", shadow._plain("raw/var"))
-        _write_elem(group, "varm", {k: shadow._plain(f"raw/varm/{k}") for k in raw.varm})
+        write_value(group, "X", shadow.element_value("raw/X"))
+        _write_elem(group, "var", shadow.element_value("raw/var"))
+        _write_elem(group, "varm", shadow.element_value("raw/varm"))
 
 
 def write_mudata(shadow: ShadowLike, target: Any) -> None:
-    """Every element of a MuData shadow (or view) and of its modalities into the group ``target``."""
-    _write_annotations(shadow, target, {"encoding-type": "MuData", "encoding-version": "0.1.0", "axis": shadow.axis})
+    """Every element of a MuData shadow (or view) and of its modalities into the group ``target``; a
+    modality given in memory as an AnnData is written by anndata.
+    """
+    described = shadow.describe()
+    _write_annotations(shadow, described, target,
+                       {"encoding-type": "MuData", "encoding-version": "0.1.0", "axis": described.axis})
     mods = target.create_group("mod")
     mods.attrs["mod-order"] = list(shadow.mod)
     for name, modality in shadow.mod.items():
-        write_anndata(modality, mods.create_group(name))
+        if described.modalities[name].source is None:
+            _write_elem(mods, name, modality)
+        else:
+            write_anndata(modality, mods.create_group(name))
 
 
 @contextlib.contextmanager
@@ -124,15 +120,16 @@ def export(shadow: ShadowLike, path: str | os.PathLike, format: str, *, progress
     import anndata
 
     path = Path(os.path.expanduser(os.fspath(path))).absolute()
-    check_target(path, shadow._ref.path, overwrite)
+    described = shadow.describe()
+    check_target(path, described.source, overwrite)
     scratch = path.with_name(f".{path.name}.shadows-tmp-{uuid.uuid4().hex}")
-    writer = write_mudata if shadow._KIND == "MuData" else write_anndata
+    mudata_file = described.kind == "MuData"
+    writer = write_mudata if mudata_file else write_anndata
     try:
         with _progress(progress):
             if format == "hdf5":
                 import h5py
 
-                mudata_file = shadow._KIND == "MuData"
                 with h5py.File(scratch, "w-", userblock_size=MUDATA_HEADER_BYTES if mudata_file else None) as file:
                     writer(shadow, file)
                 if mudata_file:

@@ -1,0 +1,269 @@
+"""What a shadow says about itself (``shadow.describe()``, ``shadow.stored_elements()``): the public,
+documented interface the edges of the package use — the text and HTML reprs, ``shadows info`` and the
+export — instead of the shadow's internals.
+
+A :class:`Description` lists every element the shadow shows, slot by slot, with what the repr marks
+(ᐁ held in memory, ▲ changed in memory) and what the HTML repr prints (encoding, shape, dtype); it is
+built from metadata and from what is in memory, and reads no data. :class:`StoredElement` is what
+``shadows info`` prints of each element of the file (chunking, bytes on disk).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from shadows.cache import marker
+from shadows.indexing.apply import element_axes
+
+if TYPE_CHECKING:
+    from shadows.core.interface import ShadowLike
+
+#: Aligned slots of each kind of object, in the order reprs list them (uns last of the shared ones).
+ANNDATA_SLOTS = ("obsm", "varm", "obsp", "varp", "uns")
+MUDATA_SLOTS = ("obsm", "varm", "obsp", "varp", "uns", "obsmap", "varmap")
+
+
+@dataclass(frozen=True)
+class ElementInfo:
+    """One element as a shadow shows it.
+
+    Attributes
+    ----------
+    slot
+        ``"X"``, ``"layers"``, ``"obs"``, ``"var"``, ``"obsm"``, ``"varm"``, ``"obsp"``, ``"varp"``,
+        ``"uns"``, ``"raw"``, ``"obsmap"`` or ``"varmap"``.
+    key
+        The key in the slot (``""`` for X; the column, or the index's name, of obs/var; ``"X"``,
+        ``"var"`` or ``"varm"`` of raw).
+    encoding
+        anndata's encoding of the stored element (``"csr_matrix 0.1.0"``), ``"index"`` for the names
+        of obs/var, or ``"in memory: <type>"`` for a value assigned in memory.
+    shape, dtype
+        As this shadow shows the element (a view's sizes); ``None`` where it has none.
+    held
+        Held in memory (ᐁ; ``clear_cache()`` frees it).
+    changed
+        Assigned in memory and not yet written (▲).
+    """
+
+    slot: str
+    key: str
+    encoding: str
+    shape: tuple[int, ...] | None
+    dtype: str | None
+    held: bool = False
+    changed: bool = False
+
+    @property
+    def marked_key(self) -> str:
+        """The key with its repr marker (▲ or ᐁ)."""
+        return self.key + marker(self.held, self.changed)
+
+
+@dataclass(frozen=True)
+class Description:
+    """What a shadow (or view) holds, as :meth:`ShadowBase.describe` gives it.
+
+    Attributes
+    ----------
+    kind
+        ``"AnnData"`` or ``"MuData"``; ``"AnnData in memory"`` for a modality given as an AnnData.
+    source
+        The file or store (``None`` in memory).
+    filename
+        As the shadow's ``filename`` (with the group path of one modality of a MuData).
+    shape
+        ``(n_obs, n_vars)``.
+    is_view
+        Whether it is a view of another shadow.
+    file_shape
+        ``(n_obs, n_vars)`` of the file's group (``None`` in memory).
+    subset
+        A shadow subset in place (keeps some of the file's rows or columns; not a view).
+    axis
+        A MuData's axis (0 shared obs, 1 shared var, -1 both); ``None`` for AnnData.
+    elements
+        Every element, slot by slot, in the order the repr lists them.
+    modalities
+        A MuData's modalities, by name, in ``mod-order``.
+    """
+
+    kind: str
+    source: str | None
+    filename: str | None
+    shape: tuple[int, int]
+    is_view: bool
+    file_shape: tuple[int, int] | None
+    subset: bool
+    axis: int | None
+    elements: tuple[ElementInfo, ...]
+    modalities: dict[str, Description] = field(default_factory=dict)
+
+    def slot(self, name: str) -> list[ElementInfo]:
+        """The elements of slot ``name`` (obs/var: the index first, then the columns)."""
+        return [e for e in self.elements if e.slot == name]
+
+    def has(self, slot: str) -> bool:
+        """Whether slot ``slot`` holds anything (X, raw: whether there is one)."""
+        return any(e.slot == slot for e in self.elements)
+
+    @property
+    def header(self) -> str:
+        """The repr's first line."""
+        note = {0: "", 1: " (shared var)", -1: " (shared obs and var)"}.get(self.axis, "") if self.axis is not None \
+            else ""
+        if self.kind == "AnnData in memory":
+            return f"AnnData object (in memory▲) with n_obs × n_vars = {self.shape[0]} × {self.shape[1]}"
+        header = f"{self.kind} Shadow object with n_obs × n_vars = {self.shape[0]} × {self.shape[1]}{note}"
+        if self.is_view:
+            return f"View of {header} (original {self.file_shape[0]} × {self.file_shape[1]})"
+        if self.subset:
+            return f"{header} (subset of the file's {self.file_shape[0]} × {self.file_shape[1]})"
+        return header
+
+
+@dataclass(frozen=True)
+class StoredElement:
+    """One element of the file as ``shadows info`` lists it (from metadata and listings only)."""
+
+    path: str  # relative to the AnnData/MuData group; a modality's as ``mod/<name>/...``
+    shape: tuple[int, ...] | None
+    dtype: Any  # numpy dtype, or None for groups
+    encoding: str
+    chunks: str | None
+    nbytes: int  # bytes on disk
+
+
+# -- building descriptions (the shadow's internals are read here, and only here, for the edges) ----------
+
+
+def describe(shadow: ShadowLike) -> Description:
+    """The :class:`Description` of a shadow or view (reads no data)."""
+    layout = shadow._layout
+    mudata = shadow._KIND == "MuData"
+    elements: list[ElementInfo] = []
+    if not mudata:
+        elements += _x(shadow)
+        elements += _slot(shadow, "layers")
+    elements += _frame(shadow, "obs") + _frame(shadow, "var")
+    for slot in MUDATA_SLOTS if mudata else ANNDATA_SLOTS:
+        elements += _slot(shadow, slot)
+    if not mudata:
+        elements += _raw(shadow)
+    modalities = {}
+    if mudata:
+        modalities = {name: m.describe() if hasattr(m, "_layout") else describe_memory(m)
+                      for name, m in shadow.mod.items()}
+    return Description(
+        kind=shadow._KIND, source=shadow._ref.path, filename=shadow.filename, shape=(shadow.n_obs, shadow.n_vars),
+        is_view=shadow.is_view, file_shape=(layout.n_obs, layout.n_vars),
+        subset=not shadow.is_view and shadow._view is not None, axis=shadow.axis if mudata else None,
+        elements=tuple(elements), modalities=modalities,
+    )
+
+
+def describe_memory(adata: Any) -> Description:
+    """A :class:`Description` of an in-memory AnnData (a MuData shadow's modality given in memory)."""
+    elements = [_in_memory("X", "", adata.X)] if adata.X is not None else []
+    elements += [_in_memory("layers", k, v) for k, v in adata.layers.items() if k is not None]
+    for slot in ("obs", "var"):
+        frame = getattr(adata, slot)
+        elements.append(ElementInfo(slot, frame.index.name or "_index", "index", (len(frame),), None, changed=True))
+        elements += [_in_memory(slot, k, frame[k]) for k in frame.columns]
+    for slot in ANNDATA_SLOTS:
+        elements += [_in_memory(slot, k, v) for k, v in getattr(adata, slot).items()]
+    if adata.raw is not None:
+        elements += [_in_memory("raw", "X", adata.raw.X), _in_memory("raw", "var", adata.raw.var)]
+    return Description(kind="AnnData in memory", source=None, filename=None, shape=tuple(adata.shape),
+                       is_view=adata.is_view, file_shape=None, subset=False, axis=None, elements=tuple(elements))
+
+
+def stored_elements(shadow: ShadowLike, prefix: str = "") -> list[StoredElement]:
+    """Every stored element of the file's group (uns walked recursively, raw, a MuData's modalities)."""
+    out = []
+    for rel in _stored_paths(shadow):
+        spec = shadow._layout.spec(rel)
+        info = spec.info()
+        out.append(StoredElement(prefix + rel, tuple(info["shape"]) if info["shape"] else None, spec.dtype,
+                                 info["encoding"], info["chunks"] or None, info["stored"]))
+    for name, modality in (shadow.mod.items() if shadow._KIND == "MuData" else ()):
+        if hasattr(modality, "_layout"):  # stored (not an AnnData given in memory)
+            out += stored_elements(modality, f"{prefix}mod/{name}/")
+    return out
+
+
+def _stored_paths(shadow: ShadowLike) -> list[str]:
+    layout = shadow._layout
+    paths = [rel for rel in ("X", "obs", "var") if layout.has(rel)]
+    for slot in shadow._SLOTS:
+        paths += [f"{slot}/{key}" for key in layout.mapping_keys(slot)]
+    stack = [f"uns/{k}" for k in reversed(layout.mapping_keys("uns"))]
+    while stack:
+        rel = stack.pop()
+        paths.append(rel)
+        if layout.spec(rel).kind == "mapping":
+            stack.extend(f"{rel}/{k}" for k in reversed(layout.children(rel)))
+    paths += [rel for rel in ("raw/X", "raw/var") if layout.has(rel)]
+    if layout.has("raw/varm"):
+        paths += [f"raw/varm/{k}" for k in layout.mapping_keys("raw/varm")]
+    return paths
+
+
+def _in_memory(slot: str, key: str, value: Any, held: bool = False) -> ElementInfo:
+    dtype = getattr(value, "dtype", None)
+    return ElementInfo(slot, key, f"in memory: {type(value).__name__}", tuple(getattr(value, "shape", ())) or None,
+                       None if dtype is None else str(dtype), held=held, changed=True)
+
+
+def _view_shape(shadow: ShadowLike, rel: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape ``rel`` has in this shadow: the stored shape, with view-sliced axes at the view's sizes."""
+    if shadow._view is None or not shape:  # neither a view nor subset in place
+        return shape
+    sizes = (shadow.n_obs, shadow.n_vars)
+    return tuple(n if i >= len(axes := element_axes(rel)) or axes[i] is None else sizes[axes[i]]
+                 for i, n in enumerate(shape))
+
+
+def _stored(shadow: ShadowLike, slot: str, key: str, rel: str) -> ElementInfo:
+    spec = shadow._layout.spec(rel)
+    dtype = None if spec.kind in ("mapping", "dataframe") or spec.dtype is None else str(spec.dtype)
+    return ElementInfo(slot, key, spec.encoding, _view_shape(shadow, rel, tuple(spec.shape)) or None, dtype,
+                       held=shadow._is_cached(rel))
+
+
+def _x(shadow: ShadowLike) -> list[ElementInfo]:
+    if shadow._is_changed("X"):
+        return [_in_memory("X", "", shadow.X, held=shadow._is_cached("X"))] if shadow._has("X") else []
+    return [_stored(shadow, "X", "", "X")] if shadow._layout.has("X") else []
+
+
+def _slot(shadow: ShadowLike, slot: str) -> list[ElementInfo]:
+    mapping = shadow._slots[slot]
+    return [_in_memory(slot, key, mapping[key]) if mapping.is_staged(key)
+            else _stored(shadow, slot, key, f"{slot}/{key}") for key in mapping.own_keys()]
+
+
+def _frame(shadow: ShadowLike, slot: str) -> list[ElementInfo]:
+    spec = getattr(shadow._layout, slot)
+    held = shadow._is_cached(slot)
+    staged = shadow._visible_staged_columns(slot)
+    n_rows = shadow.n_obs if slot == "obs" else shadow.n_vars
+    rows = [ElementInfo(slot, spec.index_key, "index", (n_rows,), None, held=held)]
+    for key in shadow._frame_keys(slot):
+        if key in staged:
+            rows.append(_in_memory(slot, key, staged[key]))
+        else:
+            column = spec.column(key)
+            rows.append(ElementInfo(slot, key, column.encoding, (n_rows,), str(column.dtype), held=held))
+    return rows
+
+
+def _raw(shadow: ShadowLike) -> list[ElementInfo]:
+    raw = shadow.raw
+    if raw is None:
+        return []
+    if shadow._is_changed("raw"):  # an anndata.Raw assigned in memory
+        return [_in_memory("raw", "X", raw.X), _in_memory("raw", "var", raw.var)]
+    layout = shadow._layout
+    return [_stored(shadow, "raw", part, f"raw/{part}") for part in ("X", "var", "varm") if layout.has(f"raw/{part}")]
