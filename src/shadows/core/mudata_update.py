@@ -25,7 +25,7 @@ import pandas as pd
 from shadows.core.reading import FRAMES, computed
 
 if TYPE_CHECKING:
-    from shadows.core.mudata import MuDataShadow
+    from shadows.core.interface import ShadowLike as MuDataShadow  # a MuData shadow (no import circle)
 
 #: Key of the probe column of row positions in the stand-in (not a name mudata or a user would take).
 _PROBE = "__shadows_row_positions__"
