@@ -463,3 +463,22 @@ def test_describe_is_the_public_account_of_a_shadow(counts, monkeypatch):
     assert [e.key for e in described.slot("obs")] == ["_index", "group", "batch", "score"]
     stored = {e.path: e for e in shadow.stored_elements()}
     assert stored["X"].nbytes > 0 and stored["X"].shape == (N_OBS, N_VARS) and "obsm/emb" not in stored
+
+
+def test_a_value_anndata_cannot_store_stops_the_write_before_anything_is_written(counts):
+    from shadows import UnwritableValueError
+
+    shadow = AnnDataShadow(counts, mode="r+")
+    shadow.uns["fine"] = 1
+    shadow.uns["bad"] = object()
+    shadow.obsm["dates"] = np.zeros((N_OBS, 1), dtype="datetime64[D]")
+    shadow.obs["fine"] = np.arange(N_OBS)
+    before = file_digest(counts)
+    with pytest.raises(UnwritableValueError, match=r"nothing was written.*uns/bad.*obsm/dates") as error:
+        shadow.write()
+    assert "uns/fine" not in str(error.value) and file_digest(counts) == before
+    assert shadow.uns.is_staged("fine") and shadow.obsm.is_staged("dates")  # still staged (▲)
+    del shadow.uns["bad"], shadow.obsm["dates"]
+    shadow.write()
+    written = read_oracle(counts)
+    assert written.uns["fine"] == 1 and "fine" in written.obs

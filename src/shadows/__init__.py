@@ -26,6 +26,7 @@ from shadows.errors import (
     UnknownNameError,
     UnreadableDataError,
     UnsafeTargetError,
+    UnwritableValueError,
     WriteFailedError,
 )
 
@@ -52,6 +53,7 @@ __all__ = [
     "UnknownNameError",
     "UnreadableDataError",
     "UnsafeTargetError",
+    "UnwritableValueError",
     "WriteFailedError",
 ]
 __version__ = "0.1.0"

@@ -101,6 +101,12 @@ class ExternalDataError(ShadowsError, PermissionError):
     """
 
 
+class UnwritableValueError(ShadowsError, TypeError):
+    """A value assigned in memory cannot be stored in the file's format (anndata has no encoding for its
+    type or dtype); raised by ``write()`` before anything is written, naming every such element.
+    """
+
+
 class TooLargeError(ShadowsError, MemoryError):
     """An element (or a view's part of it) would need more memory than the machine has."""
 

@@ -109,7 +109,8 @@ def _split(path: str) -> tuple[str, str]:
     return parent, name
 
 
-def _one_column_frame(change: ColumnChange) -> pd.DataFrame:
+def one_column_frame(change: ColumnChange) -> pd.DataFrame:
+    """The column of ``change`` as the one-column dataframe anndata encodes for it."""
     values = change.values
     array = values.array if isinstance(values, pd.Series) else values
     return pd.DataFrame({change.key: array}, index=pd.RangeIndex(len(array)))
@@ -290,7 +291,7 @@ class Hdf5Commit:
             del frame[change.key]
             self.file.flush()
             return
-        built = self._build(_one_column_frame(change), "frame")[change.key]
+        built = self._build(one_column_frame(change), "frame")[change.key]
         if change.key in frame:
             del frame[change.key]
         frame[change.key] = built
@@ -477,7 +478,7 @@ class ZarrCommitBase:
             frame.attrs["column-order"] = [c for c in order if c != change.key]
             self._remove(f"{change.frame_path}/{change.key}")
             return
-        built = self._build(_one_column_frame(change), "frame")
+        built = self._build(one_column_frame(change), "frame")
         self._place(f"{built}/{change.key}", f"{change.frame_path}/{change.key}")
         if change.key not in order:
             frame.attrs["column-order"] = [*order, change.key]

@@ -21,6 +21,7 @@ from shadows.errors import (
     ReadOnlyError,
     ShadowsError,
     UnsafeTargetError,
+    UnwritableValueError,
     WriteFailedError,
     element_message,
 )
@@ -33,8 +34,10 @@ from shadows.writing.commit import (
     Hdf5Commit,
     ZarrCommit,
     link_problem,
+    one_column_frame,
     stored,
 )
+from shadows.writing.encodable import encoding_problem
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Problems:
     replacing: list[str] = field(default_factory=list)
     unwritable: list[str] = field(default_factory=list)  # a place nothing can be written into
     malformed: list[str] = field(default_factory=list)  # a pre-0.7 slot that cannot move to today's encoding
+    unencodable: list[str] = field(default_factory=list)  # a value anndata has no encoding for
 
 
 def _frame_children(connection: Any, frame_path: str) -> tuple[str | None, set[str]]:
@@ -114,6 +118,10 @@ def check(connection: Any, where: str, elements: list[ElementChange], columns: l
         problem = key_problem(name)
         if problem is not None:
             problems.invalid.append(f"{change.path}: {problem}")
+        if not isinstance(change.value, GroupAttributes) and change.value is not DELETED:
+            problem = encoding_problem(change.value)
+            if problem is not None:
+                problems.unencodable.append(f"{change.path}: {problem}")
         change.replaces = stored(connection, change.path) and not isinstance(change.value, GroupAttributes)
         if change.replaces and not overwrite:
             problems.replacing.append(change.path)
@@ -130,6 +138,10 @@ def check(connection: Any, where: str, elements: list[ElementChange], columns: l
         if change.key in not_columns:
             role = "the index" if change.key == index_key else "a part of the dataframe that is not a column"
             problems.invalid.append(f"{path}: the name of {role}; rename the column")
+        if change.values is not DELETED:
+            problem = encoding_problem(one_column_frame(change))  # what the commit writes
+            if problem is not None:
+                problems.unencodable.append(f"{path}: {problem}")
         rows = _frame_length(connection, change.frame_path, index_key)
         if change.values is not DELETED and rows is not None and len(change.values) != rows:
             problems.invalid.append(f"{path}: {len(change.values)} values for a dataframe of {rows} rows")
@@ -155,6 +167,10 @@ def raise_problems(where: str, problems: Problems) -> None:
     if problems.malformed:
         raise MalformedElementError(f"{where}: nothing was written: a pre-0.7 slot cannot be moved to today's "
                                     f"encoding ({'; '.join(problems.malformed)})")
+    if problems.unencodable:
+        raise UnwritableValueError(f"{where}: nothing was written: anndata cannot store these values "
+                                   f"({'; '.join(problems.unencodable)}); convert them (e.g. to numpy arrays, "
+                                   "strings or dicts of them) or delete them")
     if problems.invalid:
         raise InvalidElementKeyError(f"{where}: nothing was written: invalid names ({'; '.join(problems.invalid)})")
     if problems.replacing:
