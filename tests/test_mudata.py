@@ -517,3 +517,17 @@ def test_write_with_a_path_is_mudatas_alias_of_write_h5mu(mu_path, tmp_path):
     assert written.shape == shadow.shape and list(written.mod) == list(shadow.mod)
     with pytest.raises(ElementExistsError):
         shadow.write(target)
+
+
+def test_a_mod_order_naming_a_missing_modality_is_refused_on_open(tmp_path):
+    import h5py
+
+    from shadows import MalformedElementError
+
+    path = write_mudata(make_mudata("shared_obs"), tmp_path / "damaged.h5mu", "h5mu")
+    with h5py.File(path, "r+") as file:
+        del file["mod/rna"]
+        del file["mod/atac"]
+    with pytest.raises(MalformedElementError, match=r"damaged.h5mu: element 'mod': its 'mod-order' names "
+                                                    r"modalities that are not stored: rna, atac"):
+        MuDataShadow(path)

@@ -29,6 +29,7 @@ from shadows.errors import (
     UnwritableValueError,
     WriteFailedError,
 )
+from shadows.io import read, read_h5ad, read_h5mu, read_zarr
 
 __all__ = [
     "AnnDataShadow",
@@ -55,5 +56,9 @@ __all__ = [
     "UnsafeTargetError",
     "UnwritableValueError",
     "WriteFailedError",
+    "read",
+    "read_h5ad",
+    "read_h5mu",
+    "read_zarr",
 ]
 __version__ = "0.1.0"

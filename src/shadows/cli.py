@@ -27,17 +27,10 @@ def _dtype_text(dtype) -> str:
 
 
 def open_shadow(path: str, format: str | None = None, allow_external: bool = False):
-    """An AnnDataShadow, or a MuDataShadow when the file is a MuData."""
-    from shadows import AnnDataShadow, MuDataShadow
-    from shadows.errors import NotAnnDataError, NotMuDataError
+    """An AnnDataShadow, or a MuDataShadow when the file is a MuData (:func:`shadows.read`)."""
+    from shadows.io import read
 
-    try:
-        return AnnDataShadow(path, format=format, allow_external=allow_external)
-    except NotAnnDataError as error:
-        try:
-            return MuDataShadow(path, format=format, allow_external=allow_external)
-        except NotMuDataError:
-            raise error from None
+    return read(path, format=format, allow_external=allow_external)
 
 
 def info_text(path: str, format: str | None = None, allow_external: bool = False) -> str:

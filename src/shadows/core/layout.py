@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from shadows.backends import FileRef, containment, nodes
 from shadows.elements import ElementSpec, describe
 from shadows.elements.legacy import LegacyFrameSpec, StructuredFieldSpec, is_structured
@@ -299,18 +301,29 @@ class MuDataLayout(Layout):
         missing = [k for k in ("obs", "var") if k not in self.keys]
         if missing:
             raise NotMuDataError(f"{where}: not a MuData file: no {' or '.join(missing)} element at its root")
+        absent = [name for name in self._stored_order() or [] if name not in nodes.child_names(self.group["mod"])]
+        if absent:
+            what = (f"its 'mod-order' names modalities that are not stored: {', '.join(absent)} (stored: "
+                    f"{', '.join(nodes.child_names(self.group['mod'])) or 'none'}); the file is incomplete or "
+                    "damaged: open a stored modality by its path (file/mod/<name>), or rewrite the file")
+            raise MalformedElementError(element_message(where, "mod", what))
+
+    def _stored_order(self) -> list[str] | None:
+        order = nodes.attrs(self.group["mod"]).get("mod-order")
+        if order is None:
+            return None
+        return [str(name) for name in (order if isinstance(order, list | tuple) else list(np.atleast_1d(order)))]
 
     @property
     def mod_names(self) -> list[str]:
-        """Modality names in the stored ``mod-order`` (in storage order when it is missing or stale, as
-        ``mudata.read_h5mu`` does).
+        """Modality names in the stored ``mod-order`` (in storage order when it is missing; one it does
+        not list is left out, as by ``mudata.read_h5mu``).
         """
         stored = nodes.child_names(self.group["mod"])
-        order = nodes.attrs(self.group["mod"]).get("mod-order")
+        order = self._stored_order()
         if order is None:
             return stored
-        order = [str(name) for name in (order if isinstance(order, list | tuple) else list(order))]
-        return order if all(name in stored for name in order) else stored
+        return order  # a stored modality it does not list is left out, as mudata.read_h5mu leaves it out
 
     @property
     def axis(self) -> int:

@@ -1,4 +1,4 @@
-"""Scalars in ``uns``: ``numeric-scalar`` and ``string``, read with anndata's own reader on access."""
+"""Scalars in ``uns``: ``numeric-scalar``, ``string`` and ``null`` (None), read with anndata's own reader on access."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from shadows.elements.registry import register
 
 @register("array", "numeric-scalar", "0.2.0")
 @register("array", "string", "0.2.0")
+@register("array", "null", "0.1.0")  # None in uns (anndata >= 0.12 writes it; scanpy's params.layer)
 @dataclass(frozen=True)
 class ScalarSpec(ElementSpec):
     """A 0-d value. It is metadata-sized, so it is read directly rather than through a graph."""
