@@ -63,5 +63,5 @@ def test_read_of_something_else_names_what_it_is(tmp_path):
 
     with h5py.File(tmp_path / "other.h5", "w") as file:
         file["data"] = [1, 2, 3]
-    with pytest.raises(NotAnnDataError, match="other.h5"):
+    with pytest.raises(NotAnnDataError, match=r"other\.h5"):
         shadows.read(tmp_path / "other.h5")
