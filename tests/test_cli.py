@@ -66,3 +66,49 @@ def test_info_refuses_external_data_unless_allowed(tmp_path, capsys):
     assert "allow_external" in capsys.readouterr().err
     assert main(["info", str(path), "--allow-external"]) == 0
     assert "uns/linked" in capsys.readouterr().out
+
+
+def test_version_help_and_plain_words(capsys):
+    import pytest
+
+    from shadows import __version__
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"shadows {__version__}"
+    for argv in (["--help"], ["info", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        out = capsys.readouterr().out
+        assert "``" not in out
+    assert all(option in out for option in ("--format", "--storage-option", "--json", "--allow-external"))
+    assert "the file's format" in out
+
+
+def test_info_fits_100_columns_and_json_is_for_scripts(pbmc_path, capsys):
+    import json
+
+    assert main(["info", str(pbmc_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 100 and any(line.startswith("uns/") for line in lines)
+    assert main(["info", "--json", str(pbmc_path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["kind"] == "AnnData" and data["shape"] == [700, 765]
+    x = data["elements"][0]
+    assert x["path"] == "X" and x["shape"] == [700, 765] and x["bytes_on_disk"] > 0
+    assert data["repr"].startswith("AnnData Shadow object")
+
+
+def test_storage_options_are_key_value_pairs(path, capsys, monkeypatch):
+    import shadows.io
+
+    seen = {}
+    original = shadows.io.read
+
+    def spy(target, **kwargs):
+        seen.update(kwargs)
+        return original(target, **{k: v for k, v in kwargs.items() if k != "storage_options"})
+
+    monkeypatch.setattr(shadows.io, "read", spy)
+    assert main(["info", str(path), "--storage-option", "anon=true", "--storage-option", "endpoint_url=http://x"]) == 0
+    assert seen["storage_options"] == {"anon": True, "endpoint_url": "http://x"}

@@ -5,7 +5,18 @@ through the main job on a generated dataset.
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
+import textwrap
+from collections.abc import Mapping
+from typing import Any
+
+#: What ``shadows --help`` says (plain words: argparse prints it as it is).
+DESCRIPTION = ("Open AnnData and MuData files (.h5ad, .h5mu, Zarr) without loading them. 'shadows info PATH' "
+               "describes a file; 'shadows demo' walks through shadows on a generated dataset.")
+#: Columns ``shadows info`` fits its output to when not printing to a terminal.
+DEFAULT_WIDTH = 100
 
 
 def _human(nbytes: int) -> str:
@@ -26,35 +37,110 @@ def _dtype_text(dtype) -> str:
     return str(dtype)
 
 
-def open_shadow(path: str, format: str | None = None, allow_external: bool = False):
+def open_shadow(path: str, format: str | None = None, allow_external: bool = False,
+                storage_options: Mapping[str, Any] | None = None):
     """An AnnDataShadow, or a MuDataShadow when the file is a MuData (:func:`shadows.read`)."""
     from shadows.io import read
 
-    return read(path, format=format, allow_external=allow_external)
+    return read(path, format=format, allow_external=allow_external, storage_options=storage_options)
 
 
-def info_text(path: str, format: str | None = None, allow_external: bool = False) -> str:
-    """The repr plus a table of every element's shape, dtype, encoding, chunking and size on disk."""
-    shadow = open_shadow(path, format, allow_external)
+def _fit(rows: list[tuple[str, ...]], width: int) -> list[tuple[str, ...]]:
+    """The table's cells cut (with "…") so that its lines fit ``width`` columns: chunks first, then the
+    element path (cut at its start: the end names it), the encoding and the dtype, never below a floor.
+    """
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    floors = {4: 10, 0: 24, 3: 14, 2: 10}
+    excess = sum(widths) + 2 * (len(widths) - 1) - width
+    for column, floor in floors.items():
+        if excess <= 0:
+            break
+        cut = min(excess, max(widths[column] - floor, 0))
+        widths[column] -= cut
+        excess -= cut
+
+    def cell(text: str, column: int) -> str:
+        if len(text) <= widths[column]:
+            return text
+        return "…" + text[len(text) - widths[column] + 1:] if column == 0 else text[: widths[column] - 1] + "…"
+
+    return [tuple(cell(text, i) for i, text in enumerate(row)) for row in rows]
+
+
+def _wrapped(text: str, width: int) -> str:
+    """The repr with long lines (many columns or keys) wrapped to ``width``, continuations indented."""
+    lines = []
+    for line in text.splitlines():
+        line = line.expandtabs(10)
+        indent = " " * (len(line) - len(line.lstrip()) + 10)
+        lines += textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False) or [""]
+    return "\n".join(lines)
+
+
+def info_data(path: str, format: str | None = None, allow_external: bool = False,
+              storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What ``shadows info --json`` prints: the object's kind, shape and repr, and every stored element."""
+    shadow = open_shadow(path, format, allow_external, storage_options)
+    try:
+        described = shadow.describe()
+        return {
+            "path": shadow.filename, "kind": described.kind, "shape": list(described.shape),
+            "axis": described.axis, "modalities": list(described.modalities), "repr": repr(shadow),
+            "elements": [{"path": e.path, "shape": None if e.shape is None else list(e.shape),
+                          "dtype": _dtype_text(e.dtype), "encoding": e.encoding, "chunks": e.chunks,
+                          "bytes_on_disk": e.nbytes} for e in shadow.stored_elements()],
+        }
+    finally:
+        shadow.close()
+
+
+def info_text(path: str, format: str | None = None, allow_external: bool = False,
+              storage_options: Mapping[str, Any] | None = None, width: int = DEFAULT_WIDTH) -> str:
+    """The repr plus a table of every element's shape, dtype, encoding, chunking and size on disk, fitted
+    to ``width`` columns.
+    """
+    data = info_data(path, format, allow_external, storage_options)
     rows = [("element", "shape", "dtype", "encoding", "chunks", "on disk")]
-    for element in shadow.stored_elements():
-        shape = " × ".join(map(str, element.shape)) if element.shape else "-"
-        rows.append((element.path, shape, _dtype_text(element.dtype), element.encoding, element.chunks or "-",
-                     _human(element.nbytes)))
+    for element in data["elements"]:
+        shape = " × ".join(map(str, element["shape"])) if element["shape"] else "-"
+        rows.append((element["path"], shape, element["dtype"], element["encoding"], element["chunks"] or "-",
+                     _human(element["bytes_on_disk"])))
+    rows = _fit(rows, width)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-    text = f"{shadow.filename}\n{shadow!r}\n\n{table}"
-    shadow.close()
-    return text
+    return f"{data['path']}\n{_wrapped(data['repr'], width)}\n\n{table}"
+
+
+def _storage_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``--storage-option`` (VALUE as JSON when it parses: numbers, true/false)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``shadows`` command."""
-    parser = argparse.ArgumentParser(prog="shadows", description=__doc__)
+    from shadows import __version__
+
+    parser = argparse.ArgumentParser(prog="shadows", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"shadows {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    info = commands.add_parser("info", help="describe a .h5ad/.h5mu/.zarr file without loading it")
-    info.add_argument("path", help="file or store (one modality of a MuData file: file.h5mu/mod/rna)")
-    info.add_argument("--format", choices=["hdf5", "h5", "zarr"], default=None)
+    info = commands.add_parser("info", help="describe a .h5ad, .h5mu or Zarr file without loading it",
+                               description="Describe a file without loading it: what the object holds, "
+                                           "then every stored element's shape, type, encoding, chunks and "
+                                           "size on disk.")
+    info.add_argument("path", help="the file or store, a URL, or one modality of a MuData file "
+                                   "(file.h5mu/mod/rna)")
+    info.add_argument("--format", choices=["hdf5", "h5", "zarr"], default=None,
+                      help="the file's format, when its name does not say (default: from the name or contents)")
+    info.add_argument("--storage-option", action="append", type=_storage_option, default=[], metavar="KEY=VALUE",
+                      help="an option for the storage behind a URL (credentials, endpoint), as fsspec takes "
+                           "them; repeat for more")
+    info.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
     info.add_argument("--allow-external", action="store_true",
                       help="follow HDF5 external links and storage, and symbolic links out of a Zarr store "
                            "(refused by default: open only files you trust this way)")
@@ -68,8 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "info":
         from shadows.errors import ShadowsError
 
+        options = dict(args.storage_option) or None
         try:
-            print(info_text(args.path, args.format, args.allow_external))
+            if args.json:
+                print(json.dumps(info_data(args.path, args.format, args.allow_external, options), indent=2))
+            else:
+                width = shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns if sys.stdout.isatty() \
+                    else DEFAULT_WIDTH
+                print(info_text(args.path, args.format, args.allow_external, options, width=width))
         except ShadowsError as error:
             print(f"shadows: error: {error}", file=sys.stderr)
             return 1
