@@ -152,7 +152,7 @@ def test_new_element_is_visible_to_anndata_through_consolidated_metadata(tmp_pat
     assert "added" in read_oracle(path).obsm
     group = zarr.open_group(path, mode="r")  # consolidated metadata lists it too
     assert "obsm/added" in group.metadata.consolidated_metadata.flattened_metadata
-    assert not any(p.is_dir() for p in (path / ".shadows-tmp").iterdir())  # no scratch left behind
+    assert not (path / ".shadows-tmp").exists()  # no scratch folder or lock file left behind
 
 
 def test_a_second_zarr_writer_gets_a_clear_error(tmp_path):
@@ -260,3 +260,23 @@ def test_writes_run_locally_while_a_distributed_client_is_the_default(tmp_path):
         assert_value_equal(written.layers["log"], np.log1p(written.X), f"{fmt} layers/log")
         assert_value_equal(view.layers["log"], np.log1p(written.X[::2]), f"{fmt} view layers/log")
         assert_value_equal(view.obsm["dense"], np.ones((30, 4)), f"{fmt} view obsm/dense")
+
+
+def test_a_finished_write_leaves_the_store_clean_and_hands_the_lock_over(tmp_path):
+    """The lock file goes with the write; a writer that opened it meanwhile locks the store anew."""
+    import os
+
+    from shadows.writing.commit import ZarrCommit
+
+    path = write(make_adata(), tmp_path / "clean.zarr", "zarr2")
+    before = sorted(p.relative_to(path) for p in path.rglob("*") if ".shadows-tmp" not in p.parts)
+    first = ZarrCommit(str(path), consolidated=True)
+    stale = os.open(path / ".shadows-tmp" / "lock", os.O_WRONLY)  # a second writer opened the old lock file
+    first.finish()
+    assert not (path / ".shadows-tmp").exists()
+    second = ZarrCommit(str(path), consolidated=True)  # locks a new file, not the removed one
+    held = os.fstat(second._lock)
+    assert os.stat(path / ".shadows-tmp" / "lock").st_ino == held.st_ino
+    second.abort()
+    os.close(stale)
+    assert sorted(p.relative_to(path) for p in path.rglob("*")) == before

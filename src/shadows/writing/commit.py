@@ -338,6 +338,31 @@ def _open_lock(path: Path, flags: int) -> int:
                                 "links out of a store. Remove it (it is not shadows') and write again") from None
 
 
+def _lock_store(store: Path) -> tuple[Path, int]:
+    """Make the store's scratch folder and hold its writers' lock: ``(folder, lock descriptor)``.
+
+    The writer that finishes removes the lock file while it holds the lock, so a writer that opened the
+    old file meanwhile may lock a file no longer in the store: after locking, the file at the path must
+    be the one locked (same inode), or the writer tries again with the new one.
+    """
+    while True:
+        base = scratch_folder(store)
+        lock = _open_lock(base / LOCK_NAME, os.O_WRONLY | os.O_CREAT)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            raise FileBusyError(f"{store}: another process is writing to this Zarr store") from None
+        held = os.fstat(lock)
+        try:
+            current = os.lstat(base / LOCK_NAME)
+        except FileNotFoundError:
+            current = None
+        if current is not None and (current.st_ino, current.st_dev) == (held.st_ino, held.st_dev):
+            return base, lock
+        os.close(lock)  # removed by the writer that just finished: lock the store anew
+
+
 def scratch_folder(store: Path) -> Path:
     """The store's scratch folder (``.shadows-tmp``), created if missing; it must be a real folder.
 
@@ -510,19 +535,13 @@ class ZarrCommit(ZarrCommitBase):
         self.consolidated = consolidated
         self.root = zarr.open_group(store, mode="r+", use_consolidated=False)
         self.zarr_format = self.root.metadata.zarr_format
-        scratch_base = scratch_folder(self.store)
-        self._lock = _open_lock(scratch_base / LOCK_NAME, os.O_WRONLY | os.O_CREAT)
+        self._base, self._lock = _lock_store(self.store)
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock)
-            raise FileBusyError(f"{store}: another process is writing to this Zarr store") from None
-        try:
-            _drop_stale_scratch(scratch_base)
+            _drop_stale_scratch(self._base)
         except BaseException:
             os.close(self._lock)
             raise
-        self.scratch_path = scratch_base / uuid.uuid4().hex
+        self.scratch_path = self._base / uuid.uuid4().hex
         self.scratch = zarr.open_group(str(self.scratch_path), mode="w", zarr_format=self.zarr_format)
 
     def _scratch_location(self, name: str) -> str:
@@ -544,9 +563,18 @@ class ZarrCommit(ZarrCommitBase):
 
     def finish(self) -> None:
         self.consolidate()
-        shutil.rmtree(self.scratch_path, ignore_errors=True)
-        os.close(self._lock)
+        self._release()
 
     def abort(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        """Leave the store as clean as before the write: the scratch hierarchy, the lock file and the
+        scratch folder are removed, the lock last (while held: see :func:`_lock_store`).
+        """
         shutil.rmtree(self.scratch_path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.unlink(self._base / LOCK_NAME)
+        with contextlib.suppress(OSError):
+            os.rmdir(self._base)  # only when empty (a writer waiting for the lock may have made it again)
         os.close(self._lock)
