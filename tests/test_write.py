@@ -280,3 +280,26 @@ def test_a_finished_write_leaves_the_store_clean_and_hands_the_lock_over(tmp_pat
     second.abort()
     os.close(stale)
     assert sorted(p.relative_to(path) for p in path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("fmt", ["h5ad", "zarr2", "zarr3"])
+def test_writes_and_exports_are_quiet(tmp_path, fmt):
+    """shadows' own write and export paths emit no warnings, on either stack (warnings are errors here)."""
+    import warnings
+
+    import shadows
+
+    path = write(make_adata(), tmp_path / f"quiet{'.h5ad' if fmt == 'h5ad' else '.zarr'}", fmt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shadow = shadows.read(path, mode="r+")
+        shadow.obsm["new"] = np.ones((60, 2))
+        shadow.obs["added"] = np.arange(60)
+        shadow.uns["u"] = {"a": 1}
+        shadow.write()
+        lazy = shadows.read(path, array_backend="dask", mode="r+")
+        lazy.layers["double"] = lazy.X * 2
+        lazy.write()
+        for target in ("out.h5ad", "out.zarr"):
+            lazy[:10].copy(tmp_path / target).close()
+    assert "double" in read_oracle(path).layers

@@ -129,7 +129,10 @@ def _write_elem(group: Any, name: str, value: Any) -> None:
 
     # anndata 0.12 refuses pandas' string arrays (obs columns of dtype "string") unless opted in, for the
     # sake of readers older than anndata 0.11; a column users assigned must not fail to write
-    with _allow_nullable_strings(anndata):
+    # anndata 0.12 announces its next default for Zarr v3 (autosharding) on every array it writes; it is
+    # anndata's to tell its own users, not a concern of a shadow's write
+    with _allow_nullable_strings(anndata), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="zarr v3 autosharding will be the default", category=UserWarning)
         write_elem(group, name, value)
 
 

@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -138,10 +139,11 @@ def export(shadow: ShadowLike, path: str | os.PathLike, format: str, *, progress
             else:
                 import zarr
 
-                zarr_format = getattr(anndata.settings, "zarr_write_format", 2)
                 os.mkdir(scratch)  # fails on anything already there, a symbolic link included
-                writer(shadow, zarr.open_group(str(scratch), mode="w-", zarr_format=zarr_format))
-                zarr.consolidate_metadata(str(scratch))
+                writer(shadow, zarr.open_group(str(scratch), mode="w-", zarr_format=zarr_write_format(anndata)))
+                with warnings.catch_warnings():  # anndata writes v3 consolidated metadata too (zarr warns)
+                    warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+                    zarr.consolidate_metadata(str(scratch))
         _replace(scratch, path)
     except BaseException:
         if scratch.is_dir():
@@ -150,6 +152,15 @@ def export(shadow: ShadowLike, path: str | os.PathLike, format: str, *, progress
             scratch.unlink()
         raise
     return path
+
+
+def zarr_write_format(anndata: Any) -> int:
+    """The Zarr format anndata writes (``anndata.settings.zarr_write_format``, which users may set;
+    anndata 0.13 deprecates reading it, not its effect, so the deprecation is not passed on).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return getattr(anndata.settings, "zarr_write_format", 2)
 
 
 def check_target(path: Path, source: str, overwrite: bool) -> None:
