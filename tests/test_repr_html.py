@@ -14,13 +14,15 @@ from helpers import count_reads
 from shadows import AnnDataShadow, MuDataShadow
 
 
-def _rows(html: str) -> dict[tuple[str, str], list[str]]:
-    """(slot, key) → the other cells of each table row, markup stripped."""
+def _rows(html: str, details: bool = False) -> dict[tuple[str, str], list[str]]:
+    """(slot, key) → encoding, shape and dtype of each table row (``details``: and the detail cell), markup
+    stripped.
+    """
     rows = {}
     for row in re.findall(r"<tr>(.*?)</tr>", html):
         cells = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
         if cells:
-            rows[(cells[0], cells[1])] = cells[2:]
+            rows[(cells[0], cells[1])] = cells[2:] if details else cells[2:5]
     return rows
 
 
@@ -42,6 +44,10 @@ def test_html_repr_lists_every_element_from_metadata(path, monkeypatch):
     assert rows[("obsp", "connectivities")][1] == "60 × 60"
     assert ("raw", "X") in rows and ("uns", "nested") in rows and ("layers", "counts_csc") in rows
     assert "AnnData Shadow object with n_obs × n_vars = 60 × 15" in html
+    assert _rows(html, details=True)[("obs", "catᐁ")][3] == "3 categories"
+    sections = re.findall(r"<details class='shadows-slot-section' open><summary>(.*?)</summary>", html)
+    headers = [re.sub(r"<[^>]+>", "", h) for h in sections]
+    assert headers[0] == "X" and "obsm (4 keys)" in headers and "varm (1 key)" in headers and any(h.startswith("obs (") for h in headers)
     view_rows = _rows(view_html)
     assert view_rows[("X", "")][1] == "20 × 5" and view_rows[("obsp", "connectivities")][1] == "20 × 20"
     assert view_rows[("obsm", "X_new▲")][1] == "20 × 2" and view_rows[("varm", "PCs")][1] == "5 × 5"
@@ -57,7 +63,7 @@ def test_html_repr_of_a_mudata_nests_its_modalities(tmp_path, monkeypatch):
     with count_reads(monkeypatch) as reads:
         html = shadow._repr_html_()
     assert sum(reads.values()) == 0, dict(reads)
-    assert html.count("<details>") == 2 and "mod['atac']: 60 × 9" in html
+    assert html.count("<details class='shadows-mod'>") == 2 and "mod['atac']: 60 × 9" in html
     assert ("obsmap", "rna") in _rows(html) and ("X", "") in _rows(html)
 
 

@@ -1,10 +1,12 @@
 """HTML repr of shadows for Jupyter, built from metadata only (rendering a shadow reads no data).
 
-One table per shadow: a row per element with its slot, key, marker (ᐁ held in memory, ▲ assigned in
-memory), encoding, shape and dtype. Stored elements are described from the file's metadata, staged ones
-from the value in memory. A view shows the shapes of its selection. A MuData lists its global slots and
-then each modality in a collapsible block. The styles use Jupyter's theme variables where they exist, so
-the table reads in light and dark themes.
+A collapsible section per slot (as mudata 0.4's HTML repr has), its header counting what it holds, and in
+it a row per element: key, marker (ᐁ held in memory, ▲ assigned in memory), encoding, shape, dtype, and
+the number of categories of a categorical column. Stored elements are described from the file's
+metadata, changed ones from the value in memory (:meth:`~shadows.core.base.ShadowBase.describe`). A view
+shows the shapes of its selection. A MuData lists its global slots and then each modality in a
+collapsible block. The styles use Jupyter's theme variables where they exist, so it reads in light and
+dark themes.
 """
 
 from __future__ import annotations
@@ -25,17 +27,43 @@ _STYLE = """<style>
 .shadows-repr .shadows-slot {color: var(--jp-content-font-color2, #555);}
 .shadows-repr .shadows-marker {color: #c05800;}
 .shadows-repr summary {cursor: pointer;}
+.shadows-repr details.shadows-slot-section {margin-left: 4px;}
+.shadows-repr details.shadows-slot-section > summary {font-weight: 600;}
+.shadows-repr details.shadows-mod {margin: 6px 0 0 4px;}
+.shadows-repr .shadows-count {color: var(--jp-content-font-color2, #555); font-weight: normal;}
 .shadows-repr .shadows-legend {color: var(--jp-content-font-color2, #555);}
 </style>"""
-_COLUMNS = ("slot", "key", "encoding", "shape", "dtype")
+_COLUMNS = ("slot", "key", "encoding", "shape", "dtype", "")
+#: Slots in the order sections are shown, and what their headers count.
+_SECTIONS = {"X": "", "layers": "layer", "obs": "column", "var": "column", "obsm": "key", "varm": "key",
+             "obsp": "key", "varp": "key", "uns": "key", "raw": "part", "obsmap": "modality", "varmap": "modality"}
 
 
 def _shape_text(shape: tuple[int, ...] | None) -> str:
     return " × ".join(str(n) for n in shape) if shape else "-"
 
 
-def _rows(description: Description) -> list[tuple[str, ...]]:
-    return [(e.slot, e.marked_key, e.encoding, _shape_text(e.shape), e.dtype or "-") for e in description.elements]
+def _rows(elements: list) -> list[tuple[str, ...]]:
+    return [(e.slot, e.marked_key, e.encoding, _shape_text(e.shape), e.dtype or "-", e.detail) for e in elements]
+
+
+def _count(slot: str, elements: list) -> str:
+    noun = _SECTIONS[slot]
+    if not noun:
+        return ""
+    n = len(elements) - (slot in ("obs", "var"))  # the index row is not a column
+    plural = "modalities" if noun == "modality" else noun + "s"
+    return f" <span class='shadows-count'>({n} {noun if n == 1 else plural})</span>"
+
+
+def _sections(description: Description) -> str:
+    parts = []
+    for slot in _SECTIONS:
+        elements = description.slot(slot)
+        if elements:
+            parts.append(f"<details class='shadows-slot-section' open><summary>{escape(slot)}{_count(slot, elements)}"
+                         f"</summary>{_table(_rows(elements))}</details>")
+    return "".join(parts)
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:
@@ -57,10 +85,10 @@ def _key_html(key: str) -> str:
 
 
 def _block(description: Description) -> str:
-    parts = [f"<div class='shadows-header'>{escape(description.header)}</div>", _table(_rows(description))]
+    parts = [f"<div class='shadows-header'>{escape(description.header)}</div>", _sections(description)]
     for name, modality in description.modalities.items():
         title = f"mod['{escape(name)}']: {modality.shape[0]} × {modality.shape[1]}"
-        parts.append(f"<details><summary>{title}</summary>{_block(modality)}</details>")
+        parts.append(f"<details class='shadows-mod'><summary>{title}</summary>{_block(modality)}</details>")
     return "".join(parts)
 
 

@@ -45,6 +45,8 @@ class ElementInfo:
         Held in memory (ᐁ; ``clear_cache()`` frees it).
     changed
         Assigned in memory and not yet written (▲).
+    detail
+        What else helps to know it (``"3 categories"`` for a categorical column), or ``""``.
     """
 
     slot: str
@@ -54,6 +56,7 @@ class ElementInfo:
     dtype: str | None
     held: bool = False
     changed: bool = False
+    detail: str = ""
 
     @property
     def marked_key(self) -> str:
@@ -212,8 +215,14 @@ def _stored_paths(shadow: ShadowLike) -> list[str]:
 
 def _in_memory(slot: str, key: str, value: Any, held: bool = False) -> ElementInfo:
     dtype = getattr(value, "dtype", None)
+    categories = getattr(dtype, "categories", None)
+    detail = "" if categories is None else _categories_text(len(categories))
     return ElementInfo(slot, key, f"in memory: {type(value).__name__}", tuple(getattr(value, "shape", ())) or None,
-                       None if dtype is None else str(dtype), held=held, changed=True)
+                       None if dtype is None else str(dtype), held=held, changed=True, detail=detail)
+
+
+def _categories_text(n: int, stored: bool = False) -> str:
+    return f"{n} categor{'y' if n == 1 else 'ies'}{' in the file' if stored else ''}"
 
 
 def _view_shape(shadow: ShadowLike, rel: str, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -255,7 +264,10 @@ def _frame(shadow: ShadowLike, slot: str) -> list[ElementInfo]:
             rows.append(_in_memory(slot, key, staged[key]))
         else:
             column = spec.column(key)
-            rows.append(ElementInfo(slot, key, column.encoding, (n_rows,), str(column.dtype), held=held))
+            n_categories = getattr(column, "n_categories", None)
+            detail = "" if n_categories is None else _categories_text(n_categories(), shadow._view is not None)
+            rows.append(ElementInfo(slot, key, column.encoding, (n_rows,), str(column.dtype), held=held,
+                                    detail=detail))
     return rows
 
 

@@ -36,6 +36,10 @@ class CategoricalSpec(ElementSpec):
         values = describe(self.ref, node, self.extra["categories"]).materialize()
         return pd.Index(values)
 
+    def n_categories(self) -> int:
+        """How many categories are stored (from metadata: nothing read)."""
+        return int(self.ref.node(self.extra["categories"]).shape[0])
+
     def read_rows(self, rows: Rows) -> pd.Categorical:
         """The selected rows as a ``pandas.Categorical``."""
         codes = nodes.read(self.ref.node(self.extra["codes"]), rows)
