@@ -180,6 +180,32 @@ def _indptr_past_data(path: Path, fmt: str) -> Path:
     return path
 
 
+def _indices_past_width(path: Path, fmt: str) -> Path:
+    """A stored column index past X's width: scipy would put the value into the next row."""
+    _valid(path, fmt)
+    group = h5py.File(path, "r+") if fmt == "h5ad" else _zarr_group(path)
+    indices = np.asarray(group["X/indices"][...])
+    indices[0] = 25  # X has 15 columns
+    group["X/indices"][...] = indices
+    if fmt == "h5ad":
+        group.close()
+    return path
+
+
+def _float_indptr(path: Path, fmt: str) -> Path:
+    _valid(path, fmt)
+    group = h5py.File(path, "r+") if fmt == "h5ad" else _zarr_group(path)
+    indptr = np.asarray(group["X/indptr"][...]).astype(np.float64)
+    del group["X/indptr"]
+    if fmt == "h5ad":
+        group["X"].create_dataset("indptr", data=indptr)
+        group.close()
+    else:
+        group["X"].create_array("indptr", data=indptr)
+        drop_consolidated(path)
+    return path
+
+
 def _corrupted_chunk(path: Path, fmt: str) -> Path:
     _valid(path, fmt)
     chunks = sorted(p for p in (path / "X" / "data").rglob("*") if p.is_file() and not p.name.startswith(".")
@@ -215,6 +241,10 @@ CORPUS = [
     Case("unknown_encoding", ALL, _set_attr("X", "encoding-type", "fancy_matrix"), "X", ValueError),
     Case("sparse_without_indptr", ALL, _delete("X/indptr"), "X/indptr", ValueError),
     Case("indptr_past_data", ALL, _indptr_past_data, "X/indptr", ValueError),
+    Case("indices_past_width", ALL, _indices_past_width, "X/indices", ValueError),
+    Case("float_indptr", ALL, _float_indptr, "X/indptr", ValueError),
+    Case("repeated_column", ALL, _set_attr("obs", "column-order", ["cat", "cat", "float"]), "obs", ValueError,
+         access="s.obs"),
     Case("huge_shape", ALL, _set_attr("X", "shape", [10**12, 10**12]), "X/indptr", ValueError),
     Case("index_names_missing_column", ALL, _set_attr("obs", "_index", "no_such_column"), "obs/no_such_column",
          ValueError, access="s.obs_names"),

@@ -37,6 +37,10 @@ class DataFrameSpec(ElementSpec):
             raise MalformedElementError(element_message(ref.path, path, "dataframe without an '_index' "
                                                         "attribute"))
         columns = list(attrs.get("column-order", []))
+        repeated = sorted({str(k) for k in columns if columns.count(k) > 1})
+        if repeated:  # anndata would read the column twice, as two columns of one name
+            what = f"'column-order' names {', '.join(repeated)} more than once; each column must be listed once"
+            raise MalformedElementError(element_message(ref.path, path, what))
         for key in [index_key, *columns]:
             if not nodes.has_child(node, key):
                 role = "index" if key == index_key else "column"
