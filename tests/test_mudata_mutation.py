@@ -174,3 +174,17 @@ def test_an_export_writes_modalities_given_in_memory(path, tmp_path):
     written = read_mudata(target)
     assert_globals_match(written, oracle)
     assert_value_equal(written["prot"].X, oracle["prot"].X, "mod/prot/X")
+
+
+def test_pickling_keeps_modality_changes_and_filters(path):
+    import pickle
+
+    shadow, oracle = MuDataShadow(path), read_mudata(path)
+    run(add, oracle, shadow)
+    run(filter_modality_var, oracle, shadow)
+    shadow["rna"].obs["note"] = "kept"
+    oracle["rna"].obs["note"] = "kept"
+    again = pickle.loads(pickle.dumps(shadow))
+    assert_globals_match(again, oracle)
+    assert list(again["rna"].obs["note"].unique()) == ["kept"] and again["atac"].shape == oracle["atac"].shape
+    assert_value_equal(again["prot"].X, oracle["prot"].X, "mod/prot/X")

@@ -20,7 +20,7 @@ from shadows.indexing import AxisIndex
 from shadows.indexing.apply import MODALITY_MAP_AXES
 from shadows.indexing.keys import as_slice_or_array
 from shadows.names import check_key
-from shadows.writing import ElementChange, GroupAttributes
+from shadows.writing import DELETED, ElementChange, GroupAttributes
 from shadows.writing.export import export
 
 try:  # mudata is an optional extra: without it only the MuData class identity is missing
@@ -37,6 +37,8 @@ except ImportError:  # pragma: no cover - exercised by installs without the extr
 #: Global slots of a MuData besides obs, var and uns.
 MUDATA_SLOTS = ("obsm", "varm", "obsp", "varp", *MODALITY_MAP_AXES)
 _MAP_OF_AXIS = {0: "obsmap", 1: "varmap"}
+#: Key of the modalities' own changes in a pickled MuData shadow's state (not an element path).
+_MODALITY_STATES = "\0modalities"
 
 
 class Modalities(MutableMapping):
@@ -378,6 +380,35 @@ class MuDataShadow(ShadowBase, _MuDataBase):
                 if not mapping.is_staged(key):
                     mapping[key] = self._plain(f"{slot}/{key}")
         self._view = None
+
+    def _memory_state(self) -> dict[str, Any]:
+        """The global changes, and a root's modalities' own: their changes and kept rows/columns (a
+        modality given whole is one of the global changes).
+        """
+        state = super()._memory_state()
+        if self._is_view or self._modalities is None:
+            return state
+        inner = {name: (m._view, m._memory_state()) for name, m in self._modalities.items()
+                 if isinstance(m, ShadowBase) and not self._is_changed(f"mod/{name}")}
+        inner = {name: kept for name, kept in inner.items() if kept[0] is not None or kept[1]}
+        return {**state, _MODALITY_STATES: inner} if inner else state
+
+    def _restore_memory(self, changes: dict[str, Any]) -> None:
+        changes = dict(changes)
+        inner = changes.pop(_MODALITY_STATES, {})
+        super()._restore_memory(changes)
+        if self._is_view:
+            return
+        for rel, value in changes.items():  # modalities given, or deleted, in memory
+            if rel.startswith("mod/") and "/" not in rel[4:]:
+                if value is DELETED:
+                    self.mod._shadows.pop(rel[4:], None)
+                else:
+                    self.mod._shadows[rel[4:]] = value
+        for name, (kept, state) in inner.items():
+            modality = self.mod[name]
+            modality._view = kept
+            modality._restore_memory(state)
 
     def _subset_in_place(self, index: Any) -> None:
         """Keep the global rows/columns ``index`` selects; the modalities stay as they are (muon's filters
