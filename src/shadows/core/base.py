@@ -496,12 +496,13 @@ class ShadowBase(ElementReading, ElementChanges):
 
     # -- what the shadow says about itself (the interface of the reprs, ``shadows info``, exports) -----
 
-    def describe(self) -> Description:
+    def describe(self, details: bool = True) -> Description:
         """Every element this shadow (or view) shows, slot by slot: encoding, shape and dtype as it shows
         them, and whether each is held in memory (ᐁ) or changed in memory (▲); a MuData's modalities
-        too. Reads no data. See :class:`shadows.core.description.Description`.
+        too. Reads no data. ``details=False`` skips the encodings and dtypes of stored obs/var columns
+        (the text repr's names and markers only). See :class:`shadows.core.description.Description`.
         """
-        return description.describe(self)
+        return description.describe(self, details)
 
     def stored_elements(self) -> list[description.StoredElement]:
         """Every element the file stores for this shadow's group (uns walked recursively; a MuData's
@@ -531,7 +532,7 @@ class ShadowBase(ElementReading, ElementChanges):
     def __repr__(self) -> str:
         from shadows._repr import text_repr
 
-        return text_repr(self.describe())
+        return text_repr(self.describe(details=False))
 
     def _repr_html_(self) -> str:
         """Jupyter's rich repr: slots, keys, encodings, shapes and dtypes from metadata (reads no data).

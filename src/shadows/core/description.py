@@ -141,22 +141,25 @@ class StoredElement:
 # -- building descriptions (the shadow's internals are read here, and only here, for the edges) ----------
 
 
-def describe(shadow: ShadowLike) -> Description:
-    """The :class:`Description` of a shadow or view (reads no data)."""
+def describe(shadow: ShadowLike, details: bool = True) -> Description:
+    """The :class:`Description` of a shadow or view (reads no data). ``details=False`` leaves out the
+    encoding, dtype and categories of stored dataframe columns (what the text repr does without: a
+    dataframe of many thousands of columns is described one column at a time).
+    """
     layout = shadow._layout
     mudata = shadow._KIND == "MuData"
     elements: list[ElementInfo] = []
     if not mudata:
         elements += _x(shadow)
         elements += _slot(shadow, "layers")
-    elements += _frame(shadow, "obs") + _frame(shadow, "var")
+    elements += _frame(shadow, "obs", details) + _frame(shadow, "var", details)
     for slot in MUDATA_SLOTS if mudata else ANNDATA_SLOTS:
         elements += _slot(shadow, slot)
     if not mudata:
         elements += _raw(shadow)
     modalities = {}
     if mudata:
-        modalities = {name: m.describe() if hasattr(m, "_layout") else describe_memory(m)
+        modalities = {name: m.describe(details) if hasattr(m, "_layout") else describe_memory(m)
                       for name, m in shadow.mod.items()}
     return Description(
         kind=shadow._KIND, source=shadow._ref.path, filename=shadow.filename, shape=(shadow.n_obs, shadow.n_vars),
@@ -253,7 +256,7 @@ def _slot(shadow: ShadowLike, slot: str) -> list[ElementInfo]:
             else _stored(shadow, slot, key, f"{slot}/{key}") for key in mapping.own_keys()]
 
 
-def _frame(shadow: ShadowLike, slot: str) -> list[ElementInfo]:
+def _frame(shadow: ShadowLike, slot: str, details: bool = True) -> list[ElementInfo]:
     spec = getattr(shadow._layout, slot)
     held = shadow._is_cached(slot)
     staged = shadow._visible_staged_columns(slot)
@@ -262,6 +265,8 @@ def _frame(shadow: ShadowLike, slot: str) -> list[ElementInfo]:
     for key in shadow._frame_keys(slot):
         if key in staged:
             rows.append(_in_memory(slot, key, staged[key]))
+        elif not details:
+            rows.append(ElementInfo(slot, key, "", (n_rows,), None, held=held))
         else:
             column = spec.column(key)
             n_categories = getattr(column, "n_categories", None)

@@ -31,7 +31,7 @@ class ShadowLike(Protocol):
     is_view: bool
     filename: str
 
-    def describe(self) -> Any: ...  # the public interface of the edges (see the module docstring)
+    def describe(self, details: bool = True) -> Any: ...  # the public interface of the edges (see the module docstring)
     def stored_elements(self) -> list[Any]: ...
     def element_value(self, path: str) -> Any: ...
 
