@@ -304,3 +304,19 @@ def test_opening_stays_flat_in_the_number_of_columns(tmp_path, monkeypatch):
     assert "c19999" in repr(shadow)
     assert described == ["obs/_index", "var/_index"]
     assert shadow.obs_vector("c123").shape == (4,) and described[-1] == "obs/c123" and len(described) == 3
+
+
+def test_an_index_claiming_more_rows_than_x_is_refused_on_open(tmp_path):
+    """A claimed length is checked against the other axes before it sizes anything (no terabyte reads)."""
+    import h5py
+
+    from shadows import AnnDataShadow, MalformedElementError
+
+    path = tmp_path / "claims.h5ad"
+    make_adata().write_h5ad(path)
+    with h5py.File(path, "r+") as file:
+        key = file["obs"].attrs["_index"]
+        del file["obs"][key]
+        file["obs"].create_dataset(key, shape=(10**12,), dtype=h5py.string_dtype(), chunks=(1000,))
+    with pytest.raises(MalformedElementError, match=r"claims.h5ad: element 'X'.*\(60, 15\).*1000000000000"):
+        AnnDataShadow(path)
