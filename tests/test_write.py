@@ -212,7 +212,7 @@ def test_export_includes_staged_elements_and_replaces_the_target(path, tmp_path,
         shadow[10:20].write_h5ad(out)
     assert out.read_bytes() == b"old"
     shadow[10:20].write_h5ad(out, progress=True, overwrite=True)
-    assert "100%" in capsys.readouterr().out
+    assert "100%" in capsys.readouterr().err
     written = read_oracle(out)
     np.testing.assert_array_equal(written.obsm["added"][:, 0], np.arange(10.0, 20.0))
     np.testing.assert_array_equal(written.obs["added"], np.arange(10, 20))
@@ -303,3 +303,32 @@ def test_writes_and_exports_are_quiet(tmp_path, fmt):
         for target in ("out.h5ad", "out.zarr"):
             lazy[:10].copy(tmp_path / target).close()
     assert "double" in read_oracle(path).layers
+
+
+@pytest.mark.parametrize("target", ["h5ad", "zarr"])
+def test_progress_is_one_bar_for_the_whole_job_naming_each_element(path, tmp_path, capsys, target):
+    """One bar (one line, redrawn) counting the blocks of every element, named as they are written."""
+    import re
+
+    lazy = AnnDataShadow(path, array_backend="dask")
+    lazy.obsm["added"] = np.ones((60, 2))
+    lazy.copy(tmp_path / f"out.{target}", progress=True)
+    err = capsys.readouterr().err
+    lines = err.split("\n")
+    assert len([line for line in lines if line]) == 1 and err.endswith("\n")  # one line, redrawn with \r
+    draws = [d for d in lines[0].split("\r") if d]
+    totals = {re.search(r"(\d+)/(\d+) blocks", d).group(2) for d in draws}
+    assert len(totals) == 1  # the same total throughout: the whole job's
+    assert draws[-1].startswith("exporting [#") and " 100% " in draws[-1]
+    named = {d.rsplit("  ", 1)[-1] for d in draws}
+    assert {"X", "obs", "obsm/added", "layers/counts_csc", "raw/X", "uns"} <= named
+    done = [int(re.search(r"(\d+)/", d).group(1)) for d in draws]
+    assert done == sorted(done)  # it only moves forward
+
+    shadow = AnnDataShadow(tmp_path / f"out.{target}", mode="r+", array_backend="dask")
+    shadow.layers["double"] = shadow.X * 2
+    shadow.obs["new"] = np.arange(60)
+    shadow.write(progress=True)
+    draws = [d for d in capsys.readouterr().err.split("\r") if d.strip()]
+    assert draws[-1].startswith("writing [") and " 100% " in draws[-1]
+    assert {"layers/double", "obs/new"} <= {d.strip().rsplit("  ", 1)[-1] for d in draws}

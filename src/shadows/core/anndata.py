@@ -274,14 +274,15 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
         """:meth:`transpose`."""
         return self.transpose()
 
-    def copy(self, filename: str | os.PathLike | None = None, *, overwrite: bool = False) -> AnnDataShadow:
+    def copy(self, filename: str | os.PathLike | None = None, *, overwrite: bool = False,
+             progress: bool = False) -> AnnDataShadow:
         """An independent shadow of the same data (a view's copy is not a view); nothing is read: stored
         elements stay in the file, changes held in memory (▲) are copied. With ``filename``, this shadow
         (or view) is written there out of core and the new file is opened (see ``write_h5ad``).
         ``to_memory()`` gives an in-memory AnnData.
         """
         if filename is not None:
-            return super().copy(filename, overwrite=overwrite)
+            return super().copy(filename, overwrite=overwrite, progress=progress)
         clone = self._view_of((slice(None), slice(None)))
         own = self._memory_state()
         clone._detach()
@@ -296,7 +297,8 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
                    **_: Any) -> None:
         """Write this shadow (or view: only its selection) to a new ``.h5ad`` file, out of core.
 
-        Matrices stream from the file block by block; ``progress=True`` shows dask's progress bar. An
+        Matrices stream from the file block by block; ``progress=True`` shows one bar for the whole
+        export (blocks written, and the element being written). An
         existing file is replaced only with ``overwrite=True``; the shadow's own file never is.
         anndata's compression options are not supported and ignored.
         """

@@ -30,6 +30,7 @@ from shadows.core.state import NOTHING, ElementState
 from shadows.errors import ReadOnlyError
 from shadows.indexing import AxisIndex, compose, normalize_key
 from shadows.writing import DELETED, commit, legacy_upgrade, transaction
+from shadows.writing import progress as progress_bar
 from shadows.writing.export import export
 
 READ_ONLY_MESSAGE = (
@@ -389,13 +390,14 @@ class ShadowBase(ElementReading, ElementChanges):
         self.close()
 
     def write(self, filename: str | os.PathLike | bool | None = None, clear_cache: bool = False,
-              overwrite: bool = False, **kwargs: Any) -> ShadowBase:
+              overwrite: bool = False, *, progress: bool = False, **kwargs: Any) -> ShadowBase:
         """Push staged elements (▲) to the file, each committed atomically; returns the shadow.
 
         The file must be open with ``mode="r+"`` (``reopen("r+")``). Dask arrays are streamed block by
         block, so an element computed lazily is never held in memory whole. Replacing an element or
         column the file already has needs ``overwrite=True``. With ``clear_cache=True`` what is held in
-        memory is dropped afterwards.
+        memory is dropped afterwards. ``progress=True`` shows one bar for the whole write (blocks
+        written, and the element being written).
 
         ``write(filename)`` is AnnData's alias of ``write_h5ad(filename)`` (``write_h5mu`` for MuData):
         an export to a new file (``overwrite=True`` to replace one), and the shadow is returned.
@@ -404,7 +406,7 @@ class ShadowBase(ElementReading, ElementChanges):
             clear_cache = filename
         elif filename is not None:
             # write_h5ad / write_h5mu: both an HDF5 export (anndata's compression options are ignored)
-            export(self, filename, "hdf5", progress=kwargs.get("progress", False), overwrite=overwrite)
+            export(self, filename, "hdf5", progress=progress, overwrite=overwrite)
             return self
         if self.is_view:
             msg = (f"{self.filename}: a view cannot be written to its file; write the shadow it was taken "
@@ -425,7 +427,8 @@ class ShadowBase(ElementReading, ElementChanges):
         if elements or columns:
             before = self._conn.content
             try:
-                commit(self._conn, elements, columns)
+                with progress_bar.job(transaction.blocks_to_commit(elements, columns), progress):
+                    commit(self._conn, elements, columns)
             except BaseException:
                 self._conn.wrote()  # part of it may be in the file
                 self._conn.recover()
@@ -451,15 +454,16 @@ class ShadowBase(ElementReading, ElementChanges):
 
     # -- copies and exports ---------------------------------------------------------------------
 
-    def copy(self, filename: str | os.PathLike | None = None, *, overwrite: bool = False) -> Any:
+    def copy(self, filename: str | os.PathLike | None = None, *, overwrite: bool = False,
+             progress: bool = False) -> Any:
         """An in-memory copy (``to_memory()``); with ``filename``, this shadow (or view) written there out
-        of core (HDF5 or Zarr by the suffix; what exists there is replaced only with ``overwrite=True``)
-        and opened as a new shadow with the same backends.
+        of core (HDF5 or Zarr by the suffix; what exists there is replaced only with ``overwrite=True``;
+        ``progress=True`` shows one bar for the export) and opened as a new shadow with the same backends.
         """
         if filename is None:
             return self.to_memory()
         fmt = suffix_format(filename) or "hdf5"
-        export(self, filename, fmt, overwrite=overwrite)
+        export(self, filename, fmt, overwrite=overwrite, progress=progress)
         return type(self)(filename, array_backend=self._array_backend.name, table_backend=self._table_backend.name,
                           format=fmt)
 

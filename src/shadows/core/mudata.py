@@ -351,8 +351,8 @@ class MuDataShadow(ShadowBase, _MuDataBase):
                 elements.append(ElementChange(self._ref.element_path("mod"), order, False, lambda: None))
         return elements, columns
 
-    def write(self, filename: Any = None, clear_cache: bool = False, overwrite: bool = False,
-              **kwargs: Any) -> MuDataShadow:
+    def write(self, filename: Any = None, clear_cache: bool = False, overwrite: bool = False, *,
+              progress: bool = False, **kwargs: Any) -> MuDataShadow:
         """As :meth:`ShadowBase.write`; a MuData subset in place (by muon's filters or :meth:`update`)
         writes its global elements whole (they are small; ``overwrite=True``): obs, var, obsm, varm,
         obsp, varp, obsmap, varmap. Its modalities write their own changes.
@@ -360,7 +360,7 @@ class MuDataShadow(ShadowBase, _MuDataBase):
         exporting = isinstance(filename, str | os.PathLike)
         if not exporting and not self._is_view and self._view is not None:
             self._stage_kept_globals()
-        super().write(filename, clear_cache=clear_cache, overwrite=overwrite, **kwargs)
+        super().write(filename, clear_cache=clear_cache, overwrite=overwrite, progress=progress, **kwargs)
         if not exporting and self._modalities is not None:  # modalities written whole: shadows of the file now
             for name, modality in list(self._modalities.items()):
                 if not isinstance(modality, ShadowBase) or modality._view is not None:

@@ -8,16 +8,15 @@ end, so an interrupted export leaves no half-written file at the target path.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shadows.errors import ElementExistsError, UnsafeTargetError
+from shadows.writing import progress as progress_bar
 from shadows.writing.commit import _write_elem, write_value
 from shadows.writing.streams import is_dask
 
@@ -36,34 +35,53 @@ def _group(parent: Any, name: str, attrs: dict[str, Any]) -> Any:
     return group
 
 
-def _write_annotations(shadow: ShadowLike, described: Description, target: Any, attrs: dict[str, Any]) -> None:
+def _put(group: Any, name: str, value: Any, label: str) -> None:
+    """Write one element (a dask array streamed), named on the job's progress bar, which counts it."""
+    bar = progress_bar.current()
+    if bar is not None:
+        bar.element(label)
+    if is_dask(value):
+        write_value(group, name, value)  # counts its blocks
+        return
+    _write_elem(group, name, value)
+    if bar is not None:
+        bar.advance()
+
+
+def _write_annotations(shadow: ShadowLike, described: Description, target: Any, attrs: dict[str, Any],
+                       where: str) -> None:
     """What AnnData and MuData groups share: their encoding, obs, var, the aligned slots and uns."""
     for key, value in attrs.items():
         target.attrs[key] = value
-    _write_elem(target, "obs", shadow.element_value("obs"))
-    _write_elem(target, "var", shadow.element_value("var"))
-    slots = ("obsm", "varm", "obsp", "varp", *(("obsmap", "varmap") if described.kind == "MuData" else ("layers",)))
-    for slot in slots:
+    _put(target, "obs", shadow.element_value("obs"), f"{where}obs")
+    _put(target, "var", shadow.element_value("var"), f"{where}var")
+    for slot in _slots(described):
         group = _group(target, slot, DICT_ENCODING)
         for element in described.slot(slot):
-            write_value(group, element.key, shadow.element_value(f"{slot}/{element.key}"))
-    _write_elem(target, "uns", shadow.element_value("uns"))
+            _put(group, element.key, shadow.element_value(f"{slot}/{element.key}"), f"{where}{slot}/{element.key}")
+    _put(target, "uns", shadow.element_value("uns"), f"{where}uns")
 
 
-def write_anndata(shadow: ShadowLike, target: Any) -> None:
-    """Every element of an AnnData shadow (or view) into the group ``target``."""
+def _slots(described: Description) -> tuple[str, ...]:
+    extra = ("obsmap", "varmap") if described.kind == "MuData" else ("layers",)
+    return ("obsm", "varm", "obsp", "varp", *extra)
+
+
+def write_anndata(shadow: ShadowLike, target: Any, where: str = "") -> None:
+    """Every element of an AnnData shadow (or view) into the group ``target`` (``where``: its path, for
+    the progress bar).
+    """
     from shadows.elements.sparse_chunk import to_plain
 
     described = shadow.describe()
-    _write_annotations(shadow, described, target, {"encoding-type": "anndata", "encoding-version": "0.1.0"})
+    _write_annotations(shadow, described, target, {"encoding-type": "anndata", "encoding-version": "0.1.0"}, where)
     if described.has("X"):
         x = shadow.element_value("X")
-        write_value(target, "X", x if is_dask(x) else to_plain(x))
+        _put(target, "X", x if is_dask(x) else to_plain(x), f"{where}X")
     if described.has("raw"):
         group = _group(target, "raw", {"encoding-type": "raw", "encoding-version": "0.1.0"})
-        write_value(group, "X", shadow.element_value("raw/X"))
-        _write_elem(group, "var", shadow.element_value("raw/var"))
-        _write_elem(group, "varm", shadow.element_value("raw/varm"))
+        for part in ("X", "var", "varm"):
+            _put(group, part, shadow.element_value(f"raw/{part}"), f"{where}raw/{part}")
 
 
 def write_mudata(shadow: ShadowLike, target: Any) -> None:
@@ -72,25 +90,31 @@ def write_mudata(shadow: ShadowLike, target: Any) -> None:
     """
     described = shadow.describe()
     _write_annotations(shadow, described, target,
-                       {"encoding-type": "MuData", "encoding-version": "0.1.0", "axis": described.axis})
+                       {"encoding-type": "MuData", "encoding-version": "0.1.0", "axis": described.axis}, "")
     mods = target.create_group("mod")
     mods.attrs["mod-order"] = list(shadow.mod)
     for name, modality in shadow.mod.items():
         if described.modalities[name].source is None:
-            _write_elem(mods, name, modality)
+            _put(mods, name, modality, f"mod/{name}")
         else:
-            write_anndata(modality, mods.create_group(name))
+            write_anndata(modality, mods.create_group(name), f"mod/{name}/")
 
 
-@contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[None]:
-    if not enabled:
-        yield
-        return
-    from dask.diagnostics import ProgressBar
-
-    with ProgressBar():
-        yield
+def blocks_to_write(shadow: ShadowLike) -> int:
+    """What an export of ``shadow`` counts on its progress bar (see :mod:`shadows.writing.progress`)."""
+    described = shadow.describe()
+    total = 3  # obs, var, uns
+    for slot in _slots(described):
+        total += sum(progress_bar.blocks_of(shadow.element_value(f"{slot}/{e.key}")) for e in described.slot(slot))
+    if described.kind == "MuData":
+        for name, modality in shadow.mod.items():
+            total += 1 if described.modalities[name].source is None else blocks_to_write(modality)
+        return total
+    if described.has("X"):
+        total += progress_bar.blocks_of(shadow.element_value("X"))
+    if described.has("raw"):
+        total += progress_bar.blocks_of(shadow.element_value("raw/X")) + 2
+    return total
 
 
 def export(shadow: ShadowLike, path: str | os.PathLike, format: str, *, progress: bool = False,
@@ -106,7 +130,7 @@ def export(shadow: ShadowLike, path: str | os.PathLike, format: str, *, progress
     format
         ``"hdf5"`` or ``"zarr"`` (Zarr format from ``anndata.settings.zarr_write_format``).
     progress
-        Show dask's progress bar while matrices are written.
+        Show one progress bar for the whole export, counting the blocks written and naming the element.
     overwrite
         Replace what exists at ``path``: a file, or a folder that is a Zarr store (never another folder).
 
@@ -127,7 +151,7 @@ def export(shadow: ShadowLike, path: str | os.PathLike, format: str, *, progress
     mudata_file = described.kind == "MuData"
     writer = write_mudata if mudata_file else write_anndata
     try:
-        with _progress(progress):
+        with progress_bar.job(blocks_to_write(shadow) if progress else 0, progress, verb="exporting"):
             if format == "hdf5":
                 import h5py
 

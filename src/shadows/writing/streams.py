@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from shadows.backends.nodes import is_hdf5
 from shadows.errors import ShadowsError
+from shadows.writing import progress
 
 ARRAY_ENCODING = {"encoding-type": "array", "encoding-version": "0.2.0"}
 Reserve = Callable[[int], None]
@@ -89,8 +90,22 @@ def write_dense(group: Any, name: str, array: Any, reserve: Reserve | None = Non
     if reserve is not None:
         reserve(int(array.nbytes))
     target = _create_array(group, name, array.shape, array.dtype, tuple(c[0] for c in array.chunks))
-    da.store(array, target, lock=_lock_for(group), scheduler=_scheduler_for(group))
+    bar = progress.current()
+    da.store(array, target if bar is None else _Counted(target, bar), lock=_lock_for(group),
+             scheduler=_scheduler_for(group))
     _set_attrs(target, ARRAY_ENCODING)
+
+
+class _Counted:
+    """A store target that counts each block dask writes into it on the job's progress bar."""
+
+    def __init__(self, target: Any, bar: progress.JobProgress):
+        self._target, self._bar = target, bar
+        self.shape, self.dtype = target.shape, target.dtype
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._target[key] = value
+        self._bar.advance()
 
 
 class _SparseRegions:
@@ -104,6 +119,7 @@ class _SparseRegions:
         self.data, self.indices, self.indptr = data, indices, indptr
         self.axis = axis
         self.lock = lock  # region boundaries need not fall on storage chunks: writes take turns
+        self.bar = progress.current()  # taken along into dask's worker threads
 
     def write(self, block: Any, major_start: int, offset: int) -> int:
         block = block.tocsc() if self.axis == 1 else block.tocsr()
@@ -115,6 +131,8 @@ class _SparseRegions:
             n_major = block.shape[self.axis]
             ends = block.indptr[1:].astype(np.int64) + offset
             self.indptr[major_start + 1: major_start + n_major + 1] = ends.astype(self.indptr.dtype)
+        if self.bar is not None:
+            self.bar.advance()
         return block.nnz
 
 

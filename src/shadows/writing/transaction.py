@@ -26,6 +26,7 @@ from shadows.errors import (
     element_message,
 )
 from shadows.names import column_problem, key_problem
+from shadows.writing import progress
 from shadows.writing.commit import (
     DELETED,
     ColumnChange,
@@ -38,6 +39,7 @@ from shadows.writing.commit import (
     stored,
 )
 from shadows.writing.encodable import encoding_problem
+from shadows.writing.streams import is_dask
 
 
 @dataclass
@@ -201,15 +203,24 @@ def commit(connection: Any, elements: list[ElementChange], columns: list[ColumnC
         writer = ZarrCommit(connection.path, consolidated=connection.handle.consolidated)
     names = [c.path for c in elements] + [f"{c.frame_path}/{c.key}" for c in columns]
     committed: list[str] = []
+    bar = progress.current()
     try:
         for change in elements:
+            if bar is not None:
+                bar.element(change.path)
             with _naming_failures(connection.path, change.path):
                 writer.element(change)
+            if bar is not None and not is_dask(change.value):
+                bar.advance()  # a dask array counted its blocks as it wrote them
             change.written()
             committed.append(change.path)
         for change in columns:
+            if bar is not None:
+                bar.element(f"{change.frame_path}/{change.key}")
             with _naming_failures(connection.path, f"{change.frame_path}/{change.key}"):
                 writer.column(change)
+            if bar is not None:
+                bar.advance()
             change.written()
             committed.append(f"{change.frame_path}/{change.key}")
     except BaseException as error:
@@ -220,6 +231,11 @@ def commit(connection: Any, elements: list[ElementChange], columns: list[ColumnC
             raise _with_outcome(error, committed, [n for n in names if n not in committed]) from error
         raise
     writer.finish()
+
+
+def blocks_to_commit(elements: list[ElementChange], columns: list[ColumnChange]) -> int:
+    """What a commit counts on its progress bar: each dask array's blocks, 1 per other change."""
+    return sum(progress.blocks_of(change.value) for change in elements) + len(columns)
 
 
 def _with_outcome(error: WriteFailedError, committed: list[str], staged: list[str]) -> WriteFailedError:
