@@ -4,6 +4,7 @@ Importing this package registers every reader.
 """
 
 from shadows.elements import (  # noqa: F401  (imported for their registrations)
+    awkward,
     categorical,
     dataframe,
     dense,
