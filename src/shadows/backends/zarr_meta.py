@@ -4,8 +4,15 @@
 only names, attributes, shapes and dtypes to open, print and plan its graphs. This module reads them from
 the consolidated metadata (``.zmetadata`` for format 2, ``zarr.json``'s ``consolidated_metadata`` for
 format 3) in one file read, or, when a store is not consolidated, from each node's own metadata files,
-lazily. Data is always read through zarr itself (:mod:`shadows.backends.handles`). Written by hand
-because zarr exposes no metadata-only view of a store.
+lazily. Data is always read through zarr itself (:mod:`shadows.backends.handles`).
+
+The JSON is walked by hand because zarr's node objects cost too much at the open-time target (opening
+must take at most 0.1x anndata's ``read_lazy``). Measured on the 100,000 x 20,000 benchmark store (Zarr
+v2, consolidated): a shadow's open and repr take 8.1 ms; ``zarr.open_group`` and listing only the root's
+members 9.2 ms (0.13x ``read_lazy``'s 70 ms, before descending into obs, var or obsm). What zarr can
+parse cheaply, it parses: data types and fill values go through ``zarr.dtype`` (10-100 µs per array),
+and ``tests/test_zarr_meta.py`` checks shape, dtype, chunking and fill value against
+``zarr.open_array`` for every data type, in both formats, sharded or not.
 """
 
 from __future__ import annotations
@@ -72,6 +79,23 @@ class MetaArray(MetaNode):
     def dtype(self) -> np.dtype:
         """The numpy dtype of the stored values (``object`` for strings)."""
         return _v3_dtype(self.meta) if self.meta.get("zarr_format") == 3 else _v2_dtype(self.meta)
+
+    @property
+    def fill_value(self) -> Any:
+        """The fill value, decoded by zarr itself (``zarr.dtype``) from the metadata's JSON."""
+        from zarr.dtype import parse_data_type
+
+        zarr_format = 3 if self.meta.get("zarr_format") == 3 else 2
+        if zarr_format == 3:
+            spec = self.meta["data_type"]
+        else:
+            spec = self.meta["dtype"]
+            if spec == "|O":  # zarr 2 object arrays name their codec among the filters
+                codecs = [f.get("id") for f in self.meta.get("filters") or [] if isinstance(f, dict)]
+                spec = {"name": "|O", "object_codec_id": next((c for c in codecs if c and c.startswith("vlen")),
+                                                              "vlen-utf8")}
+        data_type = parse_data_type(spec, zarr_format=zarr_format)
+        return data_type.from_json_scalar(self.meta.get("fill_value"), zarr_format=zarr_format)
 
     @property
     def chunks(self) -> tuple[int, ...]:
