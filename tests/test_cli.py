@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from shadows.cli import main
 
 
@@ -32,22 +34,32 @@ def test_info_on_legacy_file_and_modality(pbmc_path, tmp_path, capsys):
     assert "n_obs × n_vars = 60 × 15" in capsys.readouterr().out
 
 
-def test_demo_walks_through_every_step(tmp_path, capsys):
+def test_demo_compares_anndata_and_a_shadow_and_runs_scanpy(tmp_path, capsys, monkeypatch):
     import re
 
     import anndata as ad
 
     assert main(["demo", "--folder", str(tmp_path), "--cells", "3000", "--genes", "400"]) == 0
     out = capsys.readouterr().out
-    titles = re.findall(r"^\[(\d+)\] (.*)$", out, flags=re.MULTILINE)
-    assert [int(n) for n, _ in titles] == list(range(1, 10))
-    for words in ("Build an example dataset", "Open it without loading", "lazy repr", "A view of one cell type",
-                  "One gene's values", "A reduction over all of X", "write()", "Load X into memory", "clear_cache"):
-        assert any(words in title for _, title in titles), words
-    assert len(re.findall(r"^    \d+\.\d\d s   memory [\d,]+ MiB \([+-][\d,]+ MiB\)$", out, flags=re.MULTILINE)) == 9
-    assert "100% Completed" in out and "X_proj▲" in out and "repr line: Xᐁ" in out
+    titles = [t for _, t in re.findall(r"^\[(\d+)\] (.*)$", out, flags=re.MULTILINE)]
+    for words in ("Build an example dataset", "Open the file", "A view of one cell type", "One gene's values",
+                  "A reduction over all of X", "Write a new element", "scanpy on the shadow", "Summary"):
+        assert any(words in title for title in titles), words
+    measured = re.findall(r"^    (anndata|shadow) +.+ +\d+\.\d\d s   peak \+[\d,]+ MiB$", out, flags=re.MULTILINE)
+    assert measured.count("anndata") == 5 and measured.count("shadow") == 6  # side by side, then scanpy
+    assert "same values: True" in out and "same totals: True" in out and "X▲" in out
+    table = out.split("Summary")[1]
+    assert "open" in table and "scanpy on a view" in table and "anndata" in table.splitlines()[1]
+    assert (tmp_path / "violin.png").stat().st_size > 0
+    assert f"Kept the dataset, the anndata copy and the plot in {tmp_path}" in out
     written = ad.read_h5ad(tmp_path / "demo.h5ad")  # the embedding went to the file
     assert written.obsm["X_proj"].shape == (3000, 2) and written.n_vars == 400
+    monkeypatch.chdir(tmp_path)  # without --folder: everything removed but the plot, said so
+    assert main(["demo", "--cells", "2000", "--genes", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "Kept the plot:" in out and (tmp_path / "shadows-demo-violin.png").exists()
+    removed = re.search(r"Removed (\S+) and everything else", out).group(1)
+    assert not os.path.exists(removed)
 
 
 def test_info_refuses_external_data_unless_allowed(tmp_path, capsys):

@@ -1,16 +1,19 @@
-"""``shadows demo``: build an example dataset and walk through the main job, measuring each step.
+"""``shadows demo``: build an example dataset and compare anndata's way and a shadow's on it, step by step.
 
 The dataset is generated (counts-like CSR X with cell types, a few hundred MB by default) and written by
-anndata; then each step prints what it did, its wall time and the process's resident memory, so the
-difference between opening a shadow and loading the file shows in numbers.
+anndata. Each step runs with ``anndata.read_h5ad`` and with a shadow of the same file, and prints its
+wall time and the peak memory it added (the process's resident memory sampled every 5 ms while the step
+runs, not read once afterwards). Then scanpy runs on the shadow and saves a plot; a summary table closes,
+and the demo says what it removed or kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import shutil
-import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,20 +38,63 @@ def out(text: str) -> None:
     print(text, flush=True)
 
 
+class PeakMemory:
+    """The highest resident memory of the process while a block runs, sampled every 5 ms in a thread."""
+
+    def __init__(self) -> None:
+        self.start = self.peak = _rss_mib()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss_mib())
+
+    def __enter__(self) -> PeakMemory:
+        gc.collect()
+        self.start = self.peak = _rss_mib()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mib())
+
+    @property
+    def added(self) -> float:
+        return self.peak - self.start
+
+
 class Steps:
-    """Prints numbered steps with their wall time and the process's resident memory."""
+    """Prints numbered steps; a measured step prints its time and peak added memory and keeps them for the
+    summary table (by step and by who ran it: ``"anndata"`` or ``"shadow"``).
+    """
 
     def __init__(self) -> None:
         self.number = 0
+        self.results: dict[str, dict[str, tuple[float, float]]] = {}
 
-    @contextmanager
-    def step(self, title: str) -> Iterator[None]:
+    def title(self, title: str) -> None:
         self.number += 1
         out(f"\n[{self.number}] {title}")
-        before, start = _rss_mib(), time.perf_counter()
-        yield
-        seconds, after = time.perf_counter() - start, _rss_mib()
-        out(f"    {seconds:.2f} s   memory {after:,.0f} MiB ({after - before:+,.0f} MiB)")
+
+    @contextmanager
+    def measure(self, step: str, who: str, code: str) -> Iterator[None]:
+        with PeakMemory() as memory:
+            start = time.perf_counter()
+            yield
+            seconds = time.perf_counter() - start
+        self.results.setdefault(step, {})[who] = (seconds, memory.added)
+        out(f"    {who:<8} {code:<58} {seconds:7.2f} s   peak +{memory.added:,.0f} MiB")
+
+    def table(self) -> str:
+        lines = [f"    {'step':<30} {'anndata':>22} {'shadow':>22}"]
+        for step, runs in self.results.items():
+            cells = [f"{runs[w][0]:6.2f} s +{runs[w][1]:6,.0f} MiB" if w in runs else "-"
+                     for w in ("anndata", "shadow")]
+            lines.append(f"    {step:<30} {cells[0]:>22} {cells[1]:>22}")
+        return "\n".join(lines)
 
 
 def _counts_block(seed: int, n_cells: int, n_genes: int, density: float) -> Any:
@@ -96,56 +142,97 @@ def build_dataset(path: Path, n_cells: int, n_genes: int, density: float) -> Pat
 
 
 def run(folder: Path, n_cells: int, n_genes: int, density: float) -> None:
-    """Build the dataset in ``folder`` and walk through opening, viewing, computing and writing."""
-    from dask.diagnostics import ProgressBar
+    """Build the dataset in ``folder``, then compare anndata and a shadow step by step, run scanpy on the
+    shadow and print the summary.
+    """
+    import anndata as ad
 
-    from shadows import AnnDataShadow
+    from shadows import read_h5ad
 
     steps = Steps()
     path = folder / "demo.h5ad"
-    with steps.step(f"Build an example dataset: {n_cells:,} cells × {n_genes:,} genes, CSR counts ({path})"):
-        build_dataset(path, n_cells, n_genes, density)
-        out(f"    {path.stat().st_size / 2**20:,.0f} MiB on disk")
+    steps.title(f"Build an example dataset: {n_cells:,} cells × {n_genes:,} genes, CSR counts ({path})")
+    build_dataset(path, n_cells, n_genes, density)
+    out(f"    {path.stat().st_size / 2**20:,.0f} MiB on disk")
 
-    with steps.step("Open it without loading: adata = AnnDataShadow(path)  (reads metadata only)"):
-        adata = AnnDataShadow(path)
-    with steps.step("The lazy repr (from metadata; ᐁ marks what is held in memory, ▲ what is new)"):
-        out("    " + repr(adata).replace("\n", "\n    "))
+    steps.title("Open the file")
+    with steps.measure("open", "anndata", "full = anndata.read_h5ad(path)"):
+        full = ad.read_h5ad(path)
+    with steps.measure("open", "shadow", "adata = shadows.read_h5ad(path)  (metadata only)"):
+        adata = read_h5ad(path)
+    out("    the shadow's repr (from metadata; ᐁ held in memory, ▲ changed in memory):")
+    out("      " + repr(adata).replace("\n", "\n      "))
 
     kind = CELL_TYPES[0]
-    with steps.step(f"A view of one cell type: bcells = adata[adata.obs['cell_type'] == '{kind}']  (reads obs only)"):
-        bcells = adata[adata.obs["cell_type"] == kind]
-        out(f"    {bcells.n_obs:,} of {adata.n_obs:,} cells; nothing of X read yet")
+    steps.title(f"A view of one cell type ({kind})")
+    with steps.measure("view of one cell type", "anndata", f"full[full.obs['cell_type'] == '{kind}']"):
+        full_view = full[full.obs["cell_type"] == kind]
+    with steps.measure("view of one cell type", "shadow", f"adata[adata.obs['cell_type'] == '{kind}']"):
+        view = adata[adata.obs["cell_type"] == kind]
+    out(f"    {view.n_obs:,} of {adata.n_obs:,} cells; the shadow's view has read nothing of X")
+
     gene = adata.var_names[42]
-    with steps.step(f"One gene's values in those cells: bcells.obs_vector('{gene}')  (reads their rows only)"):
-        values = bcells.obs_vector(gene)
-        out(f"    mean {values.mean():.3f}, expressed in {(values > 0).mean():.1%} of them")
+    steps.title(f"One gene's values in those cells ({gene})")
+    with steps.measure("one gene", "anndata", f"full_view.obs_vector('{gene}')"):
+        expected = full_view.obs_vector(gene)
+    with steps.measure("one gene", "shadow", f"view.obs_vector('{gene}')  (their rows only)"):
+        values = view.obs_vector(gene)
+    out(f"    same values: {np.array_equal(values, expected)}; mean {values.mean():.3f}")
 
-    lazy = AnnDataShadow(path, array_backend="dask")
-    with steps.step("A reduction over all of X, block by block: lazy.X.sum(axis=0)  (array_backend='dask')"):
-        with ProgressBar(out=sys.stdout):
-            totals = np.asarray(lazy.X.sum(axis=0).compute()).ravel()
-        out(f"    counts per gene: min {totals.min():,.0f}, max {totals.max():,.0f}")
+    steps.title("A reduction over all of X: counts per gene")
+    with steps.measure("reduction over X", "anndata", "full.X.sum(axis=0)"):
+        expected = np.asarray(full.X.sum(axis=0)).ravel()
+    lazy = read_h5ad(path, array_backend="dask")
+    with steps.measure("reduction over X", "shadow", "lazy.X.sum(axis=0).compute()  (block by block)"):
+        totals = np.asarray(lazy.X.sum(axis=0).compute()).ravel()
+    out(f"    same totals: {np.allclose(totals, expected)}")
 
-    with steps.step("Add an embedding computed lazily from X and write it: adata.obsm['X_proj'] = …; write()"):
-        projection = np.random.default_rng(1).normal(size=(adata.n_vars, 2)).astype(np.float32)
-        embedding = lazy.X.map_blocks(lambda block: np.asarray(block @ projection), dtype=np.float32,
-                                      chunks=(lazy.X.chunks[0], (2,)), meta=np.empty((0, 0), np.float32))
-        adata.obsm["X_proj"] = embedding
-        out("    staged: " + repr(adata.obsm))
+    steps.title("Write a new element: an embedding computed from X")
+    projection = np.random.default_rng(1).normal(size=(adata.n_vars, 2)).astype(np.float32)
+    with steps.measure("write a new element", "anndata", "full.obsm['X_proj'] = …; full.write_h5ad(copy)"):
+        full.obsm["X_proj"] = np.asarray(full.X @ projection)
+        full.write_h5ad(folder / "anndata_copy.h5ad")
+    with steps.measure("write a new element", "shadow", "adata.obsm['X_proj'] = …; adata.write()"):
+        adata.obsm["X_proj"] = lazy.X.map_blocks(lambda block: np.asarray(block @ projection), dtype=np.float32,
+                                                 chunks=(lazy.X.chunks[0], (2,)), meta=np.empty((0, 0), np.float32))
         lazy.close()
         adata.reopen("r+").write().reopen("r")
-        out("    written: " + repr(adata.obsm) + "  (streamed block by block; anndata reads it too)")
+    out("    the shadow wrote only the new element, streamed block by block: " + repr(adata.obsm))
+    del full, full_view
+    gc.collect()
 
-    with steps.step("Load X into memory: adata.X  (kept until clear_cache; the repr marks it ᐁ)"):
-        matrix = adata.X
-        out(f"    {type(matrix).__name__} with {matrix.nnz:,} non-zeros; repr line: "
-            + repr(adata).splitlines()[1].strip())
-        del matrix
-    with steps.step("Free it: adata.clear_cache()"):
-        adata.clear_cache()
-        out("    repr line: " + repr(adata).splitlines()[1].strip())
+    steps.title("scanpy on the shadow: normalize_total and log1p in place on a view, then a violin plot")
+    _scanpy_on(adata, kind, gene, folder, steps)
     adata.close()
+
+    steps.title("Summary: time and peak memory added per step")
+    out(steps.table())
+
+
+def _scanpy_on(adata: Any, kind: str, gene: str, folder: Path, steps: Steps) -> None:
+    """Scanpy's in-place preprocessing on a view of the shadow, and a plot saved to a PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import scanpy as sc
+    except ImportError:
+        out("    scanpy is not installed: pip install 'shadows[demo]' to run this step")
+        return
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with steps.measure("scanpy on a view", "shadow", "sc.pp.normalize_total(view); sc.pp.log1p(view)"):
+            view = adata[adata.obs["cell_type"].isin([kind, CELL_TYPES[1]])]
+            sc.pp.normalize_total(view, target_sum=1e4)
+            sc.pp.log1p(view)
+        out(f"    the view became a shadow of its own; X is changed in memory (X▲), the file untouched: "
+            f"{repr(view).splitlines()[1].strip()}")
+        figure = sc.pl.violin(view, gene, groupby="cell_type", show=False)
+        png = folder / "violin.png"
+        figure.figure.savefig(png, dpi=80)
+    out(f"    plot saved: {png}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,10 +250,16 @@ def main(args: argparse.Namespace) -> int:
     if args.folder is not None:
         args.folder.mkdir(parents=True, exist_ok=True)
         run(args.folder, args.cells, args.genes, args.density)
+        out(f"\nKept the dataset, the anndata copy and the plot in {args.folder}")
         return 0
     folder = Path(tempfile.mkdtemp(prefix="shadows-demo-"))
     try:
         run(folder, args.cells, args.genes, args.density)
+        if (folder / "violin.png").exists():
+            kept = Path.cwd() / "shadows-demo-violin.png"
+            shutil.move(folder / "violin.png", kept)
+            out(f"\nKept the plot: {kept}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        out(f"Removed {folder} and everything else the demo wrote there (keep it all with --folder)")
     return 0
