@@ -169,27 +169,26 @@ def _zarr_without_root_metadata(path: Path, fmt: str) -> Path:
     return path
 
 
-def _indptr_past_data(path: Path, fmt: str) -> Path:
-    _valid(path, fmt)
-    group = h5py.File(path, "r+") if fmt == "h5ad" else _zarr_group(path)
-    indptr = np.asarray(group["X/indptr"][...])
+def _edit_values(element: str, edit: Callable[[np.ndarray], None]) -> Callable[[Path, str], Path]:
+    """Change some stored values of an array in place (``edit`` changes the array it is given)."""
+    def breaker(path: Path, fmt: str) -> Path:
+        _valid(path, fmt)
+        group = h5py.File(path, "r+") if fmt == "h5ad" else _zarr_group(path)
+        values = np.asarray(group[element][...])
+        edit(values)
+        group[element][...] = values
+        if fmt == "h5ad":
+            group.close()
+        return path
+    return breaker
+
+
+def _past_data(indptr: np.ndarray) -> None:
     indptr[-1] += 1000
-    group["X/indptr"][...] = indptr
-    if fmt == "h5ad":
-        group.close()
-    return path
 
 
-def _indices_past_width(path: Path, fmt: str) -> Path:
-    """A stored column index past X's width: scipy would put the value into the next row."""
-    _valid(path, fmt)
-    group = h5py.File(path, "r+") if fmt == "h5ad" else _zarr_group(path)
-    indices = np.asarray(group["X/indices"][...])
-    indices[0] = 25  # X has 15 columns
-    group["X/indices"][...] = indices
-    if fmt == "h5ad":
-        group.close()
-    return path
+def _past_width(indices: np.ndarray) -> None:
+    indices[0] = 25  # X has 15 columns: scipy would put the value into the next row
 
 
 def _float_indptr(path: Path, fmt: str) -> Path:
@@ -240,8 +239,8 @@ CORPUS = [
     Case("zarr_without_root_metadata", ZARR, _zarr_without_root_metadata, "", ValueError),
     Case("unknown_encoding", ALL, _set_attr("X", "encoding-type", "fancy_matrix"), "X", ValueError),
     Case("sparse_without_indptr", ALL, _delete("X/indptr"), "X/indptr", ValueError),
-    Case("indptr_past_data", ALL, _indptr_past_data, "X/indptr", ValueError),
-    Case("indices_past_width", ALL, _indices_past_width, "X/indices", ValueError),
+    Case("indptr_past_data", ALL, _edit_values("X/indptr", _past_data), "X/indptr", ValueError),
+    Case("indices_past_width", ALL, _edit_values("X/indices", _past_width), "X/indices", ValueError),
     Case("float_indptr", ALL, _float_indptr, "X/indptr", ValueError),
     Case("repeated_column", ALL, _set_attr("obs", "column-order", ["cat", "cat", "float"]), "obs", ValueError,
          access="s.obs"),
