@@ -305,11 +305,13 @@ def test_opening_stays_flat_in_the_number_of_columns(tmp_path, monkeypatch):
     assert shadow.obs_vector("c123").shape == (4,) and described[-1] == "obs/c123" and len(described) == 3
 
 
-def test_an_index_claiming_more_rows_than_x_is_refused_on_open(tmp_path):
-    """A claimed length is checked against the other axes before it sizes anything (no terabyte reads)."""
+def test_an_index_claiming_more_rows_than_x_is_answered_before_anything_is_sized_by_it(tmp_path):
+    """A claimed length (10**12 rows against X's 60) sizes nothing: X says so when first used, and obs is
+    refused as too large before anything is read.
+    """
     import h5py
 
-    from shadows import AnnDataShadow, MalformedElementError
+    from shadows import AnnDataShadow, MalformedElementError, TooLargeError
 
     path = tmp_path / "claims.h5ad"
     make_adata().write_h5ad(path)
@@ -317,5 +319,9 @@ def test_an_index_claiming_more_rows_than_x_is_refused_on_open(tmp_path):
         key = file["obs"].attrs["_index"]
         del file["obs"][key]
         file["obs"].create_dataset(key, shape=(10**12,), dtype=h5py.string_dtype(), chunks=(1000,))
+    shadow = AnnDataShadow(path)
     with pytest.raises(MalformedElementError, match=r"claims.h5ad: element 'X'.*\(60, 15\).*1000000000000"):
-        AnnDataShadow(path)
+        _ = shadow.X
+    with pytest.raises(TooLargeError, match=r"claims.h5ad: element 'obs/"):
+        _ = shadow.obs
+

@@ -73,10 +73,6 @@ class Layout:
         self.var = self._frame("var")
         self._fold_after_frames()
         self._children.clear()  # the folds looked up keys they then hid or moved
-        self._check_axes()
-
-    def _check_axes(self) -> None:
-        """Raise when the elements that fix the axes disagree on their lengths."""
 
     def _check(self) -> None:
         """Raise when the group is not of the kind this layout maps."""
@@ -243,13 +239,6 @@ class AnnDataLayout(Layout):
         if missing:
             msg = f"{where}: not an AnnData file: no {' or '.join(missing)} element at its root"
             raise NotAnnDataError(msg)
-
-    def _check_axes(self) -> None:
-        """X is described on open, which checks its shape against obs and var: a length an index claims
-        (10**12 rows against X's 60) is refused before anything is sized by it.
-        """
-        if self.has("X"):
-            self.spec("X")
 
     def _fold_before_frames(self) -> None:
         self._fold_legacy_raw()
