@@ -114,13 +114,10 @@ class ElementMapping(MutableMapping):
             del self._shadow.X
             return
         self._shadow._detach()
-        state = self._shadow._state
-        if key in self._stored:
-            state.delete(self._path(key))  # gone; from the file too, by write(overwrite=True)
-        elif key in self._staged:
-            state.revert(self._path(key))  # only ever in memory: forgotten
-        else:
+        stored = key in self._stored
+        if not stored and key not in self._staged:
             raise MissingElementError(element_message(self._shadow._ref.display, self._path(key), "no such key"))
+        self._shadow._state.remove(self._path(key), stored=stored)
 
     def replace_all(self, values: Mapping[str, Any]) -> None:
         """``adata.obsm = {...}``: the slot holds exactly ``values`` from now on (stored keys not among

@@ -175,10 +175,7 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
     @raw.deleter
     def raw(self) -> None:
         self._detach()
-        if self._layout.has_raw:
-            self._state.delete("raw")
-        else:
-            self._state.revert("raw")
+        self._state.remove("raw", stored=self._layout.has_raw)
 
     def _set_raw_matrix(self, X: Any, source: Any) -> None:
         """``adata.raw._X = X`` after a private axis change: raw becomes ``X`` with the variables of

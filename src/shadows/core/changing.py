@@ -55,10 +55,8 @@ class ElementChanges:
         self._detach()
         if value is not None:
             self._state.change(rel, value)
-        elif self._layout.has(rel):
-            self._state.delete(rel)
         else:
-            self._state.revert(rel)
+            self._state.remove(rel, stored=self._layout.has(rel))
 
     def _deep_copy_changes(self) -> None:
         """Give this shadow its own copies of the values it holds as changes (``copy()``'s independence)."""
@@ -91,10 +89,8 @@ class ElementChanges:
         rel = f"{frame_rel}/{key}"
         if values is not None:
             self._state.change(rel, values)
-        elif key in getattr(self._layout, frame_rel).columns:
-            self._state.delete(rel)
         else:
-            self._state.revert(rel)
+            self._state.remove(rel, stored=key in getattr(self._layout, frame_rel).columns)
 
     def _visible_staged_columns(self, frame_rel: str) -> dict[str, pd.Series]:
         """Columns assigned in memory: a view's own, and its root's taken at the view's rows (every

@@ -216,10 +216,7 @@ class MuDataShadow(ShadowBase, _MuDataBase):
             raise ValueError(f"{self.filename}: the modalities of a view cannot be deleted; delete them in the "
                              "MuData shadow the view was taken from")
         del self.mod._shadows[name]
-        if name in self._layout.mod_names:
-            self._state.delete(f"mod/{name}")
-        else:
-            self._state.revert(f"mod/{name}")
+        self._state.remove(f"mod/{name}", stored=name in self._layout.mod_names)
 
     @property
     def axis(self) -> int:

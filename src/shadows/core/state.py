@@ -23,13 +23,6 @@ from shadows.cache import fingerprint
 NOTHING: Any = object()
 
 
-class _Deleted:
-    """The change that deletes an element (stored ones are removed from the file by ``write``)."""
-
-    def __repr__(self) -> str:
-        return "DELETED"
-
-
 @dataclass
 class Record:
     """One element's state in a shadow's memory."""
@@ -126,6 +119,15 @@ class ElementState:
     def delete(self, rel: str) -> None:
         """``rel`` is deleted in memory (▲; a stored element is removed from the file by ``write``)."""
         self.change(rel, self.deleted)
+
+    def remove(self, rel: str, *, stored: bool) -> None:
+        """``rel`` is gone from the shadow: deleted (▲) when the file stores it (``write(overwrite=True)``
+        removes it there), forgotten when it only ever was a change in memory.
+        """
+        if stored:
+            self.delete(rel)
+        else:
+            self.revert(rel)
 
     def revert(self, rel: str) -> None:
         """Forget the change of ``rel`` (it is the file's again)."""
