@@ -47,6 +47,10 @@ class ElementInfo:
         Assigned in memory and not yet written (▲).
     detail
         What else helps to know it (``"3 categories"`` for a categorical column), or ``""``.
+    kind
+        What the element is, as its reader says (``"dense"``, ``"sparse"``, ``"dataframe"``,
+        ``"mapping"``...; ``"memory"`` for a value assigned in memory, ``""`` for obs/var columns
+        described without details).
     """
 
     slot: str
@@ -57,6 +61,7 @@ class ElementInfo:
     held: bool = False
     changed: bool = False
     detail: str = ""
+    kind: str = ""
 
     @property
     def marked_key(self) -> str:
@@ -221,7 +226,7 @@ def _in_memory(slot: str, key: str, value: Any, held: bool = False) -> ElementIn
     categories = getattr(dtype, "categories", None)
     detail = "" if categories is None else _categories_text(len(categories))
     return ElementInfo(slot, key, f"in memory: {type(value).__name__}", tuple(getattr(value, "shape", ())) or None,
-                       None if dtype is None else str(dtype), held=held, changed=True, detail=detail)
+                       None if dtype is None else str(dtype), held=held, changed=True, detail=detail, kind="memory")
 
 
 def _categories_text(n: int, stored: bool = False) -> str:
@@ -241,7 +246,7 @@ def _stored(shadow: ShadowLike, slot: str, key: str, rel: str) -> ElementInfo:
     spec = shadow._layout.spec(rel)
     dtype = None if spec.kind in ("mapping", "dataframe") or spec.dtype is None else str(spec.dtype)
     return ElementInfo(slot, key, spec.encoding, _view_shape(shadow, rel, tuple(spec.shape)) or None, dtype,
-                       held=shadow._is_cached(rel))
+                       held=shadow._is_cached(rel), kind=spec.kind)
 
 
 def _x(shadow: ShadowLike) -> list[ElementInfo]:
@@ -272,7 +277,7 @@ def _frame(shadow: ShadowLike, slot: str, details: bool = True) -> list[ElementI
             n_categories = getattr(column, "n_categories", None)
             detail = "" if n_categories is None else _categories_text(n_categories(), shadow._view is not None)
             rows.append(ElementInfo(slot, key, column.encoding, (n_rows,), str(column.dtype), held=held,
-                                    detail=detail))
+                                    detail=detail, kind=column.kind))
     return rows
 
 

@@ -21,7 +21,7 @@ from shadows.writing.commit import _write_elem, write_value
 from shadows.writing.streams import is_dask
 
 if TYPE_CHECKING:
-    from shadows.core.description import Description
+    from shadows.core.description import Description, ElementInfo
     from shadows.core.interface import ShadowLike
 
 DICT_ENCODING = {"encoding-type": "dict", "encoding-version": "0.1.0"}
@@ -105,16 +105,26 @@ def blocks_to_write(shadow: ShadowLike) -> int:
     described = shadow.describe()
     total = 3  # obs, var, uns
     for slot in _slots(described):
-        total += sum(progress_bar.blocks_of(shadow.element_value(f"{slot}/{e.key}")) for e in described.slot(slot))
+        total += sum(_blocks(shadow, f"{slot}/{e.key}", e) for e in described.slot(slot))
     if described.kind == "MuData":
         for name, modality in shadow.mod.items():
             total += 1 if described.modalities[name].source is None else blocks_to_write(modality)
         return total
-    if described.has("X"):
-        total += progress_bar.blocks_of(shadow.element_value("X"))
-    if described.has("raw"):
-        total += progress_bar.blocks_of(shadow.element_value("raw/X")) + 2
+    for x in described.slot("X"):
+        total += _blocks(shadow, "X", x)
+    raw = described.slot("raw")
+    if raw:
+        total += _blocks(shadow, "raw/X", raw[0]) + 2  # raw's X, then its var and varm at once
     return total
+
+
+def _blocks(shadow: ShadowLike, rel: str, element: ElementInfo) -> int:
+    """The blocks writing ``rel`` counts. Only a matrix (stored, or changed in memory) can be a dask array
+    written block by block; anything else stored is written at once and not read to be counted.
+    """
+    if not element.changed and element.kind not in ("dense", "sparse"):
+        return 1
+    return progress_bar.blocks_of(shadow.element_value(rel))
 
 
 def export(shadow: ShadowLike, path: str | os.PathLike, format: str, *, progress: bool = False,
