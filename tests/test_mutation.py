@@ -482,3 +482,29 @@ def test_a_value_anndata_cannot_store_stops_the_write_before_anything_is_written
     shadow.write()
     written = read_oracle(counts)
     assert written.uns["fine"] == 1 and "fine" in written.obs
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_obs_renamed_whole_and_muon_filters_as_anndata(counts, kind):
+    """``adata.obs = frame`` with other names, and muon's in-place filter, side by side on an AnnData, a
+    shadow and a view of a shadow (muon refuses views, of both).
+    """
+    muon = pytest.importorskip("muon")
+    subject, oracle = subject_and_oracle(kind, counts)
+    outcomes = []
+    for adata in (oracle, subject):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            frame = adata.obs.copy()
+            frame.index = [f"renamed{i}" for i in range(adata.n_obs)]
+            frame["extra"] = np.arange(adata.n_obs)
+            adata.obs = frame
+            try:
+                muon.pp.filter_obs(adata, "score", lambda x: x > 0)
+                outcomes.append("filtered")
+            except ValueError as error:
+                outcomes.append(f"refused: {'view' in str(error)}")
+    assert outcomes[0] == outcomes[1]
+    assert subject.is_view == oracle.is_view and subject.shape == oracle.shape
+    pd.testing.assert_frame_equal(pd.DataFrame(subject.obs), oracle.obs)
+    assert_value_equal(computed(subject.X), oracle.X, "X")
