@@ -65,9 +65,7 @@ def update_axis(shadow: MuDataShadow, axis: int) -> None:
 
 def _values(shadow: MuDataShadow, slot: str) -> dict[str, Any]:
     """Every value of a global slot as numpy/scipy/pandas (stored ones read)."""
-    mapping = shadow._slots[slot]
-    return {k: computed(mapping[k]) if mapping.is_staged(k) else shadow._plain(f"{slot}/{k}")
-            for k in mapping.own_keys()}
+    return {k: computed(v) for k, v in shadow._slot_values(slot, shadow._plain).items()}
 
 
 def _stand_in(shadow: MuDataShadow, globals_: dict[str, Any]) -> Any:
