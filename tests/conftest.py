@@ -188,3 +188,26 @@ def run_folder(tmp_path_factory, name: str) -> Path:
     """A folder of this test run shared by its xdist workers (each worker's base folder otherwise)."""
     base = tmp_path_factory.getbasetemp()
     return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / f"shared-{name}"
+
+
+S3_SECRET = "s3cr3t-never-printed"
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """(storage_options, an s3fs filesystem) for moto's S3 server with a bucket "data".
+
+    One per test process: moto keeps its buckets in process-wide state, so a second server in the same
+    process would already see "data".
+    """
+    moto_server = pytest.importorskip("moto.server")
+    s3fs = pytest.importorskip("s3fs")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = {"endpoint_url": f"http://{host}:{port}", "region_name": "eu-west-1"}
+    options = {"key": "testing", "secret": S3_SECRET, "client_kwargs": endpoint}
+    fs = s3fs.S3FileSystem(**options)
+    fs.mkdir("data")
+    yield options, fs
+    server.stop()

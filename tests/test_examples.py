@@ -18,7 +18,6 @@ import anndata as ad
 import pytest
 
 from conftest import zarr_format
-from test_remote import s3  # noqa: F401 - the loopback S3 server fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["README.md", "docs/index.md", "docs/getting-started.md"]
@@ -55,7 +54,7 @@ def on_loopback(code: str, options: dict, url: str) -> str:
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_every_example_of_a_page_runs_in_order(page, folder, s3, tmp_path, monkeypatch):  # noqa: F811
+def test_every_example_of_a_page_runs_in_order(page, folder, s3, tmp_path, monkeypatch):
     options, fs = s3
     url = f"s3://data/{page.replace('/', '-')}.zarr"
     fs.put(str(folder / "data.zarr"), url[5:], recursive=True)

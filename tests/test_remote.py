@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import S3_SECRET as SECRET
 from conftest import make_adata, read_oracle, write
 from helpers import assert_shadow_matches, assert_value_equal
 from shadows import AnnDataShadow, MuDataShadow, ShadowsError, ShadowsFileNotFoundError
@@ -24,7 +25,6 @@ from shadows.core.base import READ_ONLY_MESSAGE
 pytest.importorskip("fsspec")
 pytest.importorskip("aiohttp")
 
-SECRET = "s3cr3t-never-printed"
 
 
 def _served_bytes(request, folder: Path) -> int:
@@ -71,22 +71,6 @@ def http_root(tmp_path_factory):
     asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """(storage_options, an s3fs filesystem) for moto's S3 server with a bucket "data"."""
-    moto_server = pytest.importorskip("moto.server")
-    s3fs = pytest.importorskip("s3fs")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {"key": "testing", "secret": SECRET, "client_kwargs": {"endpoint_url": f"http://{host}:{port}",
-                                                                    "region_name": "eu-west-1"}}
-    fs = s3fs.S3FileSystem(**options)
-    fs.mkdir("data")
-    yield options, fs
-    server.stop()
 
 
 def _serve(adata_fmt: str, folder: Path, name: str):
