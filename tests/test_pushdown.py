@@ -169,3 +169,21 @@ def test_views_on_distributed_process_workers(big_files):
     np.testing.assert_allclose(on_cluster, threaded)
     np.testing.assert_allclose(threaded, np.asarray(X[rows][:, 10:900].sum(axis=0)).ravel(), rtol=1e-5)
     assert (sp.csr_matrix(subset) != X[rows][:, 10:900]).nnz == 0
+
+
+@pytest.mark.parametrize("fmt", ["h5ad", "zarr"])
+def test_a_label_selection_of_the_xarray_backend_reads_what_a_view_reads(big_files, fmt, monkeypatch):
+    pytest.importorskip("sparse")
+    files, _ = big_files
+    rows = np.sort(np.random.default_rng(2).choice(N_OBS, N_OBS // 100, replace=False))
+    shadow = AnnDataShadow(files[fmt], array_backend="xarray")
+    names = list(shadow.obs_names[rows])
+    labelled = shadow.X
+    with count_bytes(monkeypatch) as counted:
+        subset = labelled.sel(obs=names).data.compute()
+    by_label = counted["X/data"] + counted["X/indices"]
+    counted.clear()
+    expected = AnnDataShadow(files[fmt])[rows].X
+    by_view = counted["X/data"] + counted["X/indices"]
+    assert (subset.tocsr() != expected).nnz == 0
+    assert 0 < by_label <= by_view, (by_label, by_view)

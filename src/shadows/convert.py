@@ -1,9 +1,10 @@
 """Array and table backends: what a materialized element becomes.
 
 ``array_backend``: ``numpy`` (default; numpy arrays and scipy CSR/CSC, exactly what AnnData holds),
-``dask`` (the graphs themselves), ``jax``, ``torch``, ``cupy``, ``sparse`` (pydata). ``table_backend``:
-``pandas`` (default), ``dask``, ``polars``, ``pyarrow``. A backend whose package is missing raises
-:class:`~shadows.errors.BackendUnavailableError` naming what to install.
+``dask`` (the graphs themselves), ``xarray`` (the graphs as labelled ``DataArray`` s, see
+:mod:`shadows.labelled`), ``jax``, ``torch``, ``cupy``, ``sparse`` (pydata). ``table_backend``: ``pandas``
+(default), ``dask``, ``xarray`` (read_lazy's ``Dataset2D``), ``polars``, ``pyarrow``. A backend whose
+package is missing raises :class:`~shadows.errors.BackendUnavailableError` naming what to install.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Backend:
     name
         The backend's name, as users pass it.
     lazy
-        Whether elements are returned as dask graphs (nothing is computed or cached).
+        Whether elements are returned as dask graphs, bare or labelled (nothing is computed or cached).
     convert
         Turns the default in-memory value (numpy/scipy or pandas) into the backend's type.
     """
@@ -98,6 +99,7 @@ def _to_pyarrow(frame: Any) -> Any:
 _ARRAY_BACKENDS: dict[str, tuple[bool, Callable[[Any], Any], str | None]] = {
     "numpy": (False, _identity, None),
     "dask": (True, _identity, "dask"),
+    "xarray": (True, _identity, "xarray"),
     "jax": (False, _to_jax, "jax"),
     "torch": (False, _to_torch, "torch"),
     "cupy": (False, _to_cupy, "cupy"),
@@ -106,6 +108,7 @@ _ARRAY_BACKENDS: dict[str, tuple[bool, Callable[[Any], Any], str | None]] = {
 _TABLE_BACKENDS: dict[str, tuple[bool, Callable[[Any], Any], str | None]] = {
     "pandas": (False, _identity, None),
     "dask": (True, _identity, "dask.dataframe"),
+    "xarray": (True, _identity, "xarray"),
     "polars": (False, _to_polars, "polars"),
     "pyarrow": (False, _to_pyarrow, "pyarrow"),
 }
@@ -130,3 +133,12 @@ def array_backend(name: str) -> Backend:
 def table_backend(name: str) -> Backend:
     """The table backend called ``name``; raises if its package is missing."""
     return _get("table_backend", _TABLE_BACKENDS, name)
+
+
+def persisted(value: Any) -> Any:
+    """A lazy backend's value (a dask collection, an xarray object, read_lazy's ``Dataset2D``) with its
+    dask graphs computed and kept in memory (locally, or on the cluster under a ``distributed.Client``).
+    """
+    if hasattr(value, "persist"):
+        return value.persist()
+    return type(value)(value.ds.persist())  # Dataset2D wraps an xarray.Dataset

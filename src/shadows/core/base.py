@@ -343,7 +343,7 @@ class ShadowBase(ElementReading, ElementChanges):
             spec = self._layout.spec(rel)
             backend = self._backend_for(spec.kind)
             if backend is not None and backend.lazy:
-                self._state.hold(rel, self._graph(rel).persist(), check=False)
+                self._state.hold(rel, convert.persisted(self._lazy(rel, backend)), check=False)
             else:
                 self._element(rel)
         return self

@@ -81,13 +81,34 @@ class ElementReading:
         spec = self._layout.spec(rel)
         backend = self._backend_for(spec.kind)
         if backend is not None and backend.lazy:
-            return self._graph(rel)
+            return self._lazy(rel, backend)
         if backend is None:
             return self._state.hold(rel, self._materialize(rel))
         if rel in FRAMES and backend.name == "pandas":
             where = f"{self.filename}: {rel}"
             return self._state.hold(rel, tracked(self._materialize(rel), partial(self._stage_column, rel), where))
         return self._state.hold(rel, backend.convert(self._materialize(rel)))
+
+    def _lazy(self, rel: str, backend: convert.Backend) -> Any:
+        """The element at ``rel`` as a lazy backend gives it: its dask graph, bare or labelled (xarray)."""
+        if backend.name != "xarray":
+            return self._graph(rel)
+        from shadows import labelled  # imports xarray
+
+        spec = self._layout.spec(rel)
+        if spec.kind == "dataframe":
+            rows = selection_for(rel, spec, self._view)
+            return labelled.dataset(spec, rows[0] if rows else range(spec.shape[0]), self._frame_names(rel, spec),
+                                    self._visible_staged_columns(rel) if rel in FRAMES else {},
+                                    self._deleted_columns(rel) if rel in FRAMES else set())
+        return labelled.data_array(rel, spec, selection_for(rel, spec, self._view), self._names,
+                                   partial(self._view_graph, rel))
+
+    def _frame_names(self, rel: str, spec: Any) -> pd.Index:
+        """The names of the rows of the dataframe at ``rel`` this shadow sees."""
+        if rel in FRAMES or rel == "raw/var":
+            return self._names(rel)
+        return read_index(spec, self._frame_rows(rel))
 
     def _plain(self, rel: str) -> Any:
         """The element at ``rel`` as numpy/scipy/pandas, whatever the backends (for to_memory)."""
