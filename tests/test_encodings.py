@@ -4,6 +4,8 @@ describes them."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import warnings
 
 import anndata as ad
@@ -11,10 +13,10 @@ import numpy as np
 import pytest
 import scanpy as sc
 
-from conftest import FORMATS, suffix, write
-from helpers import assert_value_equal
+from conftest import FORMATS, drop_consolidated, read_oracle, suffix, write, zarr_format
+from helpers import assert_shadow_matches, assert_value_equal
 from shadows import AnnDataShadow
-from shadows.cli import info_data, info_text
+from shadows.cli import info_data, info_text, main
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +81,192 @@ def test_without_awkward_the_error_names_the_package(awkward_files, monkeypatch)
     monkeypatch.setitem(sys.modules, "awkward", None)
     with pytest.raises(BackendUnavailableError, match=r"obsm/ragged.*pip install awkward"):
         shadow.obsm["ragged"]
+
+
+# A matrix of files the installed anndata writes: every format, with and without the settings that
+# change what it stores (sharding, consolidation, the smallest sparse index dtype, nullable strings).
+pytestmark = [pytest.mark.filterwarnings("ignore:The data type .* does not have a Zarr V3 specification"),
+              pytest.mark.filterwarnings("ignore:Support for Awkward Arrays is currently experimental")]
+MIN_INDEX = "write_csr_csc_indices_with_min_possible_dtype"  # anndata >= 0.12.9
+NULLABLE_STRINGS = "allow_write_nullable_strings"  # anndata >= 0.11
+SHARD = "auto_shard_zarr_v3"  # anndata >= 0.12
+VARIANTS = {
+    "h5ad": ("h5ad", {}, True),
+    "h5ad-min-index-nullable-strings": ("h5ad", {MIN_INDEX: True, NULLABLE_STRINGS: True}, True),
+    "zarr2": ("zarr2", {}, True),
+    "zarr2-unconsolidated-min-index": ("zarr2", {MIN_INDEX: True}, False),
+    "zarr3-sharded": ("zarr3", {SHARD: True}, True),
+    "zarr3-unsharded-unconsolidated-min-index-nullable-strings":
+        ("zarr3", {SHARD: False, MIN_INDEX: True, NULLABLE_STRINGS: True}, False),
+}
+N_OBS, N_VARS = 300, 20  # column indices fit uint8, row indices (and obsp's) uint16
+
+
+def encodings_adata(nullable_strings: bool) -> ad.AnnData:
+    """Every encoding anndata writes for plain values: nullable integers, booleans and strings (when
+    ``nullable_strings``), string columns (pandas 3's ``str``), text in each type numpy has (object,
+    fixed-length unicode and bytes) in obsm and uns, record arrays with text fields, sparse matrices whose
+    indices fit uint8 and uint16, and awkward arrays when ``awkward`` is installed.
+    """
+    import pandas as pd
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    strings = np.array([f"s{i}" for i in range(N_OBS)], dtype=object)
+    obs = pd.DataFrame({
+        "Int8": pd.array(rng.integers(-5, 5, N_OBS), dtype="Int8"),
+        "UInt64": pd.array(rng.integers(0, 5, N_OBS), dtype="UInt64"),
+        "boolean": pd.array(rng.choice([True, False], N_OBS), dtype="boolean"),
+        "text": strings.copy(),  # unique: stays a string column (pandas 3: dtype str), not a categorical
+        "cat": pd.Categorical(rng.choice(["a", "b"], N_OBS)),
+    }, index=[f"c{i}" for i in range(N_OBS)])
+    if nullable_strings:
+        obs["string_na"] = pd.array(strings, dtype=pd.StringDtype("python"))
+        obs["string_nan"] = pd.array(strings, dtype=pd.StringDtype("python", na_value=np.nan))
+    for column in obs.columns.drop(["text", "cat"]):
+        obs.loc["c3", column] = None
+    X = sp.random(N_OBS, N_VARS, density=0.3, format="csr", dtype=np.float32, random_state=0)
+    adata = ad.AnnData(
+        X=X, obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(N_VARS)]),
+        layers={"csc": sp.csc_matrix(X), "int16_indices": sp.csc_matrix(X)},
+        obsm={"U": np.array([["ab", "c"]] * N_OBS), "S": np.array([[b"ab", b"xyz"]] * N_OBS)},
+        obsp={"wide": sp.random(N_OBS, N_OBS, density=0.02, format="csr", random_state=1)},
+        uns={"U": np.array(["x", "yy", "zzz"]), "S": np.array([b"x", b"yy"]), "O": np.array(["p", "q"], dtype=object),
+             "U2d": np.array([["a", "bc"], ["d", "e"]]),
+             "records": np.array([(1, 1.5, "a"), (2, 2.5, "bb")], dtype=[("i", "<i4"), ("f", "<f8"), ("u", "<U3")]),
+             "byte_records": np.array([(1, b"a"), (2, b"bb")], dtype=[("i", "<i8"), ("s", "S2")]),
+             "Int32": pd.array([1, None, 3], dtype="Int32"), "boolean": pd.array([True, None], dtype="boolean")},
+    )
+    if nullable_strings:
+        adata.uns["string"] = pd.array(["a", None], dtype="string")
+    with contextlib.suppress(ImportError):
+        import awkward as ak
+
+        adata.obsm["ragged"] = ak.Array([[i] * (i % 3) for i in range(N_OBS)])
+    return adata
+
+
+@contextlib.contextmanager
+def anndata_settings(**settings):
+    """anndata's settings changed meanwhile (each must exist in the installed anndata)."""
+    previous = {name: getattr(ad.settings, name) for name in settings}
+    try:
+        for name, value in settings.items():
+            setattr(ad.settings, name, value)
+        yield
+    finally:
+        for name, value in previous.items():
+            setattr(ad.settings, name, value)
+
+
+def _as_int16_indices(path, element: str) -> None:
+    """Store ``element``'s sparse indices as int16 (what another writer may choose: signed, smallest)."""
+    if path.suffix == ".h5ad":
+        import h5py
+
+        with h5py.File(path, "r+") as f:
+            values = f[f"{element}/indices"][()]
+            del f[f"{element}/indices"]
+            f.create_dataset(f"{element}/indices", data=values.astype(np.int16))
+        return
+    import zarr
+
+    group = zarr.open_group(path, mode="r+", use_consolidated=False)
+    values = group[f"{element}/indices"][()]
+    del group[f"{element}/indices"]
+    group[element].create_array("indices", data=values.astype(np.int16), chunks=values.shape)
+    zarr.consolidate_metadata(path)
+
+
+@pytest.fixture(scope="module")
+def matrix_files(tmp_path_factory):
+    """``variant -> (path, anndata's read)``, written by the installed anndata."""
+    root = tmp_path_factory.mktemp("matrix")
+    made = {}
+    for variant, (fmt, settings, consolidated) in VARIANTS.items():
+        path = root / f"{variant}{suffix(fmt)}"
+        adata = encodings_adata(bool(settings.get(NULLABLE_STRINGS)))
+        with warnings.catch_warnings(), anndata_settings(**settings), zarr_format(fmt):
+            warnings.simplefilter("ignore")
+            # string columns stay as they are (unique but for a missing value: a categorical otherwise)
+            getattr(adata, "write_h5ad" if fmt == "h5ad" else "write_zarr")(path, convert_strings_to_categoricals=False)
+        _as_int16_indices(path, "layers/int16_indices")
+        if not consolidated:
+            drop_consolidated(path)
+        made[variant] = path, read_oracle(path)
+    return made
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_matrix_stores_what_it_says(matrix_files, variant):
+    """The files hold the encodings the matrix is for (anndata's settings took effect)."""
+    from shadows.backends.zarr_meta import ZarrMetadata
+
+    path, _ = matrix_files[variant]
+    fmt, settings, consolidated = VARIANTS[variant]
+    shadow = AnnDataShadow(path)
+    small = settings.get(MIN_INDEX, False)
+    assert shadow.file["X/indices"].dtype == (np.uint8 if small else np.int32)
+    assert shadow.file["obsp/wide/indices"].dtype == (np.uint16 if small else np.int32)
+    assert shadow.file["layers/int16_indices/indices"].dtype == np.int16
+    if settings.get(NULLABLE_STRINGS):
+        assert shadow.file["obs/string_na"].attrs["encoding-type"] == "nullable-string-array"
+    if fmt != "h5ad":
+        assert ZarrMetadata(path).consolidated == consolidated
+    if fmt == "zarr3":
+        import json
+
+        codecs = json.loads((path / "X" / "data" / "zarr.json").read_text())["codecs"]
+        assert (codecs[0]["name"] == "sharding_indexed") == settings[SHARD]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_matrix_reads_as_anndata_reads_it(matrix_files, variant):
+    path, oracle = matrix_files[variant]
+    assert_shadow_matches(AnnDataShadow(path), oracle)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_matrix_views_read_as_anndata_views(matrix_files, variant):
+    path, oracle = matrix_files[variant]
+    rows = np.random.default_rng(1).permutation(N_OBS)[:40]
+    cols = np.array([0, 3, 4, 11, 19])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = oracle[rows, cols]
+        expected_of_view = expected[np.arange(40)[::-3]]
+    view = AnnDataShadow(path)[rows, cols]
+    assert_shadow_matches(view, expected)
+    assert_shadow_matches(view[np.arange(40)[::-3]], expected_of_view)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_matrix_shadows_info(matrix_files, variant, capsys):
+    path, _ = matrix_files[variant]
+    assert main(["info", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and "obsm/U" in out and "uns/records" in out
+    assert main(["info", "--json", str(path)]) == 0
+    elements = {e["path"]: e for e in json.loads(capsys.readouterr().out)["elements"]}
+    assert elements["layers/int16_indices"]["encoding"].startswith("csc_matrix")
+    assert elements["uns/records"]["dtype"] == "structured (3 fields)"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_matrix_view_exports_as_anndata_writes_it(matrix_files, variant, tmp_path):
+    """A view's text arrays (numpy's StringDType as zarr reads them, bytes, objects) written to the other
+    format read back as anndata's view of the source."""
+    path, oracle = matrix_files[variant]
+    rows = np.array([7, 2, 250, 9])
+    target = tmp_path / ("view.zarr" if path.suffix == ".h5ad" else "view.h5ad")
+    view = AnnDataShadow(path)[rows]
+    view.write_zarr(target) if target.suffix == ".zarr" else view.write_h5ad(target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = oracle[rows]
+    written = read_oracle(target)
+    for key in ("U", "S"):
+        np.testing.assert_array_equal(written.obsm[key], expected.obsm[key])
+        assert written.obsm[key].dtype.kind == expected.obsm[key].dtype.kind or \
+            {written.obsm[key].dtype.kind, expected.obsm[key].dtype.kind} <= set("OT"), key
+    assert_value_equal(written.obs, expected.obs, "obs")

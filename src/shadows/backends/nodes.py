@@ -92,6 +92,11 @@ def numpy_dtype(node: Any) -> np.dtype:
     """The numpy dtype of the values a read returns (``object`` for strings)."""
     if is_string_dtype(node):
         return np.dtype(object)
+    return stored_dtype(node)
+
+
+def stored_dtype(node: Any) -> np.dtype:
+    """The numpy dtype the array is stored as (zarr 3's own data types turned into numpy's)."""
     dtype = node.dtype
     return dtype if isinstance(dtype, np.dtype) else np.dtype(getattr(dtype, "to_native_dtype", lambda: dtype)())
 
@@ -141,19 +146,22 @@ def reading_element(filename: str, element: str) -> Iterator[None]:
         raise UnreadableDataError(element_message(filename, element, what)) from error
 
 
-def read(node: Any, selection: Any = ()) -> np.ndarray:
-    """Read ``node[selection]`` as numpy; strings come back as an object array of ``str``.
+def read(node: Any, selection: Any = (), decode: bool = True) -> np.ndarray:
+    """Read ``node[selection]`` as numpy; strings come back as an object array of ``str``, unless
+    ``decode`` is false (fixed-length bytes stay bytes: anndata's ``array`` of dtype ``S``).
 
     ``selection`` is a basic selection (slices/ints) or an increasing integer array of first-axis
     positions; for HDF5 such an array is read as a few contiguous spans (h5py's point selection is slow).
     """
     with reading(node):
-        return _read(node, selection)
+        return _read(node, selection, decode)
 
 
-def _read(node: Any, selection: Any) -> np.ndarray:
+def _read(node: Any, selection: Any, decode: bool = True) -> np.ndarray:
     if isinstance(selection, np.ndarray) and is_hdf5(node):
-        return _read_spans(node, selection)
+        return _read_spans(node, selection, decode)
+    if not decode:
+        return node.oindex[selection] if isinstance(selection, np.ndarray) else node[selection]
     if is_hdf5(node):
         if is_string_dtype(node):
             if node.dtype.kind == "S" or _h5py().check_string_dtype(node.dtype) is not None:
@@ -193,11 +201,11 @@ def row_spans(rows: np.ndarray, gap: int = COALESCE_GAP_ROWS) -> list[tuple[int,
     return spans
 
 
-def _read_spans(node: Any, rows: np.ndarray) -> np.ndarray:
+def _read_spans(node: Any, rows: np.ndarray, decode: bool = True) -> np.ndarray:
     spans = row_spans(rows)
     if not spans:
-        return read(node, slice(0, 0))
-    parts = [read(node, slice(start, stop))[offsets] for start, stop, offsets in spans]
+        return read(node, slice(0, 0), decode)
+    parts = [read(node, slice(start, stop), decode)[offsets] for start, stop, offsets in spans]
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 

@@ -57,10 +57,10 @@ class StoredArray:
     workers. ``__dask_tokenize__`` makes graph names depend on the file and element only.
     """
 
-    def __init__(self, spec: ElementSpec):
+    def __init__(self, spec: DenseSpec):
         self.spec = spec
         self.shape = spec.shape
-        self.dtype = spec.dtype
+        self.dtype = spec.value_dtype()
         self.ndim = len(spec.shape)
 
     def __getitem__(self, key: Any) -> np.ndarray:
@@ -107,8 +107,26 @@ class DenseSpec(ElementSpec):
     @classmethod
     def from_node(cls, ref, node, path, attrs):
         encoding = encoding_of(attrs) if "encoding-type" in attrs else "array (unencoded)"
-        return cls(ref, path, encoding, tuple(node.shape), nodes.numpy_dtype(node),
-                   extra={"stored_chunks": nodes.chunks(node)})
+        dtype, extra = nodes.numpy_dtype(node), {"stored_chunks": nodes.chunks(node)}
+        etype = attrs.get("encoding-type")
+        if etype == "array" and nodes.stored_dtype(node).kind == "S":
+            dtype = nodes.stored_dtype(node)  # fixed-length bytes: anndata reads them as bytes, not text
+        elif etype in ("array", "string-array") and not nodes.is_hdf5(node) and nodes.is_string_dtype(node):
+            extra["zarr_text"] = True  # anndata reads Zarr text as zarr does: see value_dtype
+        return cls(ref, path, encoding, tuple(node.shape), dtype, extra=extra)
+
+    def value_dtype(self) -> np.dtype:
+        """The dtype of the array anndata returns for the element (and of the element's dask graph).
+
+        :attr:`dtype` says ``object`` for every text type (as a data frame's string column reads); anndata
+        reads Zarr text arrays as zarr itself does (numpy's ``StringDType`` for variable-length strings in
+        zarr 3, ``<U`` for fixed-length ones), which needs the array's zarr node (opened here).
+        """
+        return nodes.stored_dtype(self.node()) if self.extra.get("zarr_text") else self.dtype
+
+    def _decode(self) -> bool:
+        """Whether reads decode text to ``str`` objects (fixed-length bytes and Zarr text stay as stored)."""
+        return self.dtype.kind != "S" and not self.extra.get("zarr_text")
 
     def nbytes(self, shape: tuple[int, ...] | None = None) -> int:
         """Bytes of the array (or of ``shape`` of it) in memory (strings counted as pointers)."""
@@ -155,12 +173,12 @@ class DenseSpec(ElementSpec):
         self._require_graph(math.prod(len(c) for c in chunks), estimated=False)
         proxy = StoredArray(self)
         name = f"shadows-array-{self.name}-" + _token(proxy)
-        meta = np.empty((0,) * len(self.shape), dtype=self.dtype)
+        meta = np.empty((0,) * len(self.shape), dtype=proxy.dtype)
         return da.from_array(proxy, chunks=chunks, name=name, meta=meta, asarray=False, inline_array=True)
 
     def read_block(self, key: Any) -> np.ndarray:
         """Read ``array[key]`` for a basic selection (what dask's tasks ask for)."""
-        return nodes.read(self.node(), key)
+        return nodes.read(self.node(), key, decode=self._decode())
 
     def materialize(self) -> np.ndarray:
         """Read the whole array in one read, decoded by anndata's own reader (the format authority)."""
@@ -174,10 +192,10 @@ class DenseSpec(ElementSpec):
         if len(self.shape):
             n = len(range(*rows.indices(self.shape[0]))) if isinstance(rows, slice) else len(rows)
             self.require_memory((n, *self.shape[1:]))
-        node = self.node()
+        node, decode = self.node(), self.dtype.kind != "S"  # text as str objects (a frame's column)
         if isinstance(rows, slice) or len(self.shape) == 0:
-            return nodes.read(node, rows if len(self.shape) else ())
-        return nodes.read(node, np.asarray(rows))
+            return nodes.read(node, rows if len(self.shape) else (), decode)
+        return nodes.read(node, np.asarray(rows), decode)
 
 
 def _token(obj: Any) -> str:

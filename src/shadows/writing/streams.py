@@ -83,9 +83,12 @@ def _regular(array: Any) -> Any:
 
 
 def write_dense(group: Any, name: str, array: Any, reserve: Reserve | None = None) -> None:
-    """Write a dense dask array as ``group[name]`` (encoding "array")."""
+    """Write a dense dask array as ``group[name]`` (encoding "array"; text: see :func:`write_text`)."""
     import dask.array as da
 
+    if np.dtype(array.dtype).kind in "OTU":
+        write_text(group, name, array, reserve)
+        return
     array = _regular(array)
     if reserve is not None:
         reserve(int(array.nbytes))
@@ -94,6 +97,22 @@ def write_dense(group: Any, name: str, array: Any, reserve: Reserve | None = Non
     da.store(array, target if bar is None else _Counted(target, bar), lock=_lock_for(group),
              scheduler=_scheduler_for(group))
     _set_attrs(target, ARRAY_ENCODING)
+
+
+def write_text(group: Any, name: str, array: Any, reserve: Reserve | None = None) -> None:
+    """Write a dask array of strings (``object``, numpy's ``StringDType`` as zarr reads text, ``<U``) as
+    ``group[name]``, computed whole and encoded by anndata ("string-array": HDF5 and Zarr store text in
+    types of their own that a block-wise store into a numpy-typed target would get wrong).
+    """
+    from shadows.writing.commit import _write_elem
+
+    if reserve is not None:
+        reserve(int(array.nbytes))
+    values = np.asarray(array.compute(scheduler=_scheduler_for(group)))
+    _write_elem(group, name, values)
+    bar = progress.current()
+    if bar is not None:
+        bar.advance(progress.blocks_of(array))
 
 
 class _Counted:
