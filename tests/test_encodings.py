@@ -81,6 +81,8 @@ def test_without_awkward_the_error_names_the_package(awkward_files, monkeypatch)
     monkeypatch.setitem(sys.modules, "awkward", None)
     with pytest.raises(BackendUnavailableError, match=r"obsm/ragged.*pip install awkward"):
         shadow.obsm["ragged"]
+    assert issubclass(BackendUnavailableError, ImportError)
+    assert "obsm/ragged" in info_text(str(awkward_files["h5ad"]))  # described without it
 
 
 # A matrix of files the installed anndata writes: every format, with and without the settings that
@@ -270,3 +272,47 @@ def test_matrix_view_exports_as_anndata_writes_it(matrix_files, variant, tmp_pat
         assert written.obsm[key].dtype.kind == expected.obsm[key].dtype.kind or \
             {written.obsm[key].dtype.kind, expected.obsm[key].dtype.kind} <= set("OT"), key
     assert_value_equal(written.obs, expected.obs, "obs")
+
+
+MU_FORMATS = ["h5mu", "zarr2", "zarr3"]
+
+
+@pytest.fixture(scope="module")
+def mu_matrix_files(tmp_path_factory):
+    """``format -> path`` of a MuData the installed mudata writes, one modality holding the encodings of
+    :func:`encodings_adata` (nullable strings where the installed anndata writes them) and text in the
+    global obsm and uns.
+    """
+    mudata = pytest.importorskip("mudata")
+    from test_mudata import write_mudata
+
+    root = tmp_path_factory.mktemp("mu_matrix")
+    adata = encodings_adata(nullable_strings=True)
+    other = ad.AnnData(np.ones((N_OBS, 3), dtype=np.float32), obs=adata.obs[[]])
+    other.var_names = ["p0", "p1", "p2"]
+    mdata = mudata.MuData({"enc": adata, "other": other})
+    mdata.obsm["U"] = np.array([["u", "vw"]] * N_OBS)
+    mdata.uns["S"] = np.array([b"x", b"yz"])
+    with anndata_settings(**{NULLABLE_STRINGS: True, MIN_INDEX: True}):
+        return {fmt: write_mudata(mdata, root / f"mu_{fmt}.{'h5mu' if fmt == 'h5mu' else 'zarr'}", fmt)
+                for fmt in MU_FORMATS}
+
+
+@pytest.mark.parametrize("fmt", MU_FORMATS)
+def test_mudata_matrix_reads_as_mudata_reads_it(mu_matrix_files, fmt, capsys):
+    from helpers import assert_mudata_matches
+    from shadows import MuDataShadow
+    from test_mudata import read_mudata
+
+    path = mu_matrix_files[fmt]
+    oracle = read_mudata(path)
+    shadow = MuDataShadow(path)
+    assert_mudata_matches(shadow, oracle)
+    rows = np.random.default_rng(2).permutation(N_OBS)[:30]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = oracle[rows]
+    assert_mudata_matches(shadow[rows], expected)
+    assert main(["info", str(path)]) == 0 and main(["info", "--json", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and "mod/enc/obsm/U" in out
