@@ -180,6 +180,19 @@ def _as_int16_indices(path, element: str) -> None:
     zarr.consolidate_metadata(path)
 
 
+def _add_fixed_length_text(path) -> None:
+    """Text as zarr stores fixed-length unicode (``<U``: format 3's ``fixed_length_utf32``), which anndata
+    does not write but reads (another writer's, or zarr's own ``create_array(dtype="<U2")``).
+    """
+    import zarr
+
+    group = zarr.open_group(path, mode="r+", use_consolidated=False)
+    for where, values in (("obsm", np.array([["ab", "c"]] * N_OBS)), ("uns", np.array(["x", "yz"]))):
+        array = group[where].create_array("U_fixed", data=values, chunks=values.shape)
+        array.attrs.update({"encoding-type": "string-array", "encoding-version": "0.2.0"})
+    zarr.consolidate_metadata(path)
+
+
 @pytest.fixture(scope="module")
 def matrix_files(tmp_path_factory):
     """``variant -> (path, anndata's read)``, written by the installed anndata."""
@@ -193,6 +206,8 @@ def matrix_files(tmp_path_factory):
             # string columns stay as they are (unique but for a missing value: a categorical otherwise)
             getattr(adata, "write_h5ad" if fmt == "h5ad" else "write_zarr")(path, convert_strings_to_categoricals=False)
         _as_int16_indices(path, "layers/int16_indices")
+        if fmt != "h5ad":
+            _add_fixed_length_text(path)
         if not consolidated:
             drop_consolidated(path)
         made[variant] = path, read_oracle(path)
