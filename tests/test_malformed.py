@@ -325,3 +325,34 @@ def test_an_index_claiming_more_rows_than_x_is_answered_before_anything_is_sized
     with pytest.raises(TooLargeError, match=r"claims.h5ad: element 'obs/"):
         _ = shadow.obs
 
+
+
+def test_uns_nested_past_the_depth_limit_is_refused_quickly(tmp_path):
+    """uns nested 1,000 levels deep (deeper than Python recurses) is refused at ``MAX_DEPTH`` levels, naming
+    the element, within seconds (it was a RecursionError on Zarr, minutes of HDF5 link checks on h5ad).
+    """
+    from shadows.elements.registry import MAX_DEPTH
+
+    path = _valid(tmp_path / "deep.h5ad", "h5ad")
+    with h5py.File(path, "r+") as f:
+        group = f["uns"]
+        for _ in range(1000):
+            group = group.create_group("d")
+            group.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
+    result = probe(path, "anndata", "s.uns.materialize()")
+    assert "shadows.errors.MalformedElementError" in result["types"], result
+    assert f"more than {MAX_DEPTH} levels" in result["message"] and "'uns/d/d/d" in result["message"]
+
+
+@pytest.mark.parametrize("fmt", ALL)
+def test_slots_and_raw_that_contradict_their_parts_are_refused(fmt, tmp_path):
+    """A slot stored with another encoding than dict, and a raw X wider than raw var, are refused (anndata
+    would read an empty layers, and fail in the AnnData constructor)."""
+    from shadows import AnnDataShadow, MalformedElementError
+
+    path = _set_attr("layers", "encoding-type", "raw")(tmp_path / f"a{suffix(fmt)}", fmt)
+    with pytest.raises(MalformedElementError, match=r"element 'layers'.*encoding-type 'raw'"):
+        list(AnnDataShadow(path).layers)
+    path = _set_attr("raw/X", "shape", [60, 15])(tmp_path / f"b{suffix(fmt)}", fmt)
+    with pytest.raises(MalformedElementError, match=r"element 'raw/X'.*\(60, 12\)"):
+        _ = AnnDataShadow(path).raw.X

@@ -7,6 +7,9 @@ catch (a missing file is a :class:`FileNotFoundError`, a missing element a :clas
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class ShadowsError(Exception):
     """Base class of every error raised by shadows."""
@@ -125,3 +128,60 @@ def element_message(filename: str, element: str, what: str) -> str:
     """
     element = element.strip("/") or "/"
     return f"{filename}: element '{element}': {what}"
+
+
+#: Library errors that say the stored bytes could not be read (h5py's and the codecs' failures), as
+#: opposed to bytes read but describing something inconsistent.
+_UNREADABLE = (OSError, RuntimeError)
+
+
+def as_shadows_error(error: Exception, filename: str, element: str) -> ShadowsError:
+    """The shadows error for a library's ``error`` raised while reading ``element`` of ``filename``.
+
+    Reading a damaged file makes h5py, zarr, its codecs, numpy, pandas or anndata fail in their own
+    words; a shadow answers with the error family of this module, naming the file and the element, and
+    the library's error chained as the cause. Bytes that cannot be read (h5py's and the codecs' errors:
+    :class:`OSError`, :class:`RuntimeError`) give :class:`UnreadableDataError`; a memory error
+    :class:`TooLargeError`; a structure too deep to walk (:class:`RecursionError`) and every other error
+    (bytes read but inconsistent: a dtype, a shape, a length, a key) :class:`MalformedElementError`.
+
+    Parameters
+    ----------
+    error
+        What the library raised (a :class:`ShadowsError` is returned as it is).
+    filename
+        The file (or store) being read.
+    element
+        The element being read, e.g. ``obs/cell_type``.
+    """
+    if isinstance(error, ShadowsError):
+        return error
+    detail = f"{type(error).__name__}: {error}"
+    if isinstance(error, MemoryError):
+        return TooLargeError(element_message(filename, element, f"reading it ran out of memory ({detail})"))
+    if isinstance(error, RecursionError):
+        return MalformedElementError(element_message(filename, element, "nested too deeply to read"))
+    if isinstance(error, _UNREADABLE):
+        what = f"cannot read its stored bytes (truncated file, damaged metadata or corrupted chunk?): {detail}"
+        return UnreadableDataError(element_message(filename, element, what))
+    return MalformedElementError(element_message(filename, element, f"its stored parts are inconsistent: {detail}"))
+
+
+@contextmanager
+def translated(filename: str, element: str) -> Iterator[None]:
+    """Context manager: an error raised inside becomes :func:`as_shadows_error` of it (the library's error
+    chained as the cause); a :class:`ShadowsError` passes unchanged.
+
+    Parameters
+    ----------
+    filename
+        The file (or store) being read.
+    element
+        The element being read.
+    """
+    try:
+        yield
+    except ShadowsError:
+        raise
+    except Exception as error:
+        raise as_shadows_error(error, filename, element) from error

@@ -49,7 +49,7 @@ from typing import Any
 
 from shadows.backends import nodes
 from shadows.backends.handles import read_handle, read_node
-from shadows.errors import ExternalDataError, element_message
+from shadows.errors import ExternalDataError, ShadowsError, element_message
 
 #: Virtual datasets whose sources are virtual datasets again: how deep sources are followed.
 _MAX_DEPTH = 8
@@ -300,6 +300,31 @@ def contained_node(ref: Any, path: str) -> Any:
     checked, and a lookup in a handle opened anew (after a write, in a forked or spawned worker) returns
     another object, checked again. A checked node costs a dictionary lookup and a weak reference.
     """
+    try:
+        return _contained_node(ref, path)
+    except ShadowsError:
+        raise
+    except Exception as error:
+        raise lookup_error(ref, path, error) from error
+
+
+def lookup_error(ref: Any, path: str, error: Exception) -> Exception:
+    """The shadows error for a failed lookup of ``path``: h5py's KeyError says both "no such object" and
+    "its object header is damaged" (``Unable to synchronously open object (bad object header ...)``);
+    zarr raises its own errors for metadata it cannot parse.
+    """
+    from shadows.errors import MissingElementError, UnreadableDataError, as_shadows_error
+
+    text = str(error)
+    if isinstance(error, KeyError) and "Unable to" in text and "doesn't exist" not in text:
+        what = f"cannot read its metadata (damaged object header?): {text}"
+        return UnreadableDataError(element_message(ref.display, path, what))
+    if isinstance(error, KeyError):
+        return MissingElementError(element_message(ref.display, path, f"not in the file ({text})"))
+    return as_shadows_error(error, ref.display, path)
+
+
+def _contained_node(ref: Any, path: str) -> Any:
     key = (ref.path, ref.format, path)
     known = _checked.get(key)
     if known is not None:

@@ -26,6 +26,7 @@ from shadows.errors import (
     NotAnnDataError,
     NotMuDataError,
     element_message,
+    translated,
 )
 from shadows.indexing.apply import ALIGNED_SLOT_AXES
 
@@ -59,9 +60,10 @@ class Layout:
             if parent and nodes.has_child(handle, parent):
                 available = f"; available: {', '.join(nodes.child_names(handle[parent]))}"
             raise MissingElementError(element_message(ref.path, ref.root, f"not in the file{available}")) from None
-        if self._contain and ref.root and ref.format == "hdf5":
-            containment.check_hdf5_node(ref, handle, self.group, ref.root)
-        self.keys = set(nodes.child_names(self.group))
+        with translated(ref.display, "/"):
+            if self._contain and ref.root and ref.format == "hdf5":
+                containment.check_hdf5_node(ref, handle, self.group, ref.root)
+            self.keys = set(nodes.child_names(self.group))
         self._check()
         self._specs: dict[str, ElementSpec] = {}
         self._children: dict[str, list[str]] = {}
@@ -106,8 +108,11 @@ class Layout:
     def _node(self, rel: str) -> Any:
         if self._contain and self.ref.format == "hdf5":
             self._check_path(rel)  # before h5py follows an external link
-        with nodes.reading_element(self.ref.display, rel):
-            return self.group[self._file_path(rel)]
+        try:
+            with nodes.reading_element(self.ref.display, rel):
+                return self.group[self._file_path(rel)]
+        except KeyError as error:  # h5py's for a missing object and for a damaged object header alike
+            raise containment.lookup_error(self.ref, rel, error) from error
 
     def _check_path(self, rel: str) -> None:
         """Refuse an element whose path leads out of the file (HDF5 external links, Zarr folders that are
@@ -149,10 +154,18 @@ class Layout:
         return nodes.has_child(self.group, file_rel) or self._structured_parent(rel) is not None
 
     def spec(self, rel: str) -> ElementSpec:
-        """Describe the element at ``rel`` (relative to the AnnData root); kept after the first call."""
+        """Describe the element at ``rel`` (relative to the AnnData root); kept after the first call.
+
+        What h5py or zarr raise about damaged metadata on the way is answered as a shadows error naming
+        the file and ``rel`` (:func:`~shadows.errors.as_shadows_error`).
+        """
         spec = self._specs.get(rel)
         if spec is not None:
             return spec
+        with translated(self.ref.display, rel):
+            return self._describe(rel)
+
+    def _describe(self, rel: str) -> ElementSpec:
         self._check_path(rel)
         if not self.has(rel):
             raise MissingElementError(element_message(self.ref.display, rel, "not in the file"))
@@ -174,11 +187,16 @@ class Layout:
         head, _, key = rel.partition("/")
         if rel == "X":
             axes: tuple[int, ...] = (0, 1)
+            sizes = (self.n_obs, self.n_vars)
         elif head in ALIGNED_SLOT_AXES and key and "/" not in key:
             axes = ALIGNED_SLOT_AXES[head]
+            sizes = (self.n_obs, self.n_vars)
+        elif rel == "raw/X" and self.has("raw/var"):  # raw has its own variables
+            axes, sizes = (0, 1), (self.n_obs, int(self.spec("raw/var").shape[0]))
+        elif rel.startswith("raw/varm/") and rel.count("/") == 2 and self.has("raw/var"):
+            axes, sizes = (0,), (int(self.spec("raw/var").shape[0]),)
         else:
             return
-        sizes = (self.n_obs, self.n_vars)
         expected = tuple(sizes[a] for a in axes)
         got = tuple(spec.shape[: len(axes)])
         if got != expected:
@@ -192,7 +210,8 @@ class Layout:
         once: a layout describes one generation of the file).
         """
         if rel not in self._children:
-            self._children[rel] = self._read_children(rel)
+            with translated(self.ref.display, rel):
+                self._children[rel] = self._read_children(rel)
         return list(self._children[rel])
 
     def _read_children(self, rel: str) -> list[str]:
@@ -202,6 +221,7 @@ class Layout:
         if is_structured(node):
             keys = list(node.dtype.names)
         elif nodes.is_group(node):
+            self._check_mapping(rel, node)
             keys = nodes.child_names(node)
         else:
             what = "expected a group (a mapping of elements), found an array"
@@ -209,6 +229,15 @@ class Layout:
         hidden = self._hidden.get(rel, set())
         keys = [k for k in keys if k not in hidden]
         return keys + [k for k in self._extra_keys.get(rel, []) if k not in keys]
+
+    def _check_mapping(self, rel: str, node: Any) -> None:
+        """A slot (layers, obsm, uns...) stored as a group with an encoding must be a ``dict``: anndata
+        would read another encoding's parts instead of the group's children (a ``raw`` layers: none).
+        """
+        encoding = nodes.attrs(node).get("encoding-type") if "/" not in rel else None
+        if encoding is not None and encoding != "dict":
+            what = f"stored with encoding-type '{encoding}'; a mapping of elements is a 'dict'"
+            raise MalformedElementError(element_message(self.ref.display, rel, what))
 
     def mapping_keys(self, slot: str) -> list[str]:
         """Keys stored under a mapping slot (layers, obsm, uns...), from metadata."""

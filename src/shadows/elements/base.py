@@ -1,13 +1,23 @@
-"""What every element reader provides: metadata from the node, and a dask graph that reads by path."""
+"""What every element reader provides: metadata from the node, and a dask graph that reads by path.
+
+Every method of a reader that reads stored values (:data:`READ_METHODS`) is the element read boundary:
+whatever h5py, zarr, its codecs, numpy, pandas or anndata raise in it about a damaged file reaches the
+user as a :class:`~shadows.errors.ShadowsError` naming the file and the element (see
+:func:`~shadows.errors.as_shadows_error`), the library's error chained as its cause. Subclasses get this
+by defining the methods; nothing to call.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from shadows.backends import nodes
+from shadows.errors import MalformedElementError, element_message, translated
 
 if TYPE_CHECKING:
     from shadows.backends import FileRef
@@ -17,6 +27,23 @@ TARGET_CHUNK_BYTES = 32 * 2**20
 
 Rows = slice | np.ndarray
 """A row selection handed to readers: a slice, or a sorted array of unique row positions."""
+
+#: Methods of element readers that read stored values (or plan reads), where library errors are translated.
+READ_METHODS = ("materialize", "read_rows", "read_block", "read", "read_index", "categories", "graph", "info")
+
+
+def translating(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` (a method of an element spec, or a function whose first argument is one) with library
+    errors translated into shadows errors naming the file and the element.
+    """
+
+    @functools.wraps(method)
+    def read(self: ElementSpec, *args: Any, **kwargs: Any) -> Any:
+        with translated(self.ref.display, self.name):
+            return method(self, *args, **kwargs)
+
+    read.translating = True
+    return read
 
 
 @dataclass(frozen=True)
@@ -49,6 +76,13 @@ class ElementSpec:
     dtype: Any = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in READ_METHODS:
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "translating", False):
+                setattr(cls, name, translating(method))
+
     @classmethod
     def from_node(cls, ref: FileRef, node: Any, path: str, attrs: dict[str, Any]) -> ElementSpec:
         """Build the spec from an open node and its decoded attributes (metadata only)."""
@@ -68,10 +102,12 @@ class ElementSpec:
         """A dask collection that reads this element by path (no data is read to build it)."""
         raise NotImplementedError(f"{type(self).__name__} has no graph")  # pragma: no cover
 
+    @translating
     def materialize(self) -> Any:
         """Read the whole element into the type anndata returns for it."""
         return self.graph().compute()
 
+    @translating
     def info(self) -> dict[str, Any]:
         """Shape, dtype, encoding, chunking and size on disk, from metadata and listings only."""
         node = self.node()
@@ -82,6 +118,25 @@ class ElementSpec:
             "chunks": _describe_chunks(node),
             "stored": nodes.stored_nbytes(node),
         }
+
+
+def array_part(ref: FileRef, node: Any, path: str, part: str, ndim: int | None = 1) -> Any:
+    """The child ``part`` of a group element that must be an array (of ``ndim`` dimensions, unless
+    ``None``): a sparse matrix's ``indptr``, a categorical's ``codes``...
+
+    Raises
+    ------
+    MalformedElementError
+        The child is a group, or an array of another number of dimensions.
+    """
+    child = node[part]
+    found = "a group" if nodes.is_group(child) else None
+    if found is None and ndim is not None and len(child.shape) != ndim:
+        found = f"an array of shape {tuple(child.shape)}"
+    if found is not None:
+        what = f"expected a {ndim}-d array" if ndim is not None else "expected an array"
+        raise MalformedElementError(element_message(ref.display, f"{path}/{part}", f"{what}, found {found}"))
+    return child
 
 
 def _describe_chunks(node: Any) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from shadows.backends import nodes
-from shadows.elements.base import ElementSpec, Rows, encoding_of
+from shadows.elements.base import ElementSpec, Rows, array_part, encoding_of
 from shadows.elements.registry import describe, register
 from shadows.errors import MalformedElementError, element_message
 
@@ -25,7 +25,11 @@ class CategoricalSpec(ElementSpec):
             if not nodes.has_child(node, part):
                 raise MalformedElementError(element_message(ref.path, f"{path}/{part}", "missing from a "
                                                             "categorical"))
-        codes = node["codes"]
+        codes = array_part(ref, node, path, "codes")
+        array_part(ref, node, path, "categories")
+        if nodes.numpy_dtype(codes).kind not in "iu":
+            what = f"stored as {nodes.numpy_dtype(codes)}; codes must be integers"
+            raise MalformedElementError(element_message(ref.display, f"{path}/codes", what))
         return cls(ref, path, encoding_of(attrs), tuple(codes.shape), "category",
                    extra={"ordered": bool(attrs.get("ordered", False)), "codes": f"{path}/codes",
                           "categories": f"{path}/categories"})
@@ -43,7 +47,12 @@ class CategoricalSpec(ElementSpec):
     def read_rows(self, rows: Rows) -> pd.Categorical:
         """The selected rows as a ``pandas.Categorical``."""
         codes = nodes.read(self.ref.node(self.extra["codes"]), rows)
-        return pd.Categorical.from_codes(codes, categories=self.categories(), ordered=self.extra["ordered"])
+        categories = self.categories()
+        if codes.size and (int(codes.min()) < -1 or int(codes.max()) >= len(categories)):
+            what = (f"holds codes from {int(codes.min())} to {int(codes.max())}; with {len(categories)} "
+                    f"categories they must lie in [-1, {len(categories) - 1}] (-1: missing)")
+            raise MalformedElementError(element_message(self.ref.display, self.extra["codes"], what))
+        return pd.Categorical.from_codes(codes, categories=categories, ordered=self.extra["ordered"])
 
     def materialize(self) -> pd.Categorical:
         """The whole column."""

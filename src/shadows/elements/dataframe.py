@@ -38,7 +38,13 @@ class DataFrameSpec(ElementSpec):
         if index_key is None:
             raise MalformedElementError(element_message(ref.path, path, "dataframe without an '_index' "
                                                         "attribute"))
+        if not isinstance(index_key, str):
+            what = f"its '_index' attribute is {index_key!r}; it must name the index column"
+            raise MalformedElementError(element_message(ref.path, path, what))
         columns = list(attrs.get("column-order", []))
+        if not all(isinstance(c, str) for c in columns):
+            what = f"its 'column-order' attribute is {columns!r}; it must list column names"
+            raise MalformedElementError(element_message(ref.path, path, what))
         repeated = sorted(str(k) for k, n in Counter(columns).items() if n > 1)
         if repeated:  # anndata would read the column twice, as two columns of one name
             what = f"'column-order' names {', '.join(repeated)} more than once; each column must be listed once"
@@ -78,9 +84,11 @@ class DataFrameSpec(ElementSpec):
     def read(self, rows: Rows = slice(None), columns: list[str] | None = None) -> pd.DataFrame:
         """Read the selected rows and columns, built exactly as anndata builds dataframes."""
         columns = self.columns if columns is None else list(columns)
+        index = self.extra["index"].read_rows(rows)  # first: an index claiming too many rows is refused
+        self._check_lengths(columns)
         frame = pd.DataFrame(
             {k: self.column(k).read_rows(rows) for k in columns},
-            index=self.extra["index"].read_rows(rows),
+            index=index,
             columns=columns if columns else None,
         )
         if not columns:
@@ -89,6 +97,15 @@ class DataFrameSpec(ElementSpec):
         if self.index_key != "_index":
             frame.index.name = self.index_key
         return frame
+
+    def _check_lengths(self, columns: list[str]) -> None:
+        """Raise unless each of ``columns`` is as long as the index (from metadata)."""
+        rows = self.extra["index"].shape[0]
+        for key in columns:
+            length = self.column(key).shape[0]
+            if length != rows:
+                what = f"has {length} rows, but the dataframe's index has {rows}"
+                raise MalformedElementError(element_message(self.ref.display, self.column(key).name, what))
 
     def materialize(self) -> pd.DataFrame:
         """The whole dataframe, read column by column."""

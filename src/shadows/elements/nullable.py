@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from shadows.backends import nodes
-from shadows.elements.base import ElementSpec, Rows, encoding_of
+from shadows.elements.base import ElementSpec, Rows, array_part, encoding_of
 from shadows.elements.registry import register
 from shadows.errors import MalformedElementError, element_message
 
@@ -29,7 +29,13 @@ class NullableSpec(ElementSpec):
                 raise MalformedElementError(element_message(ref.path, f"{path}/{part}", "missing from a "
                                                             "nullable array"))
         etype = attrs["encoding-type"]
-        values = node["values"]
+        values, mask = array_part(ref, node, path, "values"), array_part(ref, node, path, "mask")
+        if nodes.numpy_dtype(mask).kind != "b":
+            what = f"stored as {nodes.numpy_dtype(mask)}; a mask holds booleans (True: missing)"
+            raise MalformedElementError(element_message(ref.display, f"{path}/mask", what))
+        if tuple(mask.shape) != tuple(values.shape):
+            what = f"has {mask.shape[0]} entries, but values has {values.shape[0]}"
+            raise MalformedElementError(element_message(ref.display, f"{path}/mask", what))
         if etype == "nullable-integer":
             name = np.dtype(nodes.numpy_dtype(values)).name  # int32 -> Int32, uint8 -> UInt8
             dtype = pd.api.types.pandas_dtype("UInt" + name[4:] if name.startswith("u") else "Int" + name[3:])

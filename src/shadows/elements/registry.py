@@ -12,11 +12,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from shadows.backends import nodes
-from shadows.errors import UnknownEncodingError, element_message
+from shadows.errors import MalformedElementError, UnknownEncodingError, element_message, translated
 
 if TYPE_CHECKING:
     from shadows.backends import FileRef
     from shadows.elements.base import ElementSpec
+
+#: How deep elements may nest (path components below the file's root): anndata writes uns dicts as
+#: deep as users nest them, a damaged or hostile file deeper than Python's recursion allows reading; past
+#: this, describing an element is refused (reading 1,000 levels failed with a RecursionError, or took
+#: minutes checking HDF5 links level by level).
+MAX_DEPTH = 64
 
 RegistryKey = tuple[str, str, str]
 _READERS: dict[RegistryKey, type[ElementSpec]] = {}
@@ -80,7 +86,19 @@ def describe(ref: FileRef, node: Any, path: str) -> ElementSpec:
     UnknownEncodingError
         The node names an encoding (or version) no reader is registered for, or carries none and no
         legacy layout matches.
+    MalformedElementError
+        The element is nested more than :data:`MAX_DEPTH` levels deep, or its metadata is inconsistent.
+    UnreadableDataError
+        Its metadata cannot be read (damaged HDF5 object headers, say).
     """
+    if path.strip("/").count("/") >= MAX_DEPTH:
+        what = f"nested more than {MAX_DEPTH} levels deep; shadows reads elements up to that depth"
+        raise MalformedElementError(element_message(ref.display, path, what))
+    with translated(ref.display, path):
+        return _describe(ref, node, path)
+
+
+def _describe(ref: FileRef, node: Any, path: str) -> ElementSpec:
     attrs = nodes.attrs(node)
     storage = nodes.storage_kind(node)
     encoding_type = attrs.get("encoding-type")

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from shadows.backends import nodes
-from shadows.elements.base import ElementSpec, encoding_of
+from shadows.elements.base import ElementSpec, array_part, encoding_of, translating
 from shadows.elements.registry import register, register_sniffer
 from shadows.elements.sparse_chunk import CHUNK_TYPES, to_plain
 from shadows.errors import MalformedElementError, element_message
@@ -54,11 +54,8 @@ class SparseSpec(ElementSpec):
                     element_message(ref.path, f"{path}/{part}", f"missing: a {fmt.upper()} matrix needs "
                                     "'data', 'indices' and 'indptr'")
                 )
-        if shape is None or len(shape) != 2:
-            raise MalformedElementError(element_message(ref.path, path, "sparse matrix without a 2-d "
-                                                        "'shape' attribute"))
-        shape = (int(shape[0]), int(shape[1]))
-        data, indices, indptr = node["data"], node["indices"], node["indptr"]
+        shape = _shape(ref, path, shape)
+        data, indices, indptr = (array_part(ref, node, path, part) for part in _PARTS)
         major = shape[0] if fmt == "csr" else shape[1]
         if indptr.shape != (major + 1,):
             raise MalformedElementError(
@@ -69,6 +66,9 @@ class SparseSpec(ElementSpec):
             if nodes.numpy_dtype(array).kind not in "iu":
                 raise MalformedElementError(element_message(
                     ref.path, f"{path}/{part}", f"stored as {nodes.numpy_dtype(array)}; positions must be integers"))
+        if nodes.numpy_dtype(data).kind not in "biufc":
+            what = f"stored as {nodes.numpy_dtype(data)}; a sparse matrix holds numbers or booleans"
+            raise MalformedElementError(element_message(ref.path, f"{path}/data", what))
         if data.shape != indices.shape:
             raise MalformedElementError(
                 element_message(ref.path, f"{path}/indices", f"has {indices.shape[0]} entries but data has "
@@ -147,6 +147,15 @@ class SparseSpec(ElementSpec):
         positions = as_positions(to_read)
         edges = np.searchsorted(positions, np.arange(rows_per_task, n_major, rows_per_task))
         return [part for part in np.split(positions, edges) if part.size]
+
+
+def _shape(ref: Any, path: str, shape: Any) -> tuple[int, int]:
+    """The matrix's shape attribute, checked: two non-negative integers."""
+    values = list(shape) if isinstance(shape, list | tuple | np.ndarray) else None
+    if values is None or len(values) != 2 or not all(isinstance(v, int | np.integer) and v >= 0 for v in values):
+        what = f"its 'shape' attribute is {shape!r}; a sparse matrix needs two non-negative integers"
+        raise MalformedElementError(element_message(ref.path, path, what))
+    return int(values[0]), int(values[1])
 
 
 def _read_indptr(spec: SparseSpec, start: int, stop: int) -> np.ndarray:
@@ -230,6 +239,7 @@ def _select_minor(data, indices, indptr, minor_key: Any, n_minor: int):
     return new_data, new_indices, new_indptr, n_out
 
 
+@translating
 def read_major_run(spec: SparseSpec, start: int, stop: int, minor_key: Any = None) -> Any:
     """Read major-axis positions ``start:stop`` of a stored CSR/CSC matrix as one scipy chunk.
 
@@ -264,6 +274,7 @@ def _coalesce(lo: np.ndarray, hi: np.ndarray, data_node: Any) -> tuple[np.ndarra
     return np.concatenate([[0], breaks]).astype(np.int64), np.concatenate([breaks, [lo.size]]).astype(np.int64)
 
 
+@translating
 def read_major_positions(spec: SparseSpec, positions: np.ndarray, minor_key: Any = None) -> Any:
     """Read the given increasing major-axis positions as one scipy chunk, reading only their ranges.
 
