@@ -242,8 +242,10 @@ def test_deleting_stored_elements_and_columns_needs_overwrite(fresh):
     assert_shadow_matches(shadow, written)
 
 
-def test_writes_run_locally_while_a_distributed_client_is_the_default(tmp_path):
-    """A cluster's process workers cannot hold this process's open file: writes never go to them."""
+def test_writes_beside_a_file_open_for_writing_run_locally_under_a_client(tmp_path):
+    """While this process holds an h5ad open for writing, no worker may open it: writes and exports that
+    read it compute here (Zarr stores: see test_cluster_writes.py).
+    """
     distributed = pytest.importorskip("distributed")
     paths = {fmt: write(make_adata(), tmp_path / f"d_{fmt}{suffix(fmt)}", fmt) for fmt in ("h5ad", "zarr3")}
     cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None)
@@ -332,3 +334,52 @@ def test_progress_is_one_bar_for_the_whole_job_naming_each_element(path, tmp_pat
     draws = [d for d in capsys.readouterr().err.split("\r") if d.strip()]
     assert draws[-1].startswith("writing [") and " 100% " in draws[-1]
     assert {"layers/double", "obs/new"} <= {d.strip().rsplit("  ", 1)[-1] for d in draws}
+
+
+def _draws(err: str) -> list[str]:
+    return [d for d in err.replace("\n", "\r").split("\r") if d.strip()]
+
+
+def test_reading_progress_is_one_bar_of_bytes_naming_each_element(path, capsys):
+    """``to_memory(progress=True)`` shows one bar counting the bytes read against the job's total; the
+    setting shows one per element read; nothing is printed otherwise.
+    """
+    import re
+
+    import shadows
+
+    shadow = AnnDataShadow(path)
+    shadow.X  # noqa: B018 - an element read without the setting prints nothing
+    assert capsys.readouterr().err == ""
+    memory = shadow[5:40].to_memory(progress=True)
+    assert memory.n_obs == 35
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("\n")  # one bar, redrawn on one line
+    draws = _draws(err)
+    totals = {re.search(r"/([\d.]+) MB", d).group(1) for d in draws}
+    assert len(totals) == 1
+    done = [float(re.search(r"([\d.]+)/", d).group(1)) for d in draws]
+    assert done == sorted(done) and draws[-1].startswith("reading [#") and " 100% " in draws[-1]
+    assert {"X", "obs", "var", "layers/dense", "obsm/X_pca", "obsp/connectivities"} <= \
+        {d.rsplit("  ", 1)[-1] for d in draws}
+
+    with shadows.settings.override(read_progress=True):
+        AnnDataShadow(path).layers["dense"]
+    draws = _draws(capsys.readouterr().err)
+    assert draws[-1].startswith("reading [") and " 100% " in draws[-1]
+    assert {d.rsplit("  ", 1)[-1] for d in draws} == {"layers/dense", "done"}
+    assert shadows.settings.read_progress is False
+    with pytest.raises(AttributeError, match="read_progress"), shadows.settings.override(read_progres=True):
+        pass
+
+
+def test_reading_progress_under_a_client_is_distributed_s(path, capsys):
+    """The parts of a read that run on the cluster (a view's matrices) show distributed's progress bar."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None)
+    with cluster, distributed.Client(cluster):
+        memory = AnnDataShadow(path)[:30].to_memory(progress=True)
+    captured = capsys.readouterr()
+    assert "% Completed" in captured.out  # distributed's text bar
+    assert memory.X.shape == (30, 15)
+    assert _draws(captured.err)[-1].startswith("reading [")

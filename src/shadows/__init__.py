@@ -30,6 +30,7 @@ from shadows.errors import (
     WriteFailedError,
 )
 from shadows.io import read, read_h5ad, read_h5mu, read_zarr
+from shadows.settings import settings
 
 __all__ = [
     "AnnDataShadow",
@@ -60,5 +61,6 @@ __all__ = [
     "read_h5ad",
     "read_h5mu",
     "read_zarr",
+    "settings",
 ]
 __version__ = "0.1.0"

@@ -49,6 +49,11 @@ class FileRef:
         virtual datasets with sources in other files, symbolic links out of a Zarr store (see
         :mod:`shadows.backends.containment`). ``False`` (the default) refuses them with
         :class:`~shadows.errors.ExternalDataError`. Kept out of comparisons.
+    content
+        Which content of the file the graphs carrying this reference were planned against: the planning
+        process's id and its count of writes to the file (see :mod:`shadows.backends.registry`).
+        Another process (a distributed worker) seeing a new one reopens the file, so that it never reads
+        through a handle or metadata cached before a write. ``None``: not planned by a shadow.
     """
 
     path: str
@@ -56,6 +61,7 @@ class FileRef:
     root: str = ""
     storage_options: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
     allow_external: bool = field(default=False, compare=False)
+    content: tuple[int, int] | None = None
 
     def element_path(self, *parts: str) -> str:
         """Absolute path inside the file of an element given relative to the AnnData root."""

@@ -123,7 +123,11 @@ def connect(user: Any, path: str, format: str, mode: str, storage_options: Mappi
 
 
 def _entry(ref: Any) -> registry.FileEntry:
-    return registry.entry(ref.path, ref.format, ref.storage_options, OPENERS)
+    entry = registry.entry(ref.path, ref.format, ref.storage_options, OPENERS)
+    stamp = getattr(ref, "content", None)
+    if stamp is not None and stamp[0] != entry.pid:  # planned in another process, which may have written
+        entry.follow(stamp)
+    return entry
 
 
 def read_handle(ref: Any, element: str = ""):

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from shadows import progress
 from shadows.backends.zarr_meta import MetaArray, MetaGroup, MetaNode
 from shadows.errors import ShadowsError, UnreadableDataError, element_message
 
@@ -154,7 +155,9 @@ def read(node: Any, selection: Any = (), decode: bool = True) -> np.ndarray:
     positions; for HDF5 such an array is read as a few contiguous spans (h5py's point selection is slow).
     """
     with reading(node):
-        return _read(node, selection, decode)
+        values = _read(node, selection, decode)
+    progress.count_read(getattr(values, "nbytes", 0))
+    return values
 
 
 def _read(node: Any, selection: Any, decode: bool = True) -> np.ndarray:
@@ -187,6 +190,7 @@ def read_into(node: Any, start: int, stop: int, out: np.ndarray, at: int) -> Non
     if stop > start:
         with reading(node):
             out[at : at + stop - start] = node[start:stop]
+        progress.count_read((stop - start) * out.itemsize)
 
 
 def row_spans(rows: np.ndarray, gap: int = COALESCE_GAP_ROWS) -> list[tuple[int, int, np.ndarray]]:
@@ -204,14 +208,25 @@ def row_spans(rows: np.ndarray, gap: int = COALESCE_GAP_ROWS) -> list[tuple[int,
 def _read_spans(node: Any, rows: np.ndarray, decode: bool = True) -> np.ndarray:
     spans = row_spans(rows)
     if not spans:
-        return read(node, slice(0, 0), decode)
-    parts = [read(node, slice(start, stop), decode)[offsets] for start, stop, offsets in spans]
+        return _read(node, slice(0, 0), decode)
+    # _read, not read: the caller's read counts these bytes once (the progress bar)
+    parts = [_read(node, slice(start, stop), decode)[offsets] for start, stop, offsets in spans]
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def chunks(node: Any) -> tuple[int, ...] | None:
     """Stored chunk shape, or ``None`` for a contiguous HDF5 dataset."""
     return tuple(node.chunks) if node.chunks is not None else None
+
+
+def array_nbytes(node: Any) -> int:
+    """Bytes the node's arrays take once read (uncompressed; a string is counted as the pointer numpy's
+    object arrays hold), from metadata only.
+    """
+    if is_group(node):
+        return sum(array_nbytes(node[k]) for k in node)
+    itemsize = 8 if is_string_dtype(node) else numpy_dtype(node).itemsize
+    return int(np.prod(node.shape, dtype=np.int64)) * itemsize
 
 
 def stored_nbytes(node: Any) -> int:

@@ -147,6 +147,9 @@ class FileEntry:
         self.nodes: dict[str, Any] = {}
         self._modes: dict[int, str] = {}
         self._users: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        #: The planner's content stamp (a FileRef's ``content``) last seen by read tasks, in a process
+        #: that reads for another one (a distributed worker): see :meth:`follow`.
+        self._followed: tuple[int, int] | None = None
 
     # -- what users and tasks read through ---------------------------------------------------------
 
@@ -283,6 +286,19 @@ class FileEntry:
             self._handle = None
             raise
 
+    def follow(self, stamp: tuple[int, int]) -> None:
+        """Read tasks planned elsewhere (in a distributed worker) carry the planner's content stamp; when it
+        changed since this process last read, the planner wrote to the file: drop every handle and node
+        looked up before (a Zarr store's consolidated metadata, an HDF5 metadata cache) and read anew.
+        """
+        if self._followed == stamp:
+            return
+        with _locked():
+            if self._followed != stamp:
+                if self._handle is not None or self._task_group is not None or self.nodes:
+                    self._reload()
+                self._followed = stamp
+
     def refresh(self) -> list[Any]:
         """Reopen the handle in its mode (after a write through it, or to see the file anew); returns the
         attached users, for them to learn what changed.
@@ -320,6 +336,13 @@ class FileEntry:
         else:
             self.nodes.clear()
             self._task_group = None
+
+
+def hdf5_open_for_writing() -> list[str]:
+    """The HDF5 files this process holds open for writing (which HDF5's lock keeps every other process,
+    a distributed worker too, from opening).
+    """
+    return [e.path for e in list(_entries.values()) if e.format == "hdf5" and e.mode != "r" and e.pid == os.getpid()]
 
 
 def entry(path: str, format: str, storage_options: Mapping[str, Any] | None, openers: Openers) -> FileEntry:

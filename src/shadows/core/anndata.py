@@ -8,6 +8,7 @@ from typing import Any
 import anndata
 import numpy as np
 
+from shadows import progress as progress_bar
 from shadows.core import view_categories
 from shadows.core.aligned import ElementMapping
 from shadows.core.base import READ_ONLY_MESSAGE, ShadowBase
@@ -20,6 +21,7 @@ from shadows.elements.sparse_chunk import to_plain
 from shadows.errors import MissingElementError, element_message
 from shadows.indexing.apply import SLOT_AXES, element_axes, selection_for
 from shadows.indexing.keys import as_positions
+from shadows.settings import settings
 from shadows.writing import DELETED
 from shadows.writing.export import export
 
@@ -227,8 +229,23 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
 
     # -- conversions -----------------------------------------------------------------------------
 
-    def to_memory(self) -> anndata.AnnData:
-        """A real in-memory AnnData with every element read (equal to anndata's own read)."""
+    def to_memory(self, progress: bool = False) -> anndata.AnnData:
+        """A real in-memory AnnData with every element read (equal to anndata's own read).
+
+        ``progress=True`` (or ``shadows.settings.read_progress``) shows one bar for the whole read,
+        labelled with the element being read and counting bytes (see :mod:`shadows.progress`).
+        """
+        with progress_bar.reading_job(self._to_memory_nbytes, progress or settings.read_progress):
+            return self._to_memory()
+
+    def _to_memory_nbytes(self) -> int:
+        """Bytes ``to_memory()`` reads (about; see ``_read_nbytes``)."""
+        raw = [rel for rel in ("raw/X", "raw/var") if self._layout.has(rel)]
+        if self._layout.has("raw/varm"):
+            raw += [f"raw/varm/{k}" for k in self._layout.mapping_keys("raw/varm")]
+        return self._read_nbytes([*self._stored_element_paths(), "uns", *raw])
+
+    def _to_memory(self) -> anndata.AnnData:
         plain = {slot: self._slot_values(slot, self._plain) for slot in self._SLOTS}
         adata = anndata.AnnData(
             X=to_plain(self._plain("X")) if self._has("X") else None,

@@ -9,6 +9,7 @@ own slots (X and layers; modalities and obsmap/varmap) and their own rules for v
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from functools import partial
@@ -17,6 +18,7 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from shadows import convert
+from shadows import progress as progress_bar
 from shadows.backends import FileRef, resolve
 from shadows.backends.fileref import suffix_format
 from shadows.core import description
@@ -30,7 +32,6 @@ from shadows.core.state import NOTHING, ElementState
 from shadows.errors import ReadOnlyError
 from shadows.indexing import AxisIndex, compose, normalize_key
 from shadows.writing import DELETED, commit, legacy_upgrade, transaction
-from shadows.writing import progress as progress_bar
 from shadows.writing.export import export
 
 READ_ONLY_MESSAGE = (
@@ -142,7 +143,9 @@ class ShadowBase(ElementReading, ElementChanges):
         return self._layout.mapping_keys("uns")
 
     def _build_layout(self) -> None:
-        self._file_layout = self._LAYOUT(self._ref, self._conn.handle)
+        # the specs (and so every read task) carry which content of the file they were planned against
+        planned = dataclasses.replace(self._ref, content=(os.getpid(), self._conn.content))
+        self._file_layout = self._LAYOUT(planned, self._conn.handle)
         self._layout_generation = self._conn.generation
 
     @property
@@ -427,7 +430,8 @@ class ShadowBase(ElementReading, ElementChanges):
         if elements or columns:
             before = self._conn.content
             try:
-                with progress_bar.job(transaction.blocks_to_commit(elements, columns), progress):
+                with progress_bar.job(transaction.blocks_to_commit(elements, columns), progress,
+                                      zarr_target=self._ref.format == "zarr"):
                     commit(self._conn, elements, columns)
             except BaseException:
                 self._conn.wrote()  # part of it may be in the file

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from shadows import progress as progress_bar
 from shadows.core.anndata import AnnDataShadow
 from shadows.core.base import ShadowBase
 from shadows.core.layout import MuDataLayout
@@ -20,6 +21,7 @@ from shadows.indexing import AxisIndex
 from shadows.indexing.apply import MODALITY_MAP_AXES
 from shadows.indexing.keys import as_slice_or_array
 from shadows.names import check_key
+from shadows.settings import settings
 from shadows.writing import DELETED, ElementChange, GroupAttributes
 from shadows.writing.export import export
 
@@ -417,11 +419,24 @@ class MuDataShadow(ShadowBase, _MuDataBase):
 
     # -- conversions -----------------------------------------------------------------------------
 
-    def to_memory(self):
-        """A real in-memory ``mudata.MuData`` with every element read (as ``mudata.read_h5mu`` gives it)."""
+    def to_memory(self, progress: bool = False):
+        """A real in-memory ``mudata.MuData`` with every element read (as ``mudata.read_h5mu`` gives it).
+
+        ``progress=True`` (or ``shadows.settings.read_progress``) shows one bar for the whole read,
+        modalities included (see :mod:`shadows.progress`).
+        """
         if not HAS_MUDATA:
             raise BackendUnavailableError("to_memory() of a MuData shadow needs the 'mudata' package: "
                                           "pip install mudata")
+        with progress_bar.reading_job(self._to_memory_nbytes, progress or settings.read_progress):
+            return self._to_memory()
+
+    def _to_memory_nbytes(self) -> int:
+        """Bytes ``to_memory()`` reads (about): the global elements' and every modality's."""
+        own = self._read_nbytes([*self._stored_element_paths(), "uns"])
+        return own + sum(modality._to_memory_nbytes() for modality in self.mod.values())
+
+    def _to_memory(self):
         import mudata
 
         slots = {slot: self._slot_values(slot, self._plain) for slot in self._SLOTS}

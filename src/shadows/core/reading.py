@@ -12,7 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from shadows import convert
+from shadows import convert, progress
+from shadows.backends import nodes
 from shadows.core.aligned import UnsMapping
 from shadows.core.frames import tracked, with_columns
 from shadows.core.references import VECTORS_ARE_PANDAS_ARRAYS
@@ -20,6 +21,7 @@ from shadows.core.state import NOTHING
 from shadows.elements.positions import read_column, read_index
 from shadows.indexing import AxisIndex
 from shadows.indexing.apply import materialize_selection, select_graph, selection_for
+from shadows.settings import settings
 from shadows.writing import DELETED
 
 FRAMES = ("obs", "var")
@@ -55,9 +57,14 @@ class ElementReading:
         return value
 
     def _materialize(self, rel: str) -> Any:
-        """Read the element (this view's part of it) as numpy/scipy/pandas, with staged columns."""
+        """Read the element (this view's part of it) as numpy/scipy/pandas, with staged columns.
+
+        With ``shadows.settings.read_progress`` on, the read shows a bar (or counts on the one shown).
+        """
         spec = self._layout.spec(rel)
-        value = materialize_selection(spec, selection_for(rel, spec, self._view))
+        with progress.reading_job(lambda: self._read_nbytes([rel]), settings.read_progress):
+            progress.reading_element(rel)
+            value = materialize_selection(spec, selection_for(rel, spec, self._view))
         if self._view is not None:
             value = self._view_value(rel, spec, value)
         if rel in FRAMES:
@@ -195,6 +202,23 @@ class ElementReading:
         """Every value of ``slot``: staged ones as assigned (sliced in a view), stored ones by ``read(rel)``."""
         mapping = self._slots[slot]
         return {k: (mapping[k] if mapping.is_staged(k) else read(f"{slot}/{k}")) for k in mapping.own_keys()}
+
+    def _read_nbytes(self, rels: list[str]) -> int:
+        """About how many bytes reading the elements ``rels`` (this view's part of them) reads from the
+        file: their arrays' uncompressed sizes, each scaled by the share of its rows and columns the view
+        keeps. What a reading progress bar counts against (metadata only).
+        """
+        total = 0.0
+        for rel in rels:
+            if not self._layout.has(rel) or self._changed_value(rel) is not NOTHING:
+                continue
+            spec = self._layout.spec(rel)
+            share = 1.0
+            for axis, index in enumerate(selection_for(rel, spec, self._view)):
+                if index is not None and spec.shape and spec.shape[axis]:
+                    share *= len(index) / spec.shape[axis]
+            total += nodes.array_nbytes(spec.ref.node(spec.path)) * share
+        return int(total)
 
     def _stored_element_paths(self) -> list[str]:
         paths = [p for p in ("X", *FRAMES) if self._layout.has(p)]

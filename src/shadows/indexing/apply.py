@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shadows import progress
 from shadows.elements.base import ElementSpec
 from shadows.elements.framegraph import frame_graph
 from shadows.elements.positions import read_frame
@@ -102,5 +103,5 @@ def materialize_selection(spec: ElementSpec, selection: Selection) -> Any:
         return spec.materialize()
     if spec.kind == "dataframe":
         return read_frame(spec, selection[0])
-    value = select_graph(spec, selection).compute()
+    value = progress.compute(select_graph(spec, selection))
     return to_plain(value)

@@ -189,7 +189,8 @@ class Hdf5Commit:
 
         scratch = self.file.create_group(None)
         if is_dask(value):
-            write_streamed(scratch, name, value, reserve=self._reserve)
+            # computed here: the file is open for writing, so a cluster's workers could not read from it
+            write_streamed(scratch, name, value, reserve=self._reserve, cluster=False)
         else:
             buffer = io.BytesIO()
             with h5py.File(buffer, "w") as memory:
@@ -267,7 +268,7 @@ class Hdf5Commit:
                 swap.built.copy(swap.built[name], scratch, name="element")
                 built[path] = scratch["element"]
                 for key, value in swap.streamed.get(path, {}).items():
-                    write_streamed(built[path], key, value, reserve=self._reserve)
+                    write_streamed(built[path], key, value, reserve=self._reserve, cluster=False)
         finally:
             swap.built.close()
         self.file.flush()  # the new elements are in the file, unreachable; every relink goes in one flush

@@ -15,8 +15,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shadows import progress as progress_bar
 from shadows.errors import ElementExistsError, UnsafeTargetError
-from shadows.writing import progress as progress_bar
 from shadows.writing.commit import _write_elem, write_value
 from shadows.writing.streams import is_dask
 
@@ -101,7 +101,7 @@ def write_mudata(shadow: ShadowLike, target: Any) -> None:
 
 
 def blocks_to_write(shadow: ShadowLike) -> int:
-    """What an export of ``shadow`` counts on its progress bar (see :mod:`shadows.writing.progress`)."""
+    """What an export of ``shadow`` counts on its progress bar (see :mod:`shadows.progress`)."""
     described = shadow.describe()
     total = 3  # obs, var, uns
     for slot in _slots(described):
@@ -161,7 +161,8 @@ def export(shadow: ShadowLike, path: str | os.PathLike, format: str, *, progress
     mudata_file = described.kind == "MuData"
     writer = write_mudata if mudata_file else write_anndata
     try:
-        with progress_bar.job(blocks_to_write(shadow) if progress else 0, progress, verb="exporting"):
+        with progress_bar.job(blocks_to_write(shadow) if progress else 0, progress, verb="exporting",
+                              zarr_target=format == "zarr"):
             if format == "hdf5":
                 import h5py
 

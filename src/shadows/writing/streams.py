@@ -7,27 +7,39 @@ of ``data``/``indices``; then every block writes its ``data``, ``indices`` and `
 few blocks are in memory at a time, so an element computed lazily (``np.log1p(adata.X)``) is never
 materialized whole.
 
+Under a ``distributed.Client`` (dask's scheduler), a Zarr target is filled by the cluster's workers: each
+task computes its block and writes it into the element's build location itself, so no element data
+passes through this process, which only plans and then commits (see :mod:`shadows.writing.commit`). The
+build location must be reachable by the workers under the same name (an object store, or a folder
+on a file system they share). An HDF5 file takes one writer: the blocks are computed on the cluster and
+received here a few at a time (:data:`BLOCKS_IN_FLIGHT` per worker thread), written as they come.
+
 anndata's encodings for these two ("array" 0.2.0, "csr_matrix"/"csc_matrix" 0.1.0) have been stable since
 anndata 0.8; everything else is encoded by anndata itself (see :mod:`shadows.writing.commit`).
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from shadows import progress
 from shadows.backends.nodes import is_hdf5
+from shadows.cluster import compute_on, current_client
 from shadows.errors import ShadowsError
-from shadows.writing import progress
 
 ARRAY_ENCODING = {"encoding-type": "array", "encoding-version": "0.2.0"}
 Reserve = Callable[[int], None]
 #: Rows (or columns) per written block are chosen so a dense block holds about this many bytes.
 TARGET_BLOCK_BYTES = 16 * 2**20
+#: Blocks an HDF5 target written under a distributed client has computing or waiting, per worker thread.
+BLOCKS_IN_FLIGHT = 2
 
 
 def is_dask(value: Any) -> bool:
@@ -82,7 +94,7 @@ def _regular(array: Any) -> Any:
     return array.rechunk((rows, *array.shape[1:]))
 
 
-def write_dense(group: Any, name: str, array: Any, reserve: Reserve | None = None) -> None:
+def write_dense(group: Any, name: str, array: Any, reserve: Reserve | None = None, cluster: bool = True) -> None:
     """Write a dense dask array as ``group[name]`` (encoding "array"; text: see :func:`write_text`)."""
     import dask.array as da
 
@@ -94,9 +106,55 @@ def write_dense(group: Any, name: str, array: Any, reserve: Reserve | None = Non
         reserve(int(array.nbytes))
     target = _create_array(group, name, array.shape, array.dtype, tuple(c[0] for c in array.chunks))
     bar = progress.current()
-    da.store(array, target if bar is None else _Counted(target, bar), lock=_lock_for(group),
-             scheduler=_scheduler_for(group))
+    client = current_client() if cluster else None
+    if client is not None and not is_hdf5(group):
+        # each task writes its own block, which is one storage chunk: no two tasks share a chunk
+        compute_on(client, da.store(array, target, lock=False, compute=False), show_progress=bar is not None)
+    elif client is not None:
+        _receive_blocks(client, array, target, bar)
+    else:
+        da.store(array, target if bar is None else _Counted(target, bar), lock=_lock_for(group),
+                 scheduler=_scheduler_for(group))
     _set_attrs(target, ARRAY_ENCODING)
+
+
+def _receive_blocks(client: Any, array: Any, target: Any, bar: progress.JobProgress | None) -> None:
+    """Fill an HDF5 ``target`` from ``array``'s blocks computed on ``client``'s workers."""
+    regions = itertools.product(*(zip(np.cumsum((0, *c[:-1])), np.cumsum(c), strict=True) for c in array.chunks))
+    keys = [tuple(slice(int(a), int(b)) for a, b in region) for region in regions]
+
+    def write(block: Any, key: tuple[slice, ...]) -> None:
+        target[key] = block
+        if bar is not None:
+            bar.advance()
+
+    stream_blocks(client, array.to_delayed().reshape(-1), keys, write)
+
+
+def stream_blocks(client: Any, blocks: list[Any], places: list[Any], write: Callable[[Any, Any], Any]) -> list[Any]:
+    """Compute ``blocks`` (dask delayed objects) on ``client`` and call ``write(block, place)`` here for
+    each as it arrives, with at most :data:`BLOCKS_IN_FLIGHT` per worker thread computing or waiting (this
+    process holds at most those). Returns what the writes returned, in ``blocks`` order.
+    """
+    from distributed import as_completed
+
+    threads = sum(client.nthreads().values()) or 1
+    pending = iter(enumerate(zip(blocks, places, strict=True)))
+    futures, where, results = as_completed(), {}, [None] * len(blocks)
+
+    def submit(count: int) -> None:
+        for i, (block, place) in itertools.islice(pending, count):
+            future = client.compute(block)
+            where[future.key] = (i, place)
+            futures.add(future)
+
+    submit(BLOCKS_IN_FLIGHT * threads)
+    for future in futures:
+        i, place = where.pop(future.key)
+        results[i] = write(future.result(), place)
+        future.release()
+        submit(1)
+    return results
 
 
 def write_text(group: Any, name: str, array: Any, reserve: Reserve | None = None) -> None:
@@ -134,11 +192,12 @@ class _SparseRegions:
     are not array-likes to dask), so blocks are written by tasks of our own, one per block.
     """
 
-    def __init__(self, data: Any, indices: Any, indptr: Any, axis: int, lock: threading.Lock):
+    def __init__(self, data: Any, indices: Any, indptr: Any, axis: int, lock: Any, on_cluster: bool = False):
         self.data, self.indices, self.indptr = data, indices, indptr
         self.axis = axis
         self.lock = lock  # region boundaries need not fall on storage chunks: writes take turns
-        self.bar = progress.current()  # taken along into dask's worker threads
+        # taken along into dask's worker threads; a cluster's workers show distributed's bar instead
+        self.bar = None if on_cluster else progress.current()
 
     def write(self, block: Any, major_start: int, offset: int) -> int:
         block = block.tocsc() if self.axis == 1 else block.tocsr()
@@ -155,7 +214,7 @@ class _SparseRegions:
         return block.nnz
 
 
-def write_sparse(group: Any, name: str, array: Any, reserve: Reserve | None = None) -> None:
+def write_sparse(group: Any, name: str, array: Any, reserve: Reserve | None = None, cluster: bool = True) -> None:
     """Write a dask array of scipy CSR/CSC chunks as ``group[name]`` (encoding "csr_matrix"/"csc_matrix")."""
     import dask
 
@@ -163,7 +222,9 @@ def write_sparse(group: Any, name: str, array: Any, reserve: Reserve | None = No
     axis = 1 if fmt == "csc" else 0
     # whole rows (CSR) or whole columns (CSC) per block: each block owns one contiguous region
     array = array.rechunk({1 - axis: -1})
-    scheduler = _scheduler_for(group)
+    client = current_client() if cluster else None
+    on_cluster = client is not None and not is_hdf5(group)
+    scheduler = client if client is not None else _scheduler_for(group)
     counts = array.map_blocks(_block_nnz, dtype=np.int64, chunks=tuple((1,) * len(c) for c in array.chunks),
                               meta=np.empty((0, 0), dtype=np.int64)).compute(scheduler=scheduler).reshape(-1)
     bounds = np.concatenate([[0], np.cumsum(array.chunks[axis])])
@@ -182,11 +243,25 @@ def write_sparse(group: Any, name: str, array: Any, reserve: Reserve | None = No
     indptr = _create_array(element, "indptr", (array.shape[axis] + 1,), index_dtype,
                            (min(array.shape[axis] + 1, 2**20),))
     indptr[0:1] = np.zeros(1, dtype=index_dtype)
-    regions = _SparseRegions(data, indices, indptr, axis, threading.Lock())
+    if on_cluster:
+        from distributed import Lock
+
+        # regions share storage chunks at their ends: the workers take turns (a lock of the scheduler's)
+        lock = Lock(f"shadows-write-{uuid.uuid4().hex}")
+    else:
+        lock = threading.Lock()
+    regions = _SparseRegions(data, indices, indptr, axis, lock, on_cluster=on_cluster)
     blocks = array.to_delayed().reshape(-1)
     writes = [dask.delayed(regions.write)(block, int(start), int(offset))
               for block, start, offset in zip(blocks, bounds[:-1], offsets[:-1], strict=True)]
-    written = int(np.sum(dask.compute(*writes, scheduler=scheduler)))
+    if on_cluster:
+        total = dask.delayed(sum)(writes)
+        written = int(compute_on(client, total, show_progress=progress.current() is not None))
+    elif client is not None:  # HDF5: the blocks are computed on the cluster and written here
+        places = list(zip(bounds[:-1].tolist(), offsets[:-1].tolist(), strict=True))
+        written = sum(stream_blocks(client, blocks, places, lambda block, at: regions.write(block, *at)))
+    else:
+        written = int(np.sum(dask.compute(*writes, scheduler=scheduler)))
     if written != nnz:
         raise ShadowsError(f"{name}: the array's blocks held {written} non-zeros when written but {nnz} when "
                            "counted: its graph does not compute the same values twice")
@@ -196,13 +271,15 @@ def _block_nnz(block: Any) -> np.ndarray:
     return np.array([[block.nnz]], dtype=np.int64)
 
 
-def write_streamed(group: Any, name: str, array: Any, reserve: Reserve | None = None) -> None:
+def write_streamed(group: Any, name: str, array: Any, reserve: Reserve | None = None, cluster: bool = True) -> None:
     """Write a dask array (dense or sparse chunks) as ``group[name]``.
 
     ``reserve``, when given, is called with the number of bytes the element will take before anything
     of it is written (HDF5 targets reserve disk space with it: see :mod:`shadows.writing.commit`).
+    ``cluster=False`` computes in this process even under a ``distributed.Client``: for an HDF5 file
+    this process holds open for writing, which no other process may open, not even to read the blocks.
     """
     if sparse_format(array):
-        write_sparse(group, name, array, reserve)
+        write_sparse(group, name, array, reserve, cluster)
     else:
-        write_dense(group, name, array, reserve)
+        write_dense(group, name, array, reserve, cluster)

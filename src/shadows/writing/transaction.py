@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from shadows import progress
 from shadows.errors import (
     ElementExistsError,
     InvalidElementKeyError,
@@ -26,7 +27,6 @@ from shadows.errors import (
     element_message,
 )
 from shadows.names import column_problem, key_problem
-from shadows.writing import progress
 from shadows.writing.commit import (
     DELETED,
     ColumnChange,

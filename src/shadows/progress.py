@@ -1,0 +1,185 @@
+"""One progress bar for a whole write, export or read (``progress=True``).
+
+A write counts the blocks of every element it writes (a dask array's blocks, or 1 for an element
+written at once) and names the element being written::
+
+    writing [##############----------------]  47%  12/27 blocks  obsm/X_pca
+
+The writer sets the bar for the job (:func:`job`); the places that write blocks take it along into
+dask's worker threads (context variables do not follow them) and advance it. dask's own progress bar
+showed one unlabelled bar per compute, which is one per element and more. Under a ``distributed.Client``
+a Zarr target is filled by the cluster's workers and distributed's bar shows it instead; an HDF5 target
+(one writer: this process) receives the blocks computed on the cluster and keeps this bar.
+
+A read (``to_memory(progress=True)``, or every element read while ``shadows.settings.read_progress`` is
+on) counts the bytes read from the file against the uncompressed size of what it reads::
+
+    reading [######------------------------]  21%  12.6/60.0 MB  layers/counts
+
+Every read of stored values goes through :func:`shadows.backends.nodes.read`, which reports its bytes
+here (:func:`count_read`); the reading bar is one per process, so that reads in dask's worker threads
+count too. Under a ``distributed.Client`` the parts of a read that run on the cluster show distributed's
+own progress bar (:func:`compute`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Any, TextIO
+
+_CURRENT: ContextVar[JobProgress | None] = ContextVar("shadows_progress", default=None)
+_WIDTH = 30
+
+
+class JobProgress:
+    """The bar of one job: ``total`` blocks (or bytes), advanced from any thread, drawn on one line of
+    ``stream``.
+    """
+
+    def __init__(self, total: int, verb: str, stream: TextIO, unit: str = "blocks", on_cluster: bool = False):
+        self.total = max(int(total), 1)
+        self.done = 0
+        self.verb = verb
+        self.stream = stream
+        self.unit = unit
+        #: the job's blocks are written by a distributed cluster's workers, whose progress distributed
+        #: shows (see :mod:`shadows.cluster`): this bar only records that progress was asked for
+        self.on_cluster = on_cluster
+        self.label = ""
+        self._lock = threading.Lock()
+        self._drawn: tuple[int, str] | None = None
+
+    def element(self, label: str) -> None:
+        """Name the element being written."""
+        with self._lock:
+            self.label = label
+            self._draw()
+
+    def advance(self, blocks: int = 1) -> None:
+        """Count ``blocks`` more as written."""
+        with self._lock:
+            self.done = min(self.done + blocks, self.total)
+            self._draw()
+
+    def _draw(self) -> None:
+        if self.on_cluster:
+            return
+        percent = self.done * 100 // self.total
+        if self._drawn == (percent, self.label):  # draw only what changes the line
+            return
+        self._drawn = (percent, self.label)
+        filled = self.done * _WIDTH // self.total
+        bar = "#" * filled + "-" * (_WIDTH - filled)
+        count = (f"{self.done / 1e6:.1f}/{self.total / 1e6:.1f} MB" if self.unit == "bytes" else
+                 f"{self.done}/{self.total} {self.unit}")
+        self.stream.write(f"\r{self.verb} [{bar}] {percent:3d}%  {count}  {self.label}")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.on_cluster:
+            return
+        with self._lock:
+            self.done, self.label = self.total, "done"
+            self._draw()
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def current() -> JobProgress | None:
+    """The bar of the job running in this thread (``None``: no bar)."""
+    return _CURRENT.get()
+
+
+def blocks_of(value: Any) -> int:
+    """How many blocks writing ``value`` counts: a dask array's blocks, else 1."""
+    numblocks = getattr(value, "numblocks", None)
+    if numblocks is None or not hasattr(value, "dask"):
+        return 1
+    count = 1
+    for n in numblocks:
+        count *= n
+    return count
+
+
+@contextlib.contextmanager
+def job(total: int, enabled: bool, verb: str = "writing", stream: TextIO | None = None,
+        zarr_target: bool = False) -> Iterator[None]:
+    """Show one bar of ``total`` blocks while the body runs (nothing when not ``enabled``).
+
+    A Zarr target written under a ``distributed.Client`` is filled by the cluster's workers
+    (:func:`shadows.writing.streams.write_streamed`): distributed's own bar shows their progress instead.
+    """
+    if not enabled:
+        yield
+        return
+    if zarr_target:
+        from shadows.cluster import current_client
+
+        zarr_target = current_client() is not None
+    bar = JobProgress(total, verb, stream or sys.stderr, on_cluster=zarr_target)
+    token = _CURRENT.set(bar)
+    try:
+        yield
+        bar.finish()
+    finally:
+        _CURRENT.reset(token)
+
+
+# -- reads -----------------------------------------------------------------------------------------
+
+_READING: JobProgress | None = None
+_READING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def reading_job(total: Callable[[], int], enabled: bool, stream: TextIO | None = None) -> Iterator[None]:
+    """Show one bar counting the bytes read while the body runs, against ``total()`` bytes.
+
+    Nothing is shown when not ``enabled``, or when a read already shows a bar (the reads of this body
+    then count on that one: ``to_memory()`` reading its elements).
+    """
+    global _READING
+    with _READING_LOCK:
+        start = enabled and _READING is None
+        if start:
+            _READING = JobProgress(total(), "reading", stream or sys.stderr, unit="bytes")
+    if not start:
+        yield
+        return
+    try:
+        yield
+        _READING.finish()
+    finally:
+        with _READING_LOCK:
+            _READING = None
+
+
+def reading_element(label: str) -> None:
+    """Name the element being read on the reading bar, if one is shown."""
+    bar = _READING
+    if bar is not None:
+        bar.element(label)
+
+
+def count_read(nbytes: int) -> None:
+    """Count ``nbytes`` read from a file on the reading bar, if one is shown (from any thread)."""
+    bar = _READING
+    if bar is not None:
+        bar.advance(int(nbytes))
+
+
+def compute(collection: Any) -> Any:
+    """``collection.compute()``; while a reading bar is shown and a ``distributed.Client`` is dask's
+    scheduler, on that client with distributed's own progress bar (the bytes are read on the workers,
+    where this process's bar cannot count them).
+    """
+    from shadows.cluster import compute_on, current_client
+
+    client = current_client() if _READING is not None else None
+    if client is None:
+        return collection.compute()
+    return compute_on(client, collection, show_progress=True)
