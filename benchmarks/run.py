@@ -29,6 +29,9 @@ TOOLS = {
     "write_layer": ["shadows", "full"],
     "export_view": ["shadows", "read_lazy", "backed", "full"],
     "pipeline": ["shadows", "full"],
+    "minibatch": ["shadows", "backed"],
+    "minibatch_blocks": ["shadows", "backed"],
+    "cluster_write": ["shadows"],
 }
 
 
@@ -95,8 +98,10 @@ def main() -> None:
                     continue
                 ratio = f"{r['seconds'] / ref:>9.2f}×" if ref else ""
                 written = f"{r['written_mib']:>11.0f}" if r.get("written_mib") else ""
+                notes = "".join(f"  {k.replace('_', ' ')}: {r[k]:,.1f}" for k in ("cells_per_second", "received_mib")
+                                if k in r)
                 print(f"{workload:<12} {fmt:<6} {tool:<10} {r['seconds']:>9.4f} {r['peak_mib']:>9.1f} {ratio:>10} "
-                      f"{written}".rstrip())
+                      f"{written}{notes}".rstrip())
             if "hvg" in results.get("shadows", {}) and "hvg" in results.get("full", {}):
                 print(f"{'':<12} {fmt:<6} agreement: {agreement(results['shadows'], results['full'])}")
     if not args.no_flat and "open_repr" in args.workloads:

@@ -195,12 +195,86 @@ def pipeline(tool: str, path: str):
                   variance_ratio=np.asarray(adata.uns["pca"]["variance_ratio"]))
 
 
+#: Minibatches drawn for the minibatch workloads (before timing, see main): 256 cells each.
+BATCH, N_BATCHES = 256, 100
+
+
+def _batches(n_obs: int, shuffled_blocks: bool) -> list[np.ndarray]:
+    """``N_BATCHES`` batches of ``BATCH`` cells: random positions, or 16 random runs of 16 neighbours
+    (block-shuffled, what loaders for on-disk data use to read runs instead of single rows).
+    """
+    rng = np.random.default_rng(2)
+    if not shuffled_blocks:
+        return [np.sort(rng.choice(n_obs, BATCH, replace=False)) for _ in range(N_BATCHES)]
+    starts = [rng.choice(n_obs // 16, BATCH // 16, replace=False) for _ in range(N_BATCHES)]
+    return [np.sort((s[:, None] * 16 + np.arange(16)).ravel()) for s in starts]
+
+
+def _minibatches(tool: str, path: str, shuffled_blocks: bool):
+    """Dense float32 minibatches of X; cells per second is ``N_BATCHES * BATCH / seconds``."""
+    batches = BATCHES_BLOCKS if shuffled_blocks else BATCHES
+    if tool == "shadows":
+        adata = AnnDataShadow(path)
+        for rows in batches:
+            adata[rows].X.toarray().astype(np.float32, copy=False)
+    elif tool == "backed":
+        adata = ad.read_h5ad(path, backed="r")
+        for rows in batches:
+            adata.X[rows].toarray().astype(np.float32, copy=False)
+    else:
+        raise ValueError(tool)
+    RESULT.update(cells_per_second=None)
+
+
+def minibatch(tool: str, path: str):
+    """100 minibatches of 256 random cells, materialized as dense float32."""
+    _minibatches(tool, path, shuffled_blocks=False)
+
+
+def minibatch_blocks(tool: str, path: str):
+    """The same with block-shuffled batches (16 runs of 16 neighbouring cells)."""
+    _minibatches(tool, path, shuffled_blocks=True)
+
+
+def cluster_write(tool: str, path: str):
+    """log1p(X) written as a new layer of a Zarr store by a LocalCluster's 2 process workers (a copy of
+    the Zarr file; the h5ad is exported to Zarr whole). Measured in the client: its peak memory and the
+    bytes of results it received from the cluster.
+    """
+    import distributed
+
+    received = [0]
+    result = distributed.Future.result
+
+    def counting(self, *args, **kwargs):
+        value = result(self, *args, **kwargs)
+        received[0] += int(getattr(value, "nbytes", 0) or 0)
+        return value
+
+    distributed.Future.result = counting
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with cluster, distributed.Client(cluster):
+        if path.endswith(".h5ad"):
+            lazy = AnnDataShadow(path, array_backend="dask")
+            lazy.layers["log1p"] = np.log1p(lazy.X)
+            lazy.write_zarr(str(SCRATCH.with_suffix(".zarr")))
+        else:
+            lazy = AnnDataShadow(str(SCRATCH), mode="r+", array_backend="dask")
+            lazy.layers["log1p"] = np.log1p(lazy.X)
+            lazy.write()
+        lazy.close()
+    RESULT.update(received_mib=received[0] / 2**20)
+
+
 RESULT: dict = {}
+BATCHES: list = []
+BATCHES_BLOCKS: list = []
 ROWS = np.empty(0, dtype=np.int64)
 ROWS10 = np.empty(0, dtype=np.int64)
 SCRATCH = Path()
 WORKLOADS = {"open_repr": open_repr, "rows_1pct": rows_1pct, "gene_column": gene_column, "gene_sums": gene_sums,
-             "write_layer": write_layer, "export_view": export_view, "pipeline": pipeline}
+             "write_layer": write_layer, "export_view": export_view, "pipeline": pipeline, "minibatch": minibatch,
+             "minibatch_blocks": minibatch_blocks, "cluster_write": cluster_write}
 
 
 def prepare(workload: str, path: str) -> None:
@@ -209,12 +283,12 @@ def prepare(workload: str, path: str) -> None:
     scratch_dir = Path(path).parent / "scratch"
     scratch_dir.mkdir(exist_ok=True)
     SCRATCH = scratch_dir / Path(path).name
-    for old in (SCRATCH, SCRATCH.with_suffix(".h5ad")):
+    for old in (SCRATCH, SCRATCH.with_suffix(".h5ad"), SCRATCH.with_suffix(".zarr")):
         if old.is_dir():
             shutil.rmtree(old)
         elif old.exists():
             old.unlink()
-    if workload == "write_layer":
+    if workload == "write_layer" or (workload == "cluster_write" and Path(path).is_dir()):
         if Path(path).is_dir():
             shutil.copytree(path, SCRATCH)
         else:
@@ -223,7 +297,7 @@ def prepare(workload: str, path: str) -> None:
 
 def written_mib() -> float:
     """Size on disk of what a write workload produced."""
-    for out in (SCRATCH.with_suffix(".h5ad"), SCRATCH):
+    for out in (SCRATCH.with_suffix(".h5ad"), SCRATCH.with_suffix(".zarr"), SCRATCH):
         if out.is_file():
             return out.stat().st_size / 2**20
         if out.is_dir():
@@ -238,10 +312,11 @@ def main():
     parser.add_argument("path")
     args = parser.parse_args()
     dask.config.set(scheduler="threads")
-    global ROWS, ROWS10
+    global ROWS, ROWS10, BATCHES, BATCHES_BLOCKS
     n_obs = AnnDataShadow(args.path).n_obs  # setup, outside the measurement
     ROWS = np.sort(np.random.default_rng(0).choice(n_obs, n_obs // 100, replace=False))
     ROWS10 = np.sort(np.random.default_rng(1).choice(n_obs, n_obs // 10, replace=False))
+    BATCHES, BATCHES_BLOCKS = _batches(n_obs, False), _batches(n_obs, True)
     prepare(args.workload, args.path)
     base = rss()
     with PeakSampler() as sampler:
@@ -249,8 +324,12 @@ def main():
         WORKLOADS[args.workload](args.tool, args.path)
         seconds = time.perf_counter() - start
     extra = {}
-    if RESULT:
+    if "hvg" in RESULT:
         extra = {"hvg": np.flatnonzero(RESULT["hvg"]).tolist(), "variance_ratio": RESULT["variance_ratio"].tolist()}
+    if "cells_per_second" in RESULT:
+        extra["cells_per_second"] = N_BATCHES * BATCH / seconds
+    if "received_mib" in RESULT:
+        extra["received_mib"] = RESULT["received_mib"]
     print(json.dumps({"seconds": seconds, "peak_mib": (sampler.peak - base) / 2**20, "base_mib": base / 2**20,
                       "written_mib": written_mib(), "shadows": shadows.__version__, **extra}))
     prepare("", args.path)  # remove what the workload wrote

@@ -9,6 +9,7 @@ scheduler address are replaced.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import warnings
@@ -66,6 +67,8 @@ def test_every_example_of_a_page_runs_in_order(page, folder, s3, tmp_path, monke
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for number, code in enumerate(blocks(page)):
+                if "import torch" in code and importlib.util.find_spec("torch") is None:
+                    continue  # the training example needs torch (CI installs it on Python 3.11)
                 if "s3://" in code:
                     code = on_loopback(code, options, url)
                 try:

@@ -1,13 +1,36 @@
-"""Computing on a ``dask.distributed`` cluster when one is dask's scheduler.
+"""Where a shadow's graphs compute: on a ``dask.distributed`` cluster when one is dask's scheduler, and
+in forked processes too.
 
 A shadow's graphs reopen the file by path, so they run on process workers. A ``distributed.Client``
 created as usual becomes dask's default scheduler; the functions here find it (:func:`current_client`)
 and run a computation on it with distributed's own progress bar (:func:`compute_on`).
+
+A forked process (a ``torch`` DataLoader worker, ``multiprocessing`` with fork) inherits dask's thread
+pool of the parent without its threads: dask's threaded scheduler would wait forever for them. dask does
+not reset it after a fork, so shadows does (:func:`_forget_dask_threads_after_fork`).
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from typing import Any
+
+
+def _forget_dask_threads_after_fork() -> None:
+    """In a forked child: drop dask's thread pools inherited from the parent (their threads did not
+    follow), so the threaded scheduler starts its own.
+    """
+    threaded = sys.modules.get("dask.threaded")
+    if threaded is None:
+        return
+    threaded.default_pool = None
+    threaded.pools.clear()
+    threaded.pools_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_dask_threads_after_fork)
 
 
 def current_client() -> Any:
