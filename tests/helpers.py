@@ -135,7 +135,24 @@ def count_reads(monkeypatch):
     monkeypatch.setattr(h5py.Dataset, "__getitem__", counted_getitem)
     monkeypatch.setattr(h5py.Dataset, "read_direct", counted_read_direct)
     monkeypatch.setattr(zarr.storage.LocalStore, "get", counted_get)
+    _count_hdf5_range_reads(monkeypatch, lambda name, out: reads.update({name: 1}))
     yield reads
+
+
+def _count_hdf5_range_reads(monkeypatch, count) -> None:
+    """Also count the reads shadows makes of many ranges at once through HDF5's low-level API
+    (``nodes.read_ranges``, which h5py's ``Dataset.__getitem__`` does not see): ``count(name, out)``.
+    """
+    from shadows.backends import nodes
+
+    read_ranges = nodes.read_ranges
+
+    def counted(node, starts, stops, out):
+        read_ranges(node, starts, stops, out)
+        if nodes.is_hdf5(node) and starts.size > 1:
+            count(node.name.lstrip("/"), out)
+
+    monkeypatch.setattr(nodes, "read_ranges", counted)
 
 
 def assert_mudata_matches(shadow, oracle) -> None:
@@ -197,4 +214,5 @@ def count_values_read(monkeypatch, dataset: str) -> list[int]:
         return out
 
     monkeypatch.setattr(h5py.Dataset, "__getitem__", counted)
+    _count_hdf5_range_reads(monkeypatch, lambda name, out: read.append(out.size) if "/" + name == dataset else None)
     return read

@@ -14,6 +14,7 @@ import pytest
 import scipy.sparse as sp
 import zarr
 
+from helpers import _count_hdf5_range_reads
 from shadows import AnnDataShadow
 
 N_OBS, N_VARS, NNZ_PER_ROW = 20_000, 2_000, 100
@@ -77,6 +78,7 @@ def count_bytes(monkeypatch):
     monkeypatch.setattr(h5py.Dataset, "__getitem__", h5_counted)
     monkeypatch.setattr(h5py.Dataset, "read_direct", h5_direct_counted)
     monkeypatch.setattr(zarr.storage.LocalStore, "get", zarr_counted)
+    _count_hdf5_range_reads(monkeypatch, lambda name, out: counted.update({name: out.nbytes}))
     yield counted
 
 
@@ -102,9 +104,12 @@ def files_bytes(path, element):
 
 
 def test_nearby_rows_coalesce_into_one_read(big_files, monkeypatch):
+    """Close rows are read as one range; the ranges of a task go to HDF5 in one call."""
+    from shadows.backends import nodes
+
     files, X = big_files
-    calls = Counter()
-    getitem, read_direct = h5py.Dataset.__getitem__, h5py.Dataset.read_direct
+    calls, ranges = Counter(), []
+    getitem, read_direct, read_ranges = h5py.Dataset.__getitem__, h5py.Dataset.read_direct, nodes.read_ranges
 
     def counting(original):
         def counted(self, *args, **kwargs):
@@ -113,12 +118,19 @@ def test_nearby_rows_coalesce_into_one_read(big_files, monkeypatch):
 
         return counted
 
+    def ranges_counted(node, starts, stops, out):
+        if node.name == "/X/data":
+            ranges.append(list(zip(starts.tolist(), stops.tolist(), strict=True)))
+        return read_ranges(node, starts, stops, out)
+
     view = AnnDataShadow(files["h5ad"])[[100, 101, 103, 104, 110, 15_000]]
     monkeypatch.setattr(h5py.Dataset, "__getitem__", counting(getitem))
     monkeypatch.setattr(h5py.Dataset, "read_direct", counting(read_direct))
+    monkeypatch.setattr(nodes, "read_ranges", ranges_counted)
     subset = view.X
     assert (subset != X[[100, 101, 103, 104, 110, 15_000]]).nnz == 0
-    assert calls["/X/data"] == 2  # rows 100..110 in one read, row 15000 in another
+    assert len(ranges) == 1 and len(ranges[0]) == 2  # rows 100..110 as one range, row 15000 another: one call
+    assert calls["/X/data"] == 0
 
 
 def test_dense_and_frames_read_only_what_they_need(big_files, monkeypatch):

@@ -121,10 +121,7 @@ class SparseSpec(ElementSpec):
         tasks = {}
         for i, group in enumerate(groups):
             key = (name, i, 0) if self.major_axis == 0 else (name, 0, i)
-            if isinstance(group, range):
-                tasks[key] = (read_major_run, self, group.start, group.stop, minor_key)
-            else:
-                tasks[key] = (read_major_positions, self, group, minor_key)
+            tasks[key] = self._task(group, minor_key)
         blocks = tuple(len(g) for g in groups) or (0,)
         if not groups:
             tasks[(name, 0, 0)] = (read_major_positions, self, np.empty(0, dtype=np.int64), minor_key)
@@ -135,6 +132,29 @@ class SparseSpec(ElementSpec):
             graph = graph[order] if self.major_axis == 0 else graph[:, order]
         return graph
 
+    def _task(self, group: range | np.ndarray, minor_key: Any) -> tuple:
+        """The task reading one group of major positions (increasing)."""
+        if isinstance(group, range):
+            return (read_major_run, self, group.start, group.stop, minor_key)
+        return (read_major_positions, self, group, minor_key)
+
+    def read_selection(self, rows: AxisIndex, cols: AxisIndex) -> Any:
+        """``matrix[rows][:, cols]`` read here, without a dask graph, when one task would read it all (a
+        minibatch, a few cells); ``None`` otherwise (use :meth:`select_graph`). Saves the scheduler's
+        round trip through a worker thread.
+        """
+        major, minor = (rows, cols) if self.major_axis == 0 else (cols, rows)
+        n_major, n_minor = self.shape[self.major_axis], self.shape[1 - self.major_axis]
+        to_read, order = sorted_unique(major)
+        groups = self._task_groups(to_read, n_major)
+        if len(groups) != 1:
+            return None
+        function, *args = self._task(groups[0], None if is_full(minor, n_minor) else as_slice_or_array(minor))
+        chunk = function(*args)
+        if order is not None:
+            chunk = chunk[order] if self.major_axis == 0 else chunk[:, order]
+        return chunk
+
     def _task_groups(self, to_read: AxisIndex, n_major: int) -> list[range | np.ndarray]:
         """Split increasing major positions into per-task groups of about the target non-zeros."""
         per_row = max(self.extra["nnz"] / max(n_major, 1), 1e-9)
@@ -142,11 +162,11 @@ class SparseSpec(ElementSpec):
         if isinstance(to_read, range) and to_read.step == 1:
             return [range(a, min(a + rows_per_task, to_read.stop)) for a in range(to_read.start, to_read.stop,
                                                                                   rows_per_task)]
-        # Split by row blocks of the file (as the full graph's tasks are), so tasks run in parallel and
-        # each one's reads stay within its block.
+        # Split by count: each task about TARGET_NNZ_PER_TASK non-zeros of selected rows, however far apart
+        # they lie (a task's scattered ranges are one read for HDF5: see nodes.read_ranges). Splitting by
+        # the file's row blocks gave a random minibatch of 256 cells of a 100k-cell file 40 tasks.
         positions = as_positions(to_read)
-        edges = np.searchsorted(positions, np.arange(rows_per_task, n_major, rows_per_task))
-        return [part for part in np.split(positions, edges) if part.size]
+        return [part for part in np.array_split(positions, max(1, -(-positions.size // rows_per_task))) if part.size]
 
 
 def _shape(ref: Any, path: str, shape: Any) -> tuple[int, int]:
@@ -286,9 +306,7 @@ def read_major_positions(spec: SparseSpec, positions: np.ndarray, minor_key: Any
     if positions.size == 0:
         empty = np.zeros(1, dtype=np.int64)
         return _chunk(spec, np.empty(0, dtype=spec.dtype), np.empty(0, dtype=np.int32), empty, minor_key)
-    first = int(positions[0])
-    span = _read_indptr(spec, first, int(positions[-1]) + 1)
-    lo, hi = span[positions - first].astype(np.int64), span[positions - first + 1].astype(np.int64)
+    lo, hi = _pointers(spec, positions)
     data_node, indices_node = spec.node("data"), spec.node("indices")
     starts, ends = _coalesce(lo, hi, data_node)
     read_lo, read_hi = lo[starts], hi[ends - 1]
@@ -296,9 +314,8 @@ def read_major_positions(spec: SparseSpec, positions: np.ndarray, minor_key: Any
     offsets = np.concatenate([[0], np.cumsum(read_len)])
     data = np.empty(int(offsets[-1]), dtype=nodes.numpy_dtype(data_node))
     indices = np.empty(int(offsets[-1]), dtype=nodes.numpy_dtype(indices_node))
-    for a, b, out in zip(read_lo.tolist(), read_hi.tolist(), offsets[:-1].tolist(), strict=True):
-        nodes.read_into(data_node, a, b, data, out)
-        nodes.read_into(indices_node, a, b, indices, out)
+    nodes.read_ranges(data_node, read_lo, read_hi, data)
+    nodes.read_ranges(indices_node, read_lo, read_hi, indices)
     lengths = hi - lo
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     if offsets[-1] != indptr[-1]:  # gaps were read too: keep only the selected rows' entries
@@ -307,6 +324,34 @@ def read_major_positions(spec: SparseSpec, positions: np.ndarray, minor_key: Any
         take = np.repeat(row_start - indptr[:-1], lengths) + np.arange(int(indptr[-1]))
         data, indices = data[take], indices[take]
     return _chunk(spec, data, indices, indptr, minor_key)
+
+
+def _pointers(spec: SparseSpec, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the entries of each of the increasing major ``positions`` start and end in data/indices.
+
+    Positions close together read the pointers of their whole span (one read); scattered ones (random
+    cells of a large file) read only the pointers they need, in one HDF5 call, rather than a span as long
+    as the file.
+    """
+    first, last = int(positions[0]), int(positions[-1])
+    if last - first + 1 <= 8 * positions.size or not nodes.is_hdf5(spec.node("indptr")):
+        span = _read_indptr(spec, first, last + 1)
+        return span[positions - first].astype(np.int64), span[positions - first + 1].astype(np.int64)
+    wanted = np.union1d(positions, positions + 1)  # each pointer once: neighbouring rows share one
+    runs = np.flatnonzero(np.diff(wanted) != 1) + 1
+    run_starts = wanted[np.concatenate([[0], runs])]
+    run_stops = wanted[np.concatenate([runs - 1, [wanted.size - 1]])] + 1
+    node = spec.node("indptr")
+    values = np.empty(wanted.size, dtype=nodes.numpy_dtype(node))
+    nodes.read_ranges(node, run_starts, run_stops, values)
+    lo = values[np.searchsorted(wanted, positions)].astype(np.int64)
+    hi = values[np.searchsorted(wanted, positions + 1)].astype(np.int64)
+    nnz = spec.extra["nnz"]
+    if np.any(lo < 0) or np.any(hi > nnz) or np.any(hi < lo):
+        what = (f"pointers of the selected positions {first}..{last} fall outside data's {nnz} entries or "
+                "decrease")
+        raise MalformedElementError(element_message(spec.ref.path, f"{spec.path}/indptr", what))
+    return lo, hi
 
 
 def _is_h5sparse(node: Any, attrs: dict[str, Any]) -> bool:

@@ -103,5 +103,9 @@ def materialize_selection(spec: ElementSpec, selection: Selection) -> Any:
         return spec.materialize()
     if spec.kind == "dataframe":
         return read_frame(spec, selection[0])
+    if spec.kind == "sparse":
+        value = spec.read_selection(_full(selection, 0, spec.shape[0]), _full(selection, 1, spec.shape[1]))
+        if value is not None:
+            return to_plain(value)
     value = progress.compute(select_graph(spec, selection))
     return to_plain(value)
