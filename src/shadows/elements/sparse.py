@@ -162,11 +162,18 @@ class SparseSpec(ElementSpec):
         if isinstance(to_read, range) and to_read.step == 1:
             return [range(a, min(a + rows_per_task, to_read.stop)) for a in range(to_read.start, to_read.stop,
                                                                                   rows_per_task)]
-        # Split by count: each task about TARGET_NNZ_PER_TASK non-zeros of selected rows, however far apart
-        # they lie (a task's scattered ranges are one read for HDF5: see nodes.read_ranges). Splitting by
-        # the file's row blocks gave a random minibatch of 256 cells of a 100k-cell file 40 tasks.
         positions = as_positions(to_read)
-        return [part for part in np.array_split(positions, max(1, -(-positions.size // rows_per_task))) if part.size]
+        if nodes.is_hdf5(self.node("data")):
+            # By count: each task about TARGET_NNZ_PER_TASK non-zeros of selected rows, however far apart they
+            # lie (a task's scattered ranges are one HDF5 read: nodes.read_ranges). Split by the file's row
+            # blocks, a random minibatch of 256 cells of a 100k-cell file made 40 tasks.
+            sections = max(1, -(-positions.size // rows_per_task))
+            return [part for part in np.array_split(positions, sections) if part.size]
+        # Zarr decodes whole chunks and merges reads within a few chunks (_coalesce): by the file's row
+        # blocks, so that a task's merged reads stay within its block (by count, 1 % of the rows of a
+        # 100k-cell file merged into reads of most of X: 625 MiB).
+        edges = np.searchsorted(positions, np.arange(rows_per_task, n_major, rows_per_task))
+        return [part for part in np.split(positions, edges) if part.size]
 
 
 def _shape(ref: Any, path: str, shape: Any) -> tuple[int, int]:
