@@ -30,7 +30,7 @@ import shutil
 import stat
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from shadows.errors import FileBusyError, UnsafeTargetError
+from shadows.writing.anndata_elems import write_elem as _write_elem
 from shadows.writing.streams import is_dask, write_streamed
 
 ZARR_SCRATCH = ".shadows-tmp"
@@ -123,39 +124,12 @@ def _column_order(attrs: Any) -> list[str]:
     return [o.decode() if isinstance(o, bytes) else str(o) for o in np.asarray(order).reshape(-1)]
 
 
-def _write_elem(group: Any, name: str, value: Any) -> None:
-    import anndata
-    from anndata.io import write_elem
-
-    # anndata 0.12 refuses pandas' string arrays (obs columns of dtype "string") unless opted in, for the
-    # sake of readers older than anndata 0.11; a column users assigned must not fail to write
-    # anndata 0.12 announces its next default for Zarr v3 (autosharding) on every array it writes; it is
-    # anndata's to tell its own users, not a concern of a shadow's write
-    with _allow_nullable_strings(anndata), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="zarr v3 autosharding will be the default", category=UserWarning)
-        write_elem(group, name, value)
-
-
 def write_value(group: Any, name: str, value: Any) -> None:
     """Write ``value`` as ``group[name]``: a dask array streamed block by block, anything else by anndata."""
     if is_dask(value):
         write_streamed(group, name, value)
     else:
         _write_elem(group, name, value)
-
-
-@contextlib.contextmanager
-def _allow_nullable_strings(anndata: Any) -> Iterator[None]:
-    settings = anndata.settings
-    if not hasattr(settings, "allow_write_nullable_strings"):
-        yield
-        return
-    previous = settings.allow_write_nullable_strings
-    settings.allow_write_nullable_strings = True
-    try:
-        yield
-    finally:
-        settings.allow_write_nullable_strings = previous
 
 
 def exchange(a: Path, b: Path) -> bool:

@@ -59,7 +59,7 @@ def _anndata_problem(adata: Any) -> str | None:
 def _trial_problem(value: Any) -> str | None:
     import h5py
 
-    from shadows.writing.commit import _write_elem
+    from shadows.writing.anndata_elems import write_elem as _write_elem
 
     with contextlib.closing(h5py.File(io.BytesIO(), "w")) as trial:
         try:

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from shadows import progress as progress_bar
 from shadows.errors import ElementExistsError, UnsafeTargetError
-from shadows.writing.commit import _write_elem, write_value
+from shadows.writing.anndata_elems import write_elem as _write_elem
+from shadows.writing.commit import write_value
 from shadows.writing.streams import is_dask
 
 if TYPE_CHECKING:

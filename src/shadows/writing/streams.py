@@ -33,6 +33,7 @@ from shadows import progress
 from shadows.backends.nodes import is_hdf5
 from shadows.cluster import compute_on, current_client
 from shadows.errors import ShadowsError
+from shadows.writing.anndata_elems import write_elem
 
 ARRAY_ENCODING = {"encoding-type": "array", "encoding-version": "0.2.0"}
 Reserve = Callable[[int], None]
@@ -162,12 +163,10 @@ def write_text(group: Any, name: str, array: Any, reserve: Reserve | None = None
     ``group[name]``, computed whole and encoded by anndata ("string-array": HDF5 and Zarr store text in
     types of their own that a block-wise store into a numpy-typed target would get wrong).
     """
-    from shadows.writing.commit import _write_elem
-
     if reserve is not None:
         reserve(int(array.nbytes))
     values = np.asarray(array.compute(scheduler=_scheduler_for(group)))
-    _write_elem(group, name, values)
+    write_elem(group, name, values)
     bar = progress.current()
     if bar is not None:
         bar.advance(progress.blocks_of(array))
