@@ -181,18 +181,6 @@ def _read(node: Any, selection: Any, decode: bool = True) -> np.ndarray:
     return out
 
 
-def read_into(node: Any, start: int, stop: int, out: np.ndarray, at: int) -> None:
-    """Read ``node[start:stop]`` (a numeric 1-d array) into ``out[at:at + stop - start]``.
-
-    (h5py's ``read_direct`` would skip the copy, but its selection setup costs three times a plain read
-    of a row-sized range, measured here: plain slicing wins.)
-    """
-    if stop > start:
-        with reading(node):
-            out[at : at + stop - start] = node[start:stop]
-        progress.count_read((stop - start) * out.itemsize)
-
-
 def read_ranges(node: Any, starts: np.ndarray, stops: np.ndarray, out: np.ndarray) -> None:
     """Read the increasing, disjoint ranges ``node[starts[i]:stops[i]]`` (a numeric 1-d array) one after
     another into ``out``.

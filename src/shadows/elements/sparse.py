@@ -111,12 +111,7 @@ class SparseSpec(ElementSpec):
         from dask.base import tokenize
         from dask.highlevelgraph import HighLevelGraph
 
-        major, minor = (rows, cols) if self.major_axis == 0 else (cols, rows)
-        n_major, n_minor = self.shape[self.major_axis], self.shape[1 - self.major_axis]
-        minor_key = None if is_full(minor, n_minor) else as_slice_or_array(minor)
-        n_minor_out = n_minor if minor_key is None else len(minor)
-        to_read, order = sorted_unique(major)
-        groups = self._task_groups(to_read, n_major)
+        groups, order, minor_key, n_minor_out = self._plan(rows, cols)
         name = f"shadows-{self.format}-{self.name}-" + tokenize(self.ref, self.path, groups, minor_key)
         tasks = {}
         for i, group in enumerate(groups):
@@ -132,6 +127,17 @@ class SparseSpec(ElementSpec):
             graph = graph[order] if self.major_axis == 0 else graph[:, order]
         return graph
 
+    def _plan(self, rows: AxisIndex, cols: AxisIndex) -> tuple[list[range | np.ndarray], np.ndarray | None, Any, int]:
+        """How ``matrix[rows][:, cols]`` is read: the task groups of major positions (in storage order),
+        the reordering that restores the key's order (or ``None``), the minor key applied in each task
+        (``None``: all) and how many minor positions it keeps.
+        """
+        major, minor = (rows, cols) if self.major_axis == 0 else (cols, rows)
+        n_major, n_minor = self.shape[self.major_axis], self.shape[1 - self.major_axis]
+        minor_key = None if is_full(minor, n_minor) else as_slice_or_array(minor)
+        to_read, order = sorted_unique(major)
+        return self._task_groups(to_read, n_major), order, minor_key, n_minor if minor_key is None else len(minor)
+
     def _task(self, group: range | np.ndarray, minor_key: Any) -> tuple:
         """The task reading one group of major positions (increasing)."""
         if isinstance(group, range):
@@ -143,13 +149,10 @@ class SparseSpec(ElementSpec):
         minibatch, a few cells); ``None`` otherwise (use :meth:`select_graph`). Saves the scheduler's
         round trip through a worker thread.
         """
-        major, minor = (rows, cols) if self.major_axis == 0 else (cols, rows)
-        n_major, n_minor = self.shape[self.major_axis], self.shape[1 - self.major_axis]
-        to_read, order = sorted_unique(major)
-        groups = self._task_groups(to_read, n_major)
+        groups, order, minor_key, _ = self._plan(rows, cols)
         if len(groups) != 1:
             return None
-        function, *args = self._task(groups[0], None if is_full(minor, n_minor) else as_slice_or_array(minor))
+        function, *args = self._task(groups[0], minor_key)
         chunk = function(*args)
         if order is not None:
             chunk = chunk[order] if self.major_axis == 0 else chunk[:, order]

@@ -121,8 +121,9 @@ def write_dense(group: Any, name: str, array: Any, reserve: Reserve | None = Non
 
 def _receive_blocks(client: Any, array: Any, target: Any, bar: progress.JobProgress | None) -> None:
     """Fill an HDF5 ``target`` from ``array``'s blocks computed on ``client``'s workers."""
-    regions = itertools.product(*(zip(np.cumsum((0, *c[:-1])), np.cumsum(c), strict=True) for c in array.chunks))
-    keys = [tuple(slice(int(a), int(b)) for a, b in region) for region in regions]
+    from dask.array.core import slices_from_chunks
+
+    keys = slices_from_chunks(array.chunks)  # in the order of to_delayed()'s blocks
 
     def write(block: Any, key: tuple[slice, ...]) -> None:
         target[key] = block
