@@ -33,16 +33,18 @@ def _forget_dask_threads_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_dask_threads_after_fork)
 
 
-def current_client() -> Any:
-    """The ``distributed.Client`` dask computes on now, or ``None`` (none, or a local scheduler chosen
-    with ``dask.config.set(scheduler=...)``), or ``None`` while this process holds an HDF5 file open for
-    writing: HDF5's lock keeps the workers from opening it, and the graphs at hand may read from it.
+def current_client(collection: Any = None) -> Any:
+    """The ``distributed.Client`` dask computes on now, or ``None``: none, a local scheduler chosen with
+    ``dask.config.set(scheduler=...)``, or ``collection``'s graph reads an HDF5 file this process holds
+    open for writing (HDF5's lock keeps the workers from opening it). Without a ``collection``, any HDF5
+    file open for writing in this process counts.
     """
     import dask
 
     from shadows.backends import registry
 
-    if registry.hdf5_open_for_writing():
+    held = registry.hdf5_open_for_writing()
+    if held and (collection is None or not set(held).isdisjoint(files_read_by(collection))):
         return None
     if dask.config.get("scheduler", None) not in (None, "dask.distributed", "distributed"):
         return None
@@ -54,6 +56,38 @@ def current_client() -> Any:
         return default_client()
     except ValueError:  # no client
         return None
+
+
+def files_read_by(collection: Any) -> set[str]:
+    """The paths of the files whose :class:`~shadows.backends.fileref.FileRef` the tasks of
+    ``collection``'s graph carry.
+
+    Found by pickling the graph into nothing and noting every reference met on the way: a graph's
+    tasks are dask's own (versioned) objects holding shadows' specs, and pickling is the one traversal
+    that reaches everything a worker would receive, whatever their layout. Buffers (numpy arrays in the
+    graph) are passed out of band, so they are not copied.
+    """
+    import contextlib
+    import io
+    import pickle
+
+    import cloudpickle
+
+    from shadows.backends.fileref import FileRef
+
+    paths: set[str] = set()
+
+    class _Noting(cloudpickle.Pickler):
+        def persistent_id(self, obj: Any) -> Any:
+            if isinstance(obj, FileRef):
+                paths.add(obj.path)
+            return None
+
+    graph = dict(collection.__dask_graph__())
+    # a graph that does not pickle fails on the cluster with its own error: what was noted is the answer
+    with contextlib.suppress(Exception):
+        _Noting(io.BytesIO(), protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=lambda _: None).dump(graph)
+    return paths
 
 
 def compute_on(client: Any, collection: Any, show_progress: bool) -> Any:

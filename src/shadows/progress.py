@@ -179,7 +179,7 @@ def compute(collection: Any) -> Any:
     """
     from shadows.cluster import compute_on, current_client
 
-    client = current_client() if _READING is not None else None
+    client = current_client(collection) if _READING is not None else None
     if client is None:
         return collection.compute()
     return compute_on(client, collection, show_progress=True)

@@ -107,7 +107,7 @@ def write_dense(group: Any, name: str, array: Any, reserve: Reserve | None = Non
         reserve(int(array.nbytes))
     target = _create_array(group, name, array.shape, array.dtype, tuple(c[0] for c in array.chunks))
     bar = progress.current()
-    client = current_client() if cluster else None
+    client = current_client(array) if cluster else None
     if client is not None and not is_hdf5(group):
         # each task writes its own block, which is one storage chunk: no two tasks share a chunk
         compute_on(client, da.store(array, target, lock=False, compute=False), show_progress=bar is not None)
@@ -222,7 +222,7 @@ def write_sparse(group: Any, name: str, array: Any, reserve: Reserve | None = No
     axis = 1 if fmt == "csc" else 0
     # whole rows (CSR) or whole columns (CSC) per block: each block owns one contiguous region
     array = array.rechunk({1 - axis: -1})
-    client = current_client() if cluster else None
+    client = current_client(array) if cluster else None
     on_cluster = client is not None and not is_hdf5(group)
     scheduler = client if client is not None else _scheduler_for(group)
     counts = array.map_blocks(_block_nnz, dtype=np.int64, chunks=tuple((1,) * len(c) for c in array.chunks),
