@@ -82,11 +82,6 @@ class KnownEscape:
 
 
 KNOWN_ESCAPES = [
-    KnownEscape("zarr2", r"-zarr-chunk:[^:]+:(cut|flipped)$", always=False, reason=(
-        "numcodecs' Blosc decoder trusts the sizes in a chunk's header: a truncated or bit-flipped chunk is "
-        "decompressed past its end without an error (zarr, anndata and a shadow return whatever memory lies "
-        "there, two reads differ) or crashes the process (a segfault, seen once with zarr 3.4). Catching it "
-        "needs each chunk's Blosc header checked against the chunk's length inside zarr's codec pipeline")),
     KnownEscape("h5mu", r"-values:(obsm|varm)/(rna|prot):huge value$", reason=(
         "mudata rebuilds the modality masks obsm/varm[<modality>] from the modalities' names when it reads a "
         "file (MuData.update), whatever the file stores; a shadow returns the stored mask")),

@@ -213,6 +213,31 @@ def _corrupted_chunk(path: Path, fmt: str) -> Path:
     return path
 
 
+def _blosc_chunk(damage: Callable[[bytes], bytes]) -> Callable[[Path, str], Path]:
+    """obsm/X_pca stored with Blosc (Zarr v2's default; chosen for v3), one of its chunks damaged."""
+    def breaker(path: Path, fmt: str) -> Path:
+        import numcodecs
+        from zarr.codecs import BloscCodec
+
+        _valid(path, fmt)
+        group = _zarr_group(path)
+        values, attrs = np.asarray(group["obsm/X_pca"][...]), dict(group["obsm/X_pca"].attrs)
+        del group["obsm/X_pca"]
+        compressors = BloscCodec() if fmt == "zarr3" else numcodecs.Blosc()
+        array = group["obsm"].create_array("X_pca", data=values, chunks=(20, 5), compressors=compressors)
+        array.attrs.update(attrs)
+        drop_consolidated(path)
+        chunk = sorted(p for p in (path / "obsm" / "X_pca").rglob("*") if p.is_file() and p.name[0].isdigit())[0]
+        chunk.write_bytes(damage(chunk.read_bytes()))
+        return path
+    return breaker
+
+
+def _claiming_4_gib(chunk: bytes) -> bytes:
+    """The Blosc header's decompressed size set to 4 GiB - 1."""
+    return chunk[:4] + (2**32 - 1).to_bytes(4, "little") + chunk[8:]
+
+
 def _mudata_without_modality(path: Path, fmt: str) -> Path:
     mudata = pytest.importorskip("mudata")
     mdata = mudata.MuData({"rna": make_adata(), "atac": make_adata(seed=1)})
@@ -250,6 +275,11 @@ CORPUS = [
     Case("obsm_wrong_rows", ALL, _replace("obsm/X_pca", np.ones((59, 5))), "obsm/X_pca", ValueError,
          access="s.obsm['X_pca']"),
     Case("corrupted_chunk", ZARR, _corrupted_chunk, "X/data", OSError),
+    # c-blosc trusts its header: cut short, a chunk would be decompressed past its end (garbage or a crash)
+    Case("blosc_chunk_cut", ZARR, _blosc_chunk(lambda b: b[: len(b) // 2]), "obsm/X_pca", OSError,
+         access="s.obsm['X_pca']"),
+    Case("blosc_chunk_claiming_4_gib", ZARR, _blosc_chunk(_claiming_4_gib), "obsm/X_pca", OSError,
+         access="s.obsm['X_pca']"),
     # mod-order names a modality mod/ does not hold: refused on open (mudata would silently drop it)
     Case("missing_modality", ALL, _mudata_without_modality, "mod", ValueError, access="s.mod['atac'].X",
          kind="mudata"),

@@ -63,18 +63,26 @@ def _open_error(path: str, mode: str, error: OSError) -> Exception:
 
 
 def open_zarr(path: str, mode: str = "r", storage_options: Mapping[str, Any] | None = None, element: str = ""):
-    """Open a Zarr group (format 2 or 3, consolidated metadata used when present), local or at a URL.
+    """Open a Zarr group (format 2 or 3, consolidated metadata used when present), local or at a URL,
+    its Blosc-compressed chunks checked before they are decoded (:mod:`shadows.backends.checked_chunks`).
 
     ``element`` names, in errors, what the opening is for.
     """
     import zarr
+    from zarr.storage import LocalStore
 
     from shadows.backends import remote
+    from shadows.backends.checked_chunks import ChunkCheckingStore
 
     if remote.is_url(path):
         with remote.network_errors(path, element):
-            return zarr.open_group(remote.zarr_store(path, storage_options, read_only=mode == "r"), mode=mode)
-    return zarr.open_group(path, mode=mode)
+            store = ChunkCheckingStore(remote.zarr_store(path, storage_options, read_only=mode == "r"))
+            root = zarr.open_group(store, mode=mode)
+    else:
+        store = ChunkCheckingStore(LocalStore(path, read_only=mode == "r"))
+        root = zarr.open_group(store, mode=mode)
+    store.describe(root)
+    return root
 
 
 def open_file(path: str, format: str, mode: str = "r", storage_options: Mapping[str, Any] | None = None,
