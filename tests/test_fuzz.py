@@ -82,9 +82,6 @@ class KnownEscape:
 
 
 KNOWN_ESCAPES = [
-    KnownEscape("h5mu", r"-values:(obsm|varm)/(rna|prot):huge value$", reason=(
-        "mudata rebuilds the modality masks obsm/varm[<modality>] from the modalities' names when it reads a "
-        "file (MuData.update), whatever the file stores; a shadow returns the stored mask")),
     KnownEscape("h5ad", r"-values:[^:]+:as strings$", always=False, anndata="0.13", reason=(
         "anndata 0.13 reads an HDF5 variable-length string dataset labelled encoding-type 'array' as bytes, "
         "a shadow as str (a fidelity question of dense reads, issue #15 point 1, not a damaged-file one)")),

@@ -531,3 +531,32 @@ def test_a_mod_order_naming_a_missing_modality_is_refused_on_open(tmp_path):
     with pytest.raises(MalformedElementError, match=r"damaged.h5mu: element 'mod': its 'mod-order' names "
                                                     r"modalities that are not stored: rna, atac"):
         MuDataShadow(path)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_modality_masks_are_what_mudata_makes_of_the_maps(tmp_path, fmt):
+    """mudata recomputes obsm/varm[<modality>] from the maps when it reads a file, whatever mask is
+    stored: a shadow (numpy, dask, xarray, and a view) gives the same, not a damaged stored mask.
+    """
+    suffix = ".h5mu" if fmt == "h5mu" else ".zarr"
+    path = write_mudata(make_mudata("shared_obs"), tmp_path / f"masks{suffix}", fmt)
+    if fmt == "h5mu":
+        import h5py
+
+        with h5py.File(path, "r+") as file:
+            file["obsm/atac"][...] = ~file["obsm/atac"][...]  # every cell flipped
+    else:
+        group = zarr.open_group(path, mode="r+", use_consolidated=False)
+        group["obsm/atac"][...] = ~np.asarray(group["obsm/atac"][...])
+        zarr.consolidate_metadata(path)
+    expected = read_mudata(path)
+    assert expected.obsm["atac"].sum() == 40  # what mudata computes: atac holds 40 of the 60 cells
+    shadow = MuDataShadow(path)
+    assert_value_equal(shadow.obsm["atac"], expected.obsm["atac"], "obsm/atac")
+    assert_value_equal(shadow.varm["rna"], expected.varm["rna"], "varm/rna")
+    assert_value_equal(MuDataShadow(path, array_backend="dask").obsm["atac"].compute(), expected.obsm["atac"],
+                       "dask obsm/atac")
+    labelled = MuDataShadow(path, array_backend="xarray").obsm["atac"]
+    assert labelled.dims == ("obs", "atac")
+    assert_value_equal(np.asarray(labelled), expected.obsm["atac"], "xarray obsm/atac")
+    assert_value_equal(shadow[10:30].obsm["atac"], expected[10:30].obsm["atac"], "view obsm/atac")

@@ -84,6 +84,12 @@ def relabel_positions(values: Any) -> Any:
     return (present.cumsum(axis=0) * present).astype(values.dtype)
 
 
+def _mask_of(mapping: Any) -> Any:
+    """A modality's mask from its obsmap/varmap entry (numpy or dask), shaped as mudata's: one column."""
+    present = mapping > 0
+    return present.reshape(-1, 1) if present.ndim == 1 else present
+
+
 class MuDataShadow(ShadowBase, _MuDataBase):
     """A MuData backed by an ``.h5mu`` file or a MuData Zarr store, reading only what is asked for.
 
@@ -239,6 +245,34 @@ class MuDataShadow(ShadowBase, _MuDataBase):
     X = property(lambda self: None, doc="None: a MuData has no X of its own.")
     layers = property(lambda self: None, doc="None: a MuData has no layers of its own.")
     raw = property(lambda self: None, doc="None: a MuData has no raw of its own.")
+
+    # -- modality masks: what mudata makes of them on reading -----------------------------------
+
+    def _mask_source(self, rel: str) -> str | None:
+        """For a stored modality mask (``obsm/<modality>``, ``varm/<modality>``), the stored map it is
+        computed from, as mudata computes it on reading (``obsmap[mod] > 0``, whatever mask the file
+        holds); ``None`` for every other element.
+        """
+        slot, _, key = rel.partition("/")
+        if slot not in ("obsm", "varm") or key not in self._layout.mod_names:
+            return None
+        source = f"{slot[:3]}map/{key}"
+        return source if self._layout.has(source) and not self._is_changed(source) else None
+
+    def _graph(self, rel: str) -> Any:
+        source = self._mask_source(rel)
+        return super()._graph(rel) if source is None else _mask_of(super()._graph(source))
+
+    def _materialize(self, rel: str) -> Any:
+        source = self._mask_source(rel)
+        return super()._materialize(rel) if source is None else _mask_of(np.asarray(super()._materialize(source)))
+
+    def _lazy(self, rel: str, backend: Any) -> Any:
+        source = self._mask_source(rel)
+        if source is None or backend.name != "xarray":
+            return super()._lazy(rel, backend)
+        # dims as for any obsm/varm entry: the axis, then one named after the key
+        return (super()._lazy(source, backend) > 0).expand_dims({rel.split("/", 1)[1]: 1}, axis=1)
 
     # -- what MuData's views change besides slicing ----------------------------------------------
 
