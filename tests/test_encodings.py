@@ -331,3 +331,51 @@ def test_mudata_matrix_reads_as_mudata_reads_it(mu_matrix_files, fmt, capsys):
     assert main(["info", str(path)]) == 0 and main(["info", "--json", str(path)]) == 0
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err and "mod/enc/obsm/U" in out
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_written_by_other_tools_one_dimensional_obsm_and_text_labelled_array(tmp_path, fmt):
+    """What other writers put in files: a one-dimensional obsm/varm array (anndata reads it as a column)
+    and, in HDF5, variable-length strings labelled ``array`` (anndata reads them as bytes, as h5py gives
+    them): a shadow, a view of it and an assignment give what anndata gives.
+    """
+    import h5py
+    import pandas as pd
+    import zarr
+
+    from conftest import make_adata
+
+    adata = make_adata()
+    adata.uns["frame"] = pd.DataFrame({"v": [1, 2, 3]}, index=["a", "b", "c"])
+    path = write(adata, tmp_path / f"other{suffix(fmt)}", fmt)
+    text = np.array([f"s{i}" for i in range(60)], dtype=object)
+    if fmt == "h5ad":
+        with h5py.File(path, "r+") as file:
+            file["obsm/one"] = np.arange(60.0)
+            file["varm/one"] = np.arange(15, dtype=np.int32)
+            file.create_dataset("obsm/text", data=text, dtype=h5py.string_dtype())
+            del file["uns/frame/_index"]
+            file.create_dataset("uns/frame/_index", data=np.array(["a", "b", "c"], dtype=object),
+                                dtype=h5py.string_dtype())
+            for name in ("obsm/one", "varm/one", "obsm/text", "uns/frame/_index"):
+                file[name].attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
+    else:
+        group = zarr.open_group(path, mode="r+", use_consolidated=False)
+        for name, values in (("obsm/one", np.arange(60.0)), ("varm/one", np.arange(15, dtype=np.int32))):
+            parent, key = name.split("/")
+            group[parent].create_array(key, data=values).attrs.update(
+                {"encoding-type": "array", "encoding-version": "0.2.0"})
+        drop_consolidated(path)
+    expected = read_oracle(path)
+    assert expected.obsm["one"].shape == (60, 1)
+    shadow = AnnDataShadow(path)
+    assert_shadow_matches(shadow, expected)
+    assert_shadow_matches(shadow[5:25], expected[5:25])
+    lazy = AnnDataShadow(path, array_backend="dask")
+    if fmt == "h5ad":
+        assert_value_equal(lazy.obsm["text"].compute(), expected.obsm["text"].reshape(-1), "dask obsm/text")
+        assert isinstance(shadow.uns["frame"].index[0], bytes)
+    shadow.obsm["assigned"] = np.arange(60)
+    memory = expected.copy()
+    memory.obsm["assigned"] = np.arange(60)
+    assert shadow.obsm["assigned"].shape == memory.obsm["assigned"].shape == (60, 1)

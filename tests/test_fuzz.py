@@ -81,11 +81,8 @@ class KnownEscape:
                 and version("anndata").startswith(self.anndata))
 
 
-KNOWN_ESCAPES = [
-    KnownEscape("h5ad", r"-values:[^:]+:as strings$", always=False, anndata="0.13", reason=(
-        "anndata 0.13 reads an HDF5 variable-length string dataset labelled encoding-type 'array' as bytes, "
-        "a shadow as str (a fidelity question of dense reads, issue #15 point 1, not a damaged-file one)")),
-]
+#: None escape now; an escape that cannot be handled yet is listed here with the reason.
+KNOWN_ESCAPES: list[KnownEscape] = []
 
 
 # --------------------------------------------------------------------------------------------------------

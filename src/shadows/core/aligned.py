@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from shadows.cache import marker
 from shadows.errors import MissingElementError, element_message
 from shadows.indexing.apply import ALIGNED_SLOT_AXES
@@ -19,9 +21,17 @@ if TYPE_CHECKING:
     from shadows.core.interface import ShadowLike
 
 
+def as_slot_value(rel: str, value: Any) -> Any:
+    """``value`` as anndata keeps it at ``rel``: a one-dimensional numpy array in obsm or varm becomes a
+    column (anndata reshapes it on assignment and on reading); everything else as it is.
+    """
+    if rel.split("/", 1)[0] in ("obsm", "varm") and isinstance(value, np.ndarray) and value.ndim == 1:
+        return value.reshape(-1, 1)
+    return value
+
+
 def _x_is_a_layer() -> bool:
     import anndata
-    import numpy as np
 
     return None in anndata.AnnData(X=np.zeros((1, 1), dtype=np.float32)).layers
 
@@ -102,6 +112,7 @@ class ElementMapping(MutableMapping):
         if key is None and self.slot == "layers":
             self._shadow.X = value  # anndata >= 0.13 sets X as layers[None]
             return
+        value = as_slot_value(self._path(key), value)
         self._check(key, value)
         self._shadow._detach()  # a view assigned to becomes a shadow of its own (as AnnData views do)
         self._shadow._state.change(self._path(key), value)
@@ -127,6 +138,7 @@ class ElementMapping(MutableMapping):
         values = dict(values or {})
         has_x = self.slot == "layers" and None in values  # anndata >= 0.13 passes X as layers[None]
         x = values.pop(None, None)
+        values = {key: as_slot_value(self._path(key), value) for key, value in values.items()}
         for key, value in values.items():
             self._check(key, value)
         if has_x:

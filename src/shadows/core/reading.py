@@ -14,7 +14,7 @@ import pandas as pd
 
 from shadows import convert, progress
 from shadows.backends import nodes
-from shadows.core.aligned import UnsMapping
+from shadows.core.aligned import UnsMapping, as_slot_value
 from shadows.core.frames import tracked, with_columns
 from shadows.core.references import VECTORS_ARE_PANDAS_ARRAYS
 from shadows.core.state import NOTHING
@@ -67,6 +67,7 @@ class ElementReading:
             value = materialize_selection(spec, selection_for(rel, spec, self._view))
         if self._view is not None:
             value = self._view_value(rel, spec, value)
+        value = as_slot_value(rel, value)
         if rel in FRAMES:
             names = self._changed_value(self._index_rel(rel))
             if names is not NOTHING:

@@ -111,6 +111,8 @@ class DenseSpec(ElementSpec):
         etype = attrs.get("encoding-type")
         if etype == "array" and nodes.stored_dtype(node).kind == "S":
             dtype = nodes.stored_dtype(node)  # fixed-length bytes: anndata reads them as bytes, not text
+        elif etype == "array" and nodes.is_hdf5(node) and nodes.is_string_dtype(node):
+            extra["bytes_text"] = True  # HDF5 variable-length strings labelled "array": anndata gives bytes
         elif etype in ("array", "string-array") and not nodes.is_hdf5(node) and nodes.is_string_dtype(node):
             extra["zarr_text"] = True  # anndata reads Zarr text as zarr does: see value_dtype
         return cls(ref, path, encoding, tuple(node.shape), dtype, extra=extra)
@@ -125,8 +127,14 @@ class DenseSpec(ElementSpec):
         return nodes.stored_dtype(self.node()) if self.extra.get("zarr_text") else self.dtype
 
     def _decode(self) -> bool:
-        """Whether reads decode text to ``str`` objects (fixed-length bytes and Zarr text stay as stored)."""
-        return self.dtype.kind != "S" and not self.extra.get("zarr_text")
+        """Whether reads decode text to ``str`` objects (fixed-length bytes, Zarr text and HDF5 text
+        labelled ``array`` stay as stored).
+        """
+        return self._decode_rows() and not self.extra.get("zarr_text")
+
+    def _decode_rows(self) -> bool:
+        """Whether reads of rows (a data frame's column) decode text to ``str`` objects: Zarr text too."""
+        return self.dtype.kind != "S" and not self.extra.get("bytes_text")
 
     def nbytes(self, shape: tuple[int, ...] | None = None) -> int:
         """Bytes of the array (or of ``shape`` of it) in memory (strings counted as pointers)."""
@@ -192,7 +200,7 @@ class DenseSpec(ElementSpec):
         if len(self.shape):
             n = len(range(*rows.indices(self.shape[0]))) if isinstance(rows, slice) else len(rows)
             self.require_memory((n, *self.shape[1:]))
-        node, decode = self.node(), self.dtype.kind != "S"  # text as str objects (a frame's column)
+        node, decode = self.node(), self._decode_rows()
         if isinstance(rows, slice) or len(self.shape) == 0:
             return nodes.read(node, rows if len(self.shape) else (), decode)
         return nodes.read(node, np.asarray(rows), decode)
