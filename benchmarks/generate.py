@@ -2,6 +2,10 @@
 
 100,000 cells × 20,000 genes by default, CSR float32 with about ``nnz_per_cell`` non-zeros per cell,
 obs (categoricals, numbers, strings), var, obsm X_pca (50) and X_umap, varm PCs, obsp connectivities.
+
+A file larger than memory (:func:`ensure_streamed`) is written in bounded memory instead: anndata writes
+everything but X (obs, var, obsm X_umap), X is appended to the h5ad in blocks of rows through h5py, and the
+Zarr store is the h5ad exported by shadows (``write_zarr``, streamed).
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 
-def random_csr(n_obs: int, n_vars: int, nnz_per_cell: int, rng: np.random.Generator) -> sp.csr_matrix:
+def random_csr(n_obs: int, n_vars: int, nnz_per_cell: int, rng: np.random.Generator,
+               block: int = 10_000) -> sp.csr_matrix:
     """Rows with about ``nnz_per_cell`` sorted unique column indices (random gaps), float32 counts."""
     mean_gap = max(n_vars / max(nnz_per_cell, 1), 1.0)
-    block = 10_000
     indptr, indices = [np.zeros(1, dtype=np.int64)], []
     for start in range(0, n_obs, block):
         rows = min(block, n_obs - start)
@@ -84,3 +88,60 @@ def ensure(folder: Path, n_obs: int, n_vars: int, nnz_per_cell: int) -> tuple[Pa
     if h5ad.exists() and zarr_path.exists():
         return h5ad, zarr_path
     return write_both(make(n_obs, n_vars, nnz_per_cell), stem)
+
+
+def ensure_streamed(folder: Path, n_obs: int, n_vars: int, nnz_per_cell: int,
+                    block: int = 20_000) -> tuple[Path, Path]:
+    """Generate a file pair too large to build in memory (see the module's docstring): about
+    ``8 * n_obs * nnz_per_cell`` bytes of X, written ``block`` rows at a time (one block in memory).
+    """
+    import time
+
+    import h5py
+
+    from shadows import AnnDataShadow
+
+    stem = folder / f"streamed_{n_obs}x{n_vars}_{nnz_per_cell}"
+    h5ad, zarr_path = stem.with_suffix(".h5ad"), stem.with_suffix(".zarr")
+    folder.mkdir(parents=True, exist_ok=True)
+    if not h5ad.exists():
+        partial = h5ad.with_suffix(".partial.h5ad")
+        rng = np.random.default_rng(0)
+        obs = pd.DataFrame({"cell_type": pd.Categorical(rng.choice([f"type_{i}" for i in range(30)], n_obs)),
+                            "n_counts": rng.gamma(2.0, 1000.0, n_obs).astype(np.float32)},
+                           index=pd.Index([f"cell{i}" for i in range(n_obs)]))
+        var = pd.DataFrame({"gene_ids": [f"ENSG{i:08d}" for i in range(n_vars)]},
+                           index=[f"gene{i}" for i in range(n_vars)])
+        skeleton = ad.AnnData(obs=obs, var=var, obsm={"X_umap": rng.normal(size=(n_obs, 2)).astype(np.float32)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            skeleton.write_h5ad(partial)
+        del skeleton, obs
+        start = time.perf_counter()
+        with h5py.File(partial, "r+") as file:
+            group = file.create_group("X")
+            group.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": (n_obs, n_vars)})
+            data = group.create_dataset("data", (0,), np.float32, maxshape=(None,), chunks=(2**18,))
+            indices = group.create_dataset("indices", (0,), np.int32, maxshape=(None,), chunks=(2**18,))
+            indptr = group.create_dataset("indptr", (n_obs + 1,), np.int64)
+            indptr[0] = 0
+            nnz = 0
+            for first in range(0, n_obs, block):
+                rows = random_csr(min(block, n_obs - first), n_vars, nnz_per_cell,
+                                  np.random.default_rng([1, first]), block=block)
+                stop = nnz + rows.nnz
+                for dataset, values in ((data, rows.data), (indices, rows.indices)):
+                    dataset.resize((stop,))
+                    dataset[nnz:stop] = values
+                indptr[first + 1:first + rows.shape[0] + 1] = rows.indptr[1:].astype(np.int64) + nnz
+                nnz = stop
+        partial.rename(h5ad)
+        print(f"wrote {h5ad} ({h5ad.stat().st_size / 1e9:.1f} GB, {nnz:,} non-zeros) in "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
+    if not zarr_path.exists():
+        start = time.perf_counter()
+        AnnDataShadow(h5ad, array_backend="dask").write_zarr(zarr_path)
+        size = sum(p.stat().st_size for p in zarr_path.rglob("*") if p.is_file())
+        print(f"exported {zarr_path} ({size / 1e9:.1f} GB) with shadows in {time.perf_counter() - start:.0f} s",
+              flush=True)
+    return h5ad, zarr_path

@@ -179,6 +179,16 @@ def export_view(tool: str, path: str):
     return open_any("full", path)[ROWS10].write_h5ad(out)
 
 
+def export_view_zarr(tool: str, path: str):
+    """A 10 % random-row view written to a new Zarr store."""
+    out = str(SCRATCH.with_suffix(".zarr"))
+    if tool == "shadows":
+        return AnnDataShadow(path, array_backend="dask")[ROWS10].write_zarr(out)
+    if tool == "read_lazy":
+        return ad.experimental.read_lazy(path)[ROWS10].write_zarr(out)
+    return open_any("full", path)[ROWS10].write_zarr(out)
+
+
 def pipeline(tool: str, path: str):
     """scanpy from counts: normalize_total → log1p → highly_variable_genes → pca (of the HVGs), in place;
     shadows with the dask backend, anndata fully read. Writes the HVG mask and PCA variance ratios next
@@ -273,7 +283,8 @@ ROWS = np.empty(0, dtype=np.int64)
 ROWS10 = np.empty(0, dtype=np.int64)
 SCRATCH = Path()
 WORKLOADS = {"open_repr": open_repr, "rows_1pct": rows_1pct, "gene_column": gene_column, "gene_sums": gene_sums,
-             "write_layer": write_layer, "export_view": export_view, "pipeline": pipeline, "minibatch": minibatch,
+             "write_layer": write_layer, "export_view": export_view, "export_view_zarr": export_view_zarr,
+             "pipeline": pipeline, "minibatch": minibatch,
              "minibatch_blocks": minibatch_blocks, "cluster_write": cluster_write}
 
 

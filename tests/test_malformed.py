@@ -386,3 +386,39 @@ def test_slots_and_raw_that_contradict_their_parts_are_refused(fmt, tmp_path):
     path = _set_attr("raw/X", "shape", [60, 15])(tmp_path / f"b{suffix(fmt)}", fmt)
     with pytest.raises(MalformedElementError, match=r"element 'raw/X'.*\(60, 12\)"):
         _ = AnnDataShadow(path).raw.X
+
+
+@pytest.mark.parametrize("fmt", ZARR)
+def test_an_array_zarr_cannot_parse_leaves_the_rest_of_a_consolidated_store_readable(tmp_path, fmt):
+    """zarr refuses a whole consolidated store when one array's metadata names a data type it does not know
+    (a newer zarr's, as zarr 3.4's ``struct`` for zarr 3.1): the other elements read all the same, the bad
+    one is refused by name, and ``shadows info`` lists it as unreadable with the reason.
+    """
+    import zarr
+
+    from shadows import AnnDataShadow, MalformedElementError
+    from shadows.cli import info_data, info_text
+
+    path = _valid(tmp_path / f"newer{suffix(fmt)}", fmt)
+    group = _zarr_group(path)
+    group["uns"].create_array("future", data=np.arange(3)).attrs.update(
+        {"encoding-type": "array", "encoding-version": "0.2.0"})
+    zarr.consolidate_metadata(path)
+    key, unknown = ("dtype", "<q9") if fmt == "zarr2" else ("data_type", "no_such_type")
+    meta_file = path / "uns" / "future" / (".zarray" if fmt == "zarr2" else "zarr.json")
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), key: unknown}))
+    root_file = path / (".zmetadata" if fmt == "zarr2" else "zarr.json")
+    root = json.loads(root_file.read_text())
+    entries = root["metadata"] if fmt == "zarr2" else root["consolidated_metadata"]["metadata"]
+    entries["uns/future/.zarray" if fmt == "zarr2" else "uns/future"][key] = unknown
+    root_file.write_text(json.dumps(root))
+    shadow = AnnDataShadow(path)
+    expected = ad.read_h5ad(_valid(tmp_path / "same.h5ad", "h5ad"))
+    np.testing.assert_array_equal(shadow.X.toarray(), expected.X.toarray())
+    assert shadow.obs.equals(expected.obs)
+    with pytest.raises(MalformedElementError, match=r"element 'uns/future'.*zarr"):
+        shadow.uns["future"]
+    listed = {e["path"]: e for e in info_data(str(path))["elements"]}
+    assert listed["uns/future"]["encoding"] == "unreadable" and "uns/future" in listed["uns/future"]["problem"]
+    assert listed["X"]["encoding"].startswith("csr_matrix")
+    assert "uns/future" in info_text(str(path)).rsplit("\n\n", 1)[-1]

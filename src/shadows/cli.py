@@ -88,7 +88,8 @@ def info_data(path: str, format: str | None = None, allow_external: bool = False
             "axis": described.axis, "modalities": list(described.modalities), "repr": repr(shadow),
             "elements": [{"path": e.path, "shape": None if e.shape is None else list(e.shape),
                           "dtype": _dtype_text(e.dtype), "encoding": e.encoding, "chunks": e.chunks,
-                          "bytes_on_disk": e.nbytes} for e in shadow.stored_elements()],
+                          "bytes_on_disk": e.nbytes, **({"problem": e.problem} if e.problem else {})}
+                         for e in shadow.stored_elements()],
         }
     finally:
         shadow.close()
@@ -108,7 +109,8 @@ def info_text(path: str, format: str | None = None, allow_external: bool = False
     rows = _fit(rows, width)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-    return f"{data['path']}\n{_wrapped(data['repr'], width)}\n\n{table}"
+    problems = "".join(f"\n\n{_wrapped(e['problem'], width)}" for e in data["elements"] if e.get("problem"))
+    return f"{data['path']}\n{_wrapped(data['repr'], width)}\n\n{table}{problems}"
 
 
 def _storage_option(text: str) -> tuple[str, Any]:

@@ -62,13 +62,28 @@ def _open_error(path: str, mode: str, error: OSError) -> Exception:
     return UnreadableDataError(f"{path}: HDF5 cannot open this file: {error}")
 
 
+def _open_root(store: Any, mode: str) -> Any:
+    """The root group of ``store``; without its consolidated metadata when zarr refuses that as a whole
+    (one array's metadata zarr cannot parse, a data type of a newer zarr: zarr then rejects every node),
+    so that the other elements read and the bad one fails alone, named, when it is read.
+    """
+    import zarr
+
+    try:
+        return zarr.open_group(store, mode=mode)
+    except (ValueError, TypeError, KeyError) as error:
+        try:
+            return zarr.open_group(store, mode=mode, use_consolidated=False)
+        except Exception:
+            raise error from None
+
+
 def open_zarr(path: str, mode: str = "r", storage_options: Mapping[str, Any] | None = None, element: str = ""):
     """Open a Zarr group (format 2 or 3, consolidated metadata used when present), local or at a URL,
     its Blosc-compressed chunks checked before they are decoded (:mod:`shadows.backends.checked_chunks`).
 
     ``element`` names, in errors, what the opening is for.
     """
-    import zarr
     from zarr.storage import LocalStore
 
     from shadows.backends import remote
@@ -77,10 +92,10 @@ def open_zarr(path: str, mode: str = "r", storage_options: Mapping[str, Any] | N
     if remote.is_url(path):
         with remote.network_errors(path, element):
             store = ChunkCheckingStore(remote.zarr_store(path, storage_options, read_only=mode == "r"))
-            root = zarr.open_group(store, mode=mode)
+            root = _open_root(store, mode)
     else:
         store = ChunkCheckingStore(LocalStore(path, read_only=mode == "r"))
-        root = zarr.open_group(store, mode=mode)
+        root = _open_root(store, mode)
     store.describe(root)
     return root
 

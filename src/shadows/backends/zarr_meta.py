@@ -203,6 +203,11 @@ class ZarrMetadata:
             check_array_metadata(meta)
         except Exception as error:
             what = f"its Zarr metadata is invalid: {type(error).__name__}: {error}"
+            if "data type" in str(error).lower():
+                from importlib.metadata import version
+
+                what += (f" (a data type this zarr, {version('zarr')}, does not know: if a newer zarr wrote the "
+                         "store, upgrade zarr to read this element)")
             raise MalformedElementError(element_message(self.display, path or "/", what)) from error
         self._valid.add(path)
 

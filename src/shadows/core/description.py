@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shadows.cache import marker
+from shadows.errors import ExternalDataError, ShadowsError
 from shadows.indexing.apply import element_axes
 
 if TYPE_CHECKING:
@@ -141,6 +142,7 @@ class StoredElement:
     encoding: str
     chunks: str | None
     nbytes: int  # bytes on disk
+    problem: str | None = None  # why the element cannot be read (its ShadowsError), listed all the same
 
 
 # -- building descriptions (the shadow's internals are read here, and only here, for the edges) ----------
@@ -194,8 +196,14 @@ def stored_elements(shadow: ShadowLike, prefix: str = "") -> list[StoredElement]
     """Every stored element of the file's group (uns walked recursively, raw, a MuData's modalities)."""
     out = []
     for rel in _stored_paths(shadow):
-        spec = shadow._layout.spec(rel)
-        info = spec.info()
+        try:
+            spec = shadow._layout.spec(rel)
+            info = spec.info()
+        except ExternalDataError:  # a refusal to follow data out of the file is the user's to lift: loud
+            raise
+        except ShadowsError as error:  # listed with its reason: the other elements still describe the file
+            out.append(StoredElement(prefix + rel, None, None, "unreadable", None, 0, problem=str(error)))
+            continue
         out.append(StoredElement(prefix + rel, tuple(info["shape"]) if info["shape"] else None, spec.dtype,
                                  info["encoding"], info["chunks"] or None, info["stored"]))
     for name, modality in (shadow.mod.items() if shadow._KIND == "MuData" else ()):
@@ -213,7 +221,13 @@ def _stored_paths(shadow: ShadowLike) -> list[str]:
     while stack:
         rel = stack.pop()
         paths.append(rel)
-        if layout.spec(rel).kind == "mapping":
+        try:
+            is_mapping = layout.spec(rel).kind == "mapping"
+        except ExternalDataError:
+            raise
+        except ShadowsError:  # listed, then described as unreadable by stored_elements
+            continue
+        if is_mapping:
             stack.extend(f"{rel}/{k}" for k in reversed(layout.children(rel)))
     paths += [rel for rel in ("raw/X", "raw/var") if layout.has(rel)]
     if layout.has("raw/varm"):
@@ -243,7 +257,12 @@ def _view_shape(shadow: ShadowLike, rel: str, shape: tuple[int, ...]) -> tuple[i
 
 
 def _stored(shadow: ShadowLike, slot: str, key: str, rel: str) -> ElementInfo:
-    spec = shadow._layout.spec(rel)
+    try:
+        spec = shadow._layout.spec(rel)
+    except ExternalDataError:
+        raise
+    except ShadowsError:  # shown as unreadable; reading it raises the error that says why
+        return ElementInfo(slot, key, "unreadable", None, None, held=False, detail="unreadable: read it for why")
     dtype = None if spec.kind in ("mapping", "dataframe") or spec.dtype is None else str(spec.dtype)
     return ElementInfo(slot, key, spec.encoding, _view_shape(shadow, rel, tuple(spec.shape)) or None, dtype,
                        held=shadow._is_cached(rel), kind=spec.kind)

@@ -127,14 +127,11 @@ class DenseSpec(ElementSpec):
         return nodes.stored_dtype(self.node()) if self.extra.get("zarr_text") else self.dtype
 
     def _decode(self) -> bool:
-        """Whether reads decode text to ``str`` objects (fixed-length bytes, Zarr text and HDF5 text
-        labelled ``array`` stay as stored).
+        """Whether reads decode text to ``str`` objects: fixed-length bytes, HDF5 text labelled ``array``
+        and Zarr text stay as h5py and zarr give them, as anndata reads them (a data frame's column too:
+        pandas makes of zarr's numpy ``StringDType`` what it makes of it in anndata's frames).
         """
-        return self._decode_rows() and not self.extra.get("zarr_text")
-
-    def _decode_rows(self) -> bool:
-        """Whether reads of rows (a data frame's column) decode text to ``str`` objects: Zarr text too."""
-        return self.dtype.kind != "S" and not self.extra.get("bytes_text")
+        return self.dtype.kind != "S" and not self.extra.get("bytes_text") and not self.extra.get("zarr_text")
 
     def nbytes(self, shape: tuple[int, ...] | None = None) -> int:
         """Bytes of the array (or of ``shape`` of it) in memory (strings counted as pointers)."""
@@ -200,7 +197,7 @@ class DenseSpec(ElementSpec):
         if len(self.shape):
             n = len(range(*rows.indices(self.shape[0]))) if isinstance(rows, slice) else len(rows)
             self.require_memory((n, *self.shape[1:]))
-        node, decode = self.node(), self._decode_rows()
+        node, decode = self.node(), self._decode()
         if isinstance(rows, slice) or len(self.shape) == 0:
             return nodes.read(node, rows if len(self.shape) else (), decode)
         return nodes.read(node, np.asarray(rows), decode)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,22 @@ from shadows.backends import nodes
 from shadows.elements.base import ElementSpec, Rows, array_part, encoding_of
 from shadows.elements.registry import register
 from shadows.errors import MalformedElementError, element_message
+
+
+@functools.cache
+def anndata_string_dtype(na_value: str) -> pd.StringDtype:
+    """The dtype the installed anndata gives a ``nullable-string-array`` whose ``na-value`` attribute is
+    ``na_value``: anndata 0.13 follows the attribute (``"NaN"``: pandas 3's ``str``), anndata 0.12 ignores
+    it and always gives ``pd.StringDtype()`` (``tests/test_encodings.py`` reads both releases' files on
+    both stacks against anndata's own read).
+    """
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    if Version(version("anndata")) < Version("0.13"):
+        return pd.StringDtype()
+    return pd.StringDtype(na_value=np.nan if na_value == "NaN" else pd.NA)
 
 
 @register("group", "nullable-integer", "0.1.0")
@@ -42,8 +59,7 @@ class NullableSpec(ElementSpec):
         elif etype == "nullable-boolean":
             dtype = pd.BooleanDtype()
         else:
-            na_value = np.nan if attrs.get("na-value", "NA") == "NaN" else pd.NA
-            dtype = pd.StringDtype(na_value=na_value)
+            dtype = anndata_string_dtype(str(attrs.get("na-value", "NA")))
         return cls(ref, path, encoding_of(attrs), tuple(values.shape), dtype, extra={"type": etype})
 
     def read_rows(self, rows: Rows):
