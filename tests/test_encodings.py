@@ -421,17 +421,18 @@ def test_files_every_stack_writes_read_as_the_installed_anndata_reads_them(writt
     """
     path = written_file(name)
     if "mudata" in name:
-        mudata = pytest.importorskip("mudata")
+        pytest.importorskip("mudata")
         from helpers import assert_mudata_matches
         from shadows import MuDataShadow
         from test_mudata import read_mudata
 
         assert_mudata_matches(MuDataShadow(path), read_mudata(path))
-        assert isinstance(mudata.MuData, type)
     else:
         try:
             oracle = read_oracle(path)
-        except Exception:  # anndata cannot read the file as a whole here: element by element
+        except ValueError as error:  # zarr 3.1 cannot read zarr 3.4's record arrays: element by element
+            if not (name.startswith("anndata-0.13") and "zarr3" in name and "No Zarr data type" in str(error)):
+                raise
             _matches_anndata_element_by_element(path)
             return
         assert_shadow_matches(AnnDataShadow(path), oracle)

@@ -64,6 +64,7 @@ class Case:
     builtin: type[BaseException]
     access: str = "s.X"  # evaluated with the shadow bound to ``s``
     kind: str = "anndata"
+    says: str = ""  # what the message must also hold (which check caught it)
 
 
 def _valid(path: Path, fmt: str) -> Path:
@@ -213,8 +214,10 @@ def _corrupted_chunk(path: Path, fmt: str) -> Path:
     return path
 
 
-def _blosc_chunk(damage: Callable[[bytes], bytes]) -> Callable[[Path, str], Path]:
-    """obsm/X_pca stored with Blosc (Zarr v2's default; chosen for v3), one of its chunks damaged."""
+def _blosc_chunk(damage: Callable[[bytes], bytes], consolidated: bool = False) -> Callable[[Path, str], Path]:
+    """obsm/X_pca stored with Blosc (Zarr v2's default; chosen for v3), one of its chunks damaged; the
+    store's metadata consolidated or not.
+    """
     def breaker(path: Path, fmt: str) -> Path:
         import numcodecs
         from zarr.codecs import BloscCodec
@@ -226,7 +229,12 @@ def _blosc_chunk(damage: Callable[[bytes], bytes]) -> Callable[[Path, str], Path
         compressors = BloscCodec() if fmt == "zarr3" else numcodecs.Blosc()
         array = group["obsm"].create_array("X_pca", data=values, chunks=(20, 5), compressors=compressors)
         array.attrs.update(attrs)
-        drop_consolidated(path)
+        if consolidated:
+            import zarr
+
+            zarr.consolidate_metadata(path)
+        else:
+            drop_consolidated(path)
         chunk = sorted(p for p in (path / "obsm" / "X_pca").rglob("*") if p.is_file() and p.name[0].isdigit())[0]
         chunk.write_bytes(damage(chunk.read_bytes()))
         return path
@@ -277,9 +285,11 @@ CORPUS = [
     Case("corrupted_chunk", ZARR, _corrupted_chunk, "X/data", OSError),
     # c-blosc trusts its header: cut short, a chunk would be decompressed past its end (garbage or a crash)
     Case("blosc_chunk_cut", ZARR, _blosc_chunk(lambda b: b[: len(b) // 2]), "obsm/X_pca", OSError,
-         access="s.obsm['X_pca']"),
+         access="s.obsm['X_pca']", says="damaged Blosc-compressed chunk"),
+    Case("blosc_chunk_cut_consolidated", ZARR, _blosc_chunk(lambda b: b[: len(b) // 2], consolidated=True),
+         "obsm/X_pca", OSError, access="s.obsm['X_pca']", says="damaged Blosc-compressed chunk"),
     Case("blosc_chunk_claiming_4_gib", ZARR, _blosc_chunk(_claiming_4_gib), "obsm/X_pca", OSError,
-         access="s.obsm['X_pca']"),
+         access="s.obsm['X_pca']", says="damaged Blosc-compressed chunk"),
     # mod-order names a modality mod/ does not hold: refused on open (mudata would silently drop it)
     Case("missing_modality", ALL, _mudata_without_modality, "mod", ValueError, access="s.mod['atac'].X",
          kind="mudata"),
@@ -310,6 +320,7 @@ def test_malformed_input_gets_a_clear_error(case: Case, fmt: str, tmp_path):
     assert name in result["message"], f"the message does not name the file: {detail}"
     if case.element:
         assert f"'{case.element}'" in result["message"], f"the message does not name '{case.element}': {detail}"
+    assert case.says in result["message"], detail
     assert result["open_rss"] <= OPEN_RSS_LIMIT, f"opening added {result['open_rss'] / 2**20:.0f} MiB to the RSS"
 
 

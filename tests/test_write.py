@@ -382,11 +382,13 @@ def test_reading_progress_under_a_client_is_distributed_s(path, tmp_path, capsys
 
     other = AnnDataShadow(write(make_adata(), tmp_path / "other.h5ad", "h5ad"), mode="r+", array_backend="dask")
     cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None)
-    with cluster, distributed.Client(cluster):
-        memory = AnnDataShadow(path)[:30].to_memory(progress=True)
-        assert current_client(other.X) is None  # the workers could not open it
-        assert current_client() is None  # no graph to look into: any file open for writing counts
-    other.close()
+    try:
+        with cluster, distributed.Client(cluster):
+            memory = AnnDataShadow(path)[:30].to_memory(progress=True)
+            assert current_client(other.X) is None  # the workers could not open it
+            assert current_client() is None  # no graph to look into: any file open for writing counts
+    finally:
+        other.close()
     captured = capsys.readouterr()
     assert "% Completed" in captured.out  # distributed's text bar
     assert memory.X.shape == (30, 15)

@@ -44,8 +44,10 @@ def current_client(collection: Any = None) -> Any:
     from shadows.backends import registry
 
     held = registry.hdf5_open_for_writing()
-    if held and (collection is None or not set(held).isdisjoint(files_read_by(collection))):
-        return None
+    if held:
+        read = None if collection is None else files_read_by(collection)
+        if read is None or not set(held).isdisjoint(read):
+            return None
     if dask.config.get("scheduler", None) not in (None, "dask.distributed", "distributed"):
         return None
     try:
@@ -58,16 +60,16 @@ def current_client(collection: Any = None) -> Any:
         return None
 
 
-def files_read_by(collection: Any) -> set[str]:
+def files_read_by(collection: Any) -> set[str] | None:
     """The paths of the files whose :class:`~shadows.backends.fileref.FileRef` the tasks of
-    ``collection``'s graph carry.
+    ``collection``'s graph carry; ``None`` when the graph does not pickle (it may hold anything, an open
+    h5py dataset too: it is not sent to a cluster).
 
     Found by pickling the graph into nothing and noting every reference met on the way: a graph's
     tasks are dask's own (versioned) objects holding shadows' specs, and pickling is the one traversal
     that reaches everything a worker would receive, whatever their layout. Buffers (numpy arrays in the
     graph) are passed out of band, so they are not copied.
     """
-    import contextlib
     import io
     import pickle
 
@@ -84,9 +86,10 @@ def files_read_by(collection: Any) -> set[str]:
             return None
 
     graph = dict(collection.__dask_graph__())
-    # a graph that does not pickle fails on the cluster with its own error: what was noted is the answer
-    with contextlib.suppress(Exception):
+    try:
         _Noting(io.BytesIO(), protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=lambda _: None).dump(graph)
+    except Exception:  # whatever stops pickling: the graph stays in this process
+        return None
     return paths
 
 

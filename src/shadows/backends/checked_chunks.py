@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from zarr.storage import WrapperStore
 
+from shadows.backends.nodes import store_location
 from shadows.errors import UnreadableDataError
 
 #: c-blosc 1's header: version, compressor version, flags, type size, then three little-endian uint32:
@@ -43,15 +44,17 @@ class BloscChunks:
 
     nbytes: int | None
 
-    def check(self, data: np.ndarray, where: str) -> None:
-        """Raise :class:`UnreadableDataError` unless ``data`` (a chunk's bytes) holds a whole Blosc frame."""
-        if data.size < _HEADER.itemsize:
-            problem = f"{data.size} bytes, shorter than a Blosc header ({_HEADER.itemsize})"
+    def check(self, head: bytes, size: int, where: str) -> None:
+        """Raise :class:`UnreadableDataError` unless a chunk of ``size`` bytes starting with ``head`` (at
+        least its first 16 bytes) holds a whole Blosc frame.
+        """
+        if size < _HEADER.itemsize:
+            problem = f"{size} bytes, shorter than a Blosc header ({_HEADER.itemsize})"
         else:
-            header = data[: _HEADER.itemsize].view(_HEADER)[0]
+            header = np.frombuffer(head[: _HEADER.itemsize], dtype=_HEADER)[0]
             problem = ""
-            if int(header["cbytes"]) != data.size:
-                problem = f"its header says {int(header['cbytes'])} compressed bytes, the chunk holds {data.size}"
+            if int(header["cbytes"]) != size:
+                problem = f"its header says {int(header['cbytes'])} compressed bytes, the chunk holds {size}"
             elif self.nbytes is not None and int(header["nbytes"]) != self.nbytes:
                 problem = (f"its header says {int(header['nbytes'])} bytes decompressed, the array's chunks "
                            f"hold {self.nbytes}")
@@ -88,7 +91,7 @@ def _fixed_size(dtype: Any, chunk_shape: Any) -> int | None:
         return None
     try:
         parsed = np.dtype(dtype)
-    except TypeError:
+    except Exception:  # numpy raises TypeError, SyntaxError... for what it cannot parse
         return None
     if parsed.kind in "OUSV" or parsed.hasobject:  # text and structured: leave them to the decoders
         return None
@@ -122,6 +125,45 @@ class ChunkCheckingStore(WrapperStore):
             raise AttributeError(name)
         return getattr(self._store, name)
 
+    def __str__(self) -> str:
+        return str(self._store)
+
+    def __repr__(self) -> str:
+        return f"ChunkCheckingStore({self._store!r})"
+
+    def _with_store(self, store: Any) -> ChunkCheckingStore:
+        """A copy of the wrapper over ``store`` (zarr makes them: ``with_read_only``), knowing what it learnt."""
+        copy = type(self)(store)
+        copy._nodes, copy._format, copy._consolidated = self._nodes, self._format, self._consolidated
+        return copy
+
+    # what the store learnt of the arrays goes with a change of metadata through it (a shadow open "r+"
+    # hands out its writable group as shadow.file)
+    def _forget(self, key: str) -> None:
+        if key.rsplit("/", 1)[-1] in _METADATA_NAMES or key in ("", "/"):
+            self._nodes = {}
+            self._consolidated = None
+
+    async def set(self, key: str, value: Any) -> None:
+        self._forget(key)
+        await self._store.set(key, value)
+
+    async def set_if_not_exists(self, key: str, value: Any) -> None:
+        self._forget(key)
+        await self._store.set_if_not_exists(key, value)
+
+    async def delete(self, key: str) -> None:
+        self._forget(key)
+        await self._store.delete(key)
+
+    async def delete_dir(self, prefix: str) -> None:
+        self._nodes, self._consolidated = {}, None
+        await self._store.delete_dir(prefix)
+
+    async def clear(self) -> None:
+        self._nodes, self._consolidated = {}, None
+        await self._store.clear()
+
     # zarr's WrapperStore does not delegate these: Store's own getsize would read the whole value
     async def getsize(self, key: str) -> int:
         return await self._store.getsize(key)
@@ -139,15 +181,14 @@ class ChunkCheckingStore(WrapperStore):
             return buffer
         array, chunks = await self._array_of(key)
         if chunks is not None:
-            where = f"{self._location()}: element {array!r}, chunk {key[len(array) + 1:]!r}"
-            chunks.check(buffer.as_numpy_array().view(np.uint8).reshape(-1), where)
+            where = f"{store_location(self._store)}: element {array!r}, chunk {key[len(array) + 1:]!r}"
+            chunks.check(buffer[: _HEADER.itemsize].to_bytes(), len(buffer), where)
         return buffer
 
-    def _location(self) -> str:
-        from shadows.backends.remote import redact
-
-        root = getattr(self._store, "root", None)  # a LocalStore's folder; other stores print their URL
-        return str(root) if root is not None else redact(str(self._store))
+    async def _get_many(self, requests: Any) -> Any:
+        """As zarr's, through :meth:`get` (so that the chunks it returns are checked too)."""
+        for key, prototype, byte_range in requests:
+            yield key, await self.get(key, prototype, byte_range)
 
     async def _array_of(self, key: str) -> tuple[str, BloscChunks | None]:
         """The array the chunk at ``key`` belongs to (the first of its parent paths that is an array) and

@@ -68,14 +68,17 @@ def _open_root(store: Any, mode: str) -> Any:
     so that the other elements read and the bad one fails alone, named, when it is read.
     """
     import zarr
+    from zarr.errors import NodeNotFoundError
 
     try:
         return zarr.open_group(store, mode=mode)
+    except NodeNotFoundError:
+        raise
     except (ValueError, TypeError, KeyError) as error:
         try:
             return zarr.open_group(store, mode=mode, use_consolidated=False)
-        except Exception:
-            raise error from None
+        except Exception as again:
+            raise error from again
 
 
 def open_zarr(path: str, mode: str = "r", storage_options: Mapping[str, Any] | None = None, element: str = ""):

@@ -110,12 +110,16 @@ def location(node: Any) -> tuple[str, str]:
     """The file (or store) a node lives in and its path inside it, for error messages."""
     if is_hdf5(node):
         return node.file.filename, node.name
-    store = getattr(node, "store", None)
+    return store_location(getattr(node, "store", None)), str(getattr(node, "path", ""))
+
+
+def store_location(store: Any) -> str:
+    """A Zarr store as messages name it: a local store's folder, an fsspec store's URL."""
     root = getattr(store, "root", None)
     if root is None and hasattr(store, "path") and hasattr(store, "fs"):  # FsspecStore: show the URL
         protocol = store.fs.protocol[0] if isinstance(store.fs.protocol, tuple) else store.fs.protocol
         root = f"{protocol}://{store.path}"
-    return str(root if root is not None else store), str(getattr(node, "path", ""))
+    return str(root if root is not None else store)
 
 
 @contextmanager

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 def as_slot_value(rel: str, value: Any) -> Any:
     """``value`` as anndata keeps it at ``rel``: a one-dimensional numpy array in obsm or varm becomes a
-    column (anndata reshapes it on assignment and on reading); everything else as it is.
+    column (anndata reshapes it on assignment and on reading); everything else as it is (dask arrays stay
+    one-dimensional, as anndata keeps them; ``shadows info`` shows the stored shape).
     """
     if rel.split("/", 1)[0] in ("obsm", "varm") and isinstance(value, np.ndarray) and value.ndim == 1:
         return value.reshape(-1, 1)

@@ -251,13 +251,14 @@ class MuDataShadow(ShadowBase, _MuDataBase):
     def _mask_source(self, rel: str) -> str | None:
         """For a stored modality mask (``obsm/<modality>``, ``varm/<modality>``), the stored map it is
         computed from, as mudata computes it on reading (``obsmap[mod] > 0``, whatever mask the file
-        holds); ``None`` for every other element.
+        holds); ``None`` for every other element. A map changed in memory leaves the mask as read, as in
+        a MuData (``update()`` sets both).
         """
         slot, _, key = rel.partition("/")
         if slot not in ("obsm", "varm") or key not in self._layout.mod_names:
             return None
         source = f"{slot[:3]}map/{key}"
-        return source if self._layout.has(source) and not self._is_changed(source) else None
+        return source if self._layout.has(source) else None
 
     def _graph(self, rel: str) -> Any:
         source = self._mask_source(rel)
