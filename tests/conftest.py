@@ -211,3 +211,18 @@ def s3(tmp_path_factory):
     fs.mkdir("data")
     yield options, fs
     server.stop()
+
+
+@pytest.fixture
+def nothing_held_for_writing():
+    """No HDF5 file of an earlier test still open for writing in this process (a shadow left unclosed in
+    a reference cycle lives until the garbage collector runs): a Client's workers could not open it, so
+    shadows would keep computations that touch it off the cluster.
+    """
+    import gc
+
+    from shadows.backends import registry
+
+    gc.collect()
+    held = registry.hdf5_open_for_writing()
+    assert not held, f"an earlier test left {held} open for writing"

@@ -19,6 +19,7 @@ from conftest import make_adata, read_oracle, write
 from shadows import AnnDataShadow
 
 distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.usefixtures("nothing_held_for_writing")
 
 
 @pytest.fixture(scope="module")

@@ -242,7 +242,7 @@ def test_deleting_stored_elements_and_columns_needs_overwrite(fresh):
     assert_shadow_matches(shadow, written)
 
 
-def test_writes_beside_a_file_open_for_writing_run_locally_under_a_client(tmp_path):
+def test_writes_beside_a_file_open_for_writing_run_locally_under_a_client(tmp_path, nothing_held_for_writing):
     """While this process holds an h5ad open for writing, no worker may open it: writes and exports that
     read it compute here (Zarr stores: see test_cluster_writes.py).
     """
@@ -373,7 +373,7 @@ def test_reading_progress_is_one_bar_of_bytes_naming_each_element(path, capsys):
         pass
 
 
-def test_reading_progress_under_a_client_is_distributed_s(path, tmp_path, capsys):
+def test_reading_progress_under_a_client_is_distributed_s(path, tmp_path, capsys, nothing_held_for_writing):
     """The parts of a read that run on the cluster (a view's matrices) show distributed's progress bar,
     also while another h5ad, which the read does not touch, is open for writing in this process.
     """

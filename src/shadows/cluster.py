@@ -103,3 +103,21 @@ def compute_on(client: Any, collection: Any, show_progress: bool) -> Any:
 
         progress(future)
     return future.result()
+
+
+def writes_on_cluster(zarr_target: bool) -> bool:
+    """Whether a write into a Zarr target (``zarr_target``) runs on a ``distributed.Client``'s workers."""
+    return zarr_target and current_client() is not None
+
+
+def compute(collection: Any) -> Any:
+    """``collection.compute()``; while a reading bar is shown (:mod:`shadows.progress`) and a
+    ``distributed.Client`` is dask's scheduler, on that client with distributed's own progress bar (the
+    bytes are read on the workers, where this process's bar cannot count them).
+    """
+    from shadows import progress
+
+    client = current_client(collection) if progress.showing_reads() else None
+    if client is None:
+        return collection.compute()
+    return compute_on(client, collection, show_progress=True)

@@ -107,20 +107,17 @@ def blocks_of(value: Any) -> int:
 
 @contextlib.contextmanager
 def job(total: int, enabled: bool, verb: str = "writing", stream: TextIO | None = None,
-        zarr_target: bool = False) -> Iterator[None]:
+        on_cluster: bool = False) -> Iterator[None]:
     """Show one bar of ``total`` blocks while the body runs (nothing when not ``enabled``).
 
-    A Zarr target written under a ``distributed.Client`` is filled by the cluster's workers
-    (:func:`shadows.writing.streams.write_streamed`): distributed's own bar shows their progress instead.
+    ``on_cluster``: a Zarr target written under a ``distributed.Client`` is filled by the cluster's
+    workers (:func:`shadows.writing.streams.write_dense`): distributed's own bar shows their progress, this
+    one stays silent (see :func:`shadows.cluster.writes_on_cluster`).
     """
     if not enabled:
         yield
         return
-    if zarr_target:
-        from shadows.cluster import current_client
-
-        zarr_target = current_client() is not None
-    bar = JobProgress(total, verb, stream or sys.stderr, on_cluster=zarr_target)
+    bar = JobProgress(total, verb, stream or sys.stderr, on_cluster=on_cluster)
     token = _CURRENT.set(bar)
     try:
         yield
@@ -172,14 +169,6 @@ def count_read(nbytes: int) -> None:
         bar.advance(int(nbytes))
 
 
-def compute(collection: Any) -> Any:
-    """``collection.compute()``; while a reading bar is shown and a ``distributed.Client`` is dask's
-    scheduler, on that client with distributed's own progress bar (the bytes are read on the workers,
-    where this process's bar cannot count them).
-    """
-    from shadows.cluster import compute_on, current_client
-
-    client = current_client(collection) if _READING is not None else None
-    if client is None:
-        return collection.compute()
-    return compute_on(client, collection, show_progress=True)
+def showing_reads() -> bool:
+    """Whether a reading bar is shown now (see :func:`reading_job`)."""
+    return _READING is not None

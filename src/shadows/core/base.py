@@ -21,6 +21,7 @@ from shadows import convert
 from shadows import progress as progress_bar
 from shadows.backends import FileRef, resolve
 from shadows.backends.fileref import suffix_format
+from shadows.cluster import writes_on_cluster
 from shadows.core import description
 from shadows.core.aligned import ElementMapping, UnsMapping
 from shadows.core.changing import ElementChanges
@@ -431,7 +432,7 @@ class ShadowBase(ElementReading, ElementChanges):
             before = self._conn.content
             try:
                 with progress_bar.job(transaction.blocks_to_commit(elements, columns), progress,
-                                      zarr_target=self._ref.format == "zarr"):
+                                      on_cluster=writes_on_cluster(self._ref.format == "zarr")):
                     commit(self._conn, elements, columns)
             except BaseException:
                 self._conn.wrote()  # part of it may be in the file

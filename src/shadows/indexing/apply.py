@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shadows import progress
+from shadows import cluster
 from shadows.elements.base import ElementSpec
 from shadows.elements.framegraph import frame_graph
 from shadows.elements.positions import read_frame
@@ -107,5 +107,5 @@ def materialize_selection(spec: ElementSpec, selection: Selection) -> Any:
         value = spec.read_selection(_full(selection, 0, spec.shape[0]), _full(selection, 1, spec.shape[1]))
         if value is not None:
             return to_plain(value)
-    value = progress.compute(select_graph(spec, selection))
+    value = cluster.compute(select_graph(spec, selection))
     return to_plain(value)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shadows import progress as progress_bar
+from shadows.cluster import writes_on_cluster
 from shadows.errors import ElementExistsError, UnsafeTargetError
 from shadows.writing.anndata_elems import write_elem as _write_elem
 from shadows.writing.commit import write_value
@@ -163,7 +164,7 @@ def export(shadow: ShadowLike, path: str | os.PathLike, format: str, *, progress
     writer = write_mudata if mudata_file else write_anndata
     try:
         with progress_bar.job(blocks_to_write(shadow) if progress else 0, progress, verb="exporting",
-                              zarr_target=format == "zarr"):
+                              on_cluster=writes_on_cluster(format == "zarr")):
             if format == "hdf5":
                 import h5py
 
