@@ -4,6 +4,9 @@ Every case must end in an exception of the ``ShadowsError`` family that also inh
 and whose message names the file and the broken element, raised on open or on first access of that
 element. A subprocess per case catches what an in-process test cannot: a crash (segfault in a C library),
 a hang (the probe has a time limit), or a memory blow-up (the RSS added by opening is measured).
+
+These cases are written by hand, one per kind of damage; ``tests/test_fuzz.py`` derives a few hundred more
+by mutating valid files at random (seeded), each probed the same way, with anndata as the oracle.
 """
 
 from __future__ import annotations
