@@ -198,7 +198,11 @@ def test_a_zarr_store_being_written_refuses_a_second_writer(tmp_path):
     path = writable_file(tmp_path / "busy.zarr", "zarr3")
     writer = start(KILL_SCRIPT, path)
     try:
-        time.sleep(0.3)  # inside write(): it holds the store's lock
+        lock = path / ".shadows-tmp" / "lock"
+        deadline = time.monotonic() + 60  # inside write() once its lock exists (imports are slow on busy CPUs)
+        while not lock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.1)
         with pytest.raises(FileBusyError, match="another process is writing"):
             AnnDataShadow(path, mode="r+")
         assert AnnDataShadow(path).shape == (4000, 15)  # reading meanwhile is fine
