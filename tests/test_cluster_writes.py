@@ -44,16 +44,24 @@ def received(monkeypatch):
     return counted
 
 
-@pytest.mark.parametrize("fmt", ["zarr2", "zarr3"])
-def test_workers_write_zarr_elements_and_the_client_receives_none_of_their_data(client, fmt, tmp_path, received,
-                                                                              capsys):
+@pytest.mark.parametrize(("fmt", "unrelated_h5ad_held"), [("zarr2", False), ("zarr3", False), ("zarr3", True)])
+def test_workers_write_zarr_elements_and_the_client_receives_none_of_their_data(client, fmt, unrelated_h5ad_held,
+                                                                              tmp_path, received, capsys):
+    """Also while this process holds an unrelated h5ad open for writing (which keeps only the graphs that
+    read it off the cluster): the workers still write, under distributed's bar.
+    """
     path = write(make_adata(n_obs=400), tmp_path / "a.zarr", fmt)
+    unrelated = None
+    if unrelated_h5ad_held:
+        unrelated = AnnDataShadow(write(make_adata(n_obs=20), tmp_path / "held.h5ad", "h5ad"), mode="r+")
     lazy = AnnDataShadow(path, array_backend="dask", mode="r+")
     lazy.layers["double"] = lazy.X.rechunk((50, -1)) * 2  # 8 sparse blocks
     lazy.obsm["dense2"] = lazy.obsm["X_pca"].rechunk((50, -1)) * 2
     with distributed.get_task_stream(client=client) as stream:
         lazy.write(progress=True)
     lazy.close()
+    if unrelated is not None:
+        unrelated.close()
     oracle = read_oracle(path)
     assert (oracle.layers["double"] != oracle.X * 2).nnz == 0
     np.testing.assert_array_equal(oracle.obsm["dense2"], oracle.obsm["X_pca"] * 2)

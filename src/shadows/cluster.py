@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -33,11 +34,11 @@ def _forget_dask_threads_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_dask_threads_after_fork)
 
 
-def current_client(collection: Any = None) -> Any:
+def current_client(collection: Any = None, reads: Iterable[str] | None = None) -> Any:
     """The ``distributed.Client`` dask computes on now, or ``None``: none, a local scheduler chosen with
-    ``dask.config.set(scheduler=...)``, or ``collection``'s graph reads an HDF5 file this process holds
-    open for writing (HDF5's lock keeps the workers from opening it). Without a ``collection``, any HDF5
-    file open for writing in this process counts.
+    ``dask.config.set(scheduler=...)``, or ``collection``'s graph (or the files ``reads`` names, when
+    given instead) reads an HDF5 file this process holds open for writing (HDF5's lock keeps the workers
+    from opening it). Without either, any HDF5 file open for writing in this process counts.
     """
     import dask
 
@@ -45,7 +46,10 @@ def current_client(collection: Any = None) -> Any:
 
     held = registry.hdf5_open_for_writing()
     if held:
-        read = None if collection is None else files_read_by(collection)
+        if reads is not None:
+            read: set[str] | None = set(reads)
+        else:
+            read = None if collection is None else files_read_by(collection)
         if read is None or not set(held).isdisjoint(read):
             return None
     if dask.config.get("scheduler", None) not in (None, "dask.distributed", "distributed"):
@@ -105,9 +109,11 @@ def compute_on(client: Any, collection: Any, show_progress: bool) -> Any:
     return future.result()
 
 
-def writes_on_cluster(zarr_target: bool) -> bool:
-    """Whether a write into a Zarr target (``zarr_target``) runs on a ``distributed.Client``'s workers."""
-    return zarr_target and current_client() is not None
+def writes_on_cluster(zarr_target: bool, reads: Iterable[str]) -> bool:
+    """Whether a write into a Zarr target (``zarr_target``) of what is read from the files ``reads``
+    runs on a ``distributed.Client``'s workers (as :mod:`shadows.writing.streams` decides per element).
+    """
+    return zarr_target and current_client(reads=reads) is not None
 
 
 def compute(collection: Any) -> Any:

@@ -27,6 +27,7 @@ import numpy as np
 from zarr.storage import WrapperStore
 
 from shadows.backends.nodes import store_location
+from shadows.backends.zarr_meta import array_dtype
 from shadows.errors import UnreadableDataError
 
 #: c-blosc 1's header: version, compressor version, flags, type size, then three little-endian uint32:
@@ -75,23 +76,23 @@ def blosc_chunks(metadata: dict[str, Any]) -> BloscChunks | None:
             return None
         shape = metadata.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
         plain = codecs in (["bytes", "blosc"], ["blosc"])
-        return BloscChunks(_fixed_size(metadata.get("data_type"), shape) if plain else None)
+        return BloscChunks(_fixed_size(metadata, shape) if plain else None)
     compressor = metadata.get("compressor")
     if not isinstance(compressor, dict) or compressor.get("id") != "blosc":
         return None
     plain = not metadata.get("filters")
-    return BloscChunks(_fixed_size(metadata.get("dtype"), metadata.get("chunks")) if plain else None)
+    return BloscChunks(_fixed_size(metadata, metadata.get("chunks")) if plain else None)
 
 
-def _fixed_size(dtype: Any, chunk_shape: Any) -> int | None:
-    """Bytes of one chunk of ``chunk_shape`` with ``dtype`` (a format-2 type string or a format-3 type
-    name), or ``None`` for a type without a fixed size or metadata this cannot read.
+def _fixed_size(metadata: dict[str, Any], chunk_shape: Any) -> int | None:
+    """Bytes of one chunk of ``chunk_shape`` of the array ``metadata`` describes, or ``None`` for a type
+    without a fixed size or metadata this cannot read (zarr reports that when it reads the array).
     """
-    if not isinstance(dtype, str) or not isinstance(chunk_shape, (list, tuple)):
+    if not isinstance(chunk_shape, (list, tuple)):
         return None
     try:
-        parsed = np.dtype(dtype)
-    except Exception:  # numpy raises TypeError, SyntaxError... for what it cannot parse
+        parsed = array_dtype(metadata)
+    except Exception:  # numpy and zarr raise TypeError, ValueError, SyntaxError... for what they cannot parse
         return None
     if parsed.kind in "OUSV" or parsed.hasobject:  # text and structured: leave them to the decoders
         return None

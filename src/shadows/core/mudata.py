@@ -18,7 +18,7 @@ from shadows.core.reading import FRAMES, computed
 from shadows.core.references import ARRAY_REFERENCES, get_by_reference
 from shadows.errors import BackendUnavailableError, MissingElementError, element_message
 from shadows.indexing import AxisIndex
-from shadows.indexing.apply import MODALITY_MAP_AXES
+from shadows.indexing.apply import MODALITY_MAP_AXES, SLOT_AXES
 from shadows.indexing.keys import as_slice_or_array
 from shadows.names import check_key
 from shadows.settings import settings
@@ -257,7 +257,7 @@ class MuDataShadow(ShadowBase, _MuDataBase):
         slot, _, key = rel.partition("/")
         if slot not in ("obsm", "varm") or key not in self._layout.mod_names:
             return None
-        source = f"{slot[:3]}map/{key}"
+        source = f"{_MAP_OF_AXIS[SLOT_AXES[slot][0]]}/{key}"
         return source if self._layout.has(source) else None
 
     def _graph(self, rel: str) -> Any:

@@ -162,9 +162,10 @@ def export(shadow: ShadowLike, path: str | os.PathLike, format: str, *, progress
     scratch = path.with_name(f".{path.name}.shadows-tmp-{uuid.uuid4().hex}")
     mudata_file = described.kind == "MuData"
     writer = write_mudata if mudata_file else write_anndata
+    reads = [] if described.source is None else [described.source]
     try:
         with progress_bar.job(blocks_to_write(shadow) if progress else 0, progress, verb="exporting",
-                              on_cluster=writes_on_cluster(format == "zarr")):
+                              on_cluster=writes_on_cluster(format == "zarr", reads=reads)):
             if format == "hdf5":
                 import h5py
 
