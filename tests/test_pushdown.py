@@ -133,6 +133,49 @@ def test_nearby_rows_coalesce_into_one_read(big_files, monkeypatch):
     assert calls["/X/data"] == 0
 
 
+def test_scattered_rows_of_hdf5_are_read_into_the_result_itself(big_files, monkeypatch):
+    """Rows spread over many tasks' worth of X are read here in one pass, straight into the result's
+    buffers (memory holds the selection once, not blocks and their concatenation), with HDF5 selections
+    of at most ``HYPERSLABS_PER_READ`` ranges (one union of thousands of ranges is slow in HDF5).
+    """
+    import types
+
+    import shadows.elements.sparse as sparse_module
+    from shadows.backends import nodes
+
+    files, X = big_files
+    monkeypatch.setattr(sparse_module, "TARGET_NNZ_PER_TASK", 20_000)  # many tasks' worth of rows
+    monkeypatch.setattr(nodes, "HYPERSLABS_PER_READ", 7)
+    rows = np.sort(np.random.default_rng(3).choice(N_OBS, N_OBS // 10, replace=False))
+    read_calls = []
+
+    def create_simple(shape):  # the memory space of each HDF5 read call
+        read_calls.append(shape[0])
+        return h5py.h5s.create_simple(shape)
+
+    AnnDataShadow(files["h5ad"])[rows[::2]].X  # first use: imports and HDF5's caches, outside the measure
+    view = AnnDataShadow(files["h5ad"])[rows]
+
+    class H5py(types.ModuleType):  # h5py, with the memory spaces counted
+        h5s = types.SimpleNamespace(create_simple=create_simple, SELECT_OR=h5py.h5s.SELECT_OR)
+
+        def __getattr__(self, name):
+            return getattr(h5py, name)
+
+    monkeypatch.setattr(nodes, "_h5py", lambda: H5py("h5py"))
+    tracemalloc.start()
+    try:
+        subset = view.X
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (subset != X[rows]).nnz == 0
+    selected = subset.data.nbytes + subset.indices.nbytes + subset.indptr.nbytes
+    assert peak < 1.25 * selected, (peak, selected)  # through the blocks' concatenation: 2x and more
+    ranges = np.unique(np.concatenate([rows, rows + 1])).size - rows.size  # rows' runs: at most one each
+    assert len(read_calls) >= 2 * (ranges // 7)  # data and indices, 7 ranges per call at most
+
+
 def test_dense_and_frames_read_only_what_they_need(big_files, monkeypatch):
     files, _ = big_files
     shadow = AnnDataShadow(files["zarr"])
