@@ -153,7 +153,7 @@ def test_scattered_rows_of_hdf5_are_read_into_the_result_itself(big_files, monke
         read_calls.append(shape[0])
         return h5py.h5s.create_simple(shape)
 
-    AnnDataShadow(files["h5ad"])[rows[::2]].X  # first use: imports and HDF5's caches, outside the measure
+    _ = AnnDataShadow(files["h5ad"])[rows[::2]].X  # first use: imports and HDF5's caches, outside the measure
     view = AnnDataShadow(files["h5ad"])[rows]
 
     class H5py(types.ModuleType):  # h5py, with the memory spaces counted
