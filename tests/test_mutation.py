@@ -17,7 +17,7 @@ import scanpy as sc
 import scipy.sparse as sp
 
 from conftest import FORMATS, read_oracle, suffix, write
-from helpers import assert_value_equal, count_values_read, file_digest
+from helpers import assert_value_equal, count_reads, count_values_read, file_digest
 from shadows import AnnDataShadow, ElementExistsError, ReadOnlyError
 from shadows.core.reading import computed
 
@@ -221,11 +221,15 @@ def test_scanpy_filters_and_subsample_on_a_shadow(counts):
     assert "subset of the file's" in repr(shadow)
 
 
-def test_a_modified_view_becomes_an_independent_shadow_without_reading(counts):
+def test_a_modified_view_becomes_an_independent_shadow_without_reading(counts, monkeypatch):
     shadow = AnnDataShadow(counts)
     shadow.obsm["root_before"] = np.ones((N_OBS, 2))
     view = shadow[10:20]
-    view.obsm["mine"] = np.zeros((10, 3))
+    with count_reads(monkeypatch) as reads:
+        view.obsm["mine"] = np.zeros((10, 3))
+        assert not view.is_view and type(view) is AnnDataShadow
+    assert not reads, dict(reads)
+    monkeypatch.undo()
     assert not view.is_view and type(view) is AnnDataShadow
     assert "mine" not in shadow.obsm and "root_before" in view.obsm  # took the root's changes, sliced
     shadow.obsm["root_after"] = np.ones((N_OBS, 2))
@@ -233,6 +237,39 @@ def test_a_modified_view_becomes_an_independent_shadow_without_reading(counts):
     view.obsm["root_before"][:] = 5
     assert np.all(shadow.obsm["root_before"] == 1)
     assert_value_equal(view.X, read_oracle(counts).X[10:20], "X of the former view")
+
+
+#: Mutators given what anndata refuses (each raises on an AnnData view and on a shadow's view alike).
+FAILING_MUTATIONS = {
+    "raw of another length": lambda a: setattr(a, "raw", ad.AnnData(np.ones((3, a.n_vars)))),
+    "subset outside the axis": lambda a: a._inplace_subset_obs(np.array([0, 10**6])),
+    "obsm of another length": lambda a: a.obsm.__setitem__("bad", np.ones((a.n_obs + 1, 2))),
+    "layer of another shape": lambda a: a.layers.__setitem__("bad", np.ones((a.n_obs, a.n_vars + 1))),
+    "X of another shape": lambda a: setattr(a, "X", np.ones((a.n_obs + 1, a.n_vars))),
+    "obs_names of another length": lambda a: setattr(a, "obs_names", ["x"] * (a.n_obs + 1)),
+    "obs of another length": lambda a: setattr(a, "obs", pd.DataFrame(index=[f"c{i}" for i in range(a.n_obs - 1)])),
+    "deleting a missing obsm key": lambda a: a.obsm.__delitem__("missing"),
+    "scale on a missing layer": lambda a: sc.pp.scale(a, layer="missing"),
+}
+
+
+@pytest.mark.parametrize("kind", ["shadow", "view"])
+@pytest.mark.parametrize("mutation", list(FAILING_MUTATIONS))
+def test_a_refused_change_leaves_the_object_as_anndata_leaves_it(counts, kind, mutation):
+    """Nothing half-done: the values are as before, and a view stays a view exactly when anndata's does."""
+    subject, oracle = subject_and_oracle(kind, counts)
+    change = FAILING_MUTATIONS[mutation]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(Exception) as expected:
+            change(oracle)
+        with pytest.raises(Exception) as got:
+            change(subject)
+    assert isinstance(got.value, (type(expected.value), ValueError, IndexError, KeyError)), (got, expected)
+    assert subject.is_view == oracle.is_view, (subject.is_view, oracle.is_view)
+    assert_same_state(subject, read_oracle(counts)[VIEW_CELLS].copy() if kind == "view" else read_oracle(counts))
+    assert subject.raw is None and "bad" not in subject.obsm and "bad" not in subject.layers
+    assert "▲" not in repr(subject)
 
 
 def test_pickling_keeps_changes_in_memory(counts):

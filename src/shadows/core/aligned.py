@@ -125,11 +125,10 @@ class ElementMapping(MutableMapping):
         if key is None and self.slot == "layers":
             del self._shadow.X
             return
-        self._shadow._detach()
-        stored = key in self._stored
-        if not stored and key not in self._staged:
+        if key not in self:  # checked before a view becomes a shadow of its own
             raise MissingElementError(element_message(self._shadow._ref.display, self._path(key), "no such key"))
-        self._shadow._state.remove(self._path(key), stored=stored)
+        self._shadow._detach()
+        self._shadow._state.remove(self._path(key), stored=key in self._stored)
 
     def replace_all(self, values: Mapping[str, Any]) -> None:
         """``adata.obsm = {...}``: the slot holds exactly ``values`` from now on (stored keys not among

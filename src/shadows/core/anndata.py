@@ -169,10 +169,12 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
             return
         if not isinstance(value, anndata.AnnData):
             raise ValueError("Can only init raw attribute with an AnnData object.")
-        self._detach()
         # anndata's Raw shares value.X (as AnnData's setter does); var is copied so that the raw's var
-        # is a plain frame, not one that stages columns into this shadow's var
-        self._state.change("raw", anndata.Raw(self, X=value.X, var=value.var.copy(), varm=dict(value.varm)))
+        # is a plain frame, not one that stages columns into this shadow's var. Made (and so checked)
+        # before a view becomes a shadow of its own: a refused raw leaves the view a view.
+        raw = anndata.Raw(self, X=value.X, var=value.var.copy(), varm=dict(value.varm))
+        self._detach()
+        self._state.change("raw", raw)
 
     @raw.deleter
     def raw(self) -> None:

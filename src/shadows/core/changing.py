@@ -315,6 +315,7 @@ class ElementChanges:
         the kept part of its file (reads are pushed down as a view's), what it holds in memory is
         dropped (stored values are read again, only the kept part) and its changes are sliced.
         """
+        self._view_of(index)  # a bad index raises here, before anything changes
         self._state.keep_changed_in_place()
         self._detach()
         kept = self._view_of(index)
