@@ -413,6 +413,44 @@ def test_hvg_subset_aggregate_and_vectors_as_anndata(counts, kind):
     np.testing.assert_allclose(aggregated.layers["mean"], expected.layers["mean"], rtol=1e-5)
 
 
+#: scanpy's highly_variable_genes flavors: (function, keyword arguments, whether it takes log-normalized X).
+HVG_FLAVORS = {
+    "seurat": (sc.pp.highly_variable_genes, {"flavor": "seurat"}, True),
+    "seurat with batches": (sc.pp.highly_variable_genes, {"flavor": "seurat", "batch_key": "batch"}, True),
+    "cell_ranger": (sc.pp.highly_variable_genes, {"flavor": "cell_ranger"}, True),
+    "seurat_v3": (sc.pp.highly_variable_genes, {"flavor": "seurat_v3"}, False),
+    "seurat_v3_paper": (sc.pp.highly_variable_genes, {"flavor": "seurat_v3_paper"}, False),
+    "pearson_residuals": (sc.experimental.pp.highly_variable_genes, {"flavor": "pearson_residuals"}, False),
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("flavor", list(HVG_FLAVORS))
+def test_highly_variable_genes_in_every_flavor_as_anndata(counts, kind, flavor):
+    """Returned (``inplace=False``) and in place with ``subset=True``: the same genes and statistics."""
+    pytest.importorskip("skmisc")  # seurat_v3's loess
+    function, options, normalized = HVG_FLAVORS[flavor]
+    returned = {}
+    for mode in ("returned", "subset"):
+        subject, oracle = subject_and_oracle(kind, counts)
+        oracle = oracle.copy() if oracle.is_view else oracle
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for adata in (subject, oracle):
+                if normalized:
+                    sc.pp.normalize_total(adata, target_sum=1e4)
+                    sc.pp.log1p(adata)
+                if mode == "returned":
+                    returned[adata is oracle] = function(adata, n_top_genes=30, inplace=False, **options)
+                else:
+                    function(adata, n_top_genes=30, subset=True, **options)
+        if mode == "returned":
+            pd.testing.assert_frame_equal(returned[False], returned[True], check_exact=False, rtol=1e-4)
+        else:
+            assert subject.n_vars == 30
+            assert_same_state(subject, oracle)
+
+
 @pytest.mark.parametrize("backend", ["numpy", "dask"])
 @pytest.mark.parametrize("axis", ["obs", "var"])
 def test_muons_in_place_filters_on_an_anndata_shadow(counts, backend, axis):
