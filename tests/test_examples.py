@@ -22,10 +22,17 @@ from conftest import zarr_format
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["README.md", "docs/index.md", "docs/getting-started.md"]
+#: The executed tours (myst-nb notebooks): they make their own files. Sphinx runs them too, on one stack.
+TOURS = ["docs/tours/features.md", "docs/tours/zarr.md"]
 
 
 def blocks(page: str) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(), flags=re.S)
+    """The page's Python examples: ``python`` blocks, and a notebook page's code cells (without their
+    ``:tags:`` lines)."""
+    text = (ROOT / page).read_text()
+    cells = re.findall(r"```\{code-cell\}[^\n]*\n(.*?)```", text, flags=re.S)
+    code = [re.sub(r"\A(?::[^\n]*\n)+", "", cell) for cell in cells]
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S) + code
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +59,27 @@ def on_loopback(code: str, options: dict, url: str) -> str:
     code = code.replace("s3://bucket/pbmc.zarr", url)
     code = re.sub(r"^options = .*$", f"options = {options!r}", code, flags=re.M)
     return code.replace('Client("tcp://scheduler:8786")', "Client(processes=False, dashboard_address=None)")
+
+
+@pytest.mark.parametrize("tour", TOURS)
+def test_every_cell_of_a_tour_runs_in_order(tour, tmp_path, monkeypatch):
+    pytest.importorskip("mudata")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    cells = blocks(tour)
+    assert len(cells) > 10
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for number, code in enumerate(cells):
+                try:
+                    exec(compile(code, f"{tour} cell {number + 1}", "exec"), namespace)
+                except Exception as error:
+                    raise AssertionError(f"{tour}, cell {number + 1} failed: {error!r}\n{code}") from error
+    finally:
+        for name in ("client", "cluster"):
+            if hasattr(namespace.get(name), "close"):
+                namespace[name].close()
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -65,3 +65,37 @@ def test_read_of_something_else_names_what_it_is(tmp_path):
         file["data"] = [1, 2, 3]
     with pytest.raises(NotAnnDataError, match=r"other\.h5"):
         shadows.read(tmp_path / "other.h5")
+
+
+def test_the_second_argument_is_anndatas_backed_or_mudatas_modality(tmp_path):
+    mudata = pytest.importorskip("mudata")
+    adata_path = write(make_adata(), tmp_path / "a.h5ad", "h5ad")
+    assert shadows.read_h5ad(adata_path, "r").file.mode == "r"  # anndata.read_h5ad(filename, backed)
+    writable = shadows.read_h5ad(adata_path, "r+")
+    assert writable.file.mode == "r+"
+    writable.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mudata.MuData({"rna": make_adata(), "r": make_adata(seed=2)}).write_h5mu(tmp_path / "m.h5mu")
+    rna = shadows.read_h5ad(tmp_path / "m.h5mu", "rna", "r+")  # mudata.read_h5ad(filename, mod, backed)
+    assert rna.file.mode == "r+" and rna.shape == make_adata().shape
+    rna.close()
+    assert shadows.read_h5ad(tmp_path / "m.h5mu", mod="r").shape == make_adata(seed=2).shape
+    assert shadows.read_h5mu(tmp_path / "m.h5mu", "r").n_mod == 2  # mudata.read_h5mu(filename, backed)
+    with pytest.raises(TypeError, match="as_sparse"):
+        shadows.read_h5ad(adata_path, as_sparse=("X",))
+    assert shadows.read_h5ad(adata_path, as_sparse=(), chunk_size=100).shape == make_adata().shape
+
+
+@pytest.mark.parametrize("fmt", ["zarr2", "zarr3"])
+def test_read_zarr_takes_an_open_group_as_anndata_does(anndata_files, fmt, tmp_path):
+    import zarr
+
+    path = anndata_files[fmt]
+    shadow = shadows.read_zarr(zarr.open_group(path, mode="r"))
+    assert type(shadow) is AnnDataShadow and shadow.filename == AnnDataShadow(path).filename
+    assert_value_equal(shadow.obsm["X_pca"], ad.read_zarr(path).obsm["X_pca"], "obsm/X_pca")
+    fsspec_group = zarr.open_group(f"file://{path}", mode="r")
+    assert shadows.read_zarr(fsspec_group).shape == shadow.shape
+    with pytest.raises(TypeError, match="MemoryStore"):
+        shadows.read_zarr(zarr.open_group(zarr.storage.MemoryStore(), mode="w"))

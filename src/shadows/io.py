@@ -28,27 +28,72 @@ def _mode(backed: bool | str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {**kwargs, "mode": mode}
 
 
-def read_h5ad(filename: str | os.PathLike, mod: str | None = None, *, backed: bool | str | None = None,
+#: What anndata's ``backed`` takes (``None``/``False``: read-only here too, since a shadow is always lazy).
+_BACKED = (None, False, True, "r", "r+")
+
+
+def read_h5ad(filename: str | os.PathLike, backed: bool | str | None = None, mod: str | None = None, *,
+              as_sparse: tuple[str, ...] | list[str] = (), as_sparse_fmt: Any = None, chunk_size: int = 6000,
               **kwargs: Any) -> AnnDataShadow:
-    """An :class:`~shadows.AnnDataShadow` of an ``.h5ad`` file (``anndata.read_h5ad``), or of modality
-    ``mod`` of an ``.h5mu`` file (``mudata.read_h5ad(filename, mod)``).
+    """An :class:`~shadows.AnnDataShadow` of an ``.h5ad`` file (``anndata.read_h5ad(filename, backed)``),
+    or of modality ``mod`` of an ``.h5mu`` file.
+
+    mudata's habit works too: ``read_h5ad("file.h5mu", "rna")`` (``mudata.read_h5ad(filename, mod,
+    backed)``): a second argument that is not a mode (``"r"``, ``"r+"``, ``True``, ``False``, ``None``)
+    names a modality, and a third is then the mode. A modality named ``"r"`` or ``"r+"`` is given as
+    ``mod=``.
+
+    anndata's ``as_sparse`` (read dense elements as sparse matrices) is not supported: a shadow shows
+    what the file stores. ``as_sparse_fmt`` and ``chunk_size`` only serve ``as_sparse`` in anndata and
+    are accepted for its calls' sake.
     """
+    if not (isinstance(backed, bool) or backed in _BACKED):  # mudata's order: (filename, mod, backed)
+        mod, backed = backed, mod
+    if as_sparse:
+        raise TypeError(f"{os.fspath(filename)}: as_sparse={tuple(as_sparse)!r} is not supported: a shadow shows "
+                        "what the file stores. Convert after reading: adata.X = scipy.sparse.csr_matrix(adata.X)")
+    del as_sparse_fmt, chunk_size  # anndata's, for as_sparse only
     path = os.fspath(filename)
     if mod is not None:
         path = f"{path.rstrip('/')}/mod/{mod}"
     return AnnDataShadow(path, **_mode(backed, {"format": "hdf5", **kwargs}))
 
 
-def read_h5mu(filename: str | os.PathLike, *, backed: bool | str | None = None, **kwargs: Any) -> MuDataShadow:
-    """A :class:`~shadows.MuDataShadow` of an ``.h5mu`` file (``mudata.read_h5mu``)."""
+def read_h5mu(filename: str | os.PathLike, backed: bool | str | None = None, **kwargs: Any) -> MuDataShadow:
+    """A :class:`~shadows.MuDataShadow` of an ``.h5mu`` file (``mudata.read_h5mu(filename, backed)``)."""
     return MuDataShadow(filename, **_mode(backed, {"format": "hdf5", **kwargs}))
 
 
-def read_zarr(store: str | os.PathLike, *, backed: bool | str | None = None, **kwargs: Any) -> Shadow:
+def read_zarr(store: Any, backed: bool | str | None = None, **kwargs: Any) -> Shadow:
     """A shadow of a Zarr store (format 2 or 3): an :class:`~shadows.AnnDataShadow` for an AnnData store
     (``anndata.read_zarr``), a :class:`~shadows.MuDataShadow` for a MuData one (``mudata.read_zarr``).
+
+    ``store`` is a path or URL, or, as anndata takes it, an open ``zarr.Group`` of a store on disk or
+    behind fsspec (the shadow reopens it by its location, which is how its tasks read).
     """
+    if not isinstance(store, (str, os.PathLike)):
+        store, kwargs = _group_location(store, kwargs)
     return read(store, backed=backed, **{"format": "zarr", **kwargs})
+
+
+def _group_location(group: Any, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The path (or URL, with its fsspec options) that opens the ``zarr.Group`` ``group`` again."""
+    import zarr
+
+    if not isinstance(group, zarr.Group):
+        raise TypeError(f"read_zarr takes a path, a URL or a zarr.Group, not {type(group).__name__}")
+    store = group.store
+    inner = group.path.strip("/")
+    if isinstance(store, zarr.storage.LocalStore):
+        root = os.fspath(store.root)
+    elif isinstance(store, zarr.storage.FsspecStore):
+        protocol = store.fs.protocol[0] if isinstance(store.fs.protocol, tuple) else store.fs.protocol
+        root = f"{protocol}://{store.path.rstrip('/')}"
+        kwargs = {"storage_options": dict(getattr(store.fs, "storage_options", {}) or {}), **kwargs}
+    else:
+        raise TypeError(f"read_zarr: a zarr.Group in a {type(store).__name__} cannot be shadowed: a shadow's tasks "
+                        "reopen the store by its location. Write it to a directory (or an fsspec URL) first")
+    return (f"{root.rstrip('/')}/{inner}" if inner else root), kwargs
 
 
 def read(path: str | os.PathLike, *, backed: bool | str | None = None, **kwargs: Any) -> Shadow:
