@@ -21,7 +21,7 @@ import pytest
 from conftest import zarr_format
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["README.md", "docs/index.md", "docs/getting-started.md"]
+PAGES = ["README.md", "docs/index.md", "docs/getting-started.md", "docs/coming-from-anndata.md"]
 #: The executed tours (myst-nb notebooks): they make their own files. Sphinx runs them too, on one stack.
 TOURS = ["docs/tours/features.md", "docs/tours/zarr.md"]
 
