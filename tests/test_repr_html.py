@@ -45,10 +45,17 @@ def test_html_repr_lists_every_element_from_metadata(path, monkeypatch):
     assert ("raw", "X") in rows and ("uns", "nested") in rows and ("layers", "counts_csc") in rows
     assert "AnnData Shadow object with n_obs × n_vars = 60 × 15" in html
     assert _rows(html, details=True)[("obs", "catᐁ")][3] == "3 categories"
-    sections = re.findall(r"<details class='shadows-slot-section' open><summary>(.*?)</summary>", html)
-    headers = [re.sub(r"<[^>]+>", "", h) for h in sections]
-    assert headers[0] == "X" and "obsm (4 keys)" in headers and "varm (1 key)" in headers
+    sections = re.findall(r"<details class='shadows-slot-section'( open)?><summary>(.*?)</summary>", html)
+    headers = {re.sub(r"<[^>]+>", "", h): bool(state) for state, h in sections}
+    assert list(headers)[0] == "X" and headers["obsm (4 keys)"] and headers["varm (1 key)"]
     assert any(h.startswith("obs (") for h in headers)
+    many = AnnDataShadow(path)
+    for i in range(20):
+        many.obs[f"extra{i}"] = np.arange(many.n_obs)
+    many_sections = re.findall(r"<details class='shadows-slot-section'( open)?><summary>(.*?)</summary>",
+                               many._repr_html_())
+    states = {re.sub(r"<[^>]+>", "", h).split(" ")[0]: bool(state) for state, h in many_sections}
+    assert states["obsm"] and not states["obs"]  # a long section starts collapsed (its header counts it)
     view_rows = _rows(view_html)
     assert view_rows[("X", "")][1] == "20 × 5" and view_rows[("obsp", "connectivities")][1] == "20 × 20"
     assert view_rows[("obsm", "X_new▲")][1] == "20 × 2" and view_rows[("varm", "PCs")][1] == "5 × 5"

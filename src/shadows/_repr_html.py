@@ -56,13 +56,18 @@ def _count(slot: str, elements: list) -> str:
     return f" <span class='shadows-count'>({n} {noun if n == 1 else plural})</span>"
 
 
+#: A section with more rows than this starts collapsed (its header still counts them).
+OPEN_SECTION_ROWS = 12
+
+
 def _sections(description: Description) -> str:
     parts = []
     for slot in _SECTIONS:
         elements = description.slot(slot)
         if elements:
-            parts.append(f"<details class='shadows-slot-section' open><summary>{escape(slot)}{_count(slot, elements)}"
-                         f"</summary>{_table(_rows(elements))}</details>")
+            state = " open" if len(elements) <= OPEN_SECTION_ROWS else ""
+            parts.append(f"<details class='shadows-slot-section'{state}><summary>{escape(slot)}"
+                         f"{_count(slot, elements)}</summary>{_table(_rows(elements))}</details>")
     return "".join(parts)
 
 
