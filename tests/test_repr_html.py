@@ -47,7 +47,7 @@ def test_html_repr_lists_every_element_from_metadata(path, monkeypatch):
     assert _rows(html, details=True)[("obs", "catᐁ")][3] == "3 categories"
     sections = re.findall(r"<details class='shadows-slot-section'( open)?><summary>(.*?)</summary>", html)
     headers = {re.sub(r"<[^>]+>", "", h): bool(state) for state, h in sections}
-    assert list(headers)[0] == "X" and headers["obsm (4 keys)"] and headers["varm (1 key)"]
+    assert next(iter(headers)) == "X" and headers["obsm (4 keys)"] and headers["varm (1 key)"]
     assert any(h.startswith("obs (") for h in headers)
     many = AnnDataShadow(path)
     for i in range(20):
