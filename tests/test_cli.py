@@ -58,6 +58,8 @@ def test_demo_compares_anndata_and_a_shadow_and_runs_scanpy(tmp_path, capsys, mo
     assert main(["demo", "--cells", "2000", "--genes", "300"]) == 0
     out = capsys.readouterr().out
     assert "Kept the plot:" in out and (tmp_path / "shadows-demo-violin.png").exists()
+    saved = re.search(r"plot saved: (\S+)", out).group(1)  # the path it prints is the one it keeps
+    assert saved == str(tmp_path / "shadows-demo-violin.png")
     removed = re.search(r"Removed (\S+) and everything else", out).group(1)
     assert not os.path.exists(removed)
 
@@ -124,3 +126,47 @@ def test_storage_options_are_key_value_pairs(path, capsys, monkeypatch):
     monkeypatch.setattr(shadows.io, "read", spy)
     assert main(["info", str(path), "--storage-option", "anon=true", "--storage-option", "endpoint_url=http://x"]) == 0
     assert seen["storage_options"] == {"anon": True, "endpoint_url": "http://x"}
+
+
+def test_info_cuts_a_long_path_in_the_middle_to_fit(tmp_path, capsys):
+    """Not printing to a terminal: every line fits 100 columns, the file's path included (cut in its
+    middle, both ends kept).
+    """
+    from conftest import make_adata
+
+    folder = tmp_path.joinpath(*["a_rather_long_folder_name"] * 5)
+    folder.mkdir(parents=True)
+    path = folder / "data.h5ad"
+    make_adata().write_h5ad(path)
+    assert len(str(path)) > 100
+    assert main(["info", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert "…" in lines[0] and lines[0].endswith("/data.h5ad") and lines[0].startswith(str(path)[:40])
+
+
+def test_info_fits_a_narrow_terminal(path, capsys, monkeypatch):
+    """In a terminal of 60 columns (and narrower ones) every line fits: columns cut, then left out (said
+    so), the --json output whole.
+    """
+    import json
+    import sys
+
+    from shadows.cli import info_text
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # the width is the terminal's only in one
+    monkeypatch.setenv("COLUMNS", "60")
+    assert main(["info", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 60
+    assert lines[0] == str(path) or len(str(path)) > 60  # a path that fits is printed whole
+    assert any(line.startswith("uns/nested/level1/level2/value ") for line in lines)
+    assert any(line.startswith("element ") and "shape" in line and "on disk" in line for line in lines)
+    assert "(encoding, chunks: left out at this width; --json lists them)" in " ".join(lines)
+    for width in (80, 45, 30, 20):
+        text = info_text(str(path), width=width)
+        assert max(len(line) for line in text.splitlines()) <= width, width
+    assert "left out" not in info_text(str(path), width=100)
+    assert main(["info", "--json", str(path)]) == 0
+    element = json.loads(capsys.readouterr().out)["elements"][0]
+    assert {"path", "shape", "dtype", "encoding", "chunks", "bytes_on_disk"} <= set(element)

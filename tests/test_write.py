@@ -393,3 +393,78 @@ def test_reading_progress_under_a_client_is_distributed_s(path, tmp_path, capsys
     assert "% Completed" in captured.out  # distributed's text bar
     assert memory.X.shape == (30, 15)
     assert _draws(captured.err)[-1].startswith("reading [")
+
+
+def test_progress_bar_ends_its_line_when_the_job_raises(path, tmp_path, capsys, monkeypatch):
+    """A job that raises leaves its bar as it was, says where it stopped and ends the line: what is
+    printed next starts a line of its own; a block counted after that (a dask worker still running)
+    draws nothing.
+    """
+    import io
+
+    import shadows.writing.export as export_module
+    from shadows import progress
+
+    original = export_module._write_elem
+
+    def failing(group, name, value):
+        if name == "uns":
+            raise OSError("disk full")
+        return original(group, name, value)
+
+    monkeypatch.setattr(export_module, "_write_elem", failing)
+    with pytest.raises(OSError, match="disk full"):
+        AnnDataShadow(path).copy(tmp_path / "out.h5ad", progress=True)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("\n")
+    last = _draws(err)[-1]
+    assert last.startswith("exporting [#") and last.endswith("  stopped at uns") and " 100% " not in last
+
+    stream = io.StringIO()
+    with pytest.raises(KeyboardInterrupt), progress.job(4, True, stream=stream):
+        bar = progress.current()
+        bar.advance()
+        raise KeyboardInterrupt
+    assert stream.getvalue().endswith("\rwriting [#######-----------------------]  25%  1/4 blocks  stopped\n")
+    bar.advance()
+    assert stream.getvalue().count("\r") == 2 and progress.current() is None
+
+    stream = io.StringIO()
+    with pytest.raises(ValueError, match="bad"), progress.reading_job(lambda: 2_000_000, True, stream=stream):
+        progress.reading_element("layers/dense")
+        progress.count_read(500_000)
+        raise ValueError("bad")
+    assert stream.getvalue().endswith("  25%  0.5/2.0 MB  stopped at layers/dense\n")
+    assert not progress.showing_reads()
+
+
+@pytest.mark.parametrize("target", ["h5mu", "zarr"])
+def test_mudata_progress_is_one_bar_for_the_whole_job_naming_each_element(tmp_path, capsys, target):
+    """``MuDataShadow.write_h5mu`` and ``write_zarr`` with ``progress=True``: one bar (one line, redrawn)
+    counting the blocks of every element, the modalities' included, named as they are written.
+    """
+    import re
+
+    import mudata
+
+    from shadows import MuDataShadow
+
+    source = tmp_path / "m.h5mu"
+    mudata.MuData({"rna": make_adata(), "prot": make_adata(seed=1)}).write_h5mu(source)
+    shadow = MuDataShadow(source)
+    out = tmp_path / f"out.{target}"
+    shadow.write_h5mu(out, progress=True) if target == "h5mu" else shadow.write_zarr(out, progress=True)
+    err = capsys.readouterr().err
+    lines = err.split("\n")
+    assert len([line for line in lines if line]) == 1 and err.endswith("\n")  # one line, redrawn with \r
+    draws = [d for d in lines[0].split("\r") if d]
+    totals = {re.search(r"(\d+)/(\d+) blocks", d).group(2) for d in draws}
+    assert len(totals) == 1  # the same total throughout: the whole job's
+    assert draws[-1].startswith("exporting [#") and " 100% " in draws[-1] and draws[-1].endswith("  done")
+    named = {d.rsplit("  ", 1)[-1] for d in draws}
+    assert {"obs", "obsm/rna", "uns", "mod/rna/X", "mod/rna/obsm/X_pca", "mod/prot/X", "mod/prot/raw/X"} <= named
+    done = [int(re.search(r"(\d+)/", d).group(1)) for d in draws]
+    assert done == sorted(done)  # it only moves forward
+    written = mudata.read_h5mu(out) if target == "h5mu" else mudata.read_zarr(out)
+    assert set(written.mod) == {"rna", "prot"} and written.n_obs == 60
+    shadow.close()

@@ -45,26 +45,54 @@ def open_shadow(path: str, format: str | None = None, allow_external: bool = Fal
     return read(path, format=format, allow_external=allow_external, storage_options=storage_options)
 
 
-def _fit(rows: list[tuple[str, ...]], width: int) -> list[tuple[str, ...]]:
-    """The table's cells cut (with "…") so that its lines fit ``width`` columns: chunks first, then the
-    element path (cut at its start: the end names it), the encoding and the dtype, never below a floor.
+#: How ``_fit`` narrows the table, tried in turn until its lines fit: the columns it leaves out (chunks
+#: first, then encoding, dtype, shape, the size on disk last) and how far it may cut the others (column:
+#: fewest characters kept). Columns are cut in the order listed; the element path stays longest.
+_LEVELS: tuple[tuple[frozenset[int], dict[int, int]], ...] = (
+    (frozenset(), {4: 10, 0: 24, 3: 14, 2: 10}),
+    (frozenset({4}), {0: 24, 3: 14, 2: 10}),
+    (frozenset({4, 3}), {0: 24, 2: 10}),
+    (frozenset({4, 3}), {2: 7, 0: 12}),
+    (frozenset({4, 3, 2}), {0: 12}),
+    (frozenset({4, 3, 2, 1}), {0: 12}),
+    (frozenset({4, 3, 2, 1}), {0: 1}),
+    (frozenset({4, 3, 2, 1, 5}), {0: 1}),
+)
+
+
+def _fit(rows: list[tuple[str, ...]], width: int) -> tuple[list[tuple[str, ...]], list[str]]:
+    """The table narrowed to ``width`` columns (see ``_LEVELS``): its cells cut with "…" (the element
+    path at its start: the end names it), and when that is not enough whole columns left out. Returns
+    the rows of the columns kept and the names (header row, first) of those left out.
     """
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    floors = {4: 10, 0: 24, 3: 14, 2: 10}
-    excess = sum(widths) + 2 * (len(widths) - 1) - width
-    for column, floor in floors.items():
+    natural = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for dropped, floors in _LEVELS:
+        kept = [i for i in range(len(natural)) if i not in dropped]
+        widths = list(natural)
+        excess = sum(widths[i] for i in kept) + 2 * (len(kept) - 1) - width
+        for column, floor in floors.items():
+            if excess <= 0:
+                break
+            cut = min(excess, max(widths[column] - floor, 0))
+            widths[column] -= cut
+            excess -= cut
         if excess <= 0:
             break
-        cut = min(excess, max(widths[column] - floor, 0))
-        widths[column] -= cut
-        excess -= cut
 
     def cell(text: str, column: int) -> str:
         if len(text) <= widths[column]:
             return text
         return "…" + text[len(text) - widths[column] + 1:] if column == 0 else text[: widths[column] - 1] + "…"
 
-    return [tuple(cell(text, i) for i, text in enumerate(row)) for row in rows]
+    return [tuple(cell(row[i], i) for i in kept) for row in rows], [rows[0][i] for i in sorted(dropped)]
+
+
+def _cut_middle(text: str, width: int) -> str:
+    """``text`` cut in its middle with "…" to ``width`` characters (a long file path keeps both ends)."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
 
 
 def _wrapped(text: str, width: int) -> str:
@@ -72,7 +100,7 @@ def _wrapped(text: str, width: int) -> str:
     lines = []
     for line in text.splitlines():
         line = line.expandtabs(10)
-        indent = " " * (len(line) - len(line.lstrip()) + 10)
+        indent = " " * min(len(line) - len(line.lstrip()) + 10, width // 2)  # room left in narrow widths
         lines += textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False) or [""]
     return "\n".join(lines)
 
@@ -100,17 +128,20 @@ def info_text(path: str, format: str | None = None, allow_external: bool = False
     """The repr plus a table of every element's shape, dtype, encoding, chunking and size on disk, fitted
     to ``width`` columns.
     """
+    width = max(width, 1)
     data = info_data(path, format, allow_external, storage_options)
     rows = [("element", "shape", "dtype", "encoding", "chunks", "on disk")]
     for element in data["elements"]:
         shape = " × ".join(map(str, element["shape"])) if element["shape"] else "-"
         rows.append((element["path"], shape, element["dtype"], element["encoding"], element["chunks"] or "-",
                      _human(element["bytes_on_disk"])))
-    rows = _fit(rows, width)
+    rows, left_out = _fit(rows, width)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    if left_out:
+        table += "\n" + textwrap.fill(f"({', '.join(left_out)}: left out at this width; --json lists them)", width)
     problems = "".join(f"\n\n{_wrapped(e['problem'], width)}" for e in data["elements"] if e.get("problem"))
-    return f"{data['path']}\n{_wrapped(data['repr'], width)}\n\n{table}{problems}"
+    return f"{_cut_middle(data['path'], width)}\n{_wrapped(data['repr'], width)}\n\n{table}{problems}"
 
 
 def _storage_option(text: str) -> tuple[str, Any]:

@@ -5,6 +5,9 @@ written at once) and names the element being written::
 
     writing [##############----------------]  47%  12/27 blocks  obsm/X_pca
 
+A job that raises leaves its bar as it was, labelled ``stopped at`` the element it was on, and ends the
+line, so that the traceback (or whatever is printed next) starts on a line of its own.
+
 The writer sets the bar for the job (:func:`job`); the places that write blocks take it along into
 dask's worker threads (context variables do not follow them) and advance it. dask's own progress bar
 showed one unlabelled bar per compute, which is one per element and more. Under a ``distributed.Client``
@@ -52,6 +55,7 @@ class JobProgress:
         self.label = ""
         self._lock = threading.Lock()
         self._drawn: tuple[int, str] | None = None
+        self._ended = False  # the line is ended (finish, stop): nothing more is drawn on it
 
     def element(self, label: str) -> None:
         """Name the element being written."""
@@ -66,7 +70,7 @@ class JobProgress:
             self._draw()
 
     def _draw(self) -> None:
-        if self.on_cluster:
+        if self.on_cluster or self._ended:
             return
         percent = self.done * 100 // self.total
         if self._drawn == (percent, self.label):  # draw only what changes the line
@@ -80,13 +84,26 @@ class JobProgress:
         self.stream.flush()
 
     def finish(self) -> None:
-        if self.on_cluster:
-            return
+        """Draw the bar full, labelled "done", and end its line."""
         with self._lock:
             self.done, self.label = self.total, "done"
-            self._draw()
-            self.stream.write("\n")
-            self.stream.flush()
+            self._end()
+
+    def stop(self) -> None:
+        """End the bar's line where the job stopped (it raised): the bar left as it was, labelled
+        "stopped at" the element being written or read, so that what is printed next starts a new line.
+        """
+        with self._lock:
+            self.label = f"stopped at {self.label}" if self.label else "stopped"
+            self._end()
+
+    def _end(self) -> None:
+        if self.on_cluster or self._ended:
+            return
+        self._draw()
+        self._ended = True  # draws from threads still running (dask's workers) stay off the next line
+        self.stream.write("\n")
+        self.stream.flush()
 
 
 def current() -> JobProgress | None:
@@ -121,6 +138,11 @@ def job(total: int, enabled: bool, verb: str = "writing", stream: TextIO | None 
     token = _CURRENT.set(bar)
     try:
         yield
+    except BaseException:
+        with contextlib.suppress(Exception):  # the job's error is the one to see
+            bar.stop()
+        raise
+    else:
         bar.finish()
     finally:
         _CURRENT.reset(token)
@@ -147,9 +169,15 @@ def reading_job(total: Callable[[], int], enabled: bool, stream: TextIO | None =
     if not start:
         yield
         return
+    bar = _READING
     try:
         yield
-        _READING.finish()
+    except BaseException:
+        with contextlib.suppress(Exception):  # the job's error is the one to see
+            bar.stop()
+        raise
+    else:
+        bar.finish()
     finally:
         with _READING_LOCK:
             _READING = None
