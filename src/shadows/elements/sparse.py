@@ -309,22 +309,13 @@ def _read_whole_selection(spec: SparseSpec, groups: list[range | np.ndarray]) ->
 def _coalesce(lo: np.ndarray, hi: np.ndarray, data_node: Any, merge_gaps: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Group selected ranges ``[lo, hi)`` (increasing) into reads: ``(first, end)`` indices of each group.
 
-    Ranges merge when the gap between them is small: ``COALESCE_GAP_NNZ`` for HDF5 (none unless
-    ``merge_gaps``: only touching ranges then); for Zarr, which decodes whole chunks, less than a chunk,
-    so a chunk is decoded once, with each merged read capped at a few chunks to keep memory bounded.
+    Touching ranges always merge. For HDF5 (with ``merge_gaps``) ranges also merge across gaps of up to
+    ``COALESCE_GAP_NNZ``: one longer range costs less than one more in HDF5's selection. Zarr reads the
+    ranges as one selection of positions (:func:`shadows.backends.nodes.read_ranges`) and decodes each
+    chunk they touch once whatever the gaps, so reading a gap would only cost memory.
     """
-    stored_chunk = 0 if nodes.is_hdf5(data_node) else (nodes.chunks(data_node) or (0,))[0]
-    gap_limit = max(COALESCE_GAP_NNZ if merge_gaps else 0, stored_chunk)
-    span_limit = max(4 * stored_chunk, 1 << 22)
-    if stored_chunk == 0:
-        breaks = np.flatnonzero(lo[1:] - hi[:-1] > gap_limit) + 1
-    else:
-        breaks, read_start = [], lo[0] if lo.size else 0
-        for i in range(1, lo.size):  # a loop: each merge decision depends on the read opened so far
-            if lo[i] - hi[i - 1] > gap_limit or hi[i] - read_start > span_limit:
-                breaks.append(i)
-                read_start = lo[i]
-        breaks = np.asarray(breaks, dtype=np.int64)
+    gap_limit = COALESCE_GAP_NNZ if merge_gaps and nodes.is_hdf5(data_node) else 0
+    breaks = np.flatnonzero(lo[1:] - hi[:-1] > gap_limit) + 1
     return np.concatenate([[0], breaks]).astype(np.int64), np.concatenate([breaks, [lo.size]]).astype(np.int64)
 
 
