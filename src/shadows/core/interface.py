@@ -44,3 +44,5 @@ class ShadowLike(Protocol):
     def _is_cached(self, rel: str) -> bool: ...  # held in memory (ᐁ)
     def _is_changed(self, rel: str) -> bool: ...  # changed in memory (▲)
     def _detach(self) -> None: ...  # a view becomes a shadow of its own
+    def _visible_staged_columns(self, frame_rel: str) -> dict[str, Any]: ...  # obs/var columns assigned (▲)
+    def _frame_keys(self, frame_rel: str) -> list[str]: ...  # obs/var column names, stored and assigned
