@@ -146,6 +146,7 @@ def test_scattered_rows_of_hdf5_are_read_into_the_result_itself(big_files, monke
     files, X = big_files
     monkeypatch.setattr(sparse_module, "TARGET_NNZ_PER_TASK", 20_000)  # many tasks' worth of rows
     monkeypatch.setattr(nodes, "HYPERSLABS_PER_READ", 7)
+    monkeypatch.setattr(nodes.hdf5_raw, "layout", lambda node: None)  # through HDF5's selections
     rows = np.sort(np.random.default_rng(3).choice(N_OBS, N_OBS // 10, replace=False))
     read_calls = []
 
@@ -174,6 +175,32 @@ def test_scattered_rows_of_hdf5_are_read_into_the_result_itself(big_files, monke
     assert peak < 1.25 * selected, (peak, selected)  # through the blocks' concatenation: 2x and more
     ranges = np.unique(np.concatenate([rows, rows + 1])).size - rows.size  # rows' runs: at most one each
     assert len(read_calls) >= 2 * (ranges // 7)  # data and indices, 7 ranges per call at most
+
+
+@pytest.mark.parametrize("layout", ["chunked", "contiguous", "compressed"])
+def test_scattered_ranges_of_an_uncompressed_dataset_are_read_at_hdf5s_offsets(tmp_path, layout, monkeypatch):
+    """Ranges (some across chunk boundaries, some empty) read straight from the file equal h5py's read
+    of them; compressed datasets and files open for writing go through HDF5."""
+    from shadows.backends import hdf5_raw, nodes
+
+    values = np.arange(10_000, dtype=np.float32) * 1.5
+    options = {"chunked": {"chunks": (700,)}, "contiguous": {}, "compressed": {"chunks": (700,), "compression": "gzip"}}
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        f.create_dataset("v", data=values, **options[layout])
+    starts = np.array([3, 650, 1399, 5000, 5000, 9990])
+    stops = np.array([10, 1500, 1399, 5000, 5700, 10_000])
+    expected = np.concatenate([values[a:b] for a, b in zip(starts, stops, strict=True)])
+    pread_calls = []
+    preadv = hdf5_raw.os.preadv
+    monkeypatch.setattr(hdf5_raw.os, "preadv", lambda *args: pread_calls.append(args[2]) or preadv(*args))
+    for mode in ("r", "r+"):
+        with h5py.File(tmp_path / "f.h5", mode) as f:
+            out = np.empty(expected.size, dtype=np.float32)
+            nodes.read_ranges(f["v"], starts, stops, out)
+            np.testing.assert_array_equal(out, expected)
+            raw = hdf5_raw.layout(f["v"])
+        assert (raw is not None) == (mode == "r" and layout != "compressed")
+    assert bool(pread_calls) == (layout != "compressed")
 
 
 def test_dense_and_frames_read_only_what_they_need(big_files, monkeypatch):

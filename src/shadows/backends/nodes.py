@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from shadows import progress
+from shadows.backends import hdf5_raw
 from shadows.backends.zarr_meta import MetaArray, MetaGroup, MetaNode
 from shadows.errors import ShadowsError, UnreadableDataError, element_message
 
@@ -199,9 +200,10 @@ def read_ranges(node: Any, starts: np.ndarray, stops: np.ndarray, out: np.ndarra
     """Read the increasing, disjoint ranges ``node[starts[i]:stops[i]]`` (a numeric 1-d array) one after
     another into ``out``.
 
-    HDF5 reads them in few calls: each a selection that is the union of up to ``HYPERSLABS_PER_READ``
-    ranges (h5py's high-level indexing takes one range per call, and each call costs about as much as
-    reading a short row; random minibatches of 256 rows spent most of their time there). Zarr reads them
+    An uncompressed HDF5 dataset of a file open read-only is read at the byte offsets HDF5 reports
+    (:mod:`shadows.backends.hdf5_raw`). Other HDF5 datasets are read in few calls: each a selection that is
+    the union of up to ``HYPERSLABS_PER_READ`` ranges (h5py's high-level indexing takes one range per
+    call, and each call costs about as much as reading a short row). Zarr reads them
     as one orthogonal selection of their positions per ``ZARR_POSITIONS_PER_READ`` values: zarr then
     decodes each chunk (or a shard's inner chunk) the ranges touch once, concurrently.
     """
@@ -212,7 +214,10 @@ def read_ranges(node: Any, starts: np.ndarray, stops: np.ndarray, out: np.ndarra
     if total == 0:
         return
     with reading(node):
-        if is_hdf5(node) and starts.size > 1:
+        raw = hdf5_raw.layout(node) if is_hdf5(node) and starts.size > 1 else None
+        if raw is not None:
+            hdf5_raw.read_ranges(raw, starts, lengths, out)
+        elif is_hdf5(node) and starts.size > 1:
             _read_hyperslab_unions(node, starts, lengths, out)
         elif starts.size > 1:
             _read_zarr_positions(node, starts, lengths, out)
