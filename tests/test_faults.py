@@ -7,6 +7,7 @@ The kill runs are marked ``slow``: ``pytest -m "not slow"`` leaves them out.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -340,3 +341,40 @@ def test_nothing_is_written_when_write_fails_before_committing(fmt, tmp_path):
     assert element_digests(path) == before
     assert "fails" not in read_oracle(path).obsm
     assert_value_equal(read_oracle(path).obsm["X_pca"], make_adata().obsm["X_pca"], "obsm/X_pca")
+
+
+@pytest.mark.parametrize("fmt_", ["zarr2", "zarr3"])
+def test_the_next_writer_cleans_what_a_killed_writer_left(fmt_, tmp_path):
+    """A writer killed mid-write leaves its lock file and scratch hierarchy in ``.shadows-tmp``; the next
+    ``write()`` removes them, and once it is done the store holds neither. (HDF5 has no scratch: an element
+    is built in an anonymous group, which a kill leaves unreachable, not in the tree.)"""
+    path = writable_file(tmp_path / f"left{suffix(fmt_)}", fmt_)
+    before = element_digests(path)
+    base = path / ".shadows-tmp"
+    writer = start(KILL_SCRIPT, path)
+    try:
+        # inside write() once the lock exists, and building the layer once it is in the scratch hierarchy
+        building = str(base / "*" / "big-*")
+        deadline = time.monotonic() + 60
+        while not ((base / "lock").exists() and glob.glob(building)):
+            assert time.monotonic() < deadline and writer.poll() is None, "the writer never started its write"
+            time.sleep(0.01)
+    finally:
+        kill_after(writer, 0)
+    assert (base / "lock").exists() and glob.glob(building)  # the killed writer's leftovers are there
+
+    shadow = AnnDataShadow(path, mode="r+")
+    shadow.obsm["after"] = np.ones((4000, 2))
+    shadow.write()
+    shadow.close()
+    assert not base.exists(), sorted(p.name for p in base.iterdir())  # no scratch folder, no lock file
+    assert not any(".shadows-tmp" in p.parts or p.name == "lock" for p in path.rglob("*"))
+    after = element_digests(path)
+    assert {k: v for k, v in after.items() if k in before} == before
+    adata = read_oracle(path)
+    np.testing.assert_array_equal(adata.obsm["after"], np.ones((4000, 2)))
+    if "big" in adata.layers:  # killed while building: absent (or, past its commit, whole)
+        assert adata.layers["big"].shape == (4000, 15) and np.all(adata.layers["big"] > 0)
+    if "new_column" in adata.obs:
+        np.testing.assert_array_equal(adata.obs["new_column"], np.arange(4000.0))
+    assert_shadow_matches(AnnDataShadow(path), adata)

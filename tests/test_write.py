@@ -307,6 +307,39 @@ def test_writes_and_exports_are_quiet(tmp_path, fmt):
     assert "double" in read_oracle(path).layers
 
 
+@pytest.mark.parametrize("fmt", ["h5mu", "zarr2", "zarr3"])
+def test_mudata_writes_exports_and_to_memory_are_quiet(tmp_path, fmt):
+    """The same for a MuData shadow: ``write()``, ``write_h5mu``, ``write_zarr`` and ``to_memory()`` emit
+    no warnings on either stack (mudata 0.3's ``pull_on_update`` and pandas 3's ``inplace`` included)."""
+    import warnings
+
+    mudata = pytest.importorskip("mudata")
+    from shadows import MuDataShadow
+
+    path = tmp_path / ("quiet.h5mu" if fmt == "h5mu" else "quiet.zarr")
+    with warnings.catch_warnings():  # building the file is not shadows'
+        warnings.simplefilter("ignore")
+        atac = make_adata(n_obs=40, n_vars=9, seed=3)
+        atac.var_names = [f"peak{i}" for i in range(9)]  # names of its own: mudata warns of shared ones (data)
+        mdata = mudata.MuData({"rna": make_adata(), "atac": atac})
+        if fmt == "h5mu":
+            mdata.write_h5mu(path)
+        else:
+            with zarr_format(fmt):
+                mdata.write_zarr(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shadow = MuDataShadow(path, mode="r+")
+        shadow.obsm["new"] = np.ones((shadow.n_obs, 2))
+        shadow.mod["rna"].layers["double"] = shadow.mod["rna"].X * 2
+        shadow.write()
+        shadow.write_h5mu(tmp_path / "out.h5mu")
+        shadow.write_zarr(tmp_path / "out.zarr")
+        memory = shadow.to_memory()
+        shadow.close()
+    assert type(memory) is mudata.MuData and "new" in memory.obsm and "double" in memory.mod["rna"].layers
+
+
 @pytest.mark.parametrize("target", ["h5ad", "zarr"])
 def test_progress_is_one_bar_for_the_whole_job_naming_each_element(path, tmp_path, capsys, target):
     """One bar (one line, redrawn) counting the blocks of every element, named as they are written."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
@@ -472,17 +473,22 @@ class MuDataShadow(ShadowBase, _MuDataBase):
         return own + sum(modality._to_memory_nbytes() for modality in self.mod.values())
 
     def _to_memory(self):
+        """The MuData as the installed mudata builds it (mudata 0.3 pulls the modalities' columns unless
+        the user's ``mudata.set_options(pull_on_update=False)`` says otherwise), with its constructor's
+        deprecation warnings silenced: mudata 0.3's about ``pull_on_update``, and pandas 3's about
+        ``inplace`` from mudata 0.4 do not concern the user.
+        """
         import mudata
+        import pandas as pd
 
         slots = {slot: self._slot_values(slot, self._plain) for slot in self._SLOTS}
-        return mudata.MuData(
-            {name: modality.to_memory() for name, modality in self.mod.items()},
-            obs=self._plain("obs"),
-            var=self._plain("var"),
-            uns=self.uns.materialize(),
-            axis=self.axis,
-            **slots,
-        )
+        modalities = {name: modality.to_memory() for name, modality in self.mod.items()}
+        obs, var, uns = self._plain("obs"), self._plain("var"), self.uns.materialize()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            if hasattr(pd.errors, "Pandas4Warning"):  # pandas >= 3
+                warnings.simplefilter("ignore", pd.errors.Pandas4Warning)
+            return mudata.MuData(modalities, obs=obs, var=var, uns=uns, axis=self.axis, **slots)
 
     def _detach(self) -> None:
         """MuData views stay views when assigned to (their changes live in the view; see the README)."""
