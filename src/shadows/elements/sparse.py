@@ -124,6 +124,8 @@ class SparseSpec(ElementSpec):
         chunks = (blocks, (n_minor_out,)) if self.major_axis == 0 else ((n_minor_out,), blocks)
         graph = da.Array(HighLevelGraph.from_collections(name, tasks, dependencies=()), name, chunks=chunks,
                          meta=self.meta())
+        if minor_key is None and groups:  # whole rows (columns): each block's non-zeros are in indptr
+            _remember_block_nnz(name, self, groups)
         if order is not None:
             graph = graph[order] if self.major_axis == 0 else graph[:, order]
         return graph
@@ -190,6 +192,40 @@ class SparseSpec(ElementSpec):
         # 100k-cell file merged into reads of most of X: 625 MiB).
         edges = np.searchsorted(positions, np.arange(rows_per_task, n_major, rows_per_task))
         return [part for part in np.split(positions, edges) if part.size]
+
+
+#: How many non-zeros each block of a selection graph holds, as read from the stored pointers, by graph
+#: name (the last few graphs made; see :func:`known_block_nnz`).
+_BLOCK_NNZ: dict[str, tuple[SparseSpec, list[range | np.ndarray]]] = {}
+_BLOCK_NNZ_KEPT = 64
+
+
+def _remember_block_nnz(name: str, spec: SparseSpec, groups: list[range | np.ndarray]) -> None:
+    _BLOCK_NNZ.pop(name, None)
+    _BLOCK_NNZ[name] = (spec, groups)
+    while len(_BLOCK_NNZ) > _BLOCK_NNZ_KEPT:
+        _BLOCK_NNZ.pop(next(iter(_BLOCK_NNZ)))
+
+
+def known_block_nnz(array: Any) -> np.ndarray | None:
+    """The non-zeros of each block of ``array`` along its major axis, when it is a graph of whole stored
+    rows (CSR; columns for CSC) made by :meth:`SparseSpec.select_graph`: read from ``indptr`` (a few
+    pointers), so that a writer need not compute every block once only to count it. ``None`` for any
+    other array (one computed from it has another name).
+    """
+    found = _BLOCK_NNZ.get(getattr(array, "name", None))
+    if found is None:
+        return None
+    spec, groups = found
+    if all(isinstance(g, range) for g in groups):
+        bounds = np.array([g.start for g in groups] + [groups[-1].stop], dtype=np.int64)
+        # the pointers at the bounds: indptr[b] is where position b starts (the last: where b - 1 ends)
+        lo, hi = _pointers(spec, np.append(bounds[:-1], bounds[-1] - 1))
+        return np.diff(np.append(lo[:-1], hi[-1]))
+    positions = np.concatenate([as_positions(g) for g in groups])
+    lo, hi = _pointers(spec, positions)
+    firsts = np.cumsum([0] + [len(g) for g in groups[:-1]])
+    return np.add.reduceat(hi - lo, firsts)
 
 
 def _shape(ref: Any, path: str, shape: Any) -> tuple[int, int]:

@@ -3,7 +3,9 @@
 Dense arrays go through ``dask.array.store`` into a dataset/array whose chunks match the dask chunks
 (so no two tasks write the same storage chunk). Sparse arrays (dask arrays of scipy CSR/CSC chunks) are
 written in two passes: the non-zeros of every block are counted first, which fixes each block's region
-of ``data``/``indices``; then every block writes its ``data``, ``indices`` and ``indptr`` regions. Only a
+of ``data``/``indices``; then every block writes its ``data``, ``indices`` and ``indptr`` regions. For
+whole stored rows (a view's X, X itself) the counts come from the stored pointers
+(:func:`~shadows.elements.sparse.known_block_nnz`), and the blocks are read once. Only a
 few blocks are in memory at a time, so an element computed lazily (``np.log1p(adata.X)``) is never
 materialized whole.
 
@@ -32,6 +34,7 @@ import scipy.sparse as sp
 from shadows import progress
 from shadows.backends.nodes import is_hdf5
 from shadows.cluster import compute_on, current_client
+from shadows.elements.sparse import known_block_nnz
 from shadows.errors import ShadowsError
 from shadows.writing.anndata_elems import write_elem
 
@@ -225,8 +228,10 @@ def write_sparse(group: Any, name: str, array: Any, reserve: Reserve | None = No
     client = current_client(array) if cluster else None
     on_cluster = client is not None and not is_hdf5(group)
     scheduler = client if client is not None else _scheduler_for(group)
-    counts = array.map_blocks(_block_nnz, dtype=np.int64, chunks=tuple((1,) * len(c) for c in array.chunks),
-                              meta=np.empty((0, 0), dtype=np.int64)).compute(scheduler=scheduler).reshape(-1)
+    counts = known_block_nnz(array)  # a selection of stored rows: counted from its pointers
+    if counts is None or counts.size != len(array.chunks[axis]):
+        counts = array.map_blocks(_block_nnz, dtype=np.int64, chunks=tuple((1,) * len(c) for c in array.chunks),
+                                  meta=np.empty((0, 0), dtype=np.int64)).compute(scheduler=scheduler).reshape(-1)
     bounds = np.concatenate([[0], np.cumsum(array.chunks[axis])])
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     nnz = int(offsets[-1])
