@@ -27,10 +27,10 @@ TOOLS = {
     "gene_column": ["shadows", "read_lazy", "backed"],
     "gene_sums": ["shadows", "raw_read", "read_lazy", "backed"],
     "write_layer": ["shadows", "full"],
-    "export_view": ["shadows", "read_lazy", "backed", "full"],
+    "export_view": ["shadows", "raw_read", "read_lazy", "backed", "full"],
     "export_view_zarr": ["shadows", "read_lazy", "full"],
     "pipeline": ["shadows", "full"],
-    "minibatch": ["shadows", "backed"],
+    "minibatch": ["shadows", "backed", "annbatch"],  # annbatch where installed (Python >= 3.12)
     "minibatch_blocks": ["shadows", "backed"],
     "cluster_write": ["shadows"],
 }
@@ -42,7 +42,7 @@ STREAMED_TOOLS = {
     "gene_sums": ["shadows", "raw_read"],
     "rows_1pct": ["shadows", "backed"],
     "gene_column": ["shadows"],
-    "export_view": ["shadows"],
+    "export_view": ["shadows", "raw_read"],
     "export_view_zarr": ["shadows"],
     "pipeline": ["shadows"],
 }
@@ -112,7 +112,8 @@ def main() -> None:
             fmt = "h5ad" if path.suffix == ".h5ad" else "zarr"
             results = {}
             for tool in tools[workload]:
-                if tool == "backed" and fmt != "h5ad":
+                if (tool in ("backed", "annbatch") or (tool, workload) == ("raw_read", "export_view")) \
+                        and fmt != "h5ad":
                     continue
                 results[tool] = measure(tool, workload, path, args.repeats)
             ref = results.get("shadows", {}).get("seconds")
@@ -122,7 +123,8 @@ def main() -> None:
                     continue
                 ratio = f"{r['seconds'] / ref:>9.2f}×" if ref else ""
                 written = f"{r['written_mib']:>11.0f}" if r.get("written_mib") else ""
-                notes = "".join(f"  {k.replace('_', ' ')}: {r[k]:,.1f}" for k in ("cells_per_second", "received_mib")
+                notes = "".join(f"  {k.replace('_', ' ')}: {r[k]:,.1f}" for k in ("cells_per_second", "received_mib",
+                                                                                         "prepared_seconds")
                                 if k in r)
                 print(f"{workload:<16} {fmt:<6} {tool:<10} {r['seconds']:>9.4f} {r['peak_mib']:>9.1f} {ratio:>10} "
                       f"{written}{notes}".rstrip())
