@@ -351,7 +351,8 @@ def test_the_next_writer_cleans_what_a_killed_writer_left(fmt_, tmp_path):
     path = writable_file(tmp_path / f"left{suffix(fmt_)}", fmt_)
     before = element_digests(path)
     base = path / ".shadows-tmp"
-    writer = start(KILL_SCRIPT, path)
+    # blocks of 0.2 s: the write lasts seconds on a busy machine too, so the kill lands inside it
+    writer = start(KILL_SCRIPT.replace("sleep(0.02)", "sleep(0.2)"), path)
     try:
         # inside write() once the lock exists, and building the layer once it is in the scratch hierarchy
         building = str(base / "*" / "big-*")

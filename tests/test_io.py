@@ -80,6 +80,11 @@ def test_the_second_argument_is_anndatas_backed_or_mudatas_modality(tmp_path):
     rna = shadows.read_h5ad(tmp_path / "m.h5mu", "rna", "r+")  # mudata.read_h5ad(filename, mod, backed)
     assert rna.file.mode == "r+" and rna.shape == make_adata().shape
     rna.close()
+    assert shadows.read_h5ad(tmp_path / "m.h5mu", "rna", backed="r").file.mode == "r"
+    with pytest.raises(TypeError, match="multiple values"):
+        shadows.read_h5ad(adata_path, "r", backed="r+")
+    with pytest.raises(TypeError, match="a mode, not a modality"):
+        shadows.read_h5ad(tmp_path / "m.h5mu", "r+", "rna")
     assert shadows.read_h5ad(tmp_path / "m.h5mu", mod="r").shape == make_adata(seed=2).shape
     assert shadows.read_h5mu(tmp_path / "m.h5mu", "r").n_mod == 2  # mudata.read_h5mu(filename, backed)
     with pytest.raises(TypeError, match="as_sparse"):

@@ -265,7 +265,7 @@ def test_a_refused_change_leaves_the_object_as_anndata_leaves_it(counts, kind, m
             change(oracle)
         with pytest.raises(Exception) as got:
             change(subject)
-    assert isinstance(got.value, (type(expected.value), ValueError, IndexError, KeyError)), (got, expected)
+    assert isinstance(got.value, type(expected.value)), (got, expected)  # anndata's type, or a subclass
     assert subject.is_view == oracle.is_view, (subject.is_view, oracle.is_view)
     assert_same_state(subject, read_oracle(counts)[VIEW_CELLS].copy() if kind == "view" else read_oracle(counts))
     assert subject.raw is None and "bad" not in subject.obsm and "bad" not in subject.layers
@@ -428,7 +428,8 @@ HVG_FLAVORS = {
 @pytest.mark.parametrize("flavor", list(HVG_FLAVORS))
 def test_highly_variable_genes_in_every_flavor_as_anndata(counts, kind, flavor):
     """Returned (``inplace=False``) and in place with ``subset=True``: the same genes and statistics."""
-    pytest.importorskip("skmisc")  # seurat_v3's loess
+    if flavor.startswith("seurat_v3"):
+        pytest.importorskip("skmisc")  # seurat_v3's loess
     function, options, normalized = HVG_FLAVORS[flavor]
     returned = {}
     for mode in ("returned", "subset"):

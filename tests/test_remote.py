@@ -268,3 +268,23 @@ def test_a_failed_read_names_the_url_and_the_element(http_root):
     with pytest.raises(ShadowsError, match=r"127\.0\.0\.1:\d+/vanishing\.h5ad: element '(X|X/\w+)'") as error:
         _ = shadow.X
     assert isinstance(error.value, OSError)
+
+
+def test_read_zarr_of_an_open_remote_group_reopens_it_by_location(http_root, s3):
+    """anndata's habit, a zarr.Group, for stores behind HTTP and S3 (zarr keeps an HTTP store's whole URL
+    as its path, and opens filesystems asynchronous: the shadow takes the location and plain options)."""
+    import zarr
+
+    import shadows
+
+    base, folder, _, _ = http_root
+    local = _serve("zarr3", folder, "group3.zarr")
+    expected = read_oracle(local)
+    over_http = shadows.read_zarr(zarr.open_group(f"{base}/group3.zarr", mode="r"))
+    assert over_http.filename.startswith(base)
+    assert_shadow_matches(over_http, expected)
+    options, fs = s3
+    fs.put(str(local), "data/group3.zarr", recursive=True)
+    over_s3 = shadows.read_zarr(zarr.open_group("s3://data/group3.zarr", mode="r", storage_options=options))
+    assert "asynchronous" not in over_s3._ref.storage_options
+    assert_shadow_matches(over_s3, expected)

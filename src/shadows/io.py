@@ -32,23 +32,21 @@ def _mode(backed: bool | str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
 _BACKED = (None, False, True, "r", "r+")
 
 
-def read_h5ad(filename: str | os.PathLike, backed: bool | str | None = None, mod: str | None = None, *,
+def read_h5ad(filename: str | os.PathLike, *args: Any, backed: bool | str | None = None, mod: str | None = None,
               as_sparse: tuple[str, ...] | list[str] = (), as_sparse_fmt: Any = None, chunk_size: int = 6000,
               **kwargs: Any) -> AnnDataShadow:
     """An :class:`~shadows.AnnDataShadow` of an ``.h5ad`` file (``anndata.read_h5ad(filename, backed)``),
-    or of modality ``mod`` of an ``.h5mu`` file.
+    or of modality ``mod`` of an ``.h5mu`` file (``mudata.read_h5ad(filename, mod, backed)``).
 
-    mudata's habit works too: ``read_h5ad("file.h5mu", "rna")`` (``mudata.read_h5ad(filename, mod,
-    backed)``): a second argument that is not a mode (``"r"``, ``"r+"``, ``True``, ``False``, ``None``)
-    names a modality, and a third is then the mode. A modality named ``"r"`` or ``"r+"`` is given as
-    ``mod=``.
+    Both habits work: a second argument that is a mode (``"r"``, ``"r+"``, ``True``, ``False``,
+    ``None``) is anndata's ``backed``; any other names a modality, as in mudata, and a third is then the
+    mode. A modality named ``"r"`` or ``"r+"`` is given as ``mod=``.
 
     anndata's ``as_sparse`` (read dense elements as sparse matrices) is not supported: a shadow shows
     what the file stores. ``as_sparse_fmt`` and ``chunk_size`` only serve ``as_sparse`` in anndata and
     are accepted for its calls' sake.
     """
-    if not (isinstance(backed, bool) or backed in _BACKED):  # mudata's order: (filename, mod, backed)
-        mod, backed = backed, mod
+    backed, mod = _backed_and_mod(args, backed, mod)
     if as_sparse:
         raise TypeError(f"{os.fspath(filename)}: as_sparse={tuple(as_sparse)!r} is not supported: a shadow shows "
                         "what the file stores. Convert after reading: adata.X = scipy.sparse.csr_matrix(adata.X)")
@@ -57,6 +55,28 @@ def read_h5ad(filename: str | os.PathLike, backed: bool | str | None = None, mod
     if mod is not None:
         path = f"{path.rstrip('/')}/mod/{mod}"
     return AnnDataShadow(path, **_mode(backed, {"format": "hdf5", **kwargs}))
+
+
+def _backed_and_mod(args: tuple[Any, ...], backed: Any, mod: str | None) -> tuple[Any, str | None]:
+    """``read_h5ad``'s positional arguments after the file: anndata's ``(backed,)`` or mudata's ``(mod,
+    backed)``, merged with the keywords (given twice: a ``TypeError``, as Python raises).
+    """
+    if len(args) > 2:
+        raise TypeError(f"read_h5ad takes at most 3 positional arguments ({len(args) + 1} given)")
+    named: dict[str, Any] = {}
+    if args:
+        first_is_mode = isinstance(args[0], bool) or args[0] in _BACKED
+        named = {"backed": args[0]} if first_is_mode and len(args) == 1 else {"mod": args[0]}
+        if len(args) == 2:
+            if first_is_mode:
+                raise TypeError(f"read_h5ad: {args[0]!r} is a mode, not a modality: give the modality first, "
+                                "as mudata.read_h5ad(filename, mod, backed)")
+            named["backed"] = args[1]
+    if "backed" in named and backed is not None:
+        raise TypeError("read_h5ad got multiple values for argument 'backed'")
+    if "mod" in named and mod is not None:
+        raise TypeError("read_h5ad got multiple values for argument 'mod'")
+    return named.get("backed", backed), named.get("mod", mod)
 
 
 def read_h5mu(filename: str | os.PathLike, backed: bool | str | None = None, **kwargs: Any) -> MuDataShadow:
@@ -87,9 +107,15 @@ def _group_location(group: Any, kwargs: dict[str, Any]) -> tuple[str, dict[str, 
     if isinstance(store, zarr.storage.LocalStore):
         root = os.fspath(store.root)
     elif isinstance(store, zarr.storage.FsspecStore):
-        protocol = store.fs.protocol[0] if isinstance(store.fs.protocol, tuple) else store.fs.protocol
-        root = f"{protocol}://{store.path.rstrip('/')}"
-        kwargs = {"storage_options": dict(getattr(store.fs, "storage_options", {}) or {}), **kwargs}
+        path = store.path.rstrip("/")
+        if "://" not in path:  # s3, gs...: the bucket and key (HTTP keeps the whole URL as its path)
+            protocol = store.fs.protocol[0] if isinstance(store.fs.protocol, tuple) else store.fs.protocol
+            path = f"{protocol}://{path}"
+        root = path
+        # zarr opened the filesystem asynchronous: shadows' own readers take the options synchronous
+        options = {k: v for k, v in (getattr(store.fs, "storage_options", {}) or {}).items()
+                   if k not in ("asynchronous", "loop")}
+        kwargs = {"storage_options": options, **kwargs}
     else:
         raise TypeError(f"read_zarr: a zarr.Group in a {type(store).__name__} cannot be shadowed: a shadow's tasks "
                         "reopen the store by its location. Write it to a directory (or an fsspec URL) first")

@@ -12,7 +12,11 @@ dataset's offset and each chunk's (``chunk_iter``, HDF5 ≥ 1.12.3); nothing is 
 Only for files this process holds open read-only with HDF5's default file driver: while a file is open
 for writing, values written through h5py may still sit in HDF5's caches, not in the file. What a
 dataset's layout is gets looked up once per dataset object (the read handle's node cache keeps them; a
-handle opened anew after a write has new objects and new layouts).
+handle opened anew after a write has new objects and new layouts), and checked then: the first and last
+values of the dataset read both ways must agree (HDF5 before 1.14.4 reported chunk addresses without
+the file's userblock, which ``.h5mu`` files have: such files are left to HDF5). Each layout reads
+through its own duplicate of the file's descriptor, closed with the dataset object, so a descriptor
+number the closed file gave back and another file took is never read.
 """
 
 from __future__ import annotations
@@ -32,14 +36,16 @@ _lock = threading.Lock()
 
 @dataclass(frozen=True)
 class RawLayout:
-    """Where a 1-d dataset's values lie in its file: ``starts[i]`` is the byte offset of the values from
-    position ``i * chunk`` on (one entry and ``chunk`` 0 for a contiguous dataset).
+    """Where a 1-d dataset of ``size`` values lies in its file: ``starts[i]`` is the byte offset of the
+    values from position ``i * chunk`` on (one entry and ``chunk`` 0 for a contiguous dataset); ``fd`` is
+    this layout's own descriptor of the file.
     """
 
     fd: int
     itemsize: int
     chunk: int
     starts: np.ndarray
+    size: int
 
 
 def layout(dataset: Any) -> RawLayout | None:
@@ -54,34 +60,67 @@ def layout(dataset: Any) -> RawLayout | None:
     except KeyError:
         pass
     found = _find(dataset)
+    if found is not None:
+        fd = os.dup(found.fd)  # the layout's own: closed with the dataset object, never another file's
+        weakref.finalize(dataset, os.close, fd)
+        found = RawLayout(fd, found.itemsize, found.chunk, found.starts, found.size)
+        if not _agrees(dataset, found):
+            found = None
     with _lock:
         _layouts[dataset] = found
     return found
 
 
 def _find(dataset: Any) -> RawLayout | None:
+    """The layout as HDF5 reports it, reading through the file's own descriptor."""
     file = dataset.file
     dtype = dataset.dtype
-    if file.mode != "r" or file.driver != "sec2" or dataset.ndim != 1 or dtype.kind not in "biuf" \
-            or not dtype.isnative:
+    if not hasattr(os, "preadv") or file.mode != "r" or file.driver != "sec2" or dataset.ndim != 1 \
+            or dtype.kind not in "biuf" or not dtype.isnative or dataset.size == 0:
         return None
     plist = dataset.id.get_create_plist()
     if plist.get_nfilters() or plist.get_external_count():
         return None
-    fd = file.id.get_vfd_handle()
+    fd, size = file.id.get_vfd_handle(), int(dataset.size)
     kind = plist.get_layout()
     if kind == _H5D_CONTIGUOUS:
         offset = dataset.id.get_offset()
-        return None if offset is None else RawLayout(fd, dtype.itemsize, 0, np.array([offset], dtype=np.int64))
+        return None if offset is None else RawLayout(fd, dtype.itemsize, 0, np.array([offset], dtype=np.int64), size)
     if kind != _H5D_CHUNKED or not hasattr(dataset.id, "chunk_iter"):
         return None
     chunk = int(dataset.chunks[0])
     found: dict[int, int] = {}
     dataset.id.chunk_iter(lambda info: found.__setitem__(int(info.chunk_offset[0]) // chunk, int(info.byte_offset)))
-    n_chunks = -(-dataset.shape[0] // chunk)
+    n_chunks = -(-size // chunk)
     if len(found) != n_chunks:  # unallocated chunks read as the fill value: HDF5's to give
         return None
-    return RawLayout(fd, dtype.itemsize, chunk, np.array([found[i] for i in range(n_chunks)], dtype=np.int64))
+    starts = np.array([found[i] for i in range(n_chunks)], dtype=np.int64)
+    return RawLayout(fd, dtype.itemsize, chunk, starts, size)
+
+
+def _agrees(dataset: Any, raw: RawLayout) -> bool:
+    """Whether up to 64 values at the start of the dataset and at the start of its last chunk (or its end)
+    read the same through the layout as through HDF5: addresses misreported by the library (the
+    userblock before HDF5 1.14.4) fail here.
+    """
+    import h5py
+
+    last = (raw.size - 1) // raw.chunk * raw.chunk if raw.chunk else max(raw.size - 64, 0)
+    starts = np.unique([0, last])
+    lengths = np.minimum(64, raw.size - starts)
+    got = np.empty(int(lengths.sum()), dtype=dataset.dtype)
+    try:
+        read_ranges(raw, starts, lengths, got)
+    except OSError:
+        return False
+    expected = np.empty_like(got)
+    at = 0
+    for start, count in zip(starts.tolist(), lengths.tolist(), strict=True):  # through HDF5, in one call each
+        file_space = dataset.id.get_space()
+        file_space.select_hyperslab((start,), (count,))
+        dataset.id.read(h5py.h5s.create_simple((count,)), file_space, expected[at : at + count])
+        at += count
+    return got.tobytes() == expected.tobytes()
 
 
 def read_ranges(raw: RawLayout, starts: np.ndarray, lengths: np.ndarray, out: np.ndarray) -> None:
@@ -90,6 +129,10 @@ def read_ranges(raw: RawLayout, starts: np.ndarray, lengths: np.ndarray, out: np
     """
     starts = starts.astype(np.int64, copy=False)
     lengths = lengths.astype(np.int64, copy=False)
+    if starts.size and (starts.min() < 0 or (starts + lengths).max() > raw.size):
+        raise ValueError(f"ranges outside the dataset's {raw.size} values")
+    if out.itemsize != raw.itemsize or not out.flags.c_contiguous or out.size != int(lengths.sum()):
+        raise ValueError("the destination is not a contiguous buffer of the ranges' values")
     keep = lengths > 0
     at = (np.cumsum(lengths) - lengths)[keep]
     starts, lengths = starts[keep], lengths[keep]
@@ -105,9 +148,12 @@ def read_ranges(raw: RawLayout, starts: np.ndarray, lengths: np.ndarray, out: np
     view = memoryview(out).cast("B")
     size = raw.itemsize
     for offset, begin, count in zip(offsets.tolist(), (at * size).tolist(), (lengths * size).tolist(), strict=True):
-        got = os.preadv(raw.fd, [view[begin : begin + count]], offset)
-        if got != count:
-            raise OSError(f"read {got} of {count} bytes at offset {offset}: the file is shorter than HDF5 says")
+        while count:  # a read returns at most about 2 GiB (Linux), or less than asked near the end
+            got = os.preadv(raw.fd, [view[begin : begin + count]], offset)
+            if got <= 0:
+                raise OSError(f"read nothing at offset {offset} ({count} bytes to go): the file is shorter "
+                              "than HDF5 says")
+            offset, begin, count = offset + got, begin + got, count - got
 
 
 def _split_at_chunks(starts: np.ndarray, lengths: np.ndarray, at: np.ndarray, chunk: int):

@@ -187,9 +187,8 @@ class SparseSpec(ElementSpec):
             # blocks, a random minibatch of 256 cells of a 100k-cell file made 40 tasks.
             sections = max(1, -(-positions.size // rows_per_task))
             return [part for part in np.array_split(positions, sections) if part.size]
-        # Zarr decodes whole chunks and merges reads within a few chunks (_coalesce): by the file's row
-        # blocks, so that a task's merged reads stay within its block (by count, 1 % of the rows of a
-        # 100k-cell file merged into reads of most of X: 625 MiB).
+        # Zarr decodes whole chunks: by the file's row blocks, so that the chunks a task decodes are its
+        # own (by count, a task's rows spread over the whole store, and every task decoded most chunks).
         edges = np.searchsorted(positions, np.arange(rows_per_task, n_major, rows_per_task))
         return [part for part in np.split(positions, edges) if part.size]
 
