@@ -267,8 +267,12 @@ def _minibatches(tool: str, path: str, shuffled_blocks: bool):
         from annbatch import Loader
 
         loader = Loader(batch_size=BATCH, shuffle=True, rng=np.random.default_rng(2)).use_collection(ANNBATCH)
+        done = 0
         for _, batch in zip(range(len(batches)), loader, strict=False):
             batch["X"].toarray().astype(np.float32, copy=False)
+            done += 1
+        if done != len(batches):
+            raise ValueError(f"annbatch gave {done} batches of {BATCH} cells, not {len(batches)}: a larger file")
     else:
         raise ValueError(tool)
     RESULT.update(cells_per_second=None)
