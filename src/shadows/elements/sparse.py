@@ -369,6 +369,8 @@ def read_major_positions(spec: SparseSpec, positions: np.ndarray, minor_key: Any
         return _chunk(spec, np.empty(0, dtype=spec.dtype), np.empty(0, dtype=np.int32), empty, minor_key)
     lo, hi = _pointers(spec, positions)
     data_node, indices_node = spec.node("data"), spec.node("indices")
+    # read at HDF5's offsets, a range costs a pread: no gap is worth reading (and copying out) then
+    merge_gaps = merge_gaps and not (nodes.is_hdf5(data_node) and nodes.hdf5_raw.layout(data_node) is not None)
     starts, ends = _coalesce(lo, hi, data_node, merge_gaps)
     read_lo, read_hi = lo[starts], hi[ends - 1]
     read_len = read_hi - read_lo

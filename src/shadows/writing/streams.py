@@ -78,15 +78,18 @@ def _lock_for(group: Any) -> Any:
 
 
 def _scheduler_for(group: Any) -> str:
-    """The local dask scheduler that fills ``group``: never a ``dask.distributed`` client's, whose process
-    workers cannot hold this process's open file handles.
+    """The local dask scheduler that fills ``group``: dask's threads (never a ``dask.distributed``
+    client's, whose process workers cannot hold this process's open file handles).
 
-    HDF5 targets are filled by one thread: h5py serializes every read and write on its global lock, so more
-    threads only keep more blocks (and more malloc arenas) alive. Measured on the 10 % view export of the
-    benchmark file, one thread was faster (1.1 s vs 1.5 s from h5ad) and lighter (112 vs 182 MiB from Zarr).
-    Zarr targets encode chunks in parallel, so they keep dask's threads (2.6 s vs 3.7 s for a 615 MB layer).
+    HDF5 targets took one thread until scattered rows of HDF5 sources were read outside h5py
+    (:mod:`shadows.backends.hdf5_raw`): h5py serializes every call on its global lock, so a second thread
+    only kept more blocks alive. Now a block is read while another is written: the 10 % view export of
+    the 4.8M-cell file (31 GB, page cache emptied) took 32 s with threads against 49 s with one (the raw
+    read of the selected rows' bytes: 21-24 s), at the same peak (713 MiB); the 100k file's, 0.33 s at
+    96 MiB against 0.52 s at 104 MiB. Zarr targets encode chunks in parallel (2.6 s vs 3.7 s for a 615 MB
+    layer).
     """
-    return "synchronous" if is_hdf5(group) else "threads"
+    return "threads"
 
 
 def _regular(array: Any) -> Any:
