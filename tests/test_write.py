@@ -340,6 +340,19 @@ def test_mudata_writes_exports_and_to_memory_are_quiet(tmp_path, fmt):
     assert type(memory) is mudata.MuData and "new" in memory.obsm and "double" in memory.mod["rna"].layers
 
 
+def one_bar(err: str) -> list[str]:
+    """The draws of the one progress bar printed in ``err``: one line (redrawn with carriage returns), with
+    the whole job's total throughout."""
+    import re
+
+    lines = err.split("\n")
+    assert len([line for line in lines if line]) == 1 and err.endswith("\n")
+    draws = [d for d in lines[0].split("\r") if d]
+    totals = {re.search(r"(\d+)/(\d+) blocks", d).group(2) for d in draws}
+    assert len(totals) == 1
+    return draws
+
+
 @pytest.mark.parametrize("target", ["h5ad", "zarr"])
 def test_progress_is_one_bar_for_the_whole_job_naming_each_element(path, tmp_path, capsys, target):
     """One bar (one line, redrawn) counting the blocks of every element, named as they are written."""
@@ -349,11 +362,7 @@ def test_progress_is_one_bar_for_the_whole_job_naming_each_element(path, tmp_pat
     lazy.obsm["added"] = np.ones((60, 2))
     lazy.copy(tmp_path / f"out.{target}", progress=True)
     err = capsys.readouterr().err
-    lines = err.split("\n")
-    assert len([line for line in lines if line]) == 1 and err.endswith("\n")  # one line, redrawn with \r
-    draws = [d for d in lines[0].split("\r") if d]
-    totals = {re.search(r"(\d+)/(\d+) blocks", d).group(2) for d in draws}
-    assert len(totals) == 1  # the same total throughout: the whole job's
+    draws = one_bar(err)
     assert draws[-1].startswith("exporting [#") and " 100% " in draws[-1]
     named = {d.rsplit("  ", 1)[-1] for d in draws}
     assert {"X", "obs", "obsm/added", "layers/counts_csc", "raw/X", "uns"} <= named
@@ -488,11 +497,7 @@ def test_mudata_progress_is_one_bar_for_the_whole_job_naming_each_element(tmp_pa
     out = tmp_path / f"out.{target}"
     shadow.write_h5mu(out, progress=True) if target == "h5mu" else shadow.write_zarr(out, progress=True)
     err = capsys.readouterr().err
-    lines = err.split("\n")
-    assert len([line for line in lines if line]) == 1 and err.endswith("\n")  # one line, redrawn with \r
-    draws = [d for d in lines[0].split("\r") if d]
-    totals = {re.search(r"(\d+)/(\d+) blocks", d).group(2) for d in draws}
-    assert len(totals) == 1  # the same total throughout: the whole job's
+    draws = one_bar(err)
     assert draws[-1].startswith("exporting [#") and " 100% " in draws[-1] and draws[-1].endswith("  done")
     named = {d.rsplit("  ", 1)[-1] for d in draws}
     assert {"obs", "obsm/rna", "uns", "mod/rna/X", "mod/rna/obsm/X_pca", "mod/prot/X", "mod/prot/raw/X"} <= named

@@ -137,15 +137,22 @@ def job(total: int, enabled: bool, verb: str = "writing", stream: TextIO | None 
     bar = JobProgress(total, verb, stream or sys.stderr, on_cluster=on_cluster)
     token = _CURRENT.set(bar)
     try:
-        yield
-    except BaseException:
-        with contextlib.suppress(Exception):  # the job's error is the one to see
-            bar.stop()
-        raise
-    else:
-        bar.finish()
+        with _shown(bar):
+            yield
     finally:
         _CURRENT.reset(token)
+
+
+@contextlib.contextmanager
+def _shown(bar: JobProgress) -> Iterator[None]:
+    """The body's bar: finished when the body returns, stopped (its line ended) when it raises."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):  # the body's error is the one to see
+            bar.stop()
+        raise
+    bar.finish()
 
 
 # -- reads -----------------------------------------------------------------------------------------
@@ -169,15 +176,9 @@ def reading_job(total: Callable[[], int], enabled: bool, stream: TextIO | None =
     if not start:
         yield
         return
-    bar = _READING
     try:
-        yield
-    except BaseException:
-        with contextlib.suppress(Exception):  # the job's error is the one to see
-            bar.stop()
-        raise
-    else:
-        bar.finish()
+        with _shown(_READING):
+            yield
     finally:
         with _READING_LOCK:
             _READING = None
