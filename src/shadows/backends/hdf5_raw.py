@@ -14,9 +14,9 @@ for writing, values written through h5py may still sit in HDF5's caches, not in 
 dataset's layout is gets looked up once per dataset object (the read handle's node cache keeps them; a
 handle opened anew after a write has new objects and new layouts), and checked then: the first and last
 values of the dataset read both ways must agree (HDF5 before 1.14.4 reported chunk addresses without
-the file's userblock, which ``.h5mu`` files have: such files are left to HDF5). Each layout reads
-through its own duplicate of the file's descriptor, closed with the dataset object, so a descriptor
-number the closed file gave back and another file took is never read.
+the file's userblock, which ``.h5mu`` files have: such files are left to HDF5). The reads go through the
+descriptor HDF5 holds (the process keeps one per file), checked before each batch of reads to still be
+that file (its device and inode), so a number a closed file gave back and another file took is not read.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ _lock = threading.Lock()
 @dataclass(frozen=True)
 class RawLayout:
     """Where a 1-d dataset of ``size`` values lies in its file: ``starts[i]`` is the byte offset of the
-    values from position ``i * chunk`` on (one entry and ``chunk`` 0 for a contiguous dataset); ``fd`` is
-    this layout's own descriptor of the file.
+    values from position ``i * chunk`` on (one entry and ``chunk`` 0 for a contiguous dataset), read
+    through the descriptor ``fd`` of the file ``file_id``.
     """
 
     fd: int
@@ -46,6 +46,7 @@ class RawLayout:
     chunk: int
     starts: np.ndarray
     size: int
+    file_id: tuple[int, int]  # the file's (device, inode), as fstat gives them for fd
 
 
 def layout(dataset: Any) -> RawLayout | None:
@@ -60,12 +61,8 @@ def layout(dataset: Any) -> RawLayout | None:
     except KeyError:
         pass
     found = _find(dataset)
-    if found is not None:
-        fd = os.dup(found.fd)  # the layout's own: closed with the dataset object, never another file's
-        weakref.finalize(dataset, os.close, fd)
-        found = RawLayout(fd, found.itemsize, found.chunk, found.starts, found.size)
-        if not _agrees(dataset, found):
-            found = None
+    if found is not None and not _agrees(dataset, found):
+        found = None
     with _lock:
         _layouts[dataset] = found
     return found
@@ -82,10 +79,14 @@ def _find(dataset: Any) -> RawLayout | None:
     if plist.get_nfilters() or plist.get_external_count():
         return None
     fd, size = file.id.get_vfd_handle(), int(dataset.size)
+    stat = os.fstat(fd)
+    file_id = (stat.st_dev, stat.st_ino)
     kind = plist.get_layout()
     if kind == _H5D_CONTIGUOUS:
         offset = dataset.id.get_offset()
-        return None if offset is None else RawLayout(fd, dtype.itemsize, 0, np.array([offset], dtype=np.int64), size)
+        if offset is None:
+            return None
+        return RawLayout(fd, dtype.itemsize, 0, np.array([offset], dtype=np.int64), size, file_id)
     if kind != _H5D_CHUNKED or not hasattr(dataset.id, "chunk_iter"):
         return None
     chunk = int(dataset.chunks[0])
@@ -95,7 +96,7 @@ def _find(dataset: Any) -> RawLayout | None:
     if len(found) != n_chunks:  # unallocated chunks read as the fill value: HDF5's to give
         return None
     starts = np.array([found[i] for i in range(n_chunks)], dtype=np.int64)
-    return RawLayout(fd, dtype.itemsize, chunk, starts, size)
+    return RawLayout(fd, dtype.itemsize, chunk, starts, size, file_id)
 
 
 def _agrees(dataset: Any, raw: RawLayout) -> bool:
@@ -133,6 +134,12 @@ def read_ranges(raw: RawLayout, starts: np.ndarray, lengths: np.ndarray, out: np
         raise ValueError(f"ranges outside the dataset's {raw.size} values")
     if out.itemsize != raw.itemsize or not out.flags.c_contiguous or out.size != int(lengths.sum()):
         raise ValueError("the destination is not a contiguous buffer of the ranges' values")
+    try:
+        stat = os.fstat(raw.fd)
+    except OSError:
+        stat = None
+    if stat is None or (stat.st_dev, stat.st_ino) != raw.file_id:
+        raise OSError("the HDF5 file was closed while being read")
     keep = lengths > 0
     at = (np.cumsum(lengths) - lengths)[keep]
     starts, lengths = starts[keep], lengths[keep]
