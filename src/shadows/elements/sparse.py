@@ -349,12 +349,14 @@ def _read_whole_selection(spec: SparseSpec, groups: list[range | np.ndarray]) ->
 def _coalesce(lo: np.ndarray, hi: np.ndarray, data_node: Any, merge_gaps: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Group selected ranges ``[lo, hi)`` (increasing) into reads: ``(first, end)`` indices of each group.
 
-    Touching ranges always merge. For HDF5 (with ``merge_gaps``) ranges also merge across gaps of up to
-    ``COALESCE_GAP_NNZ``: one longer range costs less than one more in HDF5's selection. Zarr reads the
-    ranges as one selection of positions (:func:`shadows.backends.nodes.read_ranges`) and decodes each
-    chunk they touch once whatever the gaps, so reading a gap would only cost memory.
+    Touching ranges always merge. For HDF5 read through its selections (with ``merge_gaps``) ranges also
+    merge across gaps of up to ``COALESCE_GAP_NNZ``: one longer range costs less than one more there.
+    Zarr reads the ranges as one selection of positions (:func:`shadows.backends.nodes.read_ranges`) and
+    decodes each chunk they touch once whatever the gaps, so reading a gap would only cost memory.
     """
-    gap_limit = COALESCE_GAP_NNZ if merge_gaps and nodes.is_hdf5(data_node) else 0
+    # read at HDF5's offsets (hdf5_raw), a range costs one pread: no gap is worth reading and copying out
+    through_selections = nodes.is_hdf5(data_node) and nodes.hdf5_raw.layout(data_node) is None
+    gap_limit = COALESCE_GAP_NNZ if merge_gaps and through_selections else 0
     breaks = np.flatnonzero(lo[1:] - hi[:-1] > gap_limit) + 1
     return np.concatenate([[0], breaks]).astype(np.int64), np.concatenate([breaks, [lo.size]]).astype(np.int64)
 
@@ -374,8 +376,6 @@ def read_major_positions(spec: SparseSpec, positions: np.ndarray, minor_key: Any
         return _chunk(spec, np.empty(0, dtype=spec.dtype), np.empty(0, dtype=np.int32), empty, minor_key)
     lo, hi = _pointers(spec, positions)
     data_node, indices_node = spec.node("data"), spec.node("indices")
-    # read at HDF5's offsets, a range costs a pread: no gap is worth reading (and copying out) then
-    merge_gaps = merge_gaps and not (nodes.is_hdf5(data_node) and nodes.hdf5_raw.layout(data_node) is not None)
     starts, ends = _coalesce(lo, hi, data_node, merge_gaps)
     read_lo, read_hi = lo[starts], hi[ends - 1]
     read_len = read_hi - read_lo
