@@ -90,6 +90,19 @@ def ensure(folder: Path, n_obs: int, n_vars: int, nnz_per_cell: int) -> tuple[Pa
     return write_both(make(n_obs, n_vars, nnz_per_cell), stem)
 
 
+def ensure_sharded(folder: Path, n_obs: int, n_vars: int, nnz_per_cell: int) -> Path:
+    """The file of :func:`ensure` also as a Zarr v3 store with shards, the layout anndata 0.13 writes by
+    default (whichever anndata runs this), kept as ``…_v3.zarr``.
+    """
+    h5ad, _ = ensure(folder, n_obs, n_vars, nnz_per_cell)
+    path = h5ad.with_name(h5ad.stem + "_v3.zarr")
+    if not path.exists():
+        with warnings.catch_warnings(), ad.settings.override(zarr_write_format=3, auto_shard_zarr_v3=True):
+            warnings.simplefilter("ignore")
+            ad.read_h5ad(h5ad).write_zarr(path)
+    return path
+
+
 def ensure_streamed(folder: Path, n_obs: int, n_vars: int, nnz_per_cell: int,
                     block: int = 20_000) -> tuple[Path, Path]:
     """Generate a file pair too large to build in memory (see the module's docstring): about

@@ -5,6 +5,11 @@
     the element and counting its bytes; ``False`` by default. ``to_memory(progress=True)`` shows one for
     a single call.
 
+``zarrs``
+    Read Zarr arrays through the ``zarrs`` codec pipeline where it is installed (``shadows[zarrs]``), as
+    :mod:`shadows.backends.zarr_pipeline` describes; ``True`` by default. Applies to the reads made after
+    the change.
+
 Set an option for the whole process (``shadows.settings.read_progress = True``) or for a block::
 
     with shadows.settings.override(read_progress=True):
@@ -23,6 +28,7 @@ class Settings:
     """shadows' options (one instance: ``shadows.settings``)."""
 
     read_progress: bool = False
+    zarrs: bool = True
 
     @contextlib.contextmanager
     def override(self, **options: bool) -> Iterator[Settings]:

@@ -121,6 +121,11 @@ class ChunkCheckingStore(WrapperStore):
         self._format = root.metadata.zarr_format
         self._consolidated = root.metadata.consolidated_metadata
 
+    @property
+    def wrapped(self) -> Any:
+        """The store this one checks the chunks of."""
+        return self._store
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "_store":
             raise AttributeError(name)

@@ -169,17 +169,24 @@ def read_node(ref: Any, elem_path: str):
     Resolving a path in an HDF5 file costs about as much as reading a row of X; read tasks ask for the
     same few arrays thousands of times.
     """
+    from shadows.settings import settings
+
     entry = _entry(ref)
-    node = entry.nodes.get(elem_path)
+    # a Zarr array is looked up once per choice of pipeline: a change of shadows.settings.zarrs holds at once
+    key = (elem_path, settings.zarrs) if ref.format == "zarr" else elem_path
+    node = entry.nodes.get(key)
     if node is None:
         from shadows.backends import nodes
+        from shadows.backends.zarr_pipeline import through_zarrs
 
         generation = entry.generation
         handle = entry.task_handle(elem_path)
         with nodes.reading_element(ref.display, elem_path):
             node = handle[elem_path] if elem_path else handle
+            if ref.format == "zarr" and not nodes.is_group(node):
+                node = through_zarrs(node)
         if entry.generation == generation:  # not looked up in a handle replaced meanwhile
-            entry.nodes[elem_path] = node
+            entry.nodes[key] = node
     return node
 
 

@@ -144,7 +144,7 @@ class FileEntry:
         self._handle: Any = None
         self._task_group: Any = None
         self._groups: dict[str, Any] = {}
-        self.nodes: dict[str, Any] = {}
+        self.nodes: dict[Any, Any] = {}  # by path (Zarr: path and pipeline, handles.read_node)
         self._modes: dict[int, str] = {}
         self._users: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         #: The planner's content stamp (a FileRef's ``content``) last seen by read tasks, in a process

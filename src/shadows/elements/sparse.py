@@ -162,10 +162,12 @@ class SparseSpec(ElementSpec):
 
         groups, order, minor_key, _ = self._plan(rows, cols)
         data = self.node("data")
-        # Zarr: not for shards, whose inner chunks zarr decodes all at once when asked for many (measured:
-        # 1 % of the rows of the 100k store, v3 sharded: 214 MiB in one pass, 65 MiB in tasks)
+        # Zarr: not for shards zarr's pipeline decodes, which decodes all the inner chunks a selection of
+        # positions touches at once (measured: 1 % of the rows of the 100k store, v3 sharded: 214 MiB in one
+        # pass, 65 MiB in tasks); zarrs is given slices of at most nodes.ZARRS_VALUES_PER_READ values
         whole_rows_here = (len(groups) > 1 and minor_key is None
-                           and (nodes.is_hdf5(data) or getattr(data, "shards", None) is None)
+                           and (nodes.is_hdf5(data) or getattr(data, "shards", None) is None
+                                or nodes.uses_zarrs(data))
                            and current_client(reads=[self.ref.path]) is None)
         if whole_rows_here:
             chunk = _read_whole_selection(self, groups)
@@ -389,7 +391,7 @@ def read_major_positions(spec: SparseSpec, positions: np.ndarray, minor_key: Any
     if offsets[-1] != indptr[-1]:  # gaps were read too: keep only the selected rows' entries
         group = np.repeat(np.arange(starts.size), ends - starts)
         row_start = offsets[:-1][group] + (lo - read_lo[group])
-        take = np.repeat(row_start - indptr[:-1], lengths) + np.arange(int(indptr[-1]))
+        take = nodes.concatenated_ranges(row_start, lengths)
         data, indices = data[take], indices[take]
     return _chunk(spec, data, indices, indptr, minor_key)
 
