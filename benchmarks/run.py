@@ -121,6 +121,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell of the table (best is kept)")
     parser.add_argument("--data", type=Path, default=HERE / "data")
     parser.add_argument("--no-flat", action="store_true", help="skip the 10× cells open check")
+    parser.add_argument("--formats", default=None,
+                        help="comma-separated among h5ad, zarr, 'zarr v3' (default: every one generated)")
     parser.add_argument("--no-sharded", action="store_true",
                         help="skip the Zarr v3 sharded store (anndata 0.13's layout) beside the h5ad and Zarr v2")
     parser.add_argument("--streamed", action="store_true",
@@ -137,6 +139,8 @@ def main() -> None:
         files = ensure(args.data, args.cells, args.genes, args.nnz_per_cell)
         if not args.no_sharded:
             files = (*files, ensure_sharded(args.data, args.cells, args.genes, args.nnz_per_cell))
+    if args.formats:
+        files = tuple(path for path in files if file_format(path) in args.formats.split(","))
     with_zarrs = zarrs_installed()
     print("zarrs installed: Zarr rows of " + ", ".join(ZARRS_TOOLS) + " also run without it (“, no zarrs”)"
           if with_zarrs else "zarrs not installed")

@@ -336,6 +336,12 @@ def chunks(node: Any) -> tuple[int, ...] | None:
     return tuple(node.chunks) if node.chunks is not None else None
 
 
+def read_chunks(node: Any) -> tuple[int, ...] | None:
+    """The shape of the pieces a read decodes: a Zarr shard's inner chunks, else :func:`chunks`."""
+    inner = getattr(node, "read_chunks", None)  # a shard's, from metadata (zarr_meta.MetaArray)
+    return tuple(inner) if inner is not None else chunks(node)  # zarr's own arrays say the inner chunks
+
+
 def array_nbytes(node: Any) -> int:
     """Bytes the node's arrays take once read (uncompressed; a string is counted as the pointer numpy's
     object arrays hold), from metadata only.

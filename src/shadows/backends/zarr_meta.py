@@ -141,6 +141,15 @@ class MetaArray(MetaNode):
             return tuple(self.meta["chunk_grid"]["configuration"]["chunk_shape"])
         return tuple(self.meta["chunks"])
 
+    @property
+    def read_chunks(self) -> tuple[int, ...]:
+        """The shape of the pieces zarr decodes: a shard's inner chunks, else :attr:`chunks` (what zarr's
+        own ``Array.chunks`` says of a sharded array).
+        """
+        codecs = (self._checked().get("codecs") or []) if self.meta.get("zarr_format") == 3 else []
+        sharding = next((c for c in codecs if isinstance(c, dict) and c.get("name") == "sharding_indexed"), None)
+        return tuple(sharding["configuration"]["chunk_shape"]) if sharding else self.chunks
+
 
 class MetaGroup(MetaNode):
     """A group: children by name, looked up in the metadata."""

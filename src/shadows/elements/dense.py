@@ -70,11 +70,14 @@ class StoredArray:
         return ("shadows.StoredArray", self.spec.ref, self.spec.path, self.shape, str(self.dtype))
 
 
-def plan_chunks(shape: tuple[int, ...], dtype: np.dtype, stored: tuple[int, ...] | None):
+def plan_chunks(shape: tuple[int, ...], dtype: np.dtype, stored: tuple[int, ...] | None,
+                read: tuple[int, ...] | None = None):
     """Dask chunks aligned to the stored chunks, grouped up to about ``TARGET_CHUNK_BYTES`` per task.
 
     Rows are grouped first: row blocks of the full width when they fit, which is what row selections
-    and per-row reductions want.
+    and per-row reductions want. ``read`` is the shape of the pieces a read decodes when it differs from
+    ``stored`` (a Zarr shard's inner chunks): a shard larger than a task is split along its inner chunks,
+    so that no inner chunk is decoded by two tasks (dask would otherwise cut the shard at any divisor).
     """
     from dask.array.core import normalize_chunks
 
@@ -82,6 +85,9 @@ def plan_chunks(shape: tuple[int, ...], dtype: np.dtype, stored: tuple[int, ...]
         return tuple((s,) for s in shape)
     itemsize = max(np.dtype(dtype).itemsize, 8 if np.dtype(dtype).kind == "O" else 1)
     previous = stored if stored is not None else shape
+    if read is not None and itemsize * math.prod(min(p, s) for p, s in zip(previous, shape, strict=True)) \
+            > TARGET_CHUNK_BYTES:
+        previous = read
     spec = {0: "auto", **{i: -1 for i in range(1, len(shape))}}
     row_bytes = itemsize * int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else itemsize
     if row_bytes * min(shape[0], previous[0]) > TARGET_CHUNK_BYTES and len(shape) > 1:
@@ -108,6 +114,8 @@ class DenseSpec(ElementSpec):
     def from_node(cls, ref, node, path, attrs):
         encoding = encoding_of(attrs) if "encoding-type" in attrs else "array (unencoded)"
         dtype, extra = nodes.numpy_dtype(node), {"stored_chunks": nodes.chunks(node)}
+        if nodes.read_chunks(node) != extra["stored_chunks"]:
+            extra["read_chunks"] = nodes.read_chunks(node)  # a shard's inner chunks (plan_chunks)
         etype = attrs.get("encoding-type")
         if etype == "array" and nodes.stored_dtype(node).kind == "S":
             dtype = nodes.stored_dtype(node)  # fixed-length bytes: anndata reads them as bytes, not text
@@ -174,7 +182,7 @@ class DenseSpec(ElementSpec):
 
         # Tasks hold at most TARGET_CHUNK_BYTES each: a lower bound on their number, known before planning.
         self._require_graph(-(-self.nbytes() // TARGET_CHUNK_BYTES), estimated=True)
-        chunks = plan_chunks(self.shape, self.dtype, self.extra.get("stored_chunks"))
+        chunks = plan_chunks(self.shape, self.dtype, self.extra.get("stored_chunks"), self.extra.get("read_chunks"))
         self._require_graph(math.prod(len(c) for c in chunks), estimated=False)
         proxy = StoredArray(self)
         name = f"shadows-array-{self.name}-" + _token(proxy)
