@@ -51,3 +51,35 @@ def test_tasks_cover_whole_shards_or_whole_inner_chunks(sharded_obsm, monkeypatc
         np.testing.assert_array_equal(graph.compute(), x)
         np.testing.assert_array_equal(AnnDataShadow(path).obsm["emb"], x)
     handles.release(str(path))
+
+
+def test_tasks_of_a_zarr_csr_span_several_chunks_so_few_are_decoded_twice(tmp_path, monkeypatch):
+    """Rows do not end at chunk edges: two neighbouring tasks both decode the chunk their boundary falls
+    in. Whole-row tasks of a Zarr matrix span ``ZARR_CHUNKS_PER_TASK`` chunks of ``data`` at least, so a
+    full pass decodes at most 1 + 1/ZARR_CHUNKS_PER_TASK times the chunks stored; tasks keeping one gene
+    stay at the target size (their peak memory)."""
+    import scipy.sparse as sp
+
+    from helpers import count_reads
+    from shadows.elements import sparse
+
+    x = sp.random(4_000, 30, density=0.2, format="csr", random_state=np.random.default_rng(2), dtype=np.float32)
+    path = write(ad.AnnData(X=x), tmp_path / "chunks.zarr", "zarr2")
+    group = zarr.open_group(path / "X", mode="r+")
+    for name in ("data", "indices"):
+        values = group[name][...]
+        del group[name]
+        group.create_array(name, data=values, chunks=(500,))  # 48 chunks
+    zarr.consolidate_metadata(str(path))
+    n_chunks = -(-x.nnz // 500)
+    monkeypatch.setattr(sparse, "TARGET_NNZ_PER_TASK", 700)  # tasks of 700 non-zeros would decode 2-3 chunks
+    handles.release(str(path))
+    shadow = AnnDataShadow(path, array_backend="dask")
+    whole, column = shadow.X, shadow[:, 5].X
+    assert len(whole.chunks[0]) == pytest.approx(x.nnz / (sparse.ZARR_CHUNKS_PER_TASK * 500), abs=1)
+    assert len(column.chunks[0]) == pytest.approx(x.nnz / 700, abs=1)
+    with count_reads(monkeypatch) as reads:
+        np.testing.assert_array_equal(whole.compute().toarray(), x.toarray())
+    assert n_chunks <= reads["X/data"] <= n_chunks * (1 + 1 / sparse.ZARR_CHUNKS_PER_TASK) + 1, (reads, n_chunks)
+    np.testing.assert_array_equal(column.compute().toarray(), x[:, [5]].toarray())
+    handles.release(str(path))

@@ -25,6 +25,11 @@ from shadows.indexing.keys import AxisIndex, as_positions, as_slice_or_array, is
 #: Non-zeros one task reads (data + indices: about 16 MiB for float32/int32; measured: 4M held the
 #: gene-column peak of a Zarr file above 150 MiB on 2 threads, 2M keeps it under at the same speed).
 TARGET_NNZ_PER_TASK = 2_000_000
+#: Stored chunks of ``data`` a task of a Zarr matrix spans at least. Two neighbouring tasks both decode the
+#: chunk their boundary falls in (rows do not end at chunk edges), so a task of ``n`` chunks decodes
+#: ``n + 1``: with the 1M-value chunks of the 4.8M-cell benchmark store, tasks of 2M non-zeros decoded
+#: half as much again as the store holds and the full pass took 1.3-1.45x zarr's own decode.
+ZARR_CHUNKS_PER_TASK = 8
 #: Non-zeros between two selected rows that one read spans rather than issuing two reads (16 KiB of
 #: float32 data + int32 indices: about what one more read request costs).
 COALESCE_GAP_NNZ = 2_048
@@ -139,7 +144,8 @@ class SparseSpec(ElementSpec):
         n_major, n_minor = self.shape[self.major_axis], self.shape[1 - self.major_axis]
         minor_key = None if is_full(minor, n_minor) else as_slice_or_array(minor)
         to_read, order = sorted_unique(major)
-        return self._task_groups(to_read, n_major), order, minor_key, n_minor if minor_key is None else len(minor)
+        groups = self._task_groups(to_read, n_major, self._task_nnz(whole=minor_key is None))
+        return groups, order, minor_key, n_minor if minor_key is None else len(minor)
 
     def _task(self, group: range | np.ndarray, minor_key: Any) -> tuple:
         """The task reading one group of major positions (increasing)."""
@@ -180,10 +186,22 @@ class SparseSpec(ElementSpec):
             chunk = chunk[order] if self.major_axis == 0 else chunk[:, order]
         return chunk
 
-    def _task_groups(self, to_read: AxisIndex, n_major: int) -> list[range | np.ndarray]:
-        """Split increasing major positions into per-task groups of about the target non-zeros."""
+    def _task_nnz(self, whole: bool) -> int:
+        """Non-zeros per task: ``TARGET_NNZ_PER_TASK``, or for ``whole`` rows (columns of a CSC) of a Zarr
+        matrix ``ZARR_CHUNKS_PER_TASK`` of its stored chunks of ``data`` (a shard's inner chunks) when that
+        is more. Tasks that keep a few minor positions (one gene of a CSR) stay at the target: their peak
+        memory is what that workload is judged by (the 100k-cell Zarr store's gene column: 148-164 MiB with
+        the larger tasks, under 150 MiB without).
+        """
+        data = self.node("data")
+        if nodes.is_hdf5(data) or not whole:
+            return TARGET_NNZ_PER_TASK
+        return max(TARGET_NNZ_PER_TASK, ZARR_CHUNKS_PER_TASK * int(nodes.read_chunks(data)[0]))
+
+    def _task_groups(self, to_read: AxisIndex, n_major: int, task_nnz: int) -> list[range | np.ndarray]:
+        """Split increasing major positions into per-task groups of about ``task_nnz`` non-zeros."""
         per_row = max(self.extra["nnz"] / max(n_major, 1), 1e-9)
-        rows_per_task = int(max(1, TARGET_NNZ_PER_TASK // per_row))
+        rows_per_task = int(max(1, task_nnz // per_row))
         if isinstance(to_read, range) and to_read.step == 1:
             return [range(a, min(a + rows_per_task, to_read.stop)) for a in range(to_read.start, to_read.stop,
                                                                                   rows_per_task)]
