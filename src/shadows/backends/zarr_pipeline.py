@@ -59,4 +59,3 @@ def through_zarrs(array: Any) -> Any:
         warnings.filterwarnings("ignore", message=".*unsupported by ZarrsCodecPipeline", category=UserWarning)
         fast = zarr.AsyncArray(metadata=array.metadata, store_path=StorePath(store.wrapped, array.path))
     return zarr.Array(fast)
-
