@@ -223,3 +223,14 @@ def count_values_read(monkeypatch, dataset: str) -> list[int]:
     monkeypatch.setattr(h5py.Dataset, "__getitem__", counted)
     _count_hdf5_range_reads(monkeypatch, lambda name, out: read.append(out.size) if "/" + name == dataset else None)
     return read
+
+
+def rechunk_sparse_x(path: Path, **layout: Any) -> None:
+    """Store X/data and X/indices of the Zarr store at ``path`` anew with ``layout`` (``chunks=``, and
+    ``shards=`` for format 3; anndata writes small arrays as one chunk), then consolidate its metadata."""
+    group = zarr.open_group(Path(path) / "X", mode="r+")
+    for name in ("data", "indices"):
+        values = group[name][...]
+        del group[name]
+        group.create_array(name, data=values, **layout)
+    zarr.consolidate_metadata(str(path))

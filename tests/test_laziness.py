@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from conftest import make_adata, suffix, write, zarr_format
-from helpers import count_reads, count_values_read
+from helpers import count_reads, count_values_read, rechunk_sparse_x
 from shadows import AnnDataShadow
 from shadows.cli import main
 
@@ -63,12 +63,7 @@ def test_row_block_of_csr_reads_only_its_range(tmp_path, fmt, monkeypatch):
     with zarr_format(fmt):
         path = write(adata, tmp_path / f"rows{suffix(fmt)}", fmt)
     if fmt != "h5ad":  # anndata writes X/data as one chunk this small: store it in 40 chunks
-        group = zarr.open_group(path, mode="r+")
-        for name in ("data", "indices"):
-            values = group["X"][name][...]
-            del group["X"][name]
-            group["X"].create_array(name, shape=values.shape, dtype=values.dtype, chunks=(450,))[...] = values
-        zarr.consolidate_metadata(path)
+        rechunk_sparse_x(path, chunks=(450,))
     rows = slice(100, 110)
     start, stop = adata.X.indptr[100], adata.X.indptr[110]
     lazy = AnnDataShadow(path, array_backend="dask")

@@ -60,17 +60,12 @@ def test_tasks_of_a_zarr_csr_span_several_chunks_so_few_are_decoded_twice(tmp_pa
     stay at the target size (their peak memory)."""
     import scipy.sparse as sp
 
-    from helpers import count_reads
+    from helpers import count_reads, rechunk_sparse_x
     from shadows.elements import sparse
 
     x = sp.random(4_000, 30, density=0.2, format="csr", random_state=np.random.default_rng(2), dtype=np.float32)
     path = write(ad.AnnData(X=x), tmp_path / "chunks.zarr", "zarr2")
-    group = zarr.open_group(path / "X", mode="r+")
-    for name in ("data", "indices"):
-        values = group[name][...]
-        del group[name]
-        group.create_array(name, data=values, chunks=(500,))  # 48 chunks
-    zarr.consolidate_metadata(str(path))
+    rechunk_sparse_x(path, chunks=(500,))  # 48 chunks
     n_chunks = -(-x.nnz // 500)
     monkeypatch.setattr(sparse, "TARGET_NNZ_PER_TASK", 700)  # tasks of 700 non-zeros would decode 2-3 chunks
     handles.release(str(path))

@@ -16,6 +16,7 @@ from zarr.core.codec_pipeline import BatchedCodecPipeline
 from zarr.registry import register_pipeline
 
 from conftest import make_adata, write
+from helpers import rechunk_sparse_x
 from shadows import AnnDataShadow, settings
 from shadows.backends import nodes
 from shadows.errors import UnreadableDataError
@@ -37,12 +38,7 @@ def _sharded_store(path: Path) -> tuple[Path, ad.AnnData]:
     x.eliminate_zeros()
     adata = ad.AnnData(X=x)
     write(adata, path, "zarr3")
-    group = zarr.open_group(path / "X", mode="r+")
-    for name in ("data", "indices"):
-        values = group[name][...]
-        del group[name]
-        group.create_array(name, data=values, chunks=(INNER,), shards=(SHARD,))
-    zarr.consolidate_metadata(str(path))
+    rechunk_sparse_x(path, chunks=(INNER,), shards=(SHARD,))
     return path, adata
 
 
@@ -205,12 +201,7 @@ def test_a_few_rows_read_through_zarrs_read_only_their_chunks(tmp_path):
     x = sp.random(20_000, 50, density=0.2, format="csr", random_state=rng, dtype=np.float32)
     path = tmp_path / "lazy.zarr"
     write(ad.AnnData(X=x), path, "zarr3")
-    group = zarr.open_group(path / "X", mode="r+")
-    for name in ("data", "indices"):
-        values = group[name][...]
-        del group[name]
-        group.create_array(name, data=values, chunks=(1024,), shards=(32_768,))
-    zarr.consolidate_metadata(str(path))
+    rechunk_sparse_x(path, chunks=(1024,), shards=(32_768,))
     stored = sum(f.stat().st_size for name in ("data", "indices") for f in (path / "X" / name).rglob("c/*"))
     handles.release(str(path))
     shadow = AnnDataShadow(path)
