@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from shadows import progress
-from shadows.backends import hdf5_raw
+from shadows.backends import hdf5_raw, zarr_shards
 from shadows.backends.zarr_meta import MetaArray, MetaGroup, MetaNode
 from shadows.errors import ShadowsError, UnreadableDataError, element_message
 
@@ -208,9 +208,12 @@ def read_ranges(node: Any, starts: np.ndarray, stops: np.ndarray, out: np.ndarra
     An uncompressed HDF5 dataset of a file open read-only is read at the byte offsets HDF5 reports
     (:mod:`shadows.backends.hdf5_raw`). Other HDF5 datasets are read in few calls: each a selection that is
     the union of up to ``HYPERSLABS_PER_READ`` ranges (h5py's high-level indexing takes one range per
-    call, and each call costs about as much as reading a short row). Zarr reads them
-    as one orthogonal selection of their positions per ``ZARR_POSITIONS_PER_READ`` values: zarr then
-    decodes each chunk (or a shard's inner chunk) the ranges touch once, concurrently.
+    call, and each call costs about as much as reading a short row). A local sharded Zarr array in the
+    layouts :mod:`shadows.backends.zarr_shards` takes (anndata 0.13's) is read from its shard files, each
+    touched inner chunk decoded once on a thread per core; an array zarrs decodes, as slices of the whole
+    chunks the ranges touch; any other Zarr array as one orthogonal selection of their positions per
+    ``ZARR_POSITIONS_PER_READ`` values: zarr then decodes each chunk (or a shard's inner chunk) the ranges
+    touch once, concurrently.
     """
     lengths = stops - starts
     total = int(lengths.sum())
@@ -220,8 +223,11 @@ def read_ranges(node: Any, starts: np.ndarray, stops: np.ndarray, out: np.ndarra
         return
     with reading(node):
         raw = hdf5_raw.layout(node) if is_hdf5(node) and starts.size > 1 else None
+        shards = zarr_shards.layout(node) if raw is None and not is_hdf5(node) and starts.size > 1 else None
         if raw is not None:
             hdf5_raw.read_ranges(raw, starts, lengths, out)
+        elif shards is not None:
+            zarr_shards.read_ranges(shards, starts, lengths, out)
         elif is_hdf5(node) and starts.size > 1:
             _read_hyperslab_unions(node, starts, lengths, out)
         elif starts.size > 1 and uses_zarrs(node):

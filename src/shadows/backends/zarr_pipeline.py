@@ -19,7 +19,8 @@ An array is read through zarrs when all of these hold:
 
 zarrs falls back to zarr's pipeline for selections it does not take (integer arrays, as in ``oindex``),
 which is why :func:`shadows.backends.nodes.read_ranges` reads scattered ranges of such arrays as slices of
-whole chunks (:func:`shadows.backends.nodes.uses_zarrs`).
+whole chunks (:func:`shadows.backends.nodes.uses_zarrs`), unless they are sharded in the layout
+:mod:`shadows.backends.zarr_shards` reads faster still.
 """
 
 from __future__ import annotations

@@ -159,10 +159,10 @@ class SparseSpec(ElementSpec):
 
         Read here: what one task would read (a minibatch, a few cells: saves the scheduler's round trip
         through a worker thread), and whole major positions when no cluster computes (of an HDF5 matrix,
-        or a Zarr one without shards or decoded by zarrs): they are read straight into the result's
-        buffers, so memory holds the selection once, not its blocks and their concatenation (1 % of the
-        rows of the 1M-cell benchmark file: 250 MiB for 61 MiB selected through the graph; of the
-        4.8M-cell Zarr store: 1,078 MiB for 293 MiB).
+        or a Zarr one without shards, read from its shard files or decoded by zarrs): they are read
+        straight into the result's buffers, so memory holds the selection once, not its blocks and their
+        concatenation (1 % of the rows of the 1M-cell benchmark file: 250 MiB for 61 MiB selected through
+        the graph; of the 4.8M-cell Zarr store: 1,078 MiB for 293 MiB).
         """
         from shadows.cluster import current_client
 
@@ -170,10 +170,11 @@ class SparseSpec(ElementSpec):
         data = self.node("data")
         # Zarr: not for shards zarr's pipeline decodes, which decodes all the inner chunks a selection of
         # positions touches at once (measured: 1 % of the rows of the 100k store, v3 sharded: 214 MiB in one
-        # pass, 65 MiB in tasks); zarrs is given slices of at most nodes.ZARRS_VALUES_PER_READ values
+        # pass, 65 MiB in tasks); zarr_shards decodes one inner chunk per thread at a time, zarrs is given
+        # slices of at most nodes.ZARRS_VALUES_PER_READ values
         whole_rows_here = (len(groups) > 1 and minor_key is None
                            and (nodes.is_hdf5(data) or getattr(data, "shards", None) is None
-                                or nodes.uses_zarrs(data))
+                                or nodes.zarr_shards.layout(data) is not None or nodes.uses_zarrs(data))
                            and current_client(reads=[self.ref.path]) is None)
         if whole_rows_here:
             chunk = _read_whole_selection(self, groups)
@@ -371,9 +372,9 @@ def _coalesce(lo: np.ndarray, hi: np.ndarray, data_node: Any, merge_gaps: bool =
 
     Touching ranges always merge. For HDF5 read through its selections (with ``merge_gaps``) ranges also
     merge across gaps of up to ``COALESCE_GAP_NNZ``: one longer range costs less than one more there.
-    Zarr reads the ranges as selections of positions or, through zarrs, as slices of the whole chunks they
-    touch (:func:`shadows.backends.nodes.read_ranges`): each chunk is decoded once whatever the gaps, so
-    reading a gap would only cost memory.
+    Zarr reads the ranges as selections of positions, through zarrs as slices of the whole chunks they
+    touch, or from the shard files (:func:`shadows.backends.nodes.read_ranges`): each chunk is decoded once
+    whatever the gaps, so reading a gap would only cost memory.
     """
     # read at HDF5's offsets (hdf5_raw), a range costs one pread: no gap is worth reading and copying out
     through_selections = nodes.is_hdf5(data_node) and nodes.hdf5_raw.layout(data_node) is None
