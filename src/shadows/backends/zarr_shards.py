@@ -3,15 +3,15 @@ thread per core.
 
 A row selection of a CSR matrix in anndata 0.13's Zarr layout (v3, shards of inner chunks of 156,208
 values, Zstandard) touches most inner chunks of X/data and X/indices, here and there: 1 % of the rows of
-the 100k-cell benchmark store touch 440 of each array's 512. Reading those chunks (both arrays, 2 cores,
-Python 3.13, zarr 3.4.2, zarrs 0.2.3) took
+the 100k-cell benchmark store touch 440 of each array's 512. Reading those ranges (both arrays, 2 cores;
+Python 3.13 with zarr 3.4.2 / Python 3.11 with zarr 3.1; zarrs 0.2.3) took
 
-- 0.51 s through zarr's pipeline, as orthogonal selections of the rows' positions;
-- 0.30 s through zarrs, as slices over the runs of touched chunks (zarrs hands integer selections back to
-  zarr's pipeline, and decodes one slice at a time);
-- 0.20 s here: each touched inner chunk read with one ``pread`` at the place its shard's index gives, and
-  decoded by numcodecs' Zstandard (which releases the GIL) on a thread per core, the chunks spread over
-  the threads all at once.
+- 0.36 s / 0.51 s through zarr's pipeline, as orthogonal selections of the rows' positions;
+- 0.28 s / 0.30 s through zarrs, as slices over the runs of touched chunks (zarrs hands integer
+  selections back to zarr's pipeline, and decodes one slice at a time);
+- 0.21 s / 0.21 s here: each touched inner chunk read with one ``pread`` at the place its shard's index
+  gives, and decoded by numcodecs' Zstandard (which releases the GIL) on a thread per core, the chunks
+  spread over the threads all at once.
 
 Neither zarr nor zarrs takes a list of scattered chunks to decode in one call, so this module reads the
 shard format itself, which the Zarr v3 sharding specification fixes: a shard's index holds, per inner
@@ -19,10 +19,11 @@ chunk, its byte offset and length as little-endian uint64 (both 2**64 - 1 for a 
 the fill value), at the shard's end or start, followed by its CRC32C where the index codecs say so (checked
 here, as zarr does). A shard file that does not exist reads as the fill value, as in zarr.
 
-Arrays it takes (:func:`layout`): Zarr v3, one-dimensional, of a plain numeric type, in a local folder,
-sharded with inner codecs ``bytes`` then at most ``zstd``, index codecs ``bytes`` (little-endian) then at
-most ``crc32c``, and read in a process that uses zarr's default codec pipeline or zarrs' (a pipeline a user
-chose is kept, as in :mod:`shadows.backends.zarr_pipeline`). Everything else goes through zarr.
+Arrays it takes (:func:`layout`), on systems with ``os.pread``: Zarr v3, one-dimensional, of a plain
+numeric type, in a local folder, sharded with inner codecs ``bytes`` then at most ``zstd``, index codecs
+``bytes`` (little-endian) then at most ``crc32c``, and read in a process that uses zarr's default codec
+pipeline or zarrs' (a pipeline a user chose is kept, as in :mod:`shadows.backends.zarr_pipeline`).
+Everything else goes through zarr.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,8 @@ def layout(node: Any) -> ShardLayout | None:
     from zarr.storage import LocalStore
 
     metadata = getattr(node, "metadata", None)
-    if getattr(metadata, "zarr_format", None) != 3 or len(node.shape) != 1 or node.dtype.kind not in "biuf":
+    if (not hasattr(os, "pread") or getattr(metadata, "zarr_format", None) != 3 or len(node.shape) != 1
+            or node.dtype.kind not in "biuf"):
         return None
     store = node.store
     local = getattr(store, "wrapped", store)  # shadows' ChunkCheckingStore, or zarrs' reopened array's
@@ -143,8 +145,11 @@ def read_ranges(shards: ShardLayout, starts: np.ndarray, lengths: np.ndarray, ou
             for group in groups:
                 decode_group(group)
         else:
-            for _ in _pool().map(decode_group, groups):
-                pass
+            pool = _pool()
+            decoding = [pool.submit(decode_group, group) for group in groups]
+            wait(decoding)  # every one, before the descriptors close, even when one failed
+            for future in decoding:
+                future.result()
     finally:
         for fd in files.values():
             if fd is not None:
