@@ -189,13 +189,13 @@ def _open_shard(shards: ShardLayout, shard: int) -> tuple[int | None, np.ndarray
         if shards.index_checksum:
             import google_crc32c  # zarr's own dependency for its crc32c codec
 
-            stored = int.from_bytes(raw[-4:], "little")
-            if google_crc32c.value(raw[:-4]) != stored:
+            checksum = int.from_bytes(raw[-4:], "little")
+            if google_crc32c.value(raw[:-4]) != checksum:
                 raise OSError(f"the index of shard {_name(shards, shard)} fails its CRC32C checksum")
             raw = raw[:-4]
         index = np.frombuffer(raw, dtype="<u8").reshape(-1, 2)
-        stored = index[:, 0] != _MISSING
-        if np.any(index[stored, 0] + index[stored, 1] > size):
+        offsets, lengths = index[index[:, 0] != _MISSING].T
+        if np.any(offsets > size) or np.any(lengths > size - np.minimum(offsets, size)):  # no uint64 overflow
             raise OSError(f"the index of shard {_name(shards, shard)} points past its {size} bytes")
         return fd, index
     except BaseException:
