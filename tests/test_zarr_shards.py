@@ -221,3 +221,22 @@ def test_a_few_rows_of_a_sharded_store_read_only_their_inner_chunks(tmp_path, mo
     pointers = sum(f.stat().st_size for f in (path / "X" / "indptr").rglob("c/*"))  # read as a span
     assert few_bytes <= 0.05 * stored + pointers, (few_bytes, stored, pointers)  # 2 inner chunks of each array
     handles.release(str(path))
+
+
+def test_scattered_rows_of_a_damaged_shard_fail_naming_the_store_and_x_data(tmp_path):
+    """Through a shadow: the message names the store, the element (X/data) and the shard."""
+    from shadows.backends import handles
+
+    rng = np.random.default_rng(6)
+    x = sp.random(2_000, 30, density=0.2, format="csr", random_state=rng, dtype=np.float32)
+    path = tmp_path / "damaged.zarr"
+    write(ad.AnnData(X=x), path, "zarr3")
+    rechunk_sparse_x(path, chunks=(256,), shards=(4096,))
+    _corrupt(path / "X" / "data", "index checksum")
+    handles.release(str(path))
+    shadow = AnnDataShadow(path)
+    assert zarr_shards.layout(resolve(path).node("/X/data")) is not None
+    with pytest.raises(UnreadableDataError, match=r"X/data.*shard c/0") as error:
+        _ = shadow[np.arange(0, 2_000, 13)].X
+    assert str(path) in str(error.value)
+    handles.release(str(path))
