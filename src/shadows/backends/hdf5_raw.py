@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from shadows.backends.ranges import chunk_pieces
+
 _H5D_CONTIGUOUS, _H5D_CHUNKED = 1, 2
 _layouts: weakref.WeakKeyDictionary[Any, RawLayout | None] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
@@ -140,18 +142,10 @@ def read_ranges(raw: RawLayout, starts: np.ndarray, lengths: np.ndarray, out: np
         stat = None
     if stat is None or (stat.st_dev, stat.st_ino) != raw.file_id:
         raise OSError("the HDF5 file was closed while being read")
-    keep = lengths > 0
-    at = (np.cumsum(lengths) - lengths)[keep]
-    starts, lengths = starts[keep], lengths[keep]
-    if raw.chunk:
-        # a range crossing chunk boundaries is read piece by piece (rare for rows in large chunks)
-        first, last = starts // raw.chunk, (starts + lengths - 1) // raw.chunk
-        if np.any(first != last):
-            starts, lengths, at = _split_at_chunks(starts, lengths, at, raw.chunk)
-            first = starts // raw.chunk
-        offsets = raw.starts[first] + (starts - first * raw.chunk) * raw.itemsize
-    else:
-        offsets = raw.starts[0] + starts * raw.itemsize
+    # a contiguous dataset is one chunk; a range crossing chunk edges is read piece by piece (rare for rows
+    # in large chunks)
+    chunks, within, lengths, at = chunk_pieces(starts, lengths, raw.chunk or raw.size)
+    offsets = raw.starts[chunks] + within * raw.itemsize
     view = memoryview(out).cast("B")
     size = raw.itemsize
     for offset, begin, count in zip(offsets.tolist(), (at * size).tolist(), (lengths * size).tolist(), strict=True):
@@ -162,16 +156,3 @@ def read_ranges(raw: RawLayout, starts: np.ndarray, lengths: np.ndarray, out: np
                               "than HDF5 says")
             offset, begin, count = offset + got, begin + got, count - got
 
-
-def _split_at_chunks(starts: np.ndarray, lengths: np.ndarray, at: np.ndarray, chunk: int):
-    """The ranges cut where they cross a chunk boundary: ``(starts, lengths, at)`` of the pieces."""
-    pieces: list[tuple[int, int, int]] = []
-    for start, length, where in zip(starts.tolist(), lengths.tolist(), at.tolist(), strict=True):
-        end = start + length
-        while start < end:
-            stop = min(end, (start // chunk + 1) * chunk)
-            pieces.append((start, stop - start, where))
-            where += stop - start
-            start = stop
-    columns = np.array(pieces, dtype=np.int64).reshape(-1, 3)
-    return columns[:, 0], columns[:, 1], columns[:, 2]

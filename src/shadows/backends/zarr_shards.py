@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from shadows.backends.ranges import chunk_pieces
+
 #: an index entry's offset and length for an inner chunk that is not stored
 _MISSING = np.uint64(2**64 - 1)
 _DEFAULT_PIPELINES = ("zarr.core.codec_pipeline.BatchedCodecPipeline", "zarrs.ZarrsCodecPipeline")
@@ -120,27 +122,21 @@ def read_ranges(shards: ShardLayout, starts: np.ndarray, lengths: np.ndarray, ou
     ``out``: each inner chunk they touch is read and decoded once, the chunks spread over a thread per core.
     Memory holds one decoded chunk per thread beside ``out``.
     """
-    keep = lengths > 0
-    at = (np.cumsum(lengths) - lengths)[keep].astype(np.int64)
-    starts, lengths = starts[keep].astype(np.int64), lengths[keep].astype(np.int64)
-    if starts.size == 0:
-        return
-    if starts[0] < 0 or starts[-1] + lengths[-1] > shards.size:
+    starts, lengths = starts.astype(np.int64, copy=False), lengths.astype(np.int64, copy=False)
+    if starts.size and (starts.min() < 0 or (starts + lengths).max() > shards.size):
         raise ValueError(f"ranges outside the array's {shards.size} values")
-    pieces = _pieces(starts, lengths, at, shards.chunk)
-    chunk_ids = pieces[:, 0]
-    edges = np.flatnonzero(np.diff(chunk_ids)) + 1
-    groups = np.split(pieces, edges)  # the pieces of one chunk each, chunks increasing
-    indexes = {}
-    files = {}
+    pieces = np.stack(chunk_pieces(starts, lengths, shards.chunk), axis=1)
+    if pieces.size == 0:
+        return
+    groups = np.split(pieces, np.flatnonzero(np.diff(pieces[:, 0])) + 1)  # the pieces of each chunk, in order
+    opened: dict[int, tuple[int | None, np.ndarray | None]] = {}  # per shard: its descriptor and index
     try:
-        for shard in np.unique(chunk_ids // shards.chunks_per_shard).tolist():
-            files[shard], indexes[shard] = _open_shard(shards, shard)
+        for shard in np.unique(pieces[:, 0] // shards.chunks_per_shard).tolist():
+            opened[shard] = _open_shard(shards, shard)
 
         def decode_group(group: np.ndarray) -> None:
-            chunk_id = int(group[0, 0])
-            shard, inner = divmod(chunk_id, shards.chunks_per_shard)
-            values = _decode_chunk(shards, files[shard], indexes[shard], shard, inner)
+            shard, inner = divmod(int(group[0, 0]), shards.chunks_per_shard)
+            values = _decode_chunk(shards, *opened[shard], shard, inner)
             for _, offset, count, where in group.tolist():
                 out[where : where + count] = values[offset : offset + count]
 
@@ -154,24 +150,9 @@ def read_ranges(shards: ShardLayout, starts: np.ndarray, lengths: np.ndarray, ou
             for future in decoding:
                 future.result()
     finally:
-        for fd in files.values():
+        for fd, _ in opened.values():
             if fd is not None:
                 os.close(fd)
-
-
-def _pieces(starts: np.ndarray, lengths: np.ndarray, at: np.ndarray, chunk: int) -> np.ndarray:
-    """The ranges cut at chunk edges, one row per piece: (chunk id, offset in the chunk, length, position
-    in the output).
-    """
-    stops = starts + lengths
-    first, last = starts // chunk, (stops - 1) // chunk
-    per_range = last - first + 1
-    owner = np.repeat(np.arange(starts.size), per_range)
-    chunk_ids = first[owner] + np.arange(owner.size) - np.repeat(np.cumsum(per_range) - per_range, per_range)
-    lo = np.maximum(starts[owner], chunk_ids * chunk)
-    hi = np.minimum(stops[owner], (chunk_ids + 1) * chunk)
-    where = at[owner] + (lo - starts[owner])
-    return np.stack([chunk_ids, lo - chunk_ids * chunk, hi - lo, where], axis=1)
 
 
 def _open_shard(shards: ShardLayout, shard: int) -> tuple[int | None, np.ndarray | None]:
