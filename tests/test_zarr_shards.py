@@ -6,21 +6,24 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
+import warnings
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pytest
+import scanpy as sc
 import scipy.sparse as sp
 import zarr
 from zarr.codecs import BytesCodec, GzipCodec, ShardingCodec, ZstdCodec
 
 from conftest import write
-from helpers import rechunk_sparse_x
+from helpers import assert_value_equal, rechunk_sparse_x
 from shadows import AnnDataShadow, settings
 from shadows.backends import nodes, zarr_shards
 from shadows.backends.fileref import resolve
 from shadows.errors import UnreadableDataError
+from test_mutation import KINDS, assert_same_state, make_counts, subject_and_oracle
 
 INNER, SHARD, SIZE = 64, 512, 2_000  # 4 shards, the last partial; 32 inner chunks
 
@@ -240,3 +243,30 @@ def test_scattered_rows_of_a_damaged_shard_fail_naming_the_store_and_x_data(tmp_
         _ = shadow[np.arange(0, 2_000, 13)].X
     assert str(path) in str(error.value)
     handles.release(str(path))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_scattered_cells_and_scanpy_in_place_on_a_sharded_store_agree_with_anndata(tmp_path, monkeypatch, kind):
+    """anndata 0.13's layout side by side on an in-memory AnnData, a shadow and a view of a shadow: X of
+    scattered cells (read from the shards by the shadow and the view), then scanpy's in-place filter,
+    normalization and log1p give anndata's values and object state."""
+    path = write(make_counts(), tmp_path / "counts.zarr", "zarr3")
+    rechunk_sparse_x(path, chunks=(256,), shards=(2048,))
+    from_shards = []
+    read_ranges = zarr_shards.read_ranges
+    monkeypatch.setattr(zarr_shards, "read_ranges", lambda *args: from_shards.append(1) or read_ranges(*args))
+    subject, oracle = subject_and_oracle(kind, path)
+    oracle = oracle.copy() if oracle.is_view else oracle
+    cells = np.random.default_rng(0).permutation(subject.n_obs)[: subject.n_obs // 3]
+    assert_value_equal(sp.csr_matrix(subject[cells].X), sp.csr_matrix(oracle[cells].X), "X of scattered cells")
+    assert bool(from_shards) is (kind != "memory")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for adata in (subject, oracle):
+            sc.pp.filter_cells(adata, min_genes=20)
+            sc.pp.normalize_total(adata, target_sum=1e4)
+            sc.pp.log1p(adata)
+    assert_same_state(subject, oracle)
+    kept = cells[cells < oracle.n_obs]
+    assert_value_equal(sp.csr_matrix(subject[kept].X), sp.csr_matrix(oracle[kept].X),
+                       "X of scattered cells after the changes")
