@@ -55,6 +55,12 @@ class MissingElementError(ShadowsError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ShapeError(ShadowsError, ValueError):
+    """A value assigned to a shadow does not fit its shape (or its number of names), as anndata's
+    ``ValueError`` in the same place.
+    """
+
+
 class InvalidKeyError(ShadowsError, IndexError):
     """A key used to subset a shadow is out of range or malformed."""
 

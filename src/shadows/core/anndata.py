@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import anndata
 import numpy as np
+from anndata import ImplicitModificationWarning
+from scipy import sparse
 
 from shadows import progress as progress_bar
 from shadows.core import view_categories
@@ -15,12 +18,12 @@ from shadows.core.base import READ_ONLY_MESSAGE, ShadowBase
 from shadows.core.layout import AnnDataLayout
 from shadows.core.raw import PendingRaw, RawShadow
 from shadows.core.reading import computed
-from shadows.core.references import ARRAY_REFERENCES, get_by_reference
+from shadows.core.references import ARRAY_REFERENCES, get_by_reference, view_x_writes_through
 from shadows.core.state import NOTHING
 from shadows.elements.sparse_chunk import to_plain
-from shadows.errors import MissingElementError, element_message
+from shadows.errors import MissingElementError, ShapeError, element_message
 from shadows.indexing.apply import SLOT_AXES, element_axes, selection_for
-from shadows.indexing.keys import as_positions
+from shadows.indexing.keys import as_positions, as_slice_or_array
 from shadows.settings import settings
 from shadows.writing import DELETED
 from shadows.writing.export import export
@@ -90,13 +93,21 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
     def _vector_of(self, rel: str, key: tuple) -> np.ndarray:
         """One row or column of a matrix element as a 1-d numpy array (reads only what it needs).
 
-        A sparse element not held in memory gets a graph that selects the one row/column inside its
+        A value assigned in memory (▲) or held (ᐁ; for a view, its root's) is indexed as it is. A
+        sparse element not held in memory gets a graph that selects the one row/column inside its
         read tasks (for CSC X a gene is one contiguous read; for CSR X row blocks are scanned in
         parallel, in bounded memory).
         """
-        spec = self._layout.spec(rel)
-        held = self._state.held(rel)
-        if spec.kind == "sparse" and held is NOTHING:
+        spec = None
+        held = self._root_part(rel)
+        if held is NOTHING and (self._state.is_stale(rel) or self._changed_value(rel) is not NOTHING):
+            held = self._element(rel)  # a value changed in memory (▲)
+            if held is None:
+                raise MissingElementError(element_message(self.filename, rel, "deleted in memory"))
+        elif held is NOTHING:
+            spec = self._layout.spec(rel)
+            held = self._state.held(rel)
+        if spec is not None and spec.kind == "sparse" and held is NOTHING:
             selection = selection_for(rel, spec, self._view) or (None, None)
             axes = [range(n) if s is None else s for s, n in zip(selection, spec.shape, strict=True)]
             axis = 0 if isinstance(key[0], int | np.integer) else 1
@@ -131,7 +142,49 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
 
     @X.setter
     def X(self, value: Any) -> None:
+        if self._is_view and value is not None:
+            self._set_view_X(value)
+            return
         self._set_whole("X", value, self.shape)
+
+    def _set_view_X(self, value: Any) -> None:
+        """``view.X = value`` as the installed anndata does it: anndata 0.12 (``copy_on_write_X`` off)
+        writes the values into the parent's X at the view's rows and columns (with its warnings), the
+        view staying a view; from anndata 0.13 on the view becomes an independent shadow holding
+        ``value`` (▲). A scalar fills the view's shape, a vector of the right length is reshaped.
+        """
+        if np.isscalar(value):
+            if not view_x_writes_through():
+                value = np.full(self.shape, value)
+        elif getattr(value, "shape", None) != self.shape:
+            size = int(np.prod(getattr(value, "shape", (len(value),))))
+            if 1 not in self.shape or size != max(self.shape):
+                raise ShapeError(element_message(self.filename, "X", f"expected shape {self.shape}, got "
+                                                 f"{getattr(value, 'shape', None)}"))
+            value = value.reshape(self.shape)
+        if view_x_writes_through():
+            warnings.warn("Setting element `.X` of view of `AnnData` object will obey copy-on-write semantics in "
+                          "the next minor release.", FutureWarning, stacklevel=3)
+        else:
+            warnings.warn("Setting element `.X` of view, initializing view as actual.", ImplicitModificationWarning,
+                          stacklevel=3)
+            self._set_whole("X", value, self.shape)
+            return
+        root = self._root
+        parent = root.X
+        if sparse.issparse(parent) and isinstance(value, np.ndarray):
+            value = (sparse.coo_array if isinstance(parent, sparse.sparray) else sparse.coo_matrix)(value)
+        elif sparse.issparse(value) and isinstance(parent, np.ndarray):
+            warnings.warn("Trying to set a dense array with a sparse array on a view. Densifying the sparse "
+                          "array. This may incur excessive memory usage", UserWarning, stacklevel=3)
+            value = value.toarray()
+        warnings.warn("Modifying `X` on a view results in data being overridden", ImplicitModificationWarning,
+                      stacklevel=3)
+        rows, columns = (as_slice_or_array(index) for index in self._local)
+        if isinstance(rows, np.ndarray) and isinstance(columns, np.ndarray):
+            rows, columns = np.ix_(rows, columns)
+        parent[rows, columns] = value  # the root's X in memory, changed in place: its change (X▲)
+        root._state.change("X", parent)
 
     @X.deleter
     def X(self) -> None:
@@ -145,6 +198,10 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
     @layers.setter
     def layers(self, values: Any) -> None:
         self._slots["layers"].replace_all(values)
+
+    @layers.deleter
+    def layers(self) -> None:
+        self._slots["layers"].replace_all({})  # as AnnData: no layers
 
     @property
     def raw(self) -> RawShadow | anndata.Raw | None:
@@ -186,7 +243,7 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
         ``source`` (the raw of before), in memory (raw▲).
         """
         if getattr(X, "shape", (None,))[0] != self.n_obs:
-            raise ValueError(f"{self.filename}: raw.X: expected {self.n_obs} rows, got {getattr(X, 'shape', None)}")
+            raise ShapeError(f"{self.filename}: raw.X: expected {self.n_obs} rows, got {getattr(X, 'shape', None)}")
         self._state.change("raw", anndata.Raw(self, X=X, var=source.var.copy(), varm=dict(source.varm)))
 
     def _select_staged(self, slot: str, value: Any) -> Any:
@@ -299,6 +356,7 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
         """
         if filename is not None:
             return super().copy(filename, overwrite=overwrite, progress=progress)
+        self._keep_changes_in_place()  # an array changed in place is copied as changed (▲)
         clone = self._view_of((slice(None), slice(None)))
         own = self._memory_state()
         clone._detach()

@@ -173,6 +173,11 @@ class ShadowBase(ElementReading, ElementChanges):
     def obs(self, frame: pd.DataFrame) -> None:
         self._set_frame("obs", frame)
 
+    @obs.deleter
+    def obs(self) -> None:
+        # as AnnData: every column goes (deleted from the file by ``write(overwrite=True)``), the names stay
+        self._set_frame("obs", pd.DataFrame(index=self.obs_names))
+
     @property
     def var(self) -> Any:
         """Annotations of variables."""
@@ -181,6 +186,11 @@ class ShadowBase(ElementReading, ElementChanges):
     @var.setter
     def var(self, frame: pd.DataFrame) -> None:
         self._set_frame("var", frame)
+
+    @var.deleter
+    def var(self) -> None:
+        # as AnnData: every column goes (deleted from the file by ``write(overwrite=True)``), the names stay
+        self._set_frame("var", pd.DataFrame(index=self.var_names))
 
     # anndata's private fields, which muon's in-place filters assign (``adata._obs = adata.obs[mask]``)
     @property
@@ -226,6 +236,10 @@ class ShadowBase(ElementReading, ElementChanges):
     def obsm(self, values: Mapping[str, Any]) -> None:
         self._slots["obsm"].replace_all(values)
 
+    @obsm.deleter
+    def obsm(self) -> None:
+        self._slots["obsm"].replace_all({})  # as AnnData: an empty mapping
+
     @property
     def varm(self) -> ElementMapping:
         """Multi-dimensional annotations of variables."""
@@ -234,6 +248,10 @@ class ShadowBase(ElementReading, ElementChanges):
     @varm.setter
     def varm(self, values: Mapping[str, Any]) -> None:
         self._slots["varm"].replace_all(values)
+
+    @varm.deleter
+    def varm(self) -> None:
+        self._slots["varm"].replace_all({})  # as AnnData: an empty mapping
 
     @property
     def obsp(self) -> ElementMapping:
@@ -244,6 +262,10 @@ class ShadowBase(ElementReading, ElementChanges):
     def obsp(self, values: Mapping[str, Any]) -> None:
         self._slots["obsp"].replace_all(values)
 
+    @obsp.deleter
+    def obsp(self) -> None:
+        self._slots["obsp"].replace_all({})  # as AnnData: an empty mapping
+
     @property
     def varp(self) -> ElementMapping:
         """Pairwise annotations of variables."""
@@ -253,6 +275,10 @@ class ShadowBase(ElementReading, ElementChanges):
     def varp(self, values: Mapping[str, Any]) -> None:
         self._slots["varp"].replace_all(values)
 
+    @varp.deleter
+    def varp(self) -> None:
+        self._slots["varp"].replace_all({})  # as AnnData: an empty mapping
+
     @property
     def uns(self) -> UnsMapping:
         """Unstructured annotations, a lazy nested mapping."""
@@ -261,6 +287,10 @@ class ShadowBase(ElementReading, ElementChanges):
     @uns.setter
     def uns(self, values: Mapping[str, Any]) -> None:
         self._slots["uns"].replace_all(values)
+
+    @uns.deleter
+    def uns(self) -> None:
+        self._slots["uns"].replace_all({})  # as AnnData: an empty mapping
 
     @property
     def n_obs(self) -> int:
@@ -422,7 +452,8 @@ class ShadowBase(ElementReading, ElementChanges):
                    "it with .write_h5ad() / .write_zarr()")
             raise ReadOnlyError(msg)
         if self._mode == "r":
-            raise ReadOnlyError(READ_ONLY_MESSAGE)
+            raise ReadOnlyError(f"{self.filename}: {READ_ONLY_MESSAGE}")
+        self._state.keep_changed_in_place()  # an array changed in place since it was read is written too
         elements, columns = self._staged_changes()
         transaction.check(self._conn, self.filename, elements, columns, overwrite)
         # pre-0.7 slots written into move to today's encoding, checked before anything is written too
@@ -490,6 +521,8 @@ class ShadowBase(ElementReading, ElementChanges):
         reads no data.
         """
         obs, var = normalize_key(index, self.shape, (lambda: self.obs_names, lambda: self.var_names))
+        if self._is_view:
+            self._keep_changes_in_place()  # a view's arrays changed in place: it is actual, its views see them
         local = (compose(self._local[0], obs), compose(self._local[1], var)) if self._is_view else (obs, var)
         if self._view is not None:
             obs, var = compose(self._view[0], obs), compose(self._view[1], var)
@@ -527,6 +560,9 @@ class ShadowBase(ElementReading, ElementChanges):
         """
         if path == "uns":
             return self.uns.materialize()
+        part = self._root_part(path)
+        if part is not NOTHING:
+            return part
         changed = self._changed_value(path)
         if changed is not NOTHING:
             return None if changed is DELETED else changed

@@ -13,7 +13,7 @@ import pandas as pd
 
 from shadows.core.reading import FRAMES
 from shadows.core.state import NOTHING, ElementState
-from shadows.errors import InvalidElementKeyError
+from shadows.errors import InvalidElementKeyError, ShapeError
 from shadows.indexing.apply import ALIGNED_SLOT_AXES, element_axes
 from shadows.indexing.keys import as_positions, as_slice_or_array
 from shadows.names import column_problem
@@ -51,7 +51,7 @@ class ElementChanges:
         if value is not None:
             got = tuple(getattr(value, "shape", ()))
             if got != shape:
-                raise ValueError(f"{self.filename}: {rel}: expected shape {shape}, got {got or type(value).__name__}")
+                raise ShapeError(f"{self.filename}: {rel}: expected shape {shape}, got {got or type(value).__name__}")
         self._detach()
         if value is not None:
             self._state.change(rel, value)
@@ -70,11 +70,21 @@ class ElementChanges:
         if self._is_view:
             self._make_independent()
 
+    def _keep_changes_in_place(self) -> None:
+        """Make the arrays changed in place since they were read changes (▲); a view holding one
+        becomes a shadow of its own first, as an AnnData view becomes actual when modified. What copies,
+        views of views and writes call before they take this shadow's values.
+        """
+        if self._is_view and self._state.changed_in_place():
+            self._detach()
+        self._state.keep_changed_in_place()
+
     def _make_independent(self) -> None:
         """The body of :meth:`_detach` (a MuData's in-place subset uses it, whose views otherwise stay
         views when assigned to).
         """
         root = self._root
+        root._state.keep_changed_in_place()  # the root's arrays changed in place are the view's values too
         for rel, change in root._state.changes().items():
             if self._state.changed(rel) is NOTHING:
                 self._state.change(rel, change if change is DELETED else self._select_staged(rel, change))
@@ -154,7 +164,7 @@ class ElementChanges:
         index = pd.Index(names)
         expected = self.n_obs if frame_rel == "obs" else self.n_vars
         if len(index) != expected:
-            raise ValueError(f"{self.filename}: {frame_rel}_names: expected {expected} names, got {len(index)}")
+            raise ShapeError(f"{self.filename}: {frame_rel}_names: expected {expected} names, got {len(index)}")
         if not all(isinstance(name, str) for name in index):
             import warnings
 
@@ -199,7 +209,7 @@ class ElementChanges:
                 raise InvalidElementKeyError(f"{where}[{key!r}]: invalid column name: {problem}")
         expected = self.n_obs if frame_rel == "obs" else self.n_vars
         if len(frame) != expected:
-            raise ValueError(f"{where}: expected {expected} rows, got {len(frame)}")
+            raise ShapeError(f"{where}: expected {expected} rows, got {len(frame)}")
         if self._whole_frame(frame_rel) is not None or not frame.index.equals(self._names(frame_rel)):
             self._replace_frame(frame_rel, frame)
             return

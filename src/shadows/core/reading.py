@@ -20,7 +20,7 @@ from shadows.core.references import VECTORS_ARE_PANDAS_ARRAYS
 from shadows.core.state import NOTHING
 from shadows.elements.positions import read_column, read_index
 from shadows.indexing import AxisIndex
-from shadows.indexing.apply import materialize_selection, select_graph, selection_for
+from shadows.indexing.apply import element_axes, materialize_selection, select_graph, selection_for
 from shadows.settings import settings
 from shadows.writing import DELETED
 
@@ -80,6 +80,9 @@ class ElementReading:
         """The element at ``rel`` as the shadow's backends present it (kept per section 4 of DESIGN)."""
         if self._state.is_stale(rel):
             return self._before._element(rel)
+        part = self._root_part(rel)
+        if part is not NOTHING:
+            return part
         changed = self._changed_value(rel)
         if changed is not NOTHING:
             return None if changed is DELETED else changed
@@ -96,6 +99,38 @@ class ElementReading:
             where = f"{self.filename}: {rel}"
             return self._state.hold(rel, tracked(self._materialize(rel), partial(self._stage_column, rel), where))
         return self._state.hold(rel, backend.convert(self._materialize(rel)))
+
+    def _root_part(self, rel: str) -> Any:
+        """A view's part of its root's value of ``rel`` in memory (changed ▲ or read ᐁ), or NOTHING.
+
+        Views of an AnnData slice their parent's values in memory; so does a view of a shadow whose root
+        holds the element (numpy backend): an array the root changed in place (``adata.X[0, 0] = v``) is
+        seen by every view, never the file's value. The part is kept with a checksum and taken again at
+        each access (as anndata's views do), unless the view's own array was changed in place since: the
+        view then becomes a shadow of its own holding that change (▲), as an AnnData view becomes
+        actual when modified. NOTHING for roots, other elements and a view's own changes.
+        """
+        if not self._is_view or not self._slices_root_value(rel) or self._state.changed(rel) is not NOTHING:
+            return NOTHING
+        root_value = self._root._state.changed(rel)
+        if root_value is NOTHING:
+            root_value = self._root._state.held(rel)
+        if root_value is NOTHING or root_value is DELETED:
+            return NOTHING
+        if self._state.is_changed_in_place(rel):
+            value = self._state.held(rel)
+            self._detach()
+            self._state.change(rel, value)
+            return value
+        value = self._select_staged(rel, root_value)
+        return self._state.hold(rel, self._view_value(rel, self._layout.spec(rel), value))
+
+    def _slices_root_value(self, rel: str) -> bool:
+        """Whether a view takes ``rel`` from its root's value in memory: arrays aligned with the axes
+        (X, layers, obsm, varm, obsp, varp) under the numpy backend (other backends hold other types).
+        """
+        return (self._array_backend.name == "numpy" and rel not in FRAMES and not rel.startswith(("raw/", "uns/"))
+                and any(axis is not None for axis in element_axes(rel)))
 
     def _lazy(self, rel: str, backend: convert.Backend) -> Any:
         """The element at ``rel`` as a lazy backend gives it: its dask graph, bare or labelled (xarray)."""
@@ -120,6 +155,9 @@ class ElementReading:
 
     def _plain(self, rel: str) -> Any:
         """The element at ``rel`` as numpy/scipy/pandas, whatever the backends (for to_memory)."""
+        part = self._root_part(rel)
+        if part is not NOTHING:
+            return computed(part)
         changed = self._changed_value(rel)
         if changed is not NOTHING:
             return None if changed is DELETED else computed(changed)

@@ -31,6 +31,16 @@ def get_by_reference(data: Any, index: Any) -> Any:
     raise IndexError(f"Cannot index with {index} because this is not a path to an array-like structure.")
 
 
+def view_x_writes_through() -> bool:
+    """Whether ``view.X = value`` writes into the parent's X, as anndata 0.12 does by default
+    (``anndata.settings.copy_on_write_X`` off), rather than making the view an actual object (anndata
+    0.13's default, and the only behaviour from 0.14 on, where the setting goes).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the setting is deprecated in anndata 0.13
+        return not getattr(anndata.settings, "copy_on_write_X", True)
+
+
 def _vectors_are_pandas_arrays() -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # obs_vector is deprecated in anndata 0.13

@@ -176,8 +176,15 @@ class ElementState:
 
     def changed_in_place(self) -> list[str]:
         """Elements whose held value differs from what was read (changed in place since)."""
-        return [rel for rel, value in self.held_items()
-                if self._records[rel].checksum is not None and fingerprint(value) != self._records[rel].checksum]
+        return [rel for rel, _ in self.held_items() if self.is_changed_in_place(rel)]
+
+    def is_changed_in_place(self, rel: str) -> bool:
+        """Whether the value held for ``rel`` differs from what was read (changed in place since)."""
+        value = self.held(rel)
+        if value is NOTHING:
+            return False
+        checksum = self._records[rel].checksum
+        return checksum is not None and fingerprint(value) != checksum
 
     def keep_changed_in_place(self) -> None:
         """Make every held value changed in place since it was read a change (▲)."""
