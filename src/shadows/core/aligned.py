@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shadows.cache import marker
-from shadows.errors import MissingElementError, element_message
+from shadows.errors import MissingElementError, ShapeError, element_message
 from shadows.indexing.apply import ALIGNED_SLOT_AXES
 from shadows.names import check_key, check_nested_keys
 
@@ -205,7 +205,7 @@ class ElementMapping(MutableMapping):
         shape = getattr(value, "shape", None)
         if shape is None:
             msg = f"{self.slot}['{key}']: expected an array-like with a shape, got {type(value).__name__}"
-            raise ValueError(msg)
+            raise ShapeError(f"{self._shadow._ref.display}: {msg}")
         sizes = (self._shadow.n_obs, self._shadow.n_vars)
         expected = tuple(sizes[a] for a in axes)
         got = tuple(shape[: len(axes)])
@@ -213,19 +213,58 @@ class ElementMapping(MutableMapping):
             names = ("n_obs", "n_vars")
             wanted = " × ".join(f"{names[a]}={sizes[a]}" for a in axes)
             msg = f"{self.slot}['{key}']: expected leading dimensions {expected} ({wanted}), got shape {tuple(shape)}"
-            raise ValueError(msg)
+            raise ShapeError(f"{self._shadow._ref.display}: {msg}")
 
     def __repr__(self) -> str:
         return f"{self.slot}:\t{', '.join(self.marked_keys())}"
 
 
+def is_graph(value: Any) -> bool:
+    """Whether ``value`` is a lazy backend's value (a dask collection, an xarray object over dask, or
+    read_lazy's ``Dataset2D``), e.g. one kept by ``persist()``, rather than an in-memory one.
+    """
+    return hasattr(value, "__dask_graph__") or hasattr(getattr(value, "ds", None), "__dask_graph__")
+
+
+def in_memory(shadow: ShadowLike, rel: str) -> Any:
+    """The stored element ``rel`` as anndata holds it in memory (numpy, scipy, pandas, python values),
+    whatever the shadow's backends: read on first use (this view's part of it) and held (ᐁ) until
+    ``clear_cache()``.
+
+    Parameters
+    ----------
+    shadow
+        The shadow (or view) that reads it.
+    rel
+        The element's path, e.g. ``"uns/louvain_colors"`` or ``"raw/X"``.
+
+    Returns
+    -------
+    The value, as ``anndata.read_h5ad`` gives it. A graph kept by ``persist()`` is read into memory.
+    """
+    state = shadow._state
+    held = state.held(rel)
+    if not state.is_held(rel) or is_graph(held):
+        return state.hold(rel, shadow._materialize(rel))
+    return held
+
+
 class UnsMapping(ElementMapping):
-    """A level of the nested ``uns`` mapping: nested groups are UnsMappings of their own."""
+    """A level of the nested ``uns`` mapping: nested groups are UnsMappings of their own.
+
+    Values are what anndata holds in ``uns`` (numpy arrays, python scalars and strings, pandas frames,
+    scipy matrices), whatever the array and table backends, as anndata's ``read_lazy`` keeps ``uns`` in
+    memory: scanpy hashes and iterates them (``uns["<key>_colors"]``, ``uns["rank_genes_groups"]``).
+    Each is read on first access and held (ᐁ) until ``clear_cache()``.
+    """
 
     def __getitem__(self, key: str) -> Any:
-        if key in self._staged or key not in self._stored:
+        rel = self._path(key)
+        if key in self._staged or key not in self._stored or self._shadow._state.is_stale(rel):
             return super().__getitem__(key)
-        return self._shadow._uns_child(self._path(key))
+        if self._shadow._layout.spec(rel).kind == "mapping":
+            return self._shadow._uns_child(rel)
+        return in_memory(self._shadow, rel)
 
     def materialize(self) -> dict:
         """A plain nested dict of every value (stored ones read, staged ones as assigned)."""

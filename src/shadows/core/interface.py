@@ -25,6 +25,7 @@ class ShadowLike(Protocol):
     _slots: dict[str, Any]  # the mappings of its slots
     _array_backend: Any
     _table_backend: Any
+    _state: Any  # its element records (core/state.py: held ᐁ, changed ▲)
 
     n_obs: int
     n_vars: int
@@ -40,9 +41,11 @@ class ShadowLike(Protocol):
 
     def _element(self, rel: str) -> Any: ...  # an element as the backends present it
     def _plain(self, rel: str) -> Any: ...  # an element as numpy/scipy/pandas
+    def _materialize(self, rel: str) -> Any: ...  # read the element (this view's part) as numpy/scipy/pandas
     def _has(self, rel: str) -> bool: ...  # whether the element exists for this shadow
     def _is_cached(self, rel: str) -> bool: ...  # held in memory (ᐁ)
     def _is_changed(self, rel: str) -> bool: ...  # changed in memory (▲)
     def _detach(self) -> None: ...  # a view becomes a shadow of its own
     def _visible_staged_columns(self, frame_rel: str) -> dict[str, Any]: ...  # obs/var columns assigned (▲)
     def _frame_keys(self, frame_rel: str) -> list[str]: ...  # obs/var column names, stored and assigned
+    def _stage_column(self, frame_rel: str, key: str, values: Any) -> None: ...  # assign an obs/var column (▲)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from shadows.core.aligned import ElementMapping
+from shadows.core.aligned import ElementMapping, in_memory
 
 if TYPE_CHECKING:
     from shadows.core.interface import ShadowLike
@@ -22,8 +22,18 @@ class RawShadow:
 
     @property
     def X(self) -> Any:
-        """The raw matrix."""
-        return self._shadow._element("raw/X")
+        """The raw matrix.
+
+        With ``array_backend="dask"`` it is what an in-memory AnnData holds (scipy CSR/CSC or numpy,
+        this view's rows), read on first access and held (ᐁ) until ``clear_cache()``: scanpy uses raw
+        for the tests of ``rank_genes_groups`` (wilcoxon takes no dask array), ``get.obs_df(use_raw=True)``
+        and the genes its plots draw. Its dask graph is ``element_value("raw/X")`` (what exports stream).
+        Other backends present it as they present X.
+        """
+        shadow = self._shadow
+        if shadow._array_backend.name == "dask" and not shadow._state.is_stale("raw/X"):
+            return in_memory(shadow, "raw/X")
+        return shadow._element("raw/X")
 
     @property
     def var(self) -> Any:

@@ -57,17 +57,55 @@ class StoredArray:
     workers. ``__dask_tokenize__`` makes graph names depend on the file and element only.
     """
 
-    def __init__(self, spec: DenseSpec):
+    def __init__(self, spec: DenseSpec, box: tuple[tuple[int, int], ...] | None = None):
         self.spec = spec
-        self.shape = spec.shape
+        #: The part of the stored array this one is: (start, stop) per axis (a view's box), or all of it.
+        self.box = box if box is not None else tuple((0, n) for n in spec.shape)
+        self.shape = tuple(stop - start for start, stop in self.box)
         self.dtype = spec.value_dtype()
         self.ndim = len(spec.shape)
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        return self.spec.read_block(key)
+        return self.spec.read_block(_shifted(key, tuple(start for start, _ in self.box)))
 
     def __dask_tokenize__(self):
-        return ("shadows.StoredArray", self.spec.ref, self.spec.path, self.shape, str(self.dtype))
+        return ("shadows.StoredArray", self.spec.ref, self.spec.path, self.shape, str(self.dtype), self.box)
+
+
+def _shifted(key: Any, offsets: tuple[int, ...]) -> Any:
+    """A basic selection of a box of an array (slices and ints, what dask's tasks ask for) as the same
+    selection of the whole array, the box starting at ``offsets``.
+    """
+    if not any(offsets):
+        return key
+    parts = key if isinstance(key, tuple) else (key,)
+    shifted = []
+    for part, offset in zip(parts, offsets, strict=False):
+        if isinstance(part, slice):
+            start, stop = part.start or 0, part.stop
+            part = slice(start + offset, None if stop is None else stop + offset, part.step)
+        elif isinstance(part, int | np.integer):
+            part = int(part) + offset
+        shifted.append(part)
+    return (*shifted, *parts[len(shifted):])
+
+
+def _box_of(index: range | np.ndarray | None, n: int) -> tuple[tuple[int, int], slice | np.ndarray]:
+    """The smallest (start, stop) holding an axis's selection ``index`` (``None``: all ``n``), and the
+    selection relative to that start.
+    """
+    if index is None:
+        return (0, n), slice(None)
+    if len(index) == 0:
+        return (0, 0), slice(0, 0)
+    if isinstance(index, range):
+        low = min(index[0], index[-1])
+        start = index.start - low
+        stop = start + index.step * len(index)
+        return (low, max(index[0], index[-1]) + 1), slice(start, stop if stop >= 0 else None, index.step)
+    positions = np.asarray(index, dtype=np.int64)
+    low = int(positions.min())
+    return (low, int(positions.max()) + 1), positions - low
 
 
 def plan_chunks(shape: tuple[int, ...], dtype: np.dtype, stored: tuple[int, ...] | None,
@@ -83,7 +121,7 @@ def plan_chunks(shape: tuple[int, ...], dtype: np.dtype, stored: tuple[int, ...]
 
     if not shape or 0 in shape:
         return tuple((s,) for s in shape)
-    itemsize = max(np.dtype(dtype).itemsize, 8 if np.dtype(dtype).kind == "O" else 1)
+    itemsize = max(np.dtype(dtype).itemsize, 8 if np.dtype(dtype).hasobject else 1)
     previous = stored if stored is not None else shape
     if read is not None and itemsize * math.prod(min(p, s) for p, s in zip(previous, shape, strict=True)) \
             > TARGET_CHUNK_BYTES:
@@ -96,7 +134,7 @@ def plan_chunks(shape: tuple[int, ...], dtype: np.dtype, stored: tuple[int, ...]
         tuple(spec[i] for i in range(len(shape))),
         shape=shape,
         limit=TARGET_CHUNK_BYTES,
-        dtype=np.dtype(dtype) if np.dtype(dtype).kind != "O" else np.dtype("f8"),
+        dtype=np.dtype(dtype) if not np.dtype(dtype).hasobject else np.dtype("f8"),  # records of strings too
         previous_chunks=previous,
     )
 
@@ -160,11 +198,13 @@ class DenseSpec(ElementSpec):
                 "array_backend='dask' to work on it lazily, or read a smaller view (shadow[:1000])")
         raise TooLargeError(element_message(self.ref.display, self.name, what))
 
-    def _require_graph(self, tasks: int, estimated: bool) -> None:
+    def _require_graph(self, tasks: int, estimated: bool, shape: tuple[int, ...] | None = None) -> None:
         total = machine_memory()
         if tasks * GRAPH_BYTES_PER_TASK <= total * GRAPH_MEMORY_SHARE:
             return
-        what = (f"its stored shape {self.shape} ({np.dtype(self.dtype)}, {_size(self.nbytes())}) would make a "
+        part = f"its stored shape {self.shape}" if shape is None or shape == self.shape else \
+            f"the part of its stored shape {self.shape} a view selects, {shape},"
+        what = (f"{part} ({np.dtype(self.dtype)}, {_size(self.nbytes(shape))}) would make a "
                 f"dask graph of {'at least ' if estimated else ''}{tasks:,} tasks, whose bookkeeping alone "
                 f"(~{_size(tasks * GRAPH_BYTES_PER_TASK)}) would take more than a sixteenth of this machine's "
                 f"memory ({_size(total)}); its metadata is likely wrong. Views do not help (the graph covers the "
@@ -178,13 +218,34 @@ class DenseSpec(ElementSpec):
         ``GRAPH_BYTES_PER_TASK`` per task) would take more than ``GRAPH_MEMORY_SHARE`` of the machine's
         memory, before planning it.
         """
+        return self._box_graph(None)
+
+    def select_graph(self, selection: tuple[range | np.ndarray | None, ...]) -> Any:
+        """A dask array of ``array[selection]`` (per axis: the positions kept, ``None`` for all of them).
+
+        The graph covers the smallest box of the stored array that holds the selection, so a view's graph
+        is sized by what it selects, not by the stored shape: ``shadow[:5, :5]`` of an array claiming
+        10**12 × 10**12 (metadata cost nothing to write) reads its 25 values, where a graph over the whole
+        array would be refused (:class:`~shadows.errors.TooLargeError`) before it could be sliced.
+        """
+        boxes = [_box_of(selection[a] if a < len(selection) else None, n) for a, n in enumerate(self.shape)]
+        box = tuple(b for b, _ in boxes)
+        graph = self._box_graph(None if box == tuple((0, n) for n in self.shape) else box)
+        for axis, (_, inner) in enumerate(boxes):
+            if not (isinstance(inner, slice) and inner == slice(None)):
+                graph = graph[(slice(None),) * axis + (inner,)]
+        return graph
+
+    def _box_graph(self, box: tuple[tuple[int, int], ...] | None) -> Any:
+        """A chunk-planned dask array over ``box`` of the stored array (all of it for ``None``)."""
         import dask.array as da
 
+        proxy = StoredArray(self, box)
+        shape = proxy.shape
         # Tasks hold at most TARGET_CHUNK_BYTES each: a lower bound on their number, known before planning.
-        self._require_graph(-(-self.nbytes() // TARGET_CHUNK_BYTES), estimated=True)
-        chunks = plan_chunks(self.shape, self.dtype, self.extra.get("stored_chunks"), self.extra.get("read_chunks"))
-        self._require_graph(math.prod(len(c) for c in chunks), estimated=False)
-        proxy = StoredArray(self)
+        self._require_graph(-(-self.nbytes(shape) // TARGET_CHUNK_BYTES), estimated=True, shape=shape)
+        chunks = plan_chunks(shape, self.dtype, self.extra.get("stored_chunks"), self.extra.get("read_chunks"))
+        self._require_graph(math.prod(len(c) for c in chunks), estimated=False, shape=shape)
         name = f"shadows-array-{self.name}-" + _token(proxy)
         meta = np.empty((0,) * len(self.shape), dtype=proxy.dtype)
         return da.from_array(proxy, chunks=chunks, name=name, meta=meta, asarray=False, inline_array=True)

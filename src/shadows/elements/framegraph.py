@@ -25,8 +25,20 @@ def frame_graph(spec: Any, rows: Any = None):
     n = spec.shape[0] if rows is None else len(rows)
     bounds = [*range(0, n, ROWS_PER_PARTITION), n]
     parts = list(itertools.pairwise(bounds)) or [(0, 0)]
-    return dd.from_map(FrameReader(spec, rows), parts, meta=spec.meta(), enforce_metadata=False,
-                       label=f"shadows-frame-{spec.name}")
+    return dd.from_map(FrameReader(spec, rows), parts, meta=known_categories(spec, spec.meta()),
+                       enforce_metadata=False, label=f"shadows-frame-{spec.name}")
+
+
+def known_categories(spec: Any, meta: pd.DataFrame) -> pd.DataFrame:
+    """``meta`` with the stored categories of its categorical columns (each a small array, read here),
+    which every partition has: dask then knows them (``.cat.known``), as pandas would.
+    """
+    for key, dtype in meta.dtypes.items():
+        column = spec.column(key) if isinstance(dtype, pd.CategoricalDtype) else None
+        if column is not None and hasattr(column, "categories"):
+            dtype = pd.CategoricalDtype(column.categories(), ordered=dtype.ordered)
+            meta[key] = pd.Series(pd.Categorical([], dtype=dtype), index=meta.index[:0])
+    return meta
 
 
 class FrameReader:
