@@ -2,8 +2,11 @@
 
 Matrices (X, layers, obsm/varm/obsp/varp arrays, raw.X) are written from their dask graphs block by block
 (a view's graphs read only its selection); dataframes, uns and small staged values are encoded by
-anndata. The file is built under a temporary name next to the target and renamed into place at the
-end, so an interrupted export leaves no half-written file at the target path.
+anndata. String columns of obs, var and raw.var are written as categoricals where anndata's writers
+make them so (``strings_to_categoricals``), and an AnnData shadow keeps its obs and var so converted
+(▲), as anndata's ``write_h5ad`` leaves the AnnData it writes. The file is built under a temporary
+name next to the target and renamed into place at the end, so an interrupted export leaves no
+half-written file at the target path.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import uuid
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
 
 from shadows import progress as progress_bar
 from shadows.cluster import writes_on_cluster
@@ -50,13 +56,78 @@ def _put(group: Any, name: str, value: Any, label: str) -> None:
         bar.advance()
 
 
+def string_categoricals(frame: pd.DataFrame) -> dict[str, pd.Categorical]:
+    """The string columns of ``frame`` that anndata's writers store as categoricals, converted.
+
+    anndata's ``strings_to_categoricals`` (what ``write_h5ad`` and ``write_zarr`` call first) turns a
+    column of strings (object dtype, or pandas 3's ``str``) into a categorical when it has fewer distinct
+    values than rows, its categories in natural order; other columns stay as they are.
+
+    Parameters
+    ----------
+    frame
+        An obs, var or raw var dataframe, in memory.
+
+    Returns
+    -------
+    The converted columns by name (none: nothing to convert).
+    """
+    from natsort import natsorted  # anndata's own dependency: the order anndata gives the categories
+    from pandas.api.types import infer_dtype
+
+    converted = {}
+    for key in frame.columns:
+        column = frame[key]
+        if isinstance(column, pd.DataFrame) or infer_dtype(column) != "string":
+            continue
+        categorical = pd.Categorical(column)
+        if len(categorical.categories) >= len(categorical):
+            continue
+        ordered = natsorted(categorical.categories)
+        if not np.array_equal(categorical.categories, ordered):
+            categorical = categorical.reorder_categories(ordered)
+        converted[key] = categorical
+    return converted
+
+
+def with_categoricals(frame: pd.DataFrame, converted: dict[str, pd.Categorical]) -> pd.DataFrame:
+    """``frame`` with the columns ``converted`` replaced (a new frame: ``frame`` is left as it is)."""
+    if not converted:
+        return frame
+    frame = frame.copy(deep=False)
+    for key, values in converted.items():
+        frame[key] = values
+    return frame
+
+
+def _annotation(shadow: ShadowLike, rel: str, stage: bool) -> Any:
+    """The obs or var dataframe of ``shadow`` to write, its string columns made categoricals as anndata's
+    writers make them; with ``stage`` the shadow keeps them so in memory (▲), as anndata's
+    ``write_h5ad`` leaves the AnnData it writes (a view becomes a shadow of its own, as anndata's view
+    becomes an actual AnnData). A MuData's global obs and var are converted in what is written only, as
+    mudata does.
+    """
+    frame = shadow.element_value(rel)
+    if not isinstance(frame, pd.DataFrame):  # a lazy table backend's frame (not converted)
+        return frame
+    converted = string_categoricals(frame)
+    shown = getattr(shadow, rel) if stage and converted else None
+    for key, values in converted.items() if stage else ():
+        if isinstance(shown, pd.DataFrame):  # the pandas backend's frame: it stages what is assigned
+            shown[key] = values
+        else:
+            shadow._stage_column(rel, key, pd.Series(values, index=frame.index, name=key))
+    return with_categoricals(frame, converted)
+
+
 def _write_annotations(shadow: ShadowLike, described: Description, target: Any, attrs: dict[str, Any],
                        where: str) -> None:
     """What AnnData and MuData groups share: their encoding, obs, var, the aligned slots and uns."""
     for key, value in attrs.items():
         target.attrs[key] = value
-    _put(target, "obs", shadow.element_value("obs"), f"{where}obs")
-    _put(target, "var", shadow.element_value("var"), f"{where}var")
+    stage = described.kind != "MuData"  # an AnnData's were converted (and staged) by write_anndata
+    _put(target, "obs", _annotation(shadow, "obs", stage), f"{where}obs")
+    _put(target, "var", _annotation(shadow, "var", stage), f"{where}var")
     for slot in _slots(described):
         group = _group(target, slot, DICT_ENCODING)
         for element in described.slot(slot):
@@ -75,6 +146,8 @@ def write_anndata(shadow: ShadowLike, target: Any, where: str = "") -> None:
     """
     from shadows.elements.sparse_chunk import to_plain
 
+    for rel in ("obs", "var"):  # first: a view that stages them becomes a shadow of its own
+        _annotation(shadow, rel, stage=True)
     described = shadow.describe()
     _write_annotations(shadow, described, target, {"encoding-type": "anndata", "encoding-version": "0.1.0"}, where)
     if described.has("X"):
@@ -83,7 +156,24 @@ def write_anndata(shadow: ShadowLike, target: Any, where: str = "") -> None:
     if described.has("raw"):
         group = _group(target, "raw", {"encoding-type": "raw", "encoding-version": "0.1.0"})
         for part in ("X", "var", "varm"):
-            _put(group, part, shadow.element_value(f"raw/{part}"), f"{where}raw/{part}")
+            value = shadow.element_value(f"raw/{part}")
+            if part == "var" and isinstance(value, pd.DataFrame):  # as anndata's writers convert raw.var
+                value = _raw_var(shadow, value)
+            _put(group, part, value, f"{where}raw/{part}")
+
+
+def _raw_var(shadow: ShadowLike, var: pd.DataFrame) -> pd.DataFrame:
+    """raw.var to write, its string columns made categoricals. A raw assigned in memory (an
+    ``anndata.Raw``) keeps them, as anndata's writers leave it; the stored raw of a shadow is converted
+    in what is written only (raw is changed in memory as a whole, not column by column).
+    """
+    converted = string_categoricals(var)
+    raw = shadow.raw
+    if converted and isinstance(getattr(raw, "var", None), pd.DataFrame) and raw.var is var:
+        for key, values in converted.items():
+            var[key] = values
+        return var
+    return with_categoricals(var, converted)
 
 
 def write_mudata(shadow: ShadowLike, target: Any) -> None:
@@ -96,7 +186,10 @@ def write_mudata(shadow: ShadowLike, target: Any) -> None:
     mods = target.create_group("mod")
     mods.attrs["mod-order"] = list(shadow.mod)
     for name, modality in shadow.mod.items():
-        if described.modalities[name].source is None:
+        if described.modalities[name].source is None:  # an AnnData in memory: converted as mudata does
+            modality.strings_to_categoricals()
+            if modality.raw is not None:
+                modality.strings_to_categoricals(modality.raw.var)
             _put(mods, name, modality, f"mod/{name}")
         else:
             write_anndata(modality, mods.create_group(name), f"mod/{name}/")
