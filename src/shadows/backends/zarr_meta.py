@@ -217,6 +217,10 @@ class ZarrMetadata:
             return
         try:
             check_array_metadata(meta)
+        except KeyError as error:  # zarr's parsers index the dict: a bare KeyError names only the key
+            what = (f"its Zarr metadata says it is an array but has no {error} entry, which an array's "
+                    "metadata must have (a group's metadata marked as an array?)")
+            raise MalformedElementError(element_message(self.display, path or "/", what)) from error
         except Exception as error:
             what = f"its Zarr metadata is invalid: {type(error).__name__}: {error}"
             if "data type" in str(error).lower():
@@ -248,6 +252,8 @@ class ZarrMetadata:
         except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
             problem: str | None = f"not valid JSON ({error})"
             cause: Exception | None = error
+        except RecursionError as error:  # json's decoder recurses once per level of nesting
+            problem, cause = "JSON nested more deeply than Python's recursion limit allows reading", error
         else:
             problem = None if isinstance(doc, dict) else f"a JSON {type(doc).__name__}, not an object"
             cause = None
