@@ -49,10 +49,13 @@ from typing import Any
 
 from shadows.backends import nodes
 from shadows.backends.handles import read_handle, read_node
-from shadows.errors import ExternalDataError, ShadowsError, element_message
+from shadows.errors import ExternalDataError, MalformedElementError, ShadowsError, element_message
 
 #: Virtual datasets whose sources are virtual datasets again: how deep sources are followed.
 _MAX_DEPTH = 8
+#: How many levels below a group element its links are walked (anndata's group elements hold arrays one
+#: or two levels down; uns dicts nest deeper, but each of their levels is an element checked on its own).
+MAX_WALK_DEPTH = 64
 _HINT = ("shadows does not read data from outside the file unless asked: open it with allow_external=True "
          "if you trust where it points")
 
@@ -179,6 +182,28 @@ def _holds_elements(group: Any) -> bool:
     return encoding in ("dict", "raw")
 
 
+def _links_below(group: Any) -> tuple[list[tuple[str, int]], bool]:
+    """The soft and external links at any depth under ``group`` (name relative to it, link type), and
+    whether the walk stopped at :data:`MAX_WALK_DEPTH` levels with more below.
+
+    HDF5's ``H5Lvisit`` recurses in C once per level: a tree of 10,000 nested groups overflowed the
+    stack (a segmentation fault, nothing Python can catch). Returning a value from the callback stops
+    the visit, so it never goes more than ``MAX_WALK_DEPTH`` levels down.
+    """
+    from h5py import h5l
+
+    found: list[tuple[str, int]] = []
+
+    def visit(name: bytes, info: Any) -> int | None:
+        if name.count(b"/") >= MAX_WALK_DEPTH:
+            return 1  # deeper than any element anndata writes: stop before the C stack runs out
+        if info.type in (h5l.TYPE_EXTERNAL, h5l.TYPE_SOFT):
+            found.append((name.decode(errors="replace"), info.type))
+        return None
+
+    return found, group.id.links.visit(visit, info=True) is not None
+
+
 def check_hdf5_node(ref: Any, handle: Any, node: Any, path: str, depth: int = 0, walk: bool = False) -> None:
     """Refuse a node (looked up already) that is not in the file of ``handle`` (a link led elsewhere), a
     dataset whose bytes lie elsewhere, and, with ``walk``, a group element (not a mapping of elements)
@@ -195,16 +220,13 @@ def check_hdf5_node(ref: Any, handle: Any, node: Any, path: str, depth: int = 0,
         return
     if not walk:
         return
-    found: list[tuple[str, Any]] = []
-
-    def visit(name: bytes, info: Any) -> int | None:
-        if info.type in (h5l.TYPE_EXTERNAL, h5l.TYPE_SOFT):
-            found.append((name.decode(errors="replace"), info.type))
-        return None
-
-    node.id.links.visit(visit, info=True)
-    if not found or _holds_elements(node):  # (attributes are read only when there is something to judge)
-        return
+    found, too_deep = _links_below(node)
+    if (not found and not too_deep) or _holds_elements(node):  # (attributes are read only when needed)
+        return  # a mapping's children are elements of their own: each is checked (and its depth) when used
+    if too_deep:
+        what = (f"its groups nest more than {MAX_WALK_DEPTH} levels deep (a group element holds arrays a "
+                "level or two below it): damaged or not written by anndata")
+        raise MalformedElementError(element_message(ref.display, path, what))
     base = node.name.strip("/")
     for name, kind in found:
         inner = f"{base}/{name}" if base else name
