@@ -17,7 +17,7 @@ from shadows.core.layout import MuDataLayout
 from shadows.core.mudata_update import update_axis
 from shadows.core.reading import FRAMES, computed
 from shadows.core.references import ARRAY_REFERENCES, get_by_reference
-from shadows.errors import BackendUnavailableError, MissingElementError, element_message
+from shadows.errors import BackendUnavailableError, MalformedElementError, MissingElementError, element_message
 from shadows.indexing import AxisIndex
 from shadows.indexing.apply import MODALITY_MAP_AXES, SLOT_AXES
 from shadows.indexing.keys import as_slice_or_array
@@ -174,9 +174,22 @@ class MuDataShadow(ShadowBase, _MuDataBase):
             mapping = root._state.held_or_read(f"{rel}/_positions", lambda: root._materialize(rel))
         picked = mapping[as_slice_or_array(self._view[axis])]
         positions = picked[picked > 0].astype(np.int64) - 1
+        self._check_map_positions(rel, positions, root.mod[name].shape[axis])
         if positions.size and positions[0] == 0 and np.array_equal(positions, np.arange(positions.size)):
             return range(positions.size)
         return positions
+
+    def _check_map_positions(self, rel: str, positions: np.ndarray, size: int) -> None:
+        """Raise :class:`~shadows.errors.MalformedElementError` naming ``rel`` (``obsmap/<mod>``) when it
+        points past its modality's ``size`` rows (or columns): selecting them would fail with a bare
+        ``IndexError`` deep in the modality's view, or read another row than the file means.
+        """
+        if not positions.size or int(positions.max()) < size:
+            return
+        axis_name = "observations" if rel.startswith("obsmap") else "variables"
+        what = (f"it holds position {int(positions.max()) + 1} (1-based), but the modality has {size} "
+                f"{axis_name}: the map and the modality disagree (a damaged or hand-edited file)")
+        raise MalformedElementError(element_message(self._ref.display, rel, what))
 
     def __getitem__(self, index: Any) -> ShadowBase:
         """``mdata["rna"]``: the modality; an ``anndata.acc`` reference (``mdata[A.obs["x"]]``): the array
