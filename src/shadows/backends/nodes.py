@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -335,6 +336,28 @@ def _read_spans(node: Any, rows: np.ndarray, decode: bool = True) -> np.ndarray:
     # _read, not read: the caller's read counts these bytes once (the progress bar)
     parts = [_read(node, slice(start, stop), decode)[offsets] for start, stop, offsets in spans]
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def missing_chunks(node: Any, positions: np.ndarray) -> list[str]:
+    """Keys of the stored chunks (shards) of a 1-d Zarr array in a local store that hold some of
+    ``positions`` and are missing from the store; ``[]`` for HDF5, n-d arrays and remote stores.
+
+    zarr reads a missing chunk as its fill value: right for arrays written sparsely (zarr skips chunks
+    that hold only the fill value), wrong where the values must be there (a dataframe's index, whose
+    lost chunk would read as empty names).
+    """
+    if is_hdf5(node) or len(node.shape) != 1 or not positions.size:
+        return []
+    from zarr.storage import LocalStore
+
+    store = node.store
+    local = getattr(store, "wrapped", store)  # shadows' ChunkCheckingStore
+    if not isinstance(local, LocalStore):
+        return []
+    folder = Path(str(local.root)) / node.path
+    size = int((getattr(node, "shards", None) or node.chunks)[0])
+    keys = [node.metadata.encode_chunk_key((int(i),)) for i in np.unique(np.asarray(positions) // size)]
+    return [key for key in keys if not (folder / key).exists()]
 
 
 def chunks(node: Any) -> tuple[int, ...] | None:

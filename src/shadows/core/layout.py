@@ -13,6 +13,7 @@ of old anndata releases into today's names, as ``anndata.read_h5ad`` does:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from shadows.errors import (
     MissingElementError,
     NotAnnDataError,
     NotMuDataError,
+    ShadowsError,
     element_message,
     translated,
 )
@@ -200,10 +202,50 @@ class Layout:
         expected = tuple(sizes[a] for a in axes)
         got = tuple(spec.shape[: len(axes)])
         if got != expected:
+            if not rel.startswith("raw/"):
+                self._check_index_against(rel, axes, got)
             names = " × ".join(("observations", "variables")[a] for a in axes)
             what = (f"stored with shape {tuple(spec.shape)}, but the file has {expected} ({names}): "
                     "its leading dimensions must match")
             raise MalformedElementError(element_message(self.ref.display, rel, what))
+
+    def _check_index_against(self, rel: str, axes: tuple[int, ...], got: tuple[int, ...]) -> None:
+        """Raise naming the obs (var) index when ``rel``, which disagrees with its length, agrees with a
+        witness: X, or the first column of obs (var). Two stored parts against one: the index is the part
+        that is wrong, and the error names it (not ``layers/counts``, which is fine).
+        """
+        for axis, length in zip(axes, got, strict=True):
+            frame = self.obs if axis == 0 else self.var
+            index = frame.extra.get("index")
+            if index is None or int(index.shape[0]) == length:
+                continue
+            witness = next((w for w, n in self._axis_witnesses(rel, axis) if n == length), None)
+            if witness is not None:
+                what = (f"its stored length, {int(index.shape[0])}, is inconsistent with the data: {rel} has "
+                        f"{length} {('observations', 'variables')[axis]}, and so does {witness}; the index "
+                        "is damaged")
+                raise MalformedElementError(element_message(self.ref.display, index.name, what))
+
+    def _axis_witnesses(self, rel: str, axis: int) -> Iterator[tuple[str, int]]:
+        """Stored parts other than ``rel`` that say how long ``axis`` is: X, and the first column of obs
+        (var). X is described without the alignment check (its own mismatch would blame the index again);
+        a damaged witness says nothing.
+        """
+        if rel != "X" and self.has("X"):
+            try:
+                shape = describe(self.ref, self._node("X"), self.path("X")).shape
+            except ShadowsError:
+                shape = ()
+            if len(shape) > axis:
+                yield "X", int(shape[axis])
+        frame = self.obs if axis == 0 else self.var
+        columns = list(getattr(frame, "columns", []))
+        if columns:
+            try:
+                column = frame.column(columns[0])
+            except ShadowsError:
+                return
+            yield column.name, int(column.shape[0])
 
     def children(self, rel: str) -> list[str]:
         """Keys of a mapping element (a slot like obsm, or a nested uns dict), from metadata (looked up

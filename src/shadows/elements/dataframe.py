@@ -20,7 +20,7 @@ from shadows.backends import nodes
 from shadows.elements.base import ElementSpec, Rows, encoding_of
 from shadows.elements.framegraph import frame_graph
 from shadows.elements.registry import describe, register
-from shadows.errors import MalformedElementError, element_message
+from shadows.errors import MalformedElementError, UnreadableDataError, element_message
 
 #: Rows per partition of a dask dataframe.
 
@@ -77,14 +77,18 @@ class DataFrameSpec(ElementSpec):
 
     def read_index(self, rows: Rows = slice(None)) -> pd.Index:
         """The index (obs_names/var_names) for the selected rows, named as anndata names it."""
-        index = pd.Index(self.extra["index"].read_rows(rows))
+        self._check_index_length(self.columns[:1])  # one column's metadata is enough to judge it
+        index = pd.Index(self._index_values(rows))
         index.name = None if self.index_key == "_index" else self.index_key
         return index
 
     def read(self, rows: Rows = slice(None), columns: list[str] | None = None) -> pd.DataFrame:
         """Read the selected rows and columns, built exactly as anndata builds dataframes."""
         columns = self.columns if columns is None else list(columns)
-        index = self.extra["index"].read_rows(rows)  # first: an index claiming too many rows is refused
+        # first: an index whose length the columns contradict is named as such (from metadata), before
+        # its length sizes anything; then one claiming too many rows is refused as too large
+        self._check_index_length(columns)
+        index = self._index_values(rows)
         self._check_lengths(columns)
         frame = pd.DataFrame(
             {k: self.column(k).read_rows(rows) for k in columns},
@@ -97,6 +101,38 @@ class DataFrameSpec(ElementSpec):
         if self.index_key != "_index":
             frame.index.name = self.index_key
         return frame
+
+    def _check_index_length(self, columns: list[str]) -> None:
+        """Raise :class:`~shadows.errors.MalformedElementError` naming the index when ``columns`` agree on
+        a length the index does not have (from metadata): the index is then the odd one out, and its
+        length must not size a read (10**12 claimed rows would be refused as too large, not inconsistent).
+        """
+        index = self.extra["index"]
+        lengths = {self.column(key).shape[0] for key in columns}
+        if len(lengths) != 1 or index.shape[0] in lengths:
+            return
+        what = (f"its stored length, {index.shape[0]}, is inconsistent with the dataframe's columns, which "
+                f"have {lengths.pop()} rows: the index is damaged")
+        raise MalformedElementError(element_message(self.ref.display, index.name, what))
+
+    def _index_values(self, rows: Rows) -> np.ndarray:
+        """The index's values for ``rows``, refused when a chunk of a Zarr index is missing (zarr would
+        give its names as empty strings: anndata then fails comparing indexes, a shadow would not fail).
+        """
+        index = self.extra["index"]
+        values = index.read_rows(rows)
+        empty = _empty_names(values)
+        if empty.size:  # an empty name is legal but rare: only then are the chunk files looked for
+            stored = np.arange(*rows.indices(index.shape[0])) if isinstance(rows, slice) else np.asarray(rows)
+            node = index.node()
+            if nodes.is_group(node):  # a nullable string array (anndata 0.13 on pandas 3): its values
+                node = index.node("values")
+            missing = nodes.missing_chunks(node, stored[empty])
+            if missing:
+                what = (f"its chunk(s) {', '.join(missing[:5])} are missing from the store (zarr would read "
+                        "them as empty names): the store is incomplete; write the element again from a good copy")
+                raise UnreadableDataError(element_message(self.ref.display, index.name, what))
+        return values
 
     def _check_lengths(self, columns: list[str]) -> None:
         """Raise unless each of ``columns`` is as long as the index (from metadata)."""
@@ -132,6 +168,19 @@ class DataFrameSpec(ElementSpec):
     def graph(self):
         """A dask dataframe, one partition per ``ROWS_PER_PARTITION`` rows, with column projection."""
         return frame_graph(self)
+
+
+def _empty_names(values: Any) -> np.ndarray:
+    """Positions of the empty strings among an index's ``values`` (numpy text, object or pandas strings;
+    none for numbers).
+    """
+    if isinstance(values, np.ndarray):  # object, fixed-width or numpy 2's StringDType (zarr 3's text)
+        if values.dtype.kind not in "OUT":
+            return np.empty(0, np.int64)
+        return np.flatnonzero(np.asarray(values == "", dtype=bool))
+    if not pd.api.types.is_string_dtype(values.dtype):
+        return np.empty(0, np.int64)
+    return np.flatnonzero(pd.Series(values, copy=False).eq("").fillna(False).to_numpy(dtype=bool))
 
 
 class LazyColumns(Mapping):
