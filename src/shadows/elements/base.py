@@ -29,7 +29,8 @@ Rows = slice | np.ndarray
 """A row selection handed to readers: a slice, or a sorted array of unique row positions."""
 
 #: Methods of element readers that read stored values (or plan reads), where library errors are translated.
-READ_METHODS = ("materialize", "read_rows", "read_block", "read", "read_index", "categories", "graph", "info")
+READ_METHODS = ("materialize", "read_rows", "read_block", "read", "read_index", "categories", "graph",
+                "select_graph", "info")
 
 
 def translating(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -77,6 +77,8 @@ def select_graph(spec: ElementSpec, selection: Selection) -> Any:
         return spec.select_graph(_full(selection, 0, spec.shape[0]), _full(selection, 1, spec.shape[1]))
     if spec.kind == "dataframe":
         return frame_graph(spec, selection[0])
+    if spec.kind == "dense":  # a graph over the selection's box only, not over the whole stored array
+        return spec.select_graph(selection)
     graph = spec.graph()
     for axis, index in enumerate(selection):
         if index is not None:
