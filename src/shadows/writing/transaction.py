@@ -115,6 +115,8 @@ def check(connection: Any, where: str, elements: list[ElementChange], columns: l
     """
     problems = Problems()
     for change in elements:
+        if _too_long(connection, change.path, change.value, problems):
+            continue  # the file system refuses the name: even looking the path up would fail
         _check_path(connection, change.path, problems)
         name = change.path.rpartition("/")[2]
         problem = key_problem(name)
@@ -130,6 +132,8 @@ def check(connection: Any, where: str, elements: list[ElementChange], columns: l
     frames: dict[str, tuple[str | None, set[str]]] = {}
     for change in columns:
         path = f"{change.frame_path}/{change.key}"
+        if _too_long(connection, path, None, problems):
+            continue
         _check_path(connection, path, problems)
         problem = column_problem(change.key)
         if problem is not None:
@@ -151,6 +155,21 @@ def check(connection: Any, where: str, elements: list[ElementChange], columns: l
         if change.replaces and not overwrite:
             problems.replacing.append(path)
     raise_problems(where, problems)
+
+
+def _too_long(connection: Any, path: str, value: Any, problems: Problems) -> bool:
+    """Record (and say) whether ``path`` or a key inside ``value`` is too long for the file system of a
+    local Zarr store (:func:`~shadows.backends.name_limits.name_problem`).
+    """
+    from shadows.backends.name_limits import name_problem
+    from shadows.backends.remote import is_url
+
+    if connection.format == "hdf5" or is_url(connection.path):
+        return False
+    problem = name_problem(str(connection.path), path, value)
+    if problem is not None:
+        problems.invalid.append(f"{path if len(path) <= 80 else path[:80] + '...'}: {problem}")
+    return problem is not None
 
 
 def _check_path(connection: Any, path: str, problems: Problems) -> None:
