@@ -57,7 +57,9 @@ class MissingElementError(ShadowsError, KeyError):
 
 class ShapeError(ShadowsError, ValueError):
     """A value assigned to a shadow does not fit its shape (or its number of names), as anndata's
-    ``ValueError`` in the same place.
+    ``ValueError`` in the same place: ``obsm["x"]`` with other leading dimensions, ``X`` of another
+    shape, ``obs_names``, an obs column or ``obs`` of another length. Raised on assignment, before
+    anything is staged; the message names the file and the element.
     """
 
 

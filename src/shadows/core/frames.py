@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from shadows.errors import InvalidElementKeyError
+from shadows.errors import InvalidElementKeyError, ShapeError
 from shadows.names import column_problem
 
 OnSet = Callable[[str, pd.Series | None], None]
@@ -37,7 +37,7 @@ class TrackedFrame(pd.DataFrame):
     def __setitem__(self, key: Any, value: Any) -> None:
         where = self.__dict__.get("_where")
         if where and isinstance(key, str) and _is_sequence(value) and len(value) != len(self):
-            raise ValueError(f"{where}['{key}']: expected {len(self)} values (one per row), got {len(value)}")
+            raise ShapeError(f"{where}['{key}']: expected {len(self)} values (one per row), got {len(value)}")
         on_set = self.__dict__.get("_on_set")
         # one column, or several at once (scanpy's calculate_qc_metrics: obs[list_of_names] = frame)
         keys = [key] if isinstance(key, str) else list(key) if isinstance(key, list | pd.Index | np.ndarray) else []
