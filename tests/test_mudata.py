@@ -255,7 +255,7 @@ def test_each_view_has_its_own_cache(mu_path):
     shadow = MuDataShadow(mu_path)
     view = shadow[:10]
     _ = view.obs, view.obsm["X_umap"], view["rna"].X
-    assert "obsᐁ" not in repr(shadow).split("\n")[1] and "_indexᐁ" in repr(view).split("\n")[1]
+    assert "totalᐁ" not in repr(shadow).split("\n")[1] and "totalᐁ" in repr(view).split("\n")[1]
     assert "X_umapᐁ" in repr(view) and "X_umapᐁ" not in repr(shadow)
     assert "ᐁ" not in repr(shadow)
     assert "rna" in [k for k in view.mod] and view["rna"]._is_cached("X") and not shadow["rna"]._is_cached("X")
@@ -277,7 +277,7 @@ def test_repr_layout(mu_files, mu_fmt):
     shadow = MuDataShadow(mu_files["shared_obs", mu_fmt])
     lines = repr(shadow).split("\n")
     assert lines[0] == "MuData Shadow object with n_obs × n_vars = 60 × 24"
-    assert "  obs:\t_index, total, group" in lines
+    assert "  obs:\ttotal, group" in lines  # the columns, as anndata lists them
     assert "  obsmap:\tatac, rna" in lines and "  varmap:\tatac, rna" in lines
     assert "  mod:\t2 modalities" in lines
     rna = lines.index("    rna: 60 x 15")

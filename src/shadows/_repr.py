@@ -11,7 +11,10 @@ if TYPE_CHECKING:
 
 
 def _slot_line(description: Description, slot: str) -> list[str]:
-    keys = [e.marked_key for e in description.slot(slot)]
+    """The repr's line of ``slot`` (none when it is empty); obs/var list their columns only, as anndata's
+    repr and ``obs_keys()`` do, not the name of their index.
+    """
+    keys = [e.marked_key for e in description.columns(slot)]
     return [f"  {slot}:\t" + ", ".join(keys)] if keys else []
 
 
@@ -20,18 +23,14 @@ def _anndata_lines(description: Description) -> list[str]:
     x = description.slot("X")
     if x:
         lines.append("  X" + x[0].marked_key)
-    lines += _slot_line(description, "layers")
-    lines.append("  obs:\t" + ", ".join(e.marked_key for e in description.slot("obs")))
-    lines.append("  var:\t" + ", ".join(e.marked_key for e in description.slot("var")))
-    for slot in ("obsm", "varm", "obsp", "varp", "uns", "raw"):
+    for slot in ("layers", "obs", "var", "obsm", "varm", "obsp", "varp", "uns", "raw"):
         lines += _slot_line(description, slot)
     return lines
 
 
 def _mudata_lines(description: Description) -> list[str]:
-    lines = ["  obs:\t" + ", ".join(e.marked_key for e in description.slot("obs")),
-             "  var:\t" + ", ".join(e.marked_key for e in description.slot("var"))]
-    for slot in ("obsm", "varm", "obsp", "varp", "uns", "obsmap", "varmap"):
+    lines = []
+    for slot in ("obs", "var", "obsm", "varm", "obsp", "varp", "uns", "obsmap", "varmap"):
         lines += _slot_line(description, slot)
     n_mod = len(description.modalities)
     lines.append(f"  mod:\t{n_mod} modalit{'y' if n_mod == 1 else 'ies'}")
@@ -49,5 +48,13 @@ def _body_lines(description: Description) -> list[str]:
 def text_repr(description: Description) -> str:
     """The repr of DESIGN.md section 1: header, then one line per non-empty slot with markers (ᐁ held in
     memory, ▲ assigned in memory); a MuData adds obsmap/varmap, ``mod:`` and each modality's block.
+
+    obs and var list their columns, as anndata's repr does (the index's name is not a column), and are
+    left out when they have none.
+
+    Parameters
+    ----------
+    description
+        What the shadow says about itself (:meth:`~shadows.core.base.ShadowBase.describe`).
     """
     return "\n".join([description.header, *_body_lines(description)])

@@ -51,7 +51,7 @@ def _count(slot: str, elements: list) -> str:
     noun = _SECTIONS[slot]
     if not noun:
         return ""
-    n = len(elements) - (slot in ("obs", "var"))  # the index row is not a column
+    n = len(elements)
     plural = "modalities" if noun == "modality" else noun + "s"
     return f" <span class='shadows-count'>({n} {noun if n == 1 else plural})</span>"
 
@@ -63,7 +63,7 @@ OPEN_SECTION_ROWS = 12
 def _sections(description: Description) -> str:
     parts = []
     for slot in _SECTIONS:
-        elements = description.slot(slot)
+        elements = description.columns(slot)  # obs/var: their columns, not the index (as anndata lists them)
         if elements:
             state = " open" if len(elements) <= OPEN_SECTION_ROWS else ""
             parts.append(f"<details class='shadows-slot-section'{state}><summary>{escape(slot)}"

@@ -113,6 +113,17 @@ class Description:
         """The elements of slot ``name`` (obs/var: the index first, then the columns)."""
         return [e for e in self.elements if e.slot == name]
 
+    def columns(self, slot: str) -> list[ElementInfo]:
+        """The elements of ``slot`` without the index of obs/var: what the reprs list, as anndata's
+        repr lists the columns of obs/var and not the name of their index.
+
+        Parameters
+        ----------
+        slot
+            The slot, as in :meth:`slot`.
+        """
+        return [e for e in self.slot(slot) if e.encoding != "index"]
+
     def has(self, slot: str) -> bool:
         """Whether slot ``slot`` holds anything (X, raw: whether there is one)."""
         return any(e.slot == slot for e in self.elements)
