@@ -22,6 +22,14 @@ distributed = pytest.importorskip("distributed")
 pytestmark = pytest.mark.usefixtures("nothing_held_for_writing")
 
 
+@pytest.fixture(autouse=True)
+def _progress_drawn_as_on_a_terminal(monkeypatch):
+    """The bars here are read as a terminal shows them (redrawn on one line); where the output is not a
+    terminal they print a few plain lines instead (tests/test_new_user.py).
+    """
+    monkeypatch.setattr("shadows.progress.is_terminal", lambda stream: True)
+
+
 @pytest.fixture(scope="module")
 def client():
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)

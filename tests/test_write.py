@@ -17,6 +17,14 @@ from shadows import AnnDataShadow, ElementExistsError, FileBusyError, ShadowsErr
 from shadows.core.base import READ_ONLY_MESSAGE
 
 
+@pytest.fixture(autouse=True)
+def _progress_drawn_as_on_a_terminal(monkeypatch):
+    """The bars here are read as a terminal shows them (redrawn on one line); where the output is not a
+    terminal they print a few plain lines instead (tests/test_new_user.py).
+    """
+    monkeypatch.setattr("shadows.progress.is_terminal", lambda stream: True)
+
+
 @pytest.fixture
 def fresh(fmt, tmp_path) -> Path:
     """A file of its own (tests here write to it)."""
@@ -96,7 +104,7 @@ def test_a_file_opened_read_only_never_changes(fresh):
     _ = shadow.to_memory(), shadow[::3, 2:9].to_memory(), lazy.X.sum().compute(), repr(shadow)
     with pytest.raises(OSError) as error:
         shadow.write()
-    assert str(error.value) == READ_ONLY_MESSAGE
+    assert str(error.value).endswith(f": {READ_ONLY_MESSAGE}")  # the file named first
     with pytest.raises(OSError, match="view"):
         shadow[:5].write()
     shadow.clear_cache()

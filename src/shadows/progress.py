@@ -5,6 +5,12 @@ written at once) and names the element being written::
 
     writing [##############----------------]  47%  12/27 blocks  obsm/X_pca
 
+On a terminal the bar is redrawn in place (carriage returns). Where the stream is not a terminal (a log
+file, a pipe, a notebook's captured output) nothing is redrawn: a plain line is printed when the job
+starts, at most one every :data:`PLAIN_INTERVAL` seconds while it runs, and one when it ends::
+
+    writing  47%  12/27 blocks  obsm/X_pca
+
 A job that raises leaves its bar as it was, labelled ``stopped at`` the element it was on, and ends the
 line, so that the traceback (or whatever is printed next) starts on a line of its own.
 
@@ -30,12 +36,32 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any, TextIO
 
 _CURRENT: ContextVar[JobProgress | None] = ContextVar("shadows_progress", default=None)
 _WIDTH = 30
+#: Seconds between two plain lines of progress where the stream is not a terminal (the first and the last
+#: are always printed).
+PLAIN_INTERVAL = 5.0
+
+
+def is_terminal(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal, where a bar is redrawn in place; elsewhere (a log, a pipe) progress
+    is printed as plain lines, a few of them.
+
+    Parameters
+    ----------
+    stream
+        Where the progress is printed.
+    """
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except (OSError, ValueError):  # a closed or detached stream
+        return False
 
 
 class JobProgress:
@@ -56,6 +82,9 @@ class JobProgress:
         self._lock = threading.Lock()
         self._drawn: tuple[int, str] | None = None
         self._ended = False  # the line is ended (finish, stop): nothing more is drawn on it
+        #: redraw the bar in place (a terminal), or print plain lines now and then (a log, a pipe)
+        self.terminal = is_terminal(stream)
+        self._printed_at: float | None = None  # when the last plain line was printed
 
     def element(self, label: str) -> None:
         """Name the element being written."""
@@ -69,18 +98,28 @@ class JobProgress:
             self.done = min(self.done + blocks, self.total)
             self._draw()
 
-    def _draw(self) -> None:
+    def _count(self) -> str:
+        if self.unit == "bytes":
+            return f"{self.done / 1e6:.1f}/{self.total / 1e6:.1f} MB"
+        return f"{self.done}/{self.total} {self.unit}"
+
+    def _draw(self, last: bool = False) -> None:
         if self.on_cluster or self._ended:
             return
         percent = self.done * 100 // self.total
+        if not self.terminal:
+            now = time.monotonic()
+            if last or self._printed_at is None or now - self._printed_at >= PLAIN_INTERVAL:
+                self._printed_at = now
+                self.stream.write(f"{self.verb} {percent:3d}%  {self._count()}  {self.label}\n")
+                self.stream.flush()
+            return
         if self._drawn == (percent, self.label):  # draw only what changes the line
             return
         self._drawn = (percent, self.label)
         filled = self.done * _WIDTH // self.total
         bar = "#" * filled + "-" * (_WIDTH - filled)
-        count = (f"{self.done / 1e6:.1f}/{self.total / 1e6:.1f} MB" if self.unit == "bytes" else
-                 f"{self.done}/{self.total} {self.unit}")
-        self.stream.write(f"\r{self.verb} [{bar}] {percent:3d}%  {count}  {self.label}")
+        self.stream.write(f"\r{self.verb} [{bar}] {percent:3d}%  {self._count()}  {self.label}")
         self.stream.flush()
 
     def finish(self) -> None:
@@ -100,10 +139,11 @@ class JobProgress:
     def _end(self) -> None:
         if self.on_cluster or self._ended:
             return
-        self._draw()
+        self._draw(last=True)
         self._ended = True  # draws from threads still running (dask's workers) stay off the next line
-        self.stream.write("\n")
-        self.stream.flush()
+        if self.terminal:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def current() -> JobProgress | None:
