@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import os
+import shutil
+from pathlib import Path
 
 from shadows.cli import main
 
@@ -54,14 +55,18 @@ def test_demo_compares_anndata_and_a_shadow_and_runs_scanpy(tmp_path, capsys, mo
     assert f"Kept the dataset, the anndata copy and the plot in {tmp_path}" in out
     written = ad.read_h5ad(tmp_path / "demo.h5ad")  # the embedding went to the file
     assert written.obsm["X_proj"].shape == (3000, 2) and written.n_vars == 400
-    monkeypatch.chdir(tmp_path)  # without --folder: everything removed but the plot, said so
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # without --folder: everything removed but the plot, kept in the folder it names
     assert main(["demo", "--cells", "2000", "--genes", "300"]) == 0
     out = capsys.readouterr().out
-    assert "Kept the plot:" in out and (tmp_path / "shadows-demo-violin.png").exists()
-    saved = re.search(r"plot saved: (\S+)", out).group(1)  # the path it prints is the one it keeps
-    assert saved == str(tmp_path / "shadows-demo-violin.png")
-    removed = re.search(r"Removed (\S+) and everything else", out).group(1)
-    assert not os.path.exists(removed)
+    assert list(cwd.iterdir()) == []  # nothing written where it was run
+    saved = Path(re.search(r"plot saved: (\S+)", out).group(1))  # the path it prints is the one it keeps
+    assert f"Kept the plot: {saved}" in out and saved.stat().st_size > 0
+    folder = Path(re.search(r"Removed everything else the demo wrote in (\S+) ", out).group(1))
+    assert saved.parent == folder and str(folder) in out.split("[1]")[1].splitlines()[0]  # the one it reported
+    assert [p.name for p in folder.iterdir()] == [saved.name]
+    shutil.rmtree(folder)
 
 
 def test_info_refuses_external_data_unless_allowed(tmp_path, capsys):
@@ -170,7 +175,7 @@ def test_info_fits_a_narrow_terminal(path, capsys, monkeypatch):
     for width in (80, 45, 30, 20):
         text = info_text(str(path), width=width)
         assert max(len(line) for line in text.splitlines()) <= width, width
-    assert "left out" not in info_text(str(path), width=100)
+    assert "left out" not in info_text(str(path), width=160)  # chunks are shown whole or not at all
     assert main(["info", "--json", str(path)]) == 0
     element = json.loads(capsys.readouterr().out)["elements"][0]
     assert {"path", "shape", "dtype", "encoding", "chunks", "bytes_on_disk"} <= set(element)

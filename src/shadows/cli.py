@@ -47,11 +47,13 @@ def open_shadow(path: str, format: str | None = None, allow_external: bool = Fal
 
 #: How ``_fit`` narrows the table, tried in turn until its lines fit: the columns it leaves out (chunks
 #: first, then encoding, dtype, shape, the size on disk last) and how far it may cut the others (column:
-#: fewest characters kept). Columns are cut in the order listed; the element path stays longest.
+#: fewest characters kept). Columns are cut in the order listed; the element path stays longest. The
+#: chunks column is never cut (a cut chunk shape says nothing): it is shown whole or left out.
 _LEVELS: tuple[tuple[frozenset[int], dict[int, int]], ...] = (
-    (frozenset(), {4: 10, 0: 24, 3: 14, 2: 10}),
-    (frozenset({4}), {0: 24, 3: 14, 2: 10}),
-    (frozenset({4, 3}), {0: 24, 2: 10}),
+    (frozenset(), {}),
+    (frozenset({4}), {}),
+    (frozenset({4}), {3: 14, 2: 10, 0: 24}),
+    (frozenset({4, 3}), {2: 10, 0: 24}),
     (frozenset({4, 3}), {2: 7, 0: 12}),
     (frozenset({4, 3, 2}), {0: 12}),
     (frozenset({4, 3, 2, 1}), {0: 12}),
@@ -62,8 +64,8 @@ _LEVELS: tuple[tuple[frozenset[int], dict[int, int]], ...] = (
 
 def _fit(rows: list[tuple[str, ...]], width: int) -> tuple[list[tuple[str, ...]], list[str]]:
     """The table narrowed to ``width`` columns (see ``_LEVELS``): its cells cut with "…" (the element
-    path at its start: the end names it), and when that is not enough whole columns left out. Returns
-    the rows of the columns kept and the names (header row, first) of those left out.
+    path in its middle: its slot and its name stay), and when that is not enough whole columns left out.
+    Returns the rows of the columns kept and the names (header row, first) of those left out.
     """
     natural = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for dropped, floors in _LEVELS:
@@ -82,7 +84,7 @@ def _fit(rows: list[tuple[str, ...]], width: int) -> tuple[list[tuple[str, ...]]
     def cell(text: str, column: int) -> str:
         if len(text) <= widths[column]:
             return text
-        return "…" + text[len(text) - widths[column] + 1:] if column == 0 else text[: widths[column] - 1] + "…"
+        return _cut_middle(text, widths[column]) if column == 0 else text[: widths[column] - 1] + "…"
 
     return [tuple(cell(row[i], i) for i in kept) for row in rows], [rows[0][i] for i in sorted(dropped)]
 
@@ -91,6 +93,8 @@ def _cut_middle(text: str, width: int) -> str:
     """``text`` cut in its middle with "…" to ``width`` characters (a long file path keeps both ends)."""
     if len(text) <= width:
         return text
+    if width <= 1:
+        return "…"[:width]
     head = (width - 1) // 2
     return text[:head] + "…" + text[len(text) - (width - 1 - head):]
 
@@ -103,6 +107,18 @@ def _wrapped(text: str, width: int) -> str:
         indent = " " * min(len(line) - len(line.lstrip()) + 10, width // 2)  # room left in narrow widths
         lines += textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False) or [""]
     return "\n".join(lines)
+
+
+def _chunks_text(chunks: str | None) -> str:
+    """The chunks cell of a table row: a group whose parts are all stored contiguously (a dataframe's
+    columns, a dict's values, listed below it) says so once; others list their parts' chunk shapes.
+    """
+    if not chunks:
+        return "-"
+    parts = chunks.split()
+    if len(parts) > 1 and all(part.endswith(":contiguous") for part in parts):
+        return "contiguous"
+    return chunks
 
 
 def info_data(path: str, format: str | None = None, allow_external: bool = False,
@@ -133,7 +149,7 @@ def info_text(path: str, format: str | None = None, allow_external: bool = False
     rows = [("element", "shape", "dtype", "encoding", "chunks", "on disk")]
     for element in data["elements"]:
         shape = " × ".join(map(str, element["shape"])) if element["shape"] else "-"
-        rows.append((element["path"], shape, element["dtype"], element["encoding"], element["chunks"] or "-",
+        rows.append((element["path"], shape, element["dtype"], element["encoding"], _chunks_text(element["chunks"]),
                      _human(element["bytes_on_disk"])))
     rows, left_out = _fit(rows, width)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -190,14 +206,49 @@ def main(argv: list[str] | None = None) -> int:
         options = dict(args.storage_option) or None
         try:
             if args.json:
-                print(json.dumps(info_data(args.path, args.format, args.allow_external, options), indent=2))
+                text = json.dumps(info_data(args.path, args.format, args.allow_external, options), indent=2)
             else:
                 width = shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns if sys.stdout.isatty() \
                     else DEFAULT_WIDTH
-                print(info_text(args.path, args.format, args.allow_external, options, width=width))
-        except ShadowsError as error:
-            print(f"shadows: error: {error}", file=sys.stderr)
+                text = info_text(args.path, args.format, args.allow_external, options, width=width)
+        except (ShadowsError, OSError) as error:
+            if args.json:  # scripts parse what they get: the error as JSON too (and the exit status says so)
+                print(json.dumps(json_error(error, args.path), indent=2))
+            else:
+                print(f"shadows: error: {error}", file=sys.stderr)
             return 1
+        return _print(text)
+    return 0
+
+
+def json_error(error: BaseException, path: str) -> dict[str, Any]:
+    """What ``shadows info --json`` prints when it fails: ``{"error": {"type", "message", "path"}}``.
+
+    Parameters
+    ----------
+    error
+        What was raised (a :class:`~shadows.errors.ShadowsError`, or an :class:`OSError`).
+    path
+        The path given on the command line.
+
+    Returns
+    -------
+    The object to print as JSON: ``type`` is the error's class name (``"ShadowsFileNotFoundError"``),
+    ``message`` its text, which names the file and the element.
+    """
+    return {"error": {"type": type(error).__name__, "message": str(error), "path": path}}
+
+
+def _print(text: str) -> int:
+    """Print ``text`` to stdout; a reader that stops early (``shadows info FILE | head``) is no error."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        import os
+
+        # stdout's buffer cannot be flushed any more: point it at /dev/null so the exit does not complain
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -251,18 +251,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the demo with parsed arguments."""
+    """Run the demo with parsed arguments.
+
+    With ``--folder`` everything is kept there. Without it the demo works in a new temporary folder and
+    removes what it wrote there but the plot, which it keeps in that folder (the one it reports), never
+    in the current directory.
+
+    Parameters
+    ----------
+    args
+        The options of :func:`add_arguments`.
+
+    Returns
+    -------
+    The exit status (0).
+    """
     if args.folder is not None:
-        args.folder.mkdir(parents=True, exist_ok=True)
-        run(args.folder, args.cells, args.genes, args.density)
-        out(f"\nKept the dataset, the anndata copy and the plot in {args.folder}")
+        folder = args.folder.resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        run(folder, args.cells, args.genes, args.density)
+        out(f"\nKept the dataset, the anndata copy and the plot in {folder}")
         return 0
     folder = Path(tempfile.mkdtemp(prefix="shadows-demo-"))
-    plot = Path.cwd() / "shadows-demo-violin.png"  # kept: saved outside the folder removed below
+    plot = folder / "violin.png"
+    plotted = False
     try:
-        if run(folder, args.cells, args.genes, args.density, plot):
-            out(f"\nKept the plot: {plot}")
+        plotted = run(folder, args.cells, args.genes, args.density, plot)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
-        out(f"Removed {folder} and everything else the demo wrote there (keep it all with --folder)")
+        kept = plot if plotted and plot.exists() else None
+        _remove_all_but(folder, kept)
+        if kept is not None:
+            out(f"\nKept the plot: {kept}")
+            out(f"Removed everything else the demo wrote in {folder} (keep it all with --folder)")
+        else:
+            out(f"Removed {folder} and everything the demo wrote there (keep it all with --folder)")
     return 0
+
+
+def _remove_all_but(folder: Path, kept: Path | None) -> None:
+    """Remove ``folder``, or, when ``kept`` (a file in it) is given, everything in it but ``kept``."""
+    if kept is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for entry in folder.iterdir():
+        if entry == kept:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
