@@ -401,7 +401,9 @@ def test_reading_progress_is_one_bar_of_bytes_naming_each_element(path, capsys):
     shadow = AnnDataShadow(path)
     shadow.X  # noqa: B018 - an element read without the setting prints nothing
     assert capsys.readouterr().err == ""
-    memory = shadow[5:40].to_memory(progress=True)
+    shadow[5:40].to_memory(progress=True)  # X is taken from the root's memory: not read, not counted
+    assert "X  " not in capsys.readouterr().err
+    memory = AnnDataShadow(path)[5:40].to_memory(progress=True)
     assert memory.n_obs == 35
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.endswith("\n")  # one bar, redrawn on one line

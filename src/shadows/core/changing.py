@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shadows.core.frames import tracked
 from shadows.core.reading import FRAMES
 from shadows.core.state import NOTHING, ElementState
 from shadows.errors import InvalidElementKeyError, ShapeError
@@ -326,14 +327,38 @@ class ElementChanges:
         dropped (stored values are read again, only the kept part) and its changes are sliced.
         """
         self._view_of(index)  # a bad index raises here, before anything changes
-        self._state.keep_changed_in_place()
+        self._keep_changes_in_place()
         self._detach()
         kept = self._view_of(index)
+        frames = kept._root_frames()
+        for rel, _ in list(self._state.held_items()):
+            kept._root_part(rel)  # an array held in memory keeps its kept part, sliced in memory (not read again)
         kept._make_independent()
         self.__dict__.update(kept.__dict__)
         self._root = self
         for mapping in [*self._slots.values(), *self._uns_levels.values()]:
             mapping._shadow = self
+        for rel, frame in frames.items():
+            self._state.hold(rel, tracked(frame, partial(self._stage_column, rel), f"{self.filename}: {rel}"),
+                             check=False)
+
+    def _root_frames(self) -> dict[str, pd.DataFrame]:
+        """A view's part of obs and var as its root holds them in memory (pandas backend), as the view
+        shows them (an AnnData's view drops unused categories): what an in-place subset keeps instead of
+        reading them again. The names the root read alone are kept (sliced) in the view's records.
+        """
+        frames = {}
+        for axis, rel in enumerate(FRAMES):
+            length = self._root._axis_length(axis)  # a MuData's axis rebuilt by update() holds other rows
+            names = self._root._state.held(self._index_rel(rel))
+            if isinstance(names, pd.Index) and len(names) == length:  # the names read alone
+                self._state.hold(self._index_rel(rel), names[as_slice_or_array(self._local[axis])], check=False)
+            frame = self._root._state.held(rel)
+            if self._table_backend.name != "pandas" or not isinstance(frame, pd.DataFrame) or len(frame) != length:
+                continue
+            part = pd.DataFrame(frame, copy=False).iloc[as_slice_or_array(self._local[axis])].copy()
+            frames[rel] = self._view_value(rel, self._layout.spec(rel), part)
+        return frames
 
     def _memory_state(self) -> dict[str, Any]:
         """The changes this shadow holds in memory (▲), as :meth:`_restore_memory` takes them back."""

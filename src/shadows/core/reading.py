@@ -112,7 +112,7 @@ class ElementReading:
         """
         if not self._is_view or not self._slices_root_value(rel) or self._state.changed(rel) is not NOTHING:
             return NOTHING
-        root_value = self._root._state.changed(rel)
+        root_value = changed = self._root._state.changed(rel)
         if root_value is NOTHING:
             root_value = self._root._state.held(rel)
         if root_value is NOTHING or root_value is DELETED:
@@ -123,13 +123,19 @@ class ElementReading:
             self._state.change(rel, value)
             return value
         value = self._select_staged(rel, root_value)
-        return self._state.hold(rel, self._view_value(rel, self._layout.spec(rel), value))
+        if changed is NOTHING:  # read from the file: shown as a view of it shows it
+            value = self._view_value(rel, self._layout.spec(rel), value)
+        return self._state.hold(rel, value)
+
+    def _in_root_memory(self, rel: str) -> bool:
+        """Whether this view takes ``rel`` from its root's memory (see :meth:`_root_part`): nothing read."""
+        return self._is_view and self._slices_root_value(rel) and self._root._state.is_held(rel)
 
     def _slices_root_value(self, rel: str) -> bool:
         """Whether a view takes ``rel`` from its root's value in memory: arrays aligned with the axes
         (X, layers, obsm, varm, obsp, varp) under the numpy backend (other backends hold other types).
         """
-        return (self._array_backend.name == "numpy" and rel not in FRAMES and not rel.startswith(("raw/", "uns/"))
+        return (self._array_backend.name == "numpy" and rel.partition("/")[0] not in (*FRAMES, "raw", "uns")
                 and any(axis is not None for axis in element_axes(rel)))
 
     def _lazy(self, rel: str, backend: convert.Backend) -> Any:
@@ -249,7 +255,7 @@ class ElementReading:
         """
         total = 0.0
         for rel in rels:
-            if not self._layout.has(rel) or self._changed_value(rel) is not NOTHING:
+            if not self._layout.has(rel) or self._changed_value(rel) is not NOTHING or self._in_root_memory(rel):
                 continue
             spec = self._layout.spec(rel)
             share = 1.0
