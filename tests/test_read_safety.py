@@ -309,6 +309,7 @@ def huge(base, fmt) -> Path:
         "obsm/huge": ((N_OBS, 10**12), (N_OBS, 10**6)),
         "uns/huge": ((10**9, 10**9), (10**4, 10**4)),
         "uns/big": ((10**5, 10**5), (1000, 1000)),  # 80 GB: larger than memory, a sane graph
+        "obsm/big": ((N_OBS, 10**9), (N_OBS, 10**6)),  # 64 GB: larger than memory too, a sane graph
     })
     return base
 
@@ -332,12 +333,15 @@ def test_too_large_for_memory_numpy(huge):
 def test_too_large_graph_refused_sane_graph_built(huge):
     shadow = AnnDataShadow(huge, array_backend="dask")
     with pytest.raises(TooLargeError) as excinfo:
-        shadow.uns["huge"]
+        shadow.obsm["huge"]
     message = str(excinfo.value)
-    assert str(huge) in message and "'uns/huge'" in message and "dask graph" in message
-    big = shadow.uns["big"]  # larger than memory, but its graph is small: built, and parts read
-    assert big.shape == (10**5, 10**5) and big.npartitions < 10**4
+    assert str(huge) in message and "'obsm/huge'" in message and "dask graph" in message
+    big = shadow.obsm["big"]  # larger than memory, but its graph is small: built, and parts read
+    assert big.shape == (N_OBS, 10**9) and big.npartitions < 10**4
     np.testing.assert_array_equal(big[:2, :3].compute(), np.zeros((2, 3)))
+    with pytest.raises(TooLargeError, match="uns is read into memory with every backend") as excinfo:
+        shadow.uns["big"]  # uns is what anndata holds in memory, with the dask backend too
+    assert "'uns/big'" in str(excinfo.value)
 
 
 def test_memory_limit_follows_the_machine(base, monkeypatch):

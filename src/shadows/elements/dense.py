@@ -193,9 +193,11 @@ class DenseSpec(ElementSpec):
             return
         part = "it" if shape is None or tuple(shape) == tuple(self.shape) else \
             f"this view's part of it (shape {tuple(shape)} of {self.shape})"
+        advice = ("uns is read into memory with every backend (as anndata holds it): its metadata is likely "
+                  "wrong, or read it with h5py/zarr directly") if self.name.startswith("uns/") else \
+            "open the shadow with array_backend='dask' to work on it lazily, or read a smaller view (shadow[:1000])"
         what = (f"reading {part} into memory (shape {self.shape}, {np.dtype(self.dtype)}) would need "
-                f"{_size(nbytes)}, more than this machine's memory ({_size(total)}); open the shadow with "
-                "array_backend='dask' to work on it lazily, or read a smaller view (shadow[:1000])")
+                f"{_size(nbytes)}, more than this machine's memory ({_size(total)}); {advice}")
         raise TooLargeError(element_message(self.ref.display, self.name, what))
 
     def _require_graph(self, tasks: int, estimated: bool, shape: tuple[int, ...] | None = None) -> None:
