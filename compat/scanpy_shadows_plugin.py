@@ -300,7 +300,13 @@ def _crash(report) -> dict[str, Any]:
             if loc is not None:
                 frames.append(f"{loc.path}:{loc.lineno}")
         where = frames[-4:]
-        return {"message": crash.message, "path": f"{crash.path}:{crash.lineno}", "frames": where}
+        # the failing statement (the last source line shown before the "E" lines), for bare assertions
+        source = ""
+        if entries:
+            code = [line for line in getattr(entries[-1], "lines", []) if not line.startswith("E ")]
+            source = code[-1].strip().lstrip(">").strip() if code else ""
+        return {"message": crash.message, "path": f"{crash.path}:{crash.lineno}", "frames": where,
+                "source": source}
     return {"message": str(longrepr)[-2000:], "path": None, "frames": []}
 
 
