@@ -239,3 +239,16 @@ def test_a_wrong_shape_for_x_of_a_view_is_a_shadows_error_and_a_value_error(dens
         shadow[:4, :3].X = np.ones((2, 2))
     assert isinstance(error.value, ShadowsError)
     assert str(dense) in str(error.value)
+
+
+def test_pandas_compares_a_shadows_frames_as_an_anndatas(counts):
+    """``pd.testing.assert_frame_equal(frame, adata.var)`` checks ``isinstance(frame, type(adata.var))``
+    (scanpy's pearson-residual tests do): a plain DataFrame on the left passes, as on an AnnData.
+    """
+    import pandas as pd
+
+    shadow, oracle = AnnDataShadow(counts), ad.read_h5ad(counts)
+    pd.testing.assert_frame_equal(oracle.var.copy(), shadow.var)
+    pd.testing.assert_frame_equal(oracle.obs.copy(), shadow.obs)
+    shadow.obs["new"] = 1.0  # still reports assignments (▲)
+    assert "new▲" in repr(shadow)
