@@ -18,7 +18,6 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from shadows import progress as progress_bar
@@ -59,9 +58,10 @@ def _put(group: Any, name: str, value: Any, label: str) -> None:
 def string_categoricals(frame: pd.DataFrame) -> dict[str, pd.Categorical]:
     """The string columns of ``frame`` that anndata's writers store as categoricals, converted.
 
-    anndata's ``strings_to_categoricals`` (what ``write_h5ad`` and ``write_zarr`` call first) turns a
-    column of strings (object dtype, or pandas 3's ``str``) into a categorical when it has fewer distinct
-    values than rows, its categories in natural order; other columns stay as they are.
+    anndata decides: its public ``AnnData.strings_to_categoricals(df)`` (what ``write_h5ad`` and
+    ``write_zarr`` call first) converts a column of strings (object dtype, or pandas 3's ``str``) with
+    fewer distinct values than rows, its categories in natural order. It runs on a shallow copy, so
+    ``frame`` is left as it is.
 
     Parameters
     ----------
@@ -72,22 +72,13 @@ def string_categoricals(frame: pd.DataFrame) -> dict[str, pd.Categorical]:
     -------
     The converted columns by name (none: nothing to convert).
     """
-    from natsort import natsorted  # anndata's own dependency: the order anndata gives the categories
-    from pandas.api.types import infer_dtype
+    import anndata
 
-    converted = {}
-    for key in frame.columns:
-        column = frame[key]
-        if isinstance(column, pd.DataFrame) or infer_dtype(column) != "string":
-            continue
-        categorical = pd.Categorical(column)
-        if len(categorical.categories) >= len(categorical):
-            continue
-        ordered = natsorted(categorical.categories)
-        if not np.array_equal(categorical.categories, ordered):
-            categorical = categorical.reorder_categories(ordered)
-        converted[key] = categorical
-    return converted
+    probe = pd.DataFrame(frame, copy=False).copy(deep=False)
+    anndata.AnnData().strings_to_categoricals(probe)
+    categorical = pd.CategoricalDtype
+    return {key: probe[key].array for key in probe.columns
+            if isinstance(probe[key].dtype, categorical) and not isinstance(frame[key].dtype, categorical)}
 
 
 def with_categoricals(frame: pd.DataFrame, converted: dict[str, pd.Categorical]) -> pd.DataFrame:
