@@ -310,3 +310,87 @@ def test_a_small_view_of_a_huge_dense_array_reads_its_values(huge_dense, fmt, ba
     np.testing.assert_array_equal(np.asarray(shadow[[4, 1], 2:4].X if backend == "numpy"
                                              else shadow[[4, 1], 2:4].X.compute()), expected[[4, 1], 2:4])
     assert list(view.obs_names) == [f"c{i}" for i in range(5)]
+
+
+# -- zeroed bytes in HDF5's global heap: HDF5 itself would spin forever ------------------------------------
+
+HEAP_PROBE = r"""
+import sys, faulthandler
+faulthandler.dump_traceback_later(60, exit=True)  # a hang ends the child with a traceback, not the suite
+import shadows
+outcomes = []
+for path in sys.argv[1:]:
+    try:
+        s = shadows.read(path)
+        repr(s)
+        s.to_memory()
+        outcomes.append("read")
+    except shadows.ShadowsError as error:
+        outcomes.append(f"{type(error).__name__}: {error}")
+print("\n".join(outcomes))
+"""
+
+
+def _collections(path: Path) -> list[int]:
+    """Where the file's global heap collections start (h5py stores string attributes and values there)."""
+    data = path.read_bytes()
+    found, at = [], data.find(b"GCOL")
+    while at >= 0:
+        found.append(at)
+        at = data.find(b"GCOL", at + 1)
+    return found
+
+
+@pytest.fixture(scope="module")
+def heap_sources(templates, tmp_path_factory) -> dict[str, Path]:
+    """The small AnnData as h5ad, and a MuData of it as h5mu (whose 512-byte userblock moves every address)."""
+    import mudata
+
+    root = tmp_path_factory.mktemp("heaps")
+    h5mu = root / "source.h5mu"
+    mudata.MuData({"rna": ad.read_h5ad(templates["h5ad"])}).write(h5mu)
+    return {"h5ad": templates["h5ad"], "h5mu": h5mu}
+
+
+@pytest.mark.parametrize("fmt", ["h5ad", "h5mu"])
+def test_zeroed_global_heap_bytes_end_in_an_error_instead_of_a_hang(heap_sources, tmp_path, fmt):
+    """HDF5 walks a collection object by object, each step the object's stored size: an object zeroed to
+    index 0 and size 0 makes it loop forever (anndata hangs on these files too). Every collection of the
+    file (the attributes' strings, obs names, categories) is zeroed in turn, at its first object (64 bytes)
+    and across its middle (256 bytes)."""
+    source = heap_sources[fmt]
+    data = source.read_bytes()
+    collections = _collections(source)
+    assert len(collections) >= 2
+    damaged = []
+    for number, at in enumerate(collections):
+        for offset, length in ((16, 64), (2048, 256)):
+            copy = bytearray(data)
+            copy[at + offset : at + offset + length] = bytes(length)
+            path = tmp_path / f"zeroed_{number}_{offset}.{fmt}"
+            path.write_bytes(bytes(copy))
+            damaged.append(path)
+    done = subprocess.run([sys.executable, "-c", HEAP_PROBE, *map(str, damaged)], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, f"a damaged file hung or crashed the reader:\n{done.stderr[-3000:]}"
+    outcomes = done.stdout.splitlines()
+    assert len(outcomes) == len(damaged)
+    refused = [(path, outcome) for path, outcome in zip(damaged, outcomes, strict=True) if outcome != "read"]
+    assert refused, "zeroing a collection's first object must be refused"
+    for path, outcome in refused:
+        assert outcome.startswith(("UnreadableDataError", "MalformedElementError")), outcome
+        assert str(path) in outcome
+    first_objects = [o for p, o in zip(damaged, outcomes, strict=True) if p.stem.endswith("_16")]
+    assert all("HDF5 would hang" in o for o in first_objects), first_objects
+
+
+@pytest.mark.parametrize("fmt", ["h5ad", "h5mu"])
+def test_the_heap_check_passes_every_intact_file(heap_sources, fmt):
+    """No false alarm: every node of an intact file (attributes and string values) passes."""
+    from shadows.backends import hdf5_heaps
+
+    with h5py.File(heap_sources[fmt], "r") as file:
+        nodes = [file]
+        file.visititems(lambda _, node: nodes.append(node))
+        for node in nodes:
+            hdf5_heaps.check_node(node, values=True)

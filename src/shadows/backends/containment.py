@@ -174,9 +174,7 @@ def _holds_elements(group: Any) -> bool:
     elements of their own, each checked when it is accessed or read: one bad entry does not make the
     others unreadable.
     """
-    encoding = group.attrs.get("encoding-type")
-    if isinstance(encoding, bytes):
-        encoding = encoding.decode(errors="replace")
+    encoding = nodes.attrs(group).get("encoding-type")
     if encoding is None:
         return "h5sparse_format" not in group.attrs
     return encoding in ("dict", "raw")

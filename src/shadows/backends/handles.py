@@ -14,7 +14,7 @@ import errno
 from collections.abc import Mapping
 from typing import Any
 
-from shadows.backends import registry
+from shadows.backends import hdf5_heaps, registry
 
 
 def open_hdf5(path: str, mode: str = "r"):
@@ -185,6 +185,7 @@ def read_node(ref: Any, elem_path: str):
             node = handle[elem_path] if elem_path else handle
             if ref.format == "zarr" and not nodes.is_group(node):
                 node = through_zarrs(node)
+        hdf5_heaps.check_node(node, ref.display, elem_path, values=True)  # before HDF5 reads heap objects
         if entry.generation == generation:  # not looked up in a handle replaced meanwhile
             entry.nodes[key] = node
     return node

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from shadows import progress
-from shadows.backends import hdf5_raw, zarr_shards
+from shadows.backends import hdf5_heaps, hdf5_raw, zarr_shards
 from shadows.backends.zarr_meta import MetaArray, MetaGroup, MetaNode
 from shadows.errors import ShadowsError, UnreadableDataError, element_message
 
@@ -62,7 +62,12 @@ def _decode(value: Any) -> Any:
 
 
 def attrs(node: Any) -> dict[str, Any]:
-    """The node's attributes as plain Python values (bytes decoded, numpy scalars unwrapped)."""
+    """The node's attributes as plain Python values (bytes decoded, numpy scalars unwrapped).
+
+    An HDF5 node's are checked first (:func:`shadows.backends.hdf5_heaps.check_node`): damaged metadata
+    behind a string attribute would make HDF5 hang.
+    """
+    hdf5_heaps.check_node(node)
     return {k: _decode(v) for k, v in node.attrs.items()}
 
 
