@@ -80,12 +80,14 @@ class ElementChanges:
             self._detach()
         self._state.keep_changed_in_place()
 
-    def _make_independent(self) -> None:
+    def _make_independent(self, root_checked: bool = False) -> None:
         """The body of :meth:`_detach` (a MuData's in-place subset uses it, whose views otherwise stay
-        views when assigned to).
+        views when assigned to). ``root_checked``: the root's arrays changed in place were made changes
+        just before (each check is a pass over every array the root holds).
         """
         root = self._root
-        root._state.keep_changed_in_place()  # the root's arrays changed in place are the view's values too
+        if not root_checked:
+            root._state.keep_changed_in_place()  # the root's arrays changed in place are the view's values too
         for rel, change in root._state.changes().items():
             if self._state.changed(rel) is NOTHING:
                 self._state.change(rel, change if change is DELETED else self._select_staged(rel, change))
@@ -333,7 +335,7 @@ class ElementChanges:
         frames = kept._root_frames()
         for rel, _ in list(self._state.held_items()):
             kept._root_part(rel)  # an array held in memory keeps its kept part, sliced in memory (not read again)
-        kept._make_independent()
+        kept._make_independent(root_checked=True)  # nothing ran since _keep_changes_in_place() above
         self.__dict__.update(kept.__dict__)
         self._root = self
         for mapping in [*self._slots.values(), *self._uns_levels.values()]:
