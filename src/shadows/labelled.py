@@ -34,9 +34,10 @@ from xarray.core.extension_array import PandasExtensionArray
 from xarray.core.indexing import LazilyIndexedArray
 
 from shadows.errors import BackendUnavailableError, element_message
-from shadows.indexing.apply import element_axes, select_graph
+from shadows.indexing.apply import select_graph
 from shadows.indexing.compose import compose
 from shadows.indexing.keys import AxisIndex, is_full, normalize_axis
+from shadows.schema import element_axes
 
 _AXIS_NAMES = ("obs", "var")
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from shadows.cache import marker
 from shadows.errors import MissingElementError, ShapeError, element_message
-from shadows.indexing.apply import ALIGNED_SLOT_AXES
 from shadows.names import check_key, check_nested_keys
+from shadows.schema import ALIGNED_SLOT_AXES
 
 if TYPE_CHECKING:
     from shadows.core.interface import ShadowLike

@@ -22,8 +22,9 @@ from shadows.core.references import ARRAY_REFERENCES, get_by_reference, view_x_w
 from shadows.core.state import NOTHING
 from shadows.elements.sparse_chunk import to_plain
 from shadows.errors import MissingElementError, ShapeError, element_message
-from shadows.indexing.apply import SLOT_AXES, element_axes, selection_for
+from shadows.indexing.apply import selection_for
 from shadows.indexing.keys import as_positions, as_slice_or_array
+from shadows.schema import SLOT_AXES, element_axes
 from shadows.settings import settings
 from shadows.writing import DELETED
 from shadows.writing.export import export

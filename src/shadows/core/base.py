@@ -28,10 +28,11 @@ from shadows.core.changing import ElementChanges
 from shadows.core.connection import Connection, check_mode
 from shadows.core.description import Description
 from shadows.core.layout import Layout
-from shadows.core.reading import FRAMES, ElementReading
+from shadows.core.reading import ElementReading
 from shadows.core.state import NOTHING, ElementState
 from shadows.errors import ReadOnlyError
 from shadows.indexing import AxisIndex, compose, normalize_key
+from shadows.schema import FRAMES
 from shadows.writing import DELETED, commit, legacy_upgrade, transaction
 from shadows.writing.export import export
 

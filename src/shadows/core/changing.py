@@ -12,12 +12,11 @@ import numpy as np
 import pandas as pd
 
 from shadows.core.frames import tracked
-from shadows.core.reading import FRAMES
 from shadows.core.state import NOTHING, ElementState
 from shadows.errors import InvalidElementKeyError, ShapeError
-from shadows.indexing.apply import ALIGNED_SLOT_AXES, element_axes
 from shadows.indexing.keys import as_positions, as_slice_or_array
 from shadows.names import column_problem
+from shadows.schema import ALIGNED_SLOT_AXES, FRAMES, element_axes
 from shadows.writing import DELETED, ColumnChange, ElementChange
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from shadows.cache import marker
 from shadows.errors import ExternalDataError, ShadowsError
-from shadows.indexing.apply import element_axes
+from shadows.schema import element_axes
 
 if TYPE_CHECKING:
     from shadows.core.interface import ShadowLike

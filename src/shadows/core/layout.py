@@ -30,7 +30,7 @@ from shadows.errors import (
     element_message,
     translated,
 )
-from shadows.indexing.apply import ALIGNED_SLOT_AXES
+from shadows.schema import ALIGNED_SLOT_AXES
 
 _ADJACENCY_KEYS = ("distances", "connectivities")
 

@@ -15,13 +15,13 @@ from shadows.core.anndata import AnnDataShadow
 from shadows.core.base import ShadowBase
 from shadows.core.layout import MuDataLayout
 from shadows.core.mudata_update import update_axis
-from shadows.core.reading import FRAMES, computed
+from shadows.core.reading import computed
 from shadows.core.references import ARRAY_REFERENCES, get_by_reference
 from shadows.errors import BackendUnavailableError, MalformedElementError, MissingElementError, element_message
 from shadows.indexing import AxisIndex
-from shadows.indexing.apply import MODALITY_MAP_AXES, SLOT_AXES
 from shadows.indexing.keys import as_slice_or_array
 from shadows.names import check_key
+from shadows.schema import FRAMES, MODALITY_MAP_AXES, SLOT_AXES
 from shadows.settings import settings
 from shadows.writing import DELETED, ElementChange, GroupAttributes
 from shadows.writing.export import export

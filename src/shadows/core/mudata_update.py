@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from shadows.core.reading import FRAMES, computed
+from shadows.core.reading import computed
+from shadows.schema import FRAMES
 
 if TYPE_CHECKING:
     from shadows.core.interface import ShadowLike as MuDataShadow  # a MuData shadow (no import circle)

@@ -20,11 +20,10 @@ from shadows.core.references import VECTORS_ARE_PANDAS_ARRAYS
 from shadows.core.state import NOTHING
 from shadows.elements.positions import read_column, read_index
 from shadows.indexing import AxisIndex
-from shadows.indexing.apply import element_axes, materialize_selection, select_graph, selection_for
+from shadows.indexing.apply import materialize_selection, select_graph, selection_for
+from shadows.schema import FRAMES, element_axes
 from shadows.settings import settings
 from shadows.writing import DELETED
-
-FRAMES = ("obs", "var")
 
 
 class ElementReading:

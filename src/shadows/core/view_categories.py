@@ -19,11 +19,11 @@ import pandas as pd
 
 from shadows.backends import nodes
 from shadows.elements.legacy import LegacyFrameSpec
+from shadows.schema import FRAMES
 
 if TYPE_CHECKING:
     from shadows.core.layout import Layout
 
-FRAMES = ("obs", "var")
 
 
 def enabled() -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
@@ -24,6 +24,12 @@ if TYPE_CHECKING:
 
 #: Target size of one dask task's read; stored chunks are grouped up to about this many bytes.
 TARGET_CHUNK_BYTES = 32 * 2**20
+
+Role = Literal["array", "table", "mapping", "value"]
+"""What an element is to a shadow, the one question callers ask of an element instead of its ``kind``:
+``"array"`` (X, layers, obsm...: the array backend presents it), ``"table"`` (a dataframe: the table
+backend presents it), ``"mapping"`` (a group of elements, as in uns) or ``"value"`` (read as it is:
+scalars, awkward arrays, a dataframe's columns)."""
 
 Rows = slice | np.ndarray
 """A row selection handed to readers: a slice, or a sorted array of unique row positions."""
@@ -69,6 +75,8 @@ class ElementSpec:
     """
 
     kind: ClassVar[str] = "element"
+    #: What the element is to a shadow (see :data:`Role`); what callers outside ``elements/`` ask.
+    role: ClassVar[Role] = "value"
 
     ref: FileRef
     path: str

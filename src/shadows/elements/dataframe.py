@@ -31,6 +31,7 @@ class DataFrameSpec(ElementSpec):
     """A dataframe: an index element plus ordered column elements."""
 
     kind = "dataframe"
+    role = "table"
 
     @classmethod
     def from_node(cls, ref, node, path, attrs):

@@ -147,6 +147,7 @@ class DenseSpec(ElementSpec):
     """A dense n-d array (numbers, booleans or strings)."""
 
     kind = "dense"
+    role = "array"
 
     @classmethod
     def from_node(cls, ref, node, path, attrs):

@@ -97,6 +97,7 @@ class LegacyFrameSpec(ElementSpec):
     """
 
     kind = "dataframe"
+    role = "table"
 
     @classmethod
     def from_node(cls, ref, node, path, attrs):

@@ -19,6 +19,7 @@ class MappingSpec(ElementSpec):
     """A group of named elements."""
 
     kind = "mapping"
+    role = "mapping"
 
     @classmethod
     def from_node(cls, ref, node, path, attrs):

@@ -43,6 +43,7 @@ class SparseSpec(ElementSpec):
     """A CSR or CSC matrix stored as ``data``, ``indices`` and ``indptr`` arrays."""
 
     kind = "sparse"
+    role = "array"
 
     @classmethod
     def from_node(cls, ref, node, path, attrs):

@@ -15,44 +15,10 @@ from shadows.elements.framegraph import frame_graph
 from shadows.elements.positions import read_frame
 from shadows.elements.sparse_chunk import to_plain
 from shadows.indexing.keys import AxisIndex, as_slice_or_array, is_full
+from shadows.schema import element_axes
 
 Selection = tuple[AxisIndex | None, ...]
 """Per element axis: the positions kept, or ``None`` where the axis is not sliced."""
-
-#: The aligned mapping slots: which axis (0 obs, 1 var) each axis of their values follows.
-SLOT_AXES: dict[str, tuple[int, ...]] = {
-    "layers": (0, 1),
-    "obsm": (0,),
-    "varm": (1,),
-    "obsp": (0, 0),
-    "varp": (1, 1),
-}
-#: MuData's maps from global positions to 1-based positions in each modality (0: absent).
-MODALITY_MAP_AXES: dict[str, tuple[int, ...]] = {
-    "obsmap": (0,),
-    "varmap": (1,),
-}
-#: Every mapping slot whose values are aligned to axes (what assigning to them validates).
-ALIGNED_SLOT_AXES: dict[str, tuple[int, ...]] = {**SLOT_AXES, **MODALITY_MAP_AXES}
-#: The same for every element path (or path prefix) a view slices.
-_ELEMENT_AXES: dict[str, tuple[int | None, ...]] = {
-    "X": (0, 1),
-    "obs": (0,),
-    "var": (1,),
-    "raw/X": (0, None),  # raw keeps all its variables, as AnnData's views do
-    **ALIGNED_SLOT_AXES,
-}
-
-
-def element_axes(rel: str) -> tuple[int | None, ...]:
-    """Which view axes an element (path relative to the AnnData) is aligned to; ``()`` for none."""
-    if rel in _ELEMENT_AXES:
-        return _ELEMENT_AXES[rel]
-    head = rel.split("/", 1)[0]
-    if head in ("raw", "uns"):
-        return ()
-    return _ELEMENT_AXES.get(head, ())
-
 
 def selection_for(rel: str, spec: ElementSpec, view: tuple[AxisIndex, AxisIndex] | None) -> Selection:
     """The selection a view applies to an element; ``()`` when nothing needs slicing."""

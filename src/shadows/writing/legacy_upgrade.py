@@ -38,11 +38,11 @@ from shadows.errors import (
     MalformedElementError,
 )
 from shadows.names import column_problem, key_problem
+from shadows.schema import FRAMES
 from shadows.writing.commit import DELETED, ColumnChange, ElementChange, SlotSwap, link_problem, write_value
 from shadows.writing.streams import is_dask
 from shadows.writing.transaction import Problems, raise_problems
 
-FRAMES = ("obs", "var")
 MAPPINGS = ("obsm", "varm")
 
 #: ``forget(rel)``: the shadow drops what it holds of element ``rel`` (relative to its AnnData root).
