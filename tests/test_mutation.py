@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from conftest import FORMATS, read_oracle, suffix, write
 from helpers import assert_value_equal, count_reads, count_values_read, file_digest
 from shadows import AnnDataShadow, ElementExistsError, ReadOnlyError
-from shadows.core.reading import computed
+from shadows.core.serving import computed
 
 N_OBS, N_VARS = 400, 120
 #: Cells kept by the views ("view" kind): every other cell.

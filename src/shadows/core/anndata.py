@@ -17,12 +17,11 @@ from shadows.core.aligned import ElementMapping
 from shadows.core.base import READ_ONLY_MESSAGE, ShadowBase
 from shadows.core.layout import AnnDataLayout
 from shadows.core.raw import PendingRaw, RawShadow
-from shadows.core.reading import computed
 from shadows.core.references import ARRAY_REFERENCES, get_by_reference, view_x_writes_through
+from shadows.core.serving import computed
 from shadows.core.state import NOTHING
 from shadows.elements.sparse_chunk import to_plain
 from shadows.errors import MissingElementError, ShapeError, element_message
-from shadows.indexing.apply import selection_for
 from shadows.indexing.keys import as_positions, as_slice_or_array
 from shadows.schema import SLOT_AXES, element_axes
 from shadows.settings import settings
@@ -78,7 +77,7 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
         """AnnData's views drop unused categories and subset ``uns["<column>_colors"]`` to match."""
         if not view_categories.enabled():
             return value
-        if spec.kind == "dataframe" and element_axes(rel):  # obs, var and dataframes in obsm/varm
+        if spec.role == "table" and element_axes(rel):  # obs, var and dataframes in obsm/varm
             return view_categories.drop_unused(value)
         if rel.startswith("uns/"):
             return view_categories.subset_colors(rel[4:], value, self._layout, self._view_column)
@@ -99,28 +98,7 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
         read tasks (for CSC X a gene is one contiguous read; for CSR X row blocks are scanned in
         parallel, in bounded memory).
         """
-        spec = None
-        held = self._root_part(rel)
-        if held is NOTHING and (self._state.is_stale(rel) or self._changed_value(rel) is not NOTHING):
-            held = self._element(rel)  # a value changed in memory (▲)
-            if held is None:
-                raise MissingElementError(element_message(self.filename, rel, "deleted in memory"))
-        elif held is NOTHING:
-            spec = self._layout.spec(rel)
-            held = self._state.held(rel)
-        if spec is not None and spec.kind == "sparse" and held is NOTHING:
-            selection = selection_for(rel, spec, self._view) or (None, None)
-            axes = [range(n) if s is None else s for s, n in zip(selection, spec.shape, strict=True)]
-            axis = 0 if isinstance(key[0], int | np.integer) else 1
-            axes[axis] = np.asarray([as_positions(axes[axis])[key[axis]]])
-            vector = to_plain(spec.select_graph(axes[0], axes[1]).compute())
-        else:
-            value = held if held is not NOTHING else self._graph(rel)
-            vector = value[key]
-            vector = vector.compute() if hasattr(vector, "dask") else vector
-        if hasattr(vector, "toarray"):
-            vector = vector.toarray()
-        return np.asarray(vector).reshape(-1)
+        return self._served(rel).vector(key)
 
     def _column_of(self, rel: str, j: int) -> np.ndarray:
         """Column ``j`` of a matrix element."""

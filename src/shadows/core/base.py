@@ -29,7 +29,7 @@ from shadows.core.connection import Connection, check_mode
 from shadows.core.description import Description
 from shadows.core.layout import Layout
 from shadows.core.reading import ElementReading
-from shadows.core.state import NOTHING, ElementState
+from shadows.core.state import ElementState
 from shadows.errors import ReadOnlyError
 from shadows.indexing import AxisIndex, compose, normalize_key
 from shadows.schema import FRAMES
@@ -373,14 +373,8 @@ class ShadowBase(ElementReading, ElementChanges):
         """Keep the graphs of ``keys`` (element paths such as ``"X"``, ``"obsm/X_pca"``; all when none
         are given) computed in memory, locally or on the cluster; they are marked ᐁ.
         """
-        keys = keys or tuple(self._stored_element_paths())
-        for rel in keys:
-            spec = self._layout.spec(rel)
-            backend = self._backend_for(spec.kind)
-            if backend is not None and backend.lazy:
-                self._state.hold(rel, convert.persisted(self._lazy(rel, backend)), check=False)
-            else:
-                self._element(rel)
+        for rel in keys or tuple(self._stored_element_paths()):
+            self._served(rel).persist()
         return self
 
     def clear_cache(self) -> None:
@@ -561,19 +555,7 @@ class ShadowBase(ElementReading, ElementChanges):
         """
         if path == "uns":
             return self.uns.materialize()
-        part = self._root_part(path)
-        if part is not NOTHING:
-            return part
-        changed = self._changed_value(path)
-        if changed is not NOTHING:
-            return None if changed is DELETED else changed
-        spec = self._layout.spec(path)
-        if spec.kind not in ("dense", "sparse"):
-            return self._plain(path)
-        held = self._state.held(path)
-        if held is not NOTHING and self._array_backend.name == "numpy":
-            return held
-        return self._graph(path)
+        return self._served(path).streamed()
 
     def __repr__(self) -> str:
         from shadows._repr import text_repr

@@ -189,7 +189,7 @@ class ElementChanges:
             if mapping.is_staged(key):
                 if isinstance(mapping[key], pd.DataFrame):
                     mapping[key].index = index
-            elif self._layout.spec(rel).kind == "dataframe":
+            elif self._layout.spec(rel).role == "table":
                 value = self._plain(rel).copy()
                 value.index = index
                 self._state.change(rel, value)

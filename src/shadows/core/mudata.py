@@ -15,8 +15,8 @@ from shadows.core.anndata import AnnDataShadow
 from shadows.core.base import ShadowBase
 from shadows.core.layout import MuDataLayout
 from shadows.core.mudata_update import update_axis
-from shadows.core.reading import computed
 from shadows.core.references import ARRAY_REFERENCES, get_by_reference
+from shadows.core.serving import computed
 from shadows.errors import BackendUnavailableError, MalformedElementError, MissingElementError, element_message
 from shadows.indexing import AxisIndex
 from shadows.indexing.keys import as_slice_or_array

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from shadows.core.reading import computed
+from shadows.core.serving import computed
 from shadows.schema import FRAMES
 
 if TYPE_CHECKING:

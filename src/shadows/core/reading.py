@@ -15,8 +15,9 @@ import pandas as pd
 from shadows import convert, progress
 from shadows.backends import nodes
 from shadows.core.aligned import UnsMapping, as_slot_value
-from shadows.core.frames import tracked, with_columns
+from shadows.core.frames import with_columns
 from shadows.core.references import VECTORS_ARE_PANDAS_ARRAYS
+from shadows.core.serving import ServedElement
 from shadows.core.state import NOTHING
 from shadows.elements.positions import read_column, read_index
 from shadows.indexing import AxisIndex
@@ -31,12 +32,17 @@ class ElementReading:
     the backends, the view's selection and the element records ``_state``).
     """
 
-    def _backend_for(self, kind: str) -> convert.Backend | None:
-        if kind in ("dense", "sparse"):
+    def _backend_for(self, spec: Any) -> convert.Backend | None:
+        """The backend that presents an element (by its role), ``None`` for values shown as read."""
+        if spec.role == "array":
             return self._array_backend
-        if kind == "dataframe":
+        if spec.role == "table":
             return self._table_backend
         return None
+
+    def _served(self, rel: str) -> ServedElement:
+        """The element ``rel`` of this shadow: where its value comes from (:mod:`shadows.core.serving`)."""
+        return ServedElement(self, rel)
 
     def _graph(self, rel: str) -> Any:
         def build() -> Any:
@@ -77,27 +83,7 @@ class ElementReading:
 
     def _element(self, rel: str) -> Any:
         """The element at ``rel`` as the shadow's backends present it (kept per section 4 of DESIGN)."""
-        if self._state.is_stale(rel):
-            return self._before._element(rel)
-        part = self._root_part(rel)
-        if part is not NOTHING:
-            return part
-        changed = self._changed_value(rel)
-        if changed is not NOTHING:
-            return None if changed is DELETED else changed
-        held = self._state.held(rel)
-        if held is not NOTHING:
-            return held
-        spec = self._layout.spec(rel)
-        backend = self._backend_for(spec.kind)
-        if backend is not None and backend.lazy:
-            return self._lazy(rel, backend)
-        if backend is None:
-            return self._state.hold(rel, self._materialize(rel))
-        if rel in FRAMES and backend.name == "pandas":
-            where = f"{self.filename}: {rel}"
-            return self._state.hold(rel, tracked(self._materialize(rel), partial(self._stage_column, rel), where))
-        return self._state.hold(rel, backend.convert(self._materialize(rel)))
+        return self._served(rel).shown()
 
     def _root_part(self, rel: str) -> Any:
         """A view's part of its root's value of ``rel`` in memory (changed ▲ or read ᐁ), or NOTHING.
@@ -144,7 +130,7 @@ class ElementReading:
         from shadows import labelled  # imports xarray
 
         spec = self._layout.spec(rel)
-        if spec.kind == "dataframe":
+        if spec.role == "table":
             rows = selection_for(rel, spec, self._view)
             return labelled.dataset(spec, rows[0] if rows else range(spec.shape[0]), self._frame_names(rel, spec),
                                     self._visible_staged_columns(rel) if rel in FRAMES else {},
@@ -160,24 +146,11 @@ class ElementReading:
 
     def _plain(self, rel: str) -> Any:
         """The element at ``rel`` as numpy/scipy/pandas, whatever the backends (for to_memory)."""
-        part = self._root_part(rel)
-        if part is not NOTHING:
-            return computed(part)
-        changed = self._changed_value(rel)
-        if changed is not NOTHING:
-            return None if changed is DELETED else computed(changed)
-        spec = self._layout.spec(rel)
-        backend = self._backend_for(spec.kind)
-        held = self._state.held(rel)
-        if backend is not None and backend.name in ("numpy", "pandas") and held is not NOTHING:
-            return held.copy(deep=False) if rel in FRAMES else held
-        if spec.kind == "mapping":
-            return self._uns_child(rel).materialize()
-        return self._materialize(rel)
+        return self._served(rel).plain()
 
     def _uns_child(self, rel: str) -> Any:
         spec = self._layout.spec(rel)
-        if spec.kind != "mapping":
+        if spec.role != "mapping":
             return self._element(rel)
         if rel not in self._uns_levels:
             self._uns_levels[rel] = UnsMapping(self, rel, partial(self._stored_children, rel))
@@ -270,11 +243,3 @@ class ElementReading:
             paths += [f"{slot}/{k}" for k in self._layout.mapping_keys(slot)]
         return paths
 
-
-def computed(value: Any) -> Any:
-    """A value assigned in memory as numpy/scipy (a dask array computed)."""
-    if hasattr(value, "dask"):
-        from shadows.elements.sparse_chunk import to_plain
-
-        return to_plain(value.compute())
-    return value
