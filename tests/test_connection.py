@@ -21,7 +21,7 @@ from helpers import assert_value_equal
 from shadows import AnnDataShadow, ElementExistsError, FileBusyError, MuDataShadow, PermissionDeniedError
 from shadows.backends import registry
 from shadows.backends.handles import read_handle, release
-from shadows.core.base import READ_ONLY_MESSAGE
+from shadows.core.committing import READ_ONLY_MESSAGE
 
 
 @pytest.fixture

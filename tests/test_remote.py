@@ -20,7 +20,7 @@ from conftest import S3_SECRET as SECRET
 from conftest import make_adata, read_oracle, write
 from helpers import assert_shadow_matches, assert_value_equal
 from shadows import AnnDataShadow, MuDataShadow, ShadowsError, ShadowsFileNotFoundError
-from shadows.core.base import READ_ONLY_MESSAGE
+from shadows.core.committing import READ_ONLY_MESSAGE
 
 pytest.importorskip("fsspec")
 pytest.importorskip("aiohttp")

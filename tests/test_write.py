@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from conftest import make_adata, read_oracle, suffix, write, zarr_format
 from helpers import assert_shadow_matches, assert_value_equal, file_digest
 from shadows import AnnDataShadow, ElementExistsError, FileBusyError, ShadowsError
-from shadows.core.base import READ_ONLY_MESSAGE
+from shadows.core.committing import READ_ONLY_MESSAGE
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,8 @@ from scipy import sparse
 from shadows import progress as progress_bar
 from shadows.core import view_categories
 from shadows.core.aligned import ElementMapping
-from shadows.core.base import READ_ONLY_MESSAGE, ShadowBase
+from shadows.core.base import ShadowBase
+from shadows.core.committing import READ_ONLY_MESSAGE
 from shadows.core.layout import AnnDataLayout
 from shadows.core.raw import PendingRaw, RawShadow
 from shadows.core.references import ARRAY_REFERENCES, get_by_reference, view_x_writes_through

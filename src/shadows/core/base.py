@@ -18,27 +18,23 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from shadows import convert
-from shadows import progress as progress_bar
 from shadows.backends import FileRef, resolve
 from shadows.backends.fileref import suffix_format
-from shadows.cluster import writes_on_cluster
 from shadows.core import description
 from shadows.core.aligned import ElementMapping, UnsMapping
 from shadows.core.changing import ElementChanges
+from shadows.core.committing import commit_changes
 from shadows.core.connection import Connection, check_mode
 from shadows.core.description import Description
 from shadows.core.layout import Layout
+from shadows.core.pickling import pickled
 from shadows.core.reading import ElementReading
+from shadows.core.slots import frame_slot, mapping_slot, names_slot, private_frame
 from shadows.core.state import ElementState
-from shadows.errors import ReadOnlyError
 from shadows.indexing import AxisIndex, compose, normalize_key
 from shadows.schema import FRAMES
-from shadows.writing import DELETED, commit, legacy_upgrade, transaction
+from shadows.writing import DELETED
 from shadows.writing.export import export
-
-READ_ONLY_MESSAGE = (
-    "File is open in read-only mode. Changes can't be pushed. Reopen it with .reopen('r+') to enable writing."
-)
 
 
 class ShadowBase(ElementReading, ElementChanges):
@@ -165,133 +161,17 @@ class ShadowBase(ElementReading, ElementChanges):
 
     # -- attributes shared by AnnData and MuData -------------------------------------------------
 
-    @property
-    def obs(self) -> Any:
-        """Annotations of observations (a pandas DataFrame under the default table backend)."""
-        return self._element("obs")
-
-    @obs.setter
-    def obs(self, frame: pd.DataFrame) -> None:
-        self._set_frame("obs", frame)
-
-    @obs.deleter
-    def obs(self) -> None:
-        # as AnnData: every column goes (deleted from the file by ``write(overwrite=True)``), the names stay
-        self._set_frame("obs", pd.DataFrame(index=self.obs_names))
-
-    @property
-    def var(self) -> Any:
-        """Annotations of variables."""
-        return self._element("var")
-
-    @var.setter
-    def var(self, frame: pd.DataFrame) -> None:
-        self._set_frame("var", frame)
-
-    @var.deleter
-    def var(self) -> None:
-        # as AnnData: every column goes (deleted from the file by ``write(overwrite=True)``), the names stay
-        self._set_frame("var", pd.DataFrame(index=self.var_names))
-
-    # anndata's private fields, which muon's in-place filters assign (``adata._obs = adata.obs[mask]``)
-    @property
-    def _obs(self) -> Any:
-        return self.obs
-
-    @_obs.setter
-    def _obs(self, frame: pd.DataFrame) -> None:
-        self._set_private_frame("obs", frame)
-
-    @property
-    def _var(self) -> Any:
-        return self.var
-
-    @_var.setter
-    def _var(self, frame: pd.DataFrame) -> None:
-        self._set_private_frame("var", frame)
-
-    @property
-    def obs_names(self) -> pd.Index:
-        """Names of observations (read alone, without the obs columns); assignable (▲)."""
-        return self._names("obs")
-
-    @obs_names.setter
-    def obs_names(self, names: Any) -> None:
-        self._set_names("obs", names)
-
-    @property
-    def var_names(self) -> pd.Index:
-        """Names of variables; assignable (▲)."""
-        return self._names("var")
-
-    @var_names.setter
-    def var_names(self, names: Any) -> None:
-        self._set_names("var", names)
-
-    @property
-    def obsm(self) -> ElementMapping:
-        """Multi-dimensional annotations of observations."""
-        return self._slots["obsm"]
-
-    @obsm.setter
-    def obsm(self, values: Mapping[str, Any]) -> None:
-        self._slots["obsm"].replace_all(values)
-
-    @obsm.deleter
-    def obsm(self) -> None:
-        self._slots["obsm"].replace_all({})  # as AnnData: an empty mapping
-
-    @property
-    def varm(self) -> ElementMapping:
-        """Multi-dimensional annotations of variables."""
-        return self._slots["varm"]
-
-    @varm.setter
-    def varm(self, values: Mapping[str, Any]) -> None:
-        self._slots["varm"].replace_all(values)
-
-    @varm.deleter
-    def varm(self) -> None:
-        self._slots["varm"].replace_all({})  # as AnnData: an empty mapping
-
-    @property
-    def obsp(self) -> ElementMapping:
-        """Pairwise annotations of observations."""
-        return self._slots["obsp"]
-
-    @obsp.setter
-    def obsp(self, values: Mapping[str, Any]) -> None:
-        self._slots["obsp"].replace_all(values)
-
-    @obsp.deleter
-    def obsp(self) -> None:
-        self._slots["obsp"].replace_all({})  # as AnnData: an empty mapping
-
-    @property
-    def varp(self) -> ElementMapping:
-        """Pairwise annotations of variables."""
-        return self._slots["varp"]
-
-    @varp.setter
-    def varp(self, values: Mapping[str, Any]) -> None:
-        self._slots["varp"].replace_all(values)
-
-    @varp.deleter
-    def varp(self) -> None:
-        self._slots["varp"].replace_all({})  # as AnnData: an empty mapping
-
-    @property
-    def uns(self) -> UnsMapping:
-        """Unstructured annotations, a lazy nested mapping."""
-        return self._slots["uns"]
-
-    @uns.setter
-    def uns(self, values: Mapping[str, Any]) -> None:
-        self._slots["uns"].replace_all(values)
-
-    @uns.deleter
-    def uns(self) -> None:
-        self._slots["uns"].replace_all({})  # as AnnData: an empty mapping
+    obs = frame_slot("obs", "Annotations of observations (a pandas DataFrame under the default table backend).")
+    var = frame_slot("var", "Annotations of variables.")
+    _obs = private_frame("obs")
+    _var = private_frame("var")
+    obs_names = names_slot("obs", "Names of observations (read alone, without the obs columns); assignable (▲).")
+    var_names = names_slot("var", "Names of variables; assignable (▲).")
+    obsm = mapping_slot("obsm", "Multi-dimensional annotations of observations.")
+    varm = mapping_slot("varm", "Multi-dimensional annotations of variables.")
+    obsp = mapping_slot("obsp", "Pairwise annotations of observations.")
+    varp = mapping_slot("varp", "Pairwise annotations of variables.")
+    uns = mapping_slot("uns", "Unstructured annotations, a lazy nested mapping.")
 
     @property
     def n_obs(self) -> int:
@@ -437,37 +317,7 @@ class ShadowBase(ElementReading, ElementChanges):
             # write_h5ad / write_h5mu: both an HDF5 export (anndata's compression options are ignored)
             export(self, filename, "hdf5", progress=progress, overwrite=overwrite)
             return self
-        if self.is_view:
-            msg = (f"{self.filename}: a view cannot be written to its file; write the shadow it was taken "
-                   "from, or export the view with .write_h5ad() / .write_zarr()")
-            raise ReadOnlyError(msg)
-        if self._view is not None:
-            msg = (f"{self.filename}: this shadow was subset in place ({self.n_obs} × {self.n_vars} of the file's "
-                   f"{self._layout.n_obs} × {self._layout.n_vars}); its elements no longer fit the file. Export "
-                   "it with .write_h5ad() / .write_zarr()")
-            raise ReadOnlyError(msg)
-        if self._mode == "r":
-            raise ReadOnlyError(f"{self.filename}: {READ_ONLY_MESSAGE}")
-        self._state.keep_changed_in_place()  # an array changed in place since it was read is written too
-        elements, columns = self._staged_changes()
-        transaction.check(self._conn, self.filename, elements, columns, overwrite)
-        # pre-0.7 slots written into move to today's encoding, checked before anything is written too
-        elements, columns = legacy_upgrade.fold(self._conn, self.filename, elements, columns, overwrite,
-                                                forget=self._state.forget)
-        if elements or columns:
-            before = self._conn.content
-            try:
-                with progress_bar.job(transaction.blocks_to_commit(elements, columns), progress,
-                                      on_cluster=writes_on_cluster(self._ref.format == "zarr", reads=[self._ref.path])):
-                    commit(self._conn, elements, columns)
-            except BaseException:
-                self._conn.wrote()  # part of it may be in the file
-                self._conn.recover()
-                self._state.carry_over(before)  # what this shadow holds was not touched by its own write
-                raise
-            self._conn.wrote()  # other shadows of the file drop what they read before
-            self._conn.open(self._conn.mode)  # read the new layout; drop handles to replaced nodes
-            self._state.carry_over(before)
+        commit_changes(self, overwrite=overwrite, progress=progress)
         if clear_cache:
             self.clear_cache()
         return self
@@ -574,26 +424,7 @@ class ShadowBase(ElementReading, ElementChanges):
 
     def __reduce__(self):
         """Pickled as the file's path, the selection and the changes held in memory (not the cache)."""
-        root = self._root
-        view = (self._view, self._local, self._memory_state()) if self._is_view else None
-        args = (type(self), self._ref, self._array_backend.name, self._table_backend.name, self._mode,
-                root._view, root._memory_state(), view)
-        return (_reopen, args)
-
-def _reopen(cls: type, ref: FileRef, array_backend: str, table_backend: str, mode: str,
-            selection: tuple[AxisIndex, AxisIndex] | None = None, state: dict[str, Any] | None = None,
-            view: tuple[Any, Any, dict[str, Any]] | None = None) -> ShadowBase:
-    shadow = cls(ref.full_path, array_backend=array_backend, table_backend=table_backend, mode=mode,
-                 format=ref.format, storage_options=ref.storage_options, allow_external=ref.allow_external)
-    shadow._view = selection
-    if state is not None:
-        shadow._restore_memory(state)
-    if view is None:
-        return shadow
-    positions, local, view_state = view
-    out = cls._make_view(shadow, *positions, local)
-    out._restore_memory(view_state)
-    return out
+        return pickled(self)
 
 
 def _sparse_nbytes(value: Any) -> int:
