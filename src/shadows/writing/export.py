@@ -1,10 +1,9 @@
 """Export a shadow or a view to a new h5ad/h5mu/Zarr file, out of core.
 
-anndata writes the file: the shadow's elements are put in an in-memory AnnData (a MuData's in one per
-modality), matrices as their dask graphs (a view's graphs read only its selection), and anndata's
-``write_dispatched`` writes its group layout, attributes, dataframes, uns and small staged values, handing
-each element to a callback: the matrices (X, layers, obsm/varm/obsp/varp arrays, raw.X) are streamed
-block by block by shadows' own writer instead, and each element is counted on the progress bar.
+anndata writes the file (``write_dispatched``): its layout, attributes, dataframes, uns and small
+staged values. It is handed the shadow's elements in an in-memory AnnData, matrices as their dask graphs
+(a view's read only its selection), and a callback streams these (X, layers, obsm/varm/obsp/varp arrays,
+raw.X) block by block with shadows' own writer and counts every element on the progress bar.
 
 String columns of obs, var and raw.var are written as categoricals where anndata's writers make them
 so (``strings_to_categoricals``), and an AnnData shadow keeps its obs and var so converted (▲), as
@@ -46,30 +45,20 @@ class Exportable(Protocol):
 
 
 def streamer(counted: Collection[str]) -> Callable[..., None]:
-    """The callback of anndata's ``write_dispatched``: a dask array at one of the ``counted`` paths (from
-    the file's root: ``X``, ``obsm/X_pca``, ``mod/rna/raw/X``...) is streamed block by block by
-    :func:`shadows.writing.commit.write_value`, which counts its blocks on the job's progress bar;
-    anything else is written by anndata's ``write_func``, an element at a ``counted`` path named on the
-    bar and counted as one once written whole.
+    """The callback of anndata's ``write_dispatched``: it writes an element with anndata's ``write_func``,
+    but streams a dask array at one of the ``counted`` paths (``X``, ``obsm/X_pca``, ``mod/rna/raw/X``...:
+    from the file's root, each counted as a whole) with :func:`shadows.writing.commit.write_value`, which
+    counts its blocks. An element at a ``counted`` path is named on the job's progress bar and counted.
     """
-    within: list[str] = []  # the counted element written whole: its parts are anndata's, not counted
-
     def callback(write_func: Any, store: Any, elem_name: str, elem: Any, *, iospec: Any, dataset_kwargs: Any) -> None:
-        path = elem_name if elem_name.startswith("/") else f"{store.name.rstrip('/')}/{elem_name}"
-        if within or path.strip("/") not in counted:
-            write_func(store, elem_name, elem, dataset_kwargs=dataset_kwargs)
-            return
-        bar = progress_bar.current()
+        path = (elem_name if elem_name.startswith("/") else f"{store.name}/{elem_name}").strip("/")
+        bar = progress_bar.current() if path in counted else None
         if bar is not None:
-            bar.element(path.strip("/"))
-        if is_dask(elem):
+            bar.element(path)
+        if path in counted and is_dask(elem):
             write_value(store, PurePosixPath(elem_name).name, elem)  # counts its blocks
             return
-        within.append(path)
-        try:
-            write_func(store, elem_name, elem, dataset_kwargs=dataset_kwargs)
-        finally:
-            within.pop()
+        write_func(store, elem_name, elem, dataset_kwargs=dataset_kwargs)
         if bar is not None:
             bar.advance()
 
@@ -133,31 +122,23 @@ def _annotation(shadow: Exportable, rel: str, stage: bool) -> Any:
 
 
 def in_memory(shadow: Exportable) -> Any:
-    """An AnnData of the elements of an AnnData shadow (or view) as they are to be written: matrices as
-    their dask graphs (lazy), obs, var and raw.var with their string columns made categoricals (the
-    shadow keeps its obs and var so, see :func:`_annotation`), raw as the AnnData's raw.
+    """An AnnData of the elements of an AnnData shadow (or view) as written: matrices as their dask graphs,
+    obs, var and raw.var with string columns made categoricals (see :func:`_annotation`).
     """
     import anndata
 
     from shadows.elements.sparse_chunk import to_plain
 
-    obs, var = (_annotation(shadow, rel, stage=True) for rel in ("obs", "var"))  # first: a view that stages
-    described = shadow.describe()                                                # them becomes a shadow of its own
+    obs, var = (_annotation(shadow, rel, stage=True) for rel in ("obs", "var"))  # first: a view staging them
+    described = shadow.describe()                                                # becomes a shadow of its own
     x = shadow.element_value("X") if described.has("X") else None
-    adata = anndata.AnnData(X=x if x is None or is_dask(x) else to_plain(x), obs=obs, var=var,
-                            uns=shadow.element_value("uns"),
-                            **{slot: _slot_values(shadow, described, slot) for slot in ANNDATA_SLOTS})
+    slots = {s: {e.key: shadow.element_value(f"{s}/{e.key}") for e in described.slot(s)} for s in ANNDATA_SLOTS}
+    adata = anndata.AnnData(X=to_plain(x), obs=obs, var=var, uns=shadow.element_value("uns"), **slots)
     if described.has("raw"):
-        raw_var = shadow.element_value("raw/var")
-        if isinstance(raw_var, pd.DataFrame):  # as anndata's writers convert raw.var
-            raw_var = _raw_var(shadow, raw_var)
         adata.raw = anndata.AnnData(X=shadow.element_value("raw/X"), obs=pd.DataFrame(index=adata.obs_names),
-                                    var=raw_var, varm=shadow.element_value("raw/varm"))
+                                    var=_raw_var(shadow, shadow.element_value("raw/var")),
+                                    varm=shadow.element_value("raw/varm"))
     return adata
-
-
-def _slot_values(shadow: Exportable, described: Any, slot: str) -> dict[str, Any]:
-    return {element.key: shadow.element_value(f"{slot}/{element.key}") for element in described.slot(slot)}
 
 
 def _counted(adata: Any, prefix: str = "") -> dict[str, Any]:
@@ -169,11 +150,13 @@ def _counted(adata: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix + path: value for path, value in counted.items() if value is not None}
 
 
-def _raw_var(shadow: Exportable, var: pd.DataFrame) -> pd.DataFrame:
+def _raw_var(shadow: Exportable, var: Any) -> Any:
     """raw.var to write, its string columns made categoricals. A raw assigned in memory (an
     ``anndata.Raw``) keeps them, as anndata's writers leave it; the stored raw of a shadow is converted
     in what is written only (raw is changed in memory as a whole, not column by column).
     """
+    if not isinstance(var, pd.DataFrame):  # a lazy table backend's frame (not converted)
+        return var
     converted = string_categoricals(var)
     raw = shadow.raw
     if converted and isinstance(getattr(raw, "var", None), pd.DataFrame) and raw.var is var:
@@ -184,29 +167,26 @@ def _raw_var(shadow: Exportable, var: pd.DataFrame) -> pd.DataFrame:
 
 
 def anndata_job(shadow: Exportable) -> tuple[dict[str, Any], Callable[[Any], None]]:
-    """The elements the progress bar counts by path, and what writes an AnnData shadow (or view) into a
-    group: anndata's ``write_dispatched`` of :func:`in_memory`, its matrices streamed.
-    """
+    """The elements the bar counts, by path, and what writes an AnnData shadow (or view) into a group."""
     adata = in_memory(shadow)
     counted = _counted(adata)
     return counted, lambda target: write_dispatched(target, "/", adata, streamer(counted))
 
 
 def mudata_job(shadow: Exportable) -> tuple[dict[str, Any], Callable[[Any], None]]:
-    """The elements the progress bar counts by path, and what writes a MuData shadow (or view) and its
-    modalities into a group, as mudata's ``write_h5mu``/``write_zarr`` write them.
+    """The elements the bar counts, by path, and what writes a MuData shadow (or view) into a group.
 
-    anndata has no writer for a MuData (mudata writes its root group itself, element by element, with
-    anndata's ``write_elem``), so the root's attributes, ``mod`` and ``mod-order`` are written here;
-    each element of the root (obs, var, the dict slots, uns) and each modality (an AnnData, see
-    :func:`in_memory`; one given in memory as it is) is written by anndata's ``write_dispatched``.
+    anndata has no writer for a MuData (mudata's ``write_h5mu`` writes the root group itself, element by
+    element), so only the root's attributes, ``mod`` and ``mod-order`` are written here; anndata's
+    ``write_dispatched`` writes each of its elements and modalities (see :func:`in_memory`).
     """
     described = shadow.describe()
     elements = {"obs": _annotation(shadow, "obs", stage=False), "var": _annotation(shadow, "var", stage=False),
                 "uns": shadow.element_value("uns"),
-                **{slot: _slot_values(shadow, described, slot) for slot in MUDATA_SLOTS}}
-    counted = {path: elements[path] for path in ("obs", "var", "uns")}
-    counted.update({f"{slot}/{key}": value for slot in MUDATA_SLOTS for key, value in elements[slot].items()})
+                **{slot: {e.key: shadow.element_value(f"{slot}/{e.key}") for e in described.slot(slot)}
+                   for slot in MUDATA_SLOTS}}
+    counted = {"obs": elements["obs"], "var": elements["var"], "uns": elements["uns"],
+               **{f"{slot}/{key}": value for slot in MUDATA_SLOTS for key, value in elements[slot].items()}}
     modalities = {}
     for name, modality in shadow.mod.items():
         if described.modalities[name].source is None:  # an AnnData in memory: converted as mudata does
