@@ -33,17 +33,21 @@ def write_dispatched(group: Any, name: str, value: Any, callback: Callable[..., 
 
 @contextlib.contextmanager
 def anndata_writing() -> Iterator[None]:
-    """While anndata writes for shadows.
+    """While anndata writes for shadows (or builds the AnnData it is to write).
 
     anndata 0.12 refuses pandas' string arrays (obs columns of dtype "string") unless opted in, for the
     sake of readers older than anndata 0.11; a column users assigned must not fail to write. anndata 0.12
     announces its next default for Zarr v3 (autosharding) on every array it writes; it is anndata's to
-    tell its own users, not a concern of a shadow's write.
+    tell its own users, not a concern of a shadow's write; so is anndata 0.13's reading of pandas options
+    that pandas 3 deprecates (``future.infer_string``).
     """
     import anndata
+    import pandas as pd
 
     with _allow_nullable_strings(anndata), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="zarr v3 autosharding will be the default", category=UserWarning)
+        if hasattr(pd.errors, "Pandas4Warning"):  # pandas >= 3
+            warnings.simplefilter("ignore", pd.errors.Pandas4Warning)
         yield
 
 

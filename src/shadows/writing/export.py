@@ -27,7 +27,7 @@ import pandas as pd
 from shadows import progress as progress_bar
 from shadows.cluster import writes_on_cluster
 from shadows.errors import ElementExistsError, UnsafeTargetError
-from shadows.writing.anndata_elems import write_dispatched
+from shadows.writing.anndata_elems import anndata_writing, write_dispatched
 from shadows.writing.commit import write_value
 from shadows.writing.streams import is_dask
 
@@ -133,20 +133,20 @@ def in_memory(shadow: Exportable) -> Any:
     described = shadow.describe()                                                # becomes a shadow of its own
     x = shadow.element_value("X") if described.has("X") else None
     slots = {s: {e.key: shadow.element_value(f"{s}/{e.key}") for e in described.slot(s)} for s in ANNDATA_SLOTS}
-    adata = anndata.AnnData(X=to_plain(x), obs=obs, var=var, uns=shadow.element_value("uns"), **slots)
-    if described.has("raw"):
-        adata.raw = anndata.AnnData(X=shadow.element_value("raw/X"), obs=pd.DataFrame(index=adata.obs_names),
-                                    var=_raw_var(shadow, shadow.element_value("raw/var")),
-                                    varm=shadow.element_value("raw/varm"))
+    with anndata_writing():
+        adata = anndata.AnnData(X=to_plain(x), obs=obs, var=var, uns=shadow.element_value("uns"), **slots)
+        if described.has("raw"):
+            adata.raw = anndata.AnnData(X=shadow.element_value("raw/X"), obs=pd.DataFrame(index=adata.obs_names),
+                                        var=_raw_var(shadow, shadow.element_value("raw/var")),
+                                        varm=shadow.element_value("raw/varm"))
     return adata
 
 
 def _counted(adata: Any, prefix: str = "") -> dict[str, Any]:
     """The elements of ``adata`` written at ``prefix`` that the progress bar counts, by path."""
-    counted = {"obs": adata.obs, "var": adata.var, "uns": adata.uns, "X": adata.X,
+    raw = {} if adata.raw is None else {"raw/X": adata.raw.X, "raw/var": adata.raw.var, "raw/varm": adata.raw.varm}
+    counted = {"obs": adata.obs, "var": adata.var, "uns": adata.uns, "X": adata.X, **raw,
                **{f"{slot}/{key}": value for slot in ANNDATA_SLOTS for key, value in getattr(adata, slot).items()}}
-    if adata.raw is not None:
-        counted.update({"raw/X": adata.raw.X, "raw/var": adata.raw.var, "raw/varm": adata.raw.varm})
     return {prefix + path: value for path, value in counted.items() if value is not None}
 
 
