@@ -457,14 +457,22 @@ def test_progress_bar_ends_its_line_when_the_job_raises(path, tmp_path, capsys, 
     import shadows.writing.export as export_module
     from shadows import progress
 
-    original = export_module._write_elem
+    original = export_module.streamer
 
-    def failing(group, name, value):
-        if name == "uns":
+    def failing(counted):  # anndata's writer of uns fails
+        callback = original(counted)
+
+        def write_uns(*args, **kwargs):
             raise OSError("disk full")
-        return original(group, name, value)
 
-    monkeypatch.setattr(export_module, "_write_elem", failing)
+        def failing_callback(write_func, store, elem_name, elem, **kwargs):
+            if elem_name.rsplit("/", 1)[-1] == "uns":
+                write_func = write_uns
+            return callback(write_func, store, elem_name, elem, **kwargs)
+
+        return failing_callback
+
+    monkeypatch.setattr(export_module, "streamer", failing)
     with pytest.raises(OSError, match="disk full"):
         AnnDataShadow(path).copy(tmp_path / "out.h5ad", progress=True)
     err = capsys.readouterr().err

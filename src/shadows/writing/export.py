@@ -1,12 +1,15 @@
 """Export a shadow or a view to a new h5ad/h5mu/Zarr file, out of core.
 
-Matrices (X, layers, obsm/varm/obsp/varp arrays, raw.X) are written from their dask graphs block by block
-(a view's graphs read only its selection); dataframes, uns and small staged values are encoded by
-anndata. String columns of obs, var and raw.var are written as categoricals where anndata's writers
-make them so (``strings_to_categoricals``), and an AnnData shadow keeps its obs and var so converted
-(▲), as anndata's ``write_h5ad`` leaves the AnnData it writes. The file is built under a temporary
-name next to the target and renamed into place at the end, so an interrupted export leaves no
-half-written file at the target path.
+anndata writes the file (``write_dispatched``): its layout, attributes, dataframes, uns and small
+staged values. It is handed the shadow's elements in an in-memory AnnData, matrices as their dask graphs
+(a view's read only its selection), and a callback streams these (X, layers, obsm/varm/obsp/varp arrays,
+raw.X) block by block with shadows' own writer and counts every element on the progress bar.
+
+String columns of obs, var and raw.var are written as categoricals where anndata's writers make them
+so (``strings_to_categoricals``), and an AnnData shadow keeps its obs and var so converted (▲), as
+anndata's ``write_h5ad`` leaves the AnnData it writes. The file is built under a temporary name next to
+the target and renamed into place at the end, so an interrupted export leaves no half-written file at
+the target path.
 """
 
 from __future__ import annotations
@@ -15,44 +18,51 @@ import os
 import shutil
 import uuid
 import warnings
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
 
 import pandas as pd
 
 from shadows import progress as progress_bar
 from shadows.cluster import writes_on_cluster
 from shadows.errors import ElementExistsError, UnsafeTargetError
-from shadows.writing.anndata_elems import write_elem as _write_elem
+from shadows.writing.anndata_elems import anndata_writing, write_dispatched
 from shadows.writing.commit import write_value
 from shadows.writing.streams import is_dask
 
-if TYPE_CHECKING:
-    from shadows.core.description import Description, ElementInfo
-    from shadows.core.interface import ShadowLike
-
-DICT_ENCODING = {"encoding-type": "dict", "encoding-version": "0.1.0"}
 MUDATA_HEADER_BYTES = 512  # mudata marks .h5mu files with a text header in the HDF5 user block
+ANNDATA_SLOTS = ("obsm", "varm", "obsp", "varp", "layers")
+MUDATA_SLOTS = ("obsm", "varm", "obsp", "varp", "obsmap", "varmap")
 
 
-def _group(parent: Any, name: str, attrs: dict[str, Any]) -> Any:
-    group = parent.create_group(name)
-    for key, value in attrs.items():
-        group.attrs[key] = value
-    return group
+class Exportable(Protocol):
+    """What an export reads of a shadow or view (an AnnData or MuData shadow; a MuData's also has ``mod``)."""
+
+    def describe(self) -> Any: ...  # its elements (shadows.core.description.Description)
+
+    def element_value(self, path: str) -> Any: ...  # the element at path to write (a matrix: its dask graph)
 
 
-def _put(group: Any, name: str, value: Any, label: str) -> None:
-    """Write one element (a dask array streamed), named on the job's progress bar, which counts it."""
-    bar = progress_bar.current()
-    if bar is not None:
-        bar.element(label)
-    if is_dask(value):
-        write_value(group, name, value)  # counts its blocks
-        return
-    _write_elem(group, name, value)
-    if bar is not None:
-        bar.advance()
+def streamer(counted: Collection[str]) -> Callable[..., None]:
+    """The callback of anndata's ``write_dispatched``: it writes an element with anndata's ``write_func``,
+    but streams a dask array at one of the ``counted`` paths (``X``, ``obsm/X_pca``, ``mod/rna/raw/X``...:
+    from the file's root, each counted as a whole) with :func:`shadows.writing.commit.write_value`, which
+    counts its blocks. An element at a ``counted`` path is named on the job's progress bar and counted.
+    """
+    def callback(write_func: Any, store: Any, elem_name: str, elem: Any, *, iospec: Any, dataset_kwargs: Any) -> None:
+        path = (elem_name if elem_name.startswith("/") else f"{store.name}/{elem_name}").strip("/")
+        bar = progress_bar.current() if path in counted else None
+        if bar is not None:
+            bar.element(path)
+        if path in counted and is_dask(elem):
+            write_value(store, PurePosixPath(elem_name).name, elem)  # counts its blocks
+            return
+        write_func(store, elem_name, elem, dataset_kwargs=dataset_kwargs)
+        if bar is not None:
+            bar.advance()
+
+    return callback
 
 
 def string_categoricals(frame: pd.DataFrame) -> dict[str, pd.Categorical]:
@@ -91,7 +101,7 @@ def with_categoricals(frame: pd.DataFrame, converted: dict[str, pd.Categorical])
     return frame
 
 
-def _annotation(shadow: ShadowLike, rel: str, stage: bool) -> Any:
+def _annotation(shadow: Exportable, rel: str, stage: bool) -> Any:
     """The obs or var dataframe of ``shadow`` to write, its string columns made categoricals as anndata's
     writers make them; with ``stage`` the shadow keeps them so in memory (▲), as anndata's
     ``write_h5ad`` leaves the AnnData it writes (a view becomes a shadow of its own, as anndata's view
@@ -111,53 +121,42 @@ def _annotation(shadow: ShadowLike, rel: str, stage: bool) -> Any:
     return with_categoricals(frame, converted)
 
 
-def _write_annotations(shadow: ShadowLike, described: Description, target: Any, attrs: dict[str, Any],
-                       where: str) -> None:
-    """What AnnData and MuData groups share: their encoding, obs, var, the aligned slots and uns."""
-    for key, value in attrs.items():
-        target.attrs[key] = value
-    stage = described.kind != "MuData"  # an AnnData's were converted (and staged) by write_anndata
-    _put(target, "obs", _annotation(shadow, "obs", stage), f"{where}obs")
-    _put(target, "var", _annotation(shadow, "var", stage), f"{where}var")
-    for slot in _slots(described):
-        group = _group(target, slot, DICT_ENCODING)
-        for element in described.slot(slot):
-            _put(group, element.key, shadow.element_value(f"{slot}/{element.key}"), f"{where}{slot}/{element.key}")
-    _put(target, "uns", shadow.element_value("uns"), f"{where}uns")
-
-
-def _slots(described: Description) -> tuple[str, ...]:
-    extra = ("obsmap", "varmap") if described.kind == "MuData" else ("layers",)
-    return ("obsm", "varm", "obsp", "varp", *extra)
-
-
-def write_anndata(shadow: ShadowLike, target: Any, where: str = "") -> None:
-    """Every element of an AnnData shadow (or view) into the group ``target`` (``where``: its path, for
-    the progress bar).
+def in_memory(shadow: Exportable) -> Any:
+    """An AnnData of the elements of an AnnData shadow (or view) as written: matrices as their dask graphs,
+    obs, var and raw.var with string columns made categoricals (see :func:`_annotation`).
     """
+    import anndata
+
     from shadows.elements.sparse_chunk import to_plain
 
-    for rel in ("obs", "var"):  # first: a view that stages them becomes a shadow of its own
-        _annotation(shadow, rel, stage=True)
-    described = shadow.describe()
-    _write_annotations(shadow, described, target, {"encoding-type": "anndata", "encoding-version": "0.1.0"}, where)
-    if described.has("X"):
-        x = shadow.element_value("X")
-        _put(target, "X", x if is_dask(x) else to_plain(x), f"{where}X")
-    if described.has("raw"):
-        group = _group(target, "raw", {"encoding-type": "raw", "encoding-version": "0.1.0"})
-        for part in ("X", "var", "varm"):
-            value = shadow.element_value(f"raw/{part}")
-            if part == "var" and isinstance(value, pd.DataFrame):  # as anndata's writers convert raw.var
-                value = _raw_var(shadow, value)
-            _put(group, part, value, f"{where}raw/{part}")
+    obs, var = (_annotation(shadow, rel, stage=True) for rel in ("obs", "var"))  # first: a view staging them
+    described = shadow.describe()                                                # becomes a shadow of its own
+    x = shadow.element_value("X") if described.has("X") else None
+    slots = {s: {e.key: shadow.element_value(f"{s}/{e.key}") for e in described.slot(s)} for s in ANNDATA_SLOTS}
+    with anndata_writing():
+        adata = anndata.AnnData(X=to_plain(x), obs=obs, var=var, uns=shadow.element_value("uns"), **slots)
+        if described.has("raw"):
+            adata.raw = anndata.AnnData(X=shadow.element_value("raw/X"), obs=pd.DataFrame(index=adata.obs_names),
+                                        var=_raw_var(shadow, shadow.element_value("raw/var")),
+                                        varm=shadow.element_value("raw/varm"))
+    return adata
 
 
-def _raw_var(shadow: ShadowLike, var: pd.DataFrame) -> pd.DataFrame:
+def _counted(adata: Any, prefix: str = "") -> dict[str, Any]:
+    """The elements of ``adata`` written at ``prefix`` that the progress bar counts, by path."""
+    raw = {} if adata.raw is None else {"raw/X": adata.raw.X, "raw/var": adata.raw.var, "raw/varm": adata.raw.varm}
+    counted = {"obs": adata.obs, "var": adata.var, "uns": adata.uns, "X": adata.X, **raw,
+               **{f"{slot}/{key}": value for slot in ANNDATA_SLOTS for key, value in getattr(adata, slot).items()}}
+    return {prefix + path: value for path, value in counted.items() if value is not None}
+
+
+def _raw_var(shadow: Exportable, var: Any) -> Any:
     """raw.var to write, its string columns made categoricals. A raw assigned in memory (an
     ``anndata.Raw``) keeps them, as anndata's writers leave it; the stored raw of a shadow is converted
     in what is written only (raw is changed in memory as a whole, not column by column).
     """
+    if not isinstance(var, pd.DataFrame):  # a lazy table backend's frame (not converted)
+        return var
     converted = string_categoricals(var)
     raw = shadow.raw
     if converted and isinstance(getattr(raw, "var", None), pd.DataFrame) and raw.var is var:
@@ -167,53 +166,52 @@ def _raw_var(shadow: ShadowLike, var: pd.DataFrame) -> pd.DataFrame:
     return with_categoricals(var, converted)
 
 
-def write_mudata(shadow: ShadowLike, target: Any) -> None:
-    """Every element of a MuData shadow (or view) and of its modalities into the group ``target``; a
-    modality given in memory as an AnnData is written by anndata.
+def anndata_job(shadow: Exportable) -> tuple[dict[str, Any], Callable[[Any], None]]:
+    """The elements the bar counts, by path, and what writes an AnnData shadow (or view) into a group."""
+    adata = in_memory(shadow)
+    counted = _counted(adata)
+    return counted, lambda target: write_dispatched(target, "/", adata, streamer(counted))
+
+
+def mudata_job(shadow: Exportable) -> tuple[dict[str, Any], Callable[[Any], None]]:
+    """The elements the bar counts, by path, and what writes a MuData shadow (or view) into a group.
+
+    anndata has no writer for a MuData (mudata's ``write_h5mu`` writes the root group itself, element by
+    element), so only the root's attributes, ``mod`` and ``mod-order`` are written here; anndata's
+    ``write_dispatched`` writes each of its elements and modalities (see :func:`in_memory`).
     """
     described = shadow.describe()
-    _write_annotations(shadow, described, target,
-                       {"encoding-type": "MuData", "encoding-version": "0.1.0", "axis": described.axis}, "")
-    mods = target.create_group("mod")
-    mods.attrs["mod-order"] = list(shadow.mod)
+    elements = {"obs": _annotation(shadow, "obs", stage=False), "var": _annotation(shadow, "var", stage=False),
+                "uns": shadow.element_value("uns"),
+                **{slot: {e.key: shadow.element_value(f"{slot}/{e.key}") for e in described.slot(slot)}
+                   for slot in MUDATA_SLOTS}}
+    counted = {"obs": elements["obs"], "var": elements["var"], "uns": elements["uns"],
+               **{f"{slot}/{key}": value for slot in MUDATA_SLOTS for key, value in elements[slot].items()}}
+    modalities = {}
     for name, modality in shadow.mod.items():
         if described.modalities[name].source is None:  # an AnnData in memory: converted as mudata does
             modality.strings_to_categoricals()
             if modality.raw is not None:
                 modality.strings_to_categoricals(modality.raw.var)
-            _put(mods, name, modality, f"mod/{name}")
+            modalities[name] = counted[f"mod/{name}"] = modality
         else:
-            write_anndata(modality, mods.create_group(name), f"mod/{name}/")
+            modalities[name] = in_memory(modality)
+            counted.update(_counted(modalities[name], f"mod/{name}/"))
+
+    def write(target: Any) -> None:
+        target.attrs.update({"encoding-type": "MuData", "encoding-version": "0.1.0", "axis": described.axis})
+        callback = streamer(counted)
+        for key, value in elements.items():
+            write_dispatched(target, key, value, callback)
+        mods = target.create_group("mod")
+        mods.attrs["mod-order"] = list(modalities)
+        for name, adata in modalities.items():
+            write_dispatched(mods, name, adata, callback)
+
+    return counted, write
 
 
-def blocks_to_write(shadow: ShadowLike) -> int:
-    """What an export of ``shadow`` counts on its progress bar (see :mod:`shadows.progress`)."""
-    described = shadow.describe()
-    total = 3  # obs, var, uns
-    for slot in _slots(described):
-        total += sum(_blocks(shadow, f"{slot}/{e.key}", e) for e in described.slot(slot))
-    if described.kind == "MuData":
-        for name, modality in shadow.mod.items():
-            total += 1 if described.modalities[name].source is None else blocks_to_write(modality)
-        return total
-    for x in described.slot("X"):
-        total += _blocks(shadow, "X", x)
-    raw = described.slot("raw")
-    if raw:
-        total += _blocks(shadow, "raw/X", raw[0]) + 2  # raw's X, then its var and varm at once
-    return total
-
-
-def _blocks(shadow: ShadowLike, rel: str, element: ElementInfo) -> int:
-    """The blocks writing ``rel`` counts. Only a matrix (stored, or changed in memory) can be a dask array
-    written block by block; anything else stored is written at once and not read to be counted.
-    """
-    if not element.changed and element.kind not in ("dense", "sparse"):
-        return 1
-    return progress_bar.blocks_of(shadow.element_value(rel))
-
-
-def export(shadow: ShadowLike, path: str | os.PathLike, format: str, *, progress: bool = False,
+def export(shadow: Exportable, path: str | os.PathLike, format: str, *, progress: bool = False,
            overwrite: bool = False) -> Path:
     """Write ``shadow`` (AnnData or MuData, root or view) as a new file at ``path``.
 
@@ -245,16 +243,16 @@ def export(shadow: ShadowLike, path: str | os.PathLike, format: str, *, progress
     check_target(path, described.source, overwrite)
     scratch = path.with_name(f".{path.name}.shadows-tmp-{uuid.uuid4().hex}")
     mudata_file = described.kind == "MuData"
-    writer = write_mudata if mudata_file else write_anndata
+    counted, writer = (mudata_job if mudata_file else anndata_job)(shadow)
     reads = [] if described.source is None else [described.source]
     try:
-        with progress_bar.job(blocks_to_write(shadow) if progress else 0, progress, verb="exporting",
+        with progress_bar.job(sum(map(progress_bar.blocks_of, counted.values())), progress, verb="exporting",
                               on_cluster=writes_on_cluster(format == "zarr", reads=reads)):
             if format == "hdf5":
                 import h5py
 
                 with h5py.File(scratch, "w-", userblock_size=MUDATA_HEADER_BYTES if mudata_file else None) as file:
-                    writer(shadow, file)
+                    writer(file)
                 if mudata_file:
                     with scratch.open("r+b") as raw:
                         raw.write(b"MuData (format-version=0.1.0;creator=shadows)".ljust(MUDATA_HEADER_BYTES, b"\0"))
@@ -262,7 +260,7 @@ def export(shadow: ShadowLike, path: str | os.PathLike, format: str, *, progress
                 import zarr
 
                 os.mkdir(scratch)  # fails on anything already there, a symbolic link included
-                writer(shadow, zarr.open_group(str(scratch), mode="w-", zarr_format=zarr_write_format(anndata)))
+                writer(zarr.open_group(str(scratch), mode="w-", zarr_format=zarr_write_format(anndata)))
                 with warnings.catch_warnings():  # anndata writes v3 consolidated metadata too (zarr warns)
                     warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
                     zarr.consolidate_metadata(str(scratch))
