@@ -464,7 +464,8 @@ class ShadowBase(ElementReading, ElementChanges):
             before = self._conn.content
             try:
                 with progress_bar.job(transaction.blocks_to_commit(elements, columns), progress,
-                                      on_cluster=writes_on_cluster(self._ref.format == "zarr", reads=[self._ref.path])):
+                                      on_cluster=writes_on_cluster(self._ref.capabilities.workers_write,
+                                                                   reads=[self._ref.path])):
                     commit(self._conn, elements, columns)
             except BaseException:
                 self._conn.wrote()  # part of it may be in the file
