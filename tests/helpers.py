@@ -147,19 +147,21 @@ def count_reads(monkeypatch):
 
 
 def _count_hdf5_range_reads(monkeypatch, count) -> None:
-    """Also count the reads shadows makes of many ranges at once through HDF5's low-level API
-    (``nodes.read_ranges``, which h5py's ``Dataset.__getitem__`` does not see): ``count(name, out)``.
+    """Also count the reads shadows makes of many ranges at once of an HDF5 dataset, past h5py's
+    ``Dataset.__getitem__`` (``StoredArray.read_ranges``: HDF5's low-level API, or ``pread``):
+    ``count(name, out)``.
     """
-    from shadows.backends import nodes
+    from shadows.backends.abc import StoredArray
+    from shadows.backends.hdf5_arrays import Hdf5Array
 
-    read_ranges = nodes.read_ranges
+    read_ranges = StoredArray.read_ranges
 
-    def counted(node, starts, stops, out):
-        read_ranges(node, starts, stops, out)
-        if nodes.is_hdf5(node) and starts.size > 1:
-            count(node.name.lstrip("/"), out)
+    def counted(self, starts, stops, out):
+        read_ranges(self, starts, stops, out)
+        if isinstance(self, Hdf5Array) and starts.size > 1:
+            count(self.node.name.lstrip("/"), out)
 
-    monkeypatch.setattr(nodes, "read_ranges", counted)
+    monkeypatch.setattr(StoredArray, "read_ranges", counted)
 
 
 def assert_mudata_matches(shadow, oracle) -> None:

@@ -105,11 +105,12 @@ def files_bytes(path, element):
 
 def test_nearby_rows_coalesce_into_one_read(big_files, monkeypatch):
     """Close rows are read as one range; the ranges of a task go to HDF5 in one call."""
-    from shadows.backends import nodes
+    from shadows.backends import handles, hdf5_raw
+    from shadows.backends.abc import StoredArray
 
     files, X = big_files
     calls, ranges = Counter(), []
-    getitem, read_direct, read_ranges = h5py.Dataset.__getitem__, h5py.Dataset.read_direct, nodes.read_ranges
+    getitem, read_direct, read_ranges = h5py.Dataset.__getitem__, h5py.Dataset.read_direct, StoredArray.read_ranges
 
     def counting(original):
         def counted(self, *args, **kwargs):
@@ -118,17 +119,22 @@ def test_nearby_rows_coalesce_into_one_read(big_files, monkeypatch):
 
         return counted
 
-    def ranges_counted(node, starts, stops, out):
-        if node.name == "/X/data":
+    def ranges_counted(self, starts, stops, out):
+        if self.node.name == "/X/data":
             ranges.append(list(zip(starts.tolist(), stops.tolist(), strict=True)))
-        return read_ranges(node, starts, stops, out)
+        return read_ranges(self, starts, stops, out)
 
     view = AnnDataShadow(files["h5ad"])[[100, 101, 103, 104, 110, 15_000]]
-    monkeypatch.setattr(nodes.hdf5_raw, "layout", lambda node: None)  # HDF5's selections (read raw: no gaps)
+    monkeypatch.setattr(hdf5_raw, "eligible", lambda node: False)  # HDF5's selections (read raw: no gaps)
+    handles.release(str(files["h5ad"]))  # wrapped anew, now
     monkeypatch.setattr(h5py.Dataset, "__getitem__", counting(getitem))
     monkeypatch.setattr(h5py.Dataset, "read_direct", counting(read_direct))
-    monkeypatch.setattr(nodes, "read_ranges", ranges_counted)
-    subset = view.X
+    monkeypatch.setattr(StoredArray, "read_ranges", ranges_counted)
+    try:
+        subset = view.X
+    finally:
+        monkeypatch.undo()
+        handles.release(str(files["h5ad"]))  # later tests wrap X/data as it is
     assert (subset != X[[100, 101, 103, 104, 110, 15_000]]).nnz == 0
     assert len(ranges) == 1 and len(ranges[0]) == 2  # rows 100..110 as one range, row 15000 another: one call
     assert calls["/X/data"] == 0
@@ -142,12 +148,13 @@ def test_scattered_rows_of_hdf5_are_read_into_the_result_itself(big_files, monke
     import types
 
     import shadows.elements.sparse as sparse_module
-    from shadows.backends import nodes
+    from shadows.backends import handles, hdf5_arrays, hdf5_raw
 
     files, X = big_files
     monkeypatch.setattr(sparse_module, "TARGET_NNZ_PER_TASK", 20_000)  # many tasks' worth of rows
-    monkeypatch.setattr(nodes, "HYPERSLABS_PER_READ", 7)
-    monkeypatch.setattr(nodes.hdf5_raw, "layout", lambda node: None)  # through HDF5's selections
+    monkeypatch.setattr(hdf5_arrays, "HYPERSLABS_PER_READ", 7)
+    monkeypatch.setattr(hdf5_raw, "eligible", lambda node: False)  # through HDF5's selections
+    handles.release(str(files["h5ad"]))  # wrapped anew, now
     rows = np.sort(np.random.default_rng(3).choice(N_OBS, N_OBS // 10, replace=False))
     read_calls = []
 
@@ -164,13 +171,15 @@ def test_scattered_rows_of_hdf5_are_read_into_the_result_itself(big_files, monke
         def __getattr__(self, name):
             return getattr(h5py, name)
 
-    monkeypatch.setattr(nodes, "_h5py", lambda: H5py("h5py"))
+    monkeypatch.setattr(hdf5_arrays, "_h5py", lambda: H5py("h5py"))
     tracemalloc.start()
     try:
         subset = view.X
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+        monkeypatch.undo()
+        handles.release(str(files["h5ad"]))  # later tests wrap X/data as it is
     assert (subset != X[rows]).nnz == 0
     selected = subset.data.nbytes + subset.indices.nbytes + subset.indptr.nbytes
     assert peak < 1.25 * selected, (peak, selected)  # through the blocks' concatenation: 2x and more
@@ -193,7 +202,8 @@ RAW_LAYOUTS = {
 def test_scattered_ranges_of_an_uncompressed_dataset_are_read_at_hdf5s_offsets(tmp_path, layout, monkeypatch):
     """Ranges (some across chunk boundaries, some empty) read straight from the file equal h5py's read
     of them; compressed datasets and files open for writing go through HDF5."""
-    from shadows.backends import hdf5_raw, nodes
+    from shadows.backends import hdf5_raw
+    from shadows.backends.abc import stored
 
     values = np.arange(10_000, dtype=np.float32) * 1.5
     options, raw_expected = RAW_LAYOUTS[layout]
@@ -208,10 +218,13 @@ def test_scattered_ranges_of_an_uncompressed_dataset_are_read_at_hdf5s_offsets(t
     for mode in ("r", "r+"):
         with h5py.File(tmp_path / "f.h5", mode) as f:
             out = np.empty(expected.size, dtype=np.float32)
-            nodes.read_ranges(f["v"], starts, stops, out)
+            array = stored(f["v"])
+            array.read_ranges(starts, stops, out)
             np.testing.assert_array_equal(out, expected)
             raw = hdf5_raw.layout(f["v"])
+            declared = array.capabilities.ranges
         assert (raw is not None) == (mode == "r" and raw_expected)
+        assert declared == ("preads" if raw is not None else "hyperslab-unions")  # as declared, read
     assert bool(pread_calls) == raw_expected
 
 

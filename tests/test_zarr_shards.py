@@ -20,7 +20,8 @@ from zarr.codecs import BytesCodec, GzipCodec, ShardingCodec, ZstdCodec
 from conftest import write
 from helpers import assert_value_equal, rechunk_sparse_x
 from shadows import AnnDataShadow, settings
-from shadows.backends import nodes, zarr_shards
+from shadows.backends import zarr_shards
+from shadows.backends.abc import stored
 from shadows.backends.fileref import resolve
 from shadows.errors import UnreadableDataError
 from test_mutation import KINDS, assert_same_state, make_counts, subject_and_oracle
@@ -77,7 +78,7 @@ def test_ranges_read_from_the_shards_are_zarrs_values(tmp_path, name, dtype):
     for seed in range(3):
         starts, stops = _ranges(seed)
         out = np.empty(int((stops - starts).sum()), dtype=dtype)
-        nodes.read_ranges(array, starts, stops, out)
+        stored(array).read_ranges(starts, stops, out)
         np.testing.assert_array_equal(out, _expected(values, starts, stops))
 
 
@@ -93,7 +94,7 @@ def test_only_the_touched_inner_chunks_are_read(tmp_path, monkeypatch):
     monkeypatch.setattr(zarr_shards, "_pread", counted)
     starts, stops = np.array([10, 60, 700]), np.array([20, 70, 701])  # inner chunks 0, 0-1 and 10 (shard 1)
     out = np.empty(21, dtype=np.float32)
-    nodes.read_ranges(array, starts, stops, out)
+    stored(array).read_ranges(starts, stops, out)
     np.testing.assert_array_equal(out, _expected(values, starts, stops))
     index_nbytes = (SHARD // INNER) * 16 + 4
     assert sorted(n == index_nbytes for n in reads) == [False, False, False, True, True]  # 2 indexes, 3 chunks
@@ -133,7 +134,7 @@ def test_arrays_it_does_not_take_are_read_through_zarr(tmp_path, layout):
         assert zarr_shards.layout(array) is None
         if array.ndim == 1:
             out = np.empty(40, dtype=np.float32)
-            nodes.read_ranges(array, np.array([0, 600]), np.array([20, 620]), out)
+            stored(array).read_ranges(np.array([0, 600]), np.array([20, 620]), out)
             assert np.all(out == 1.5)
 
 
@@ -158,7 +159,7 @@ def test_a_damaged_shard_fails_naming_the_store_and_the_element(tmp_path, damage
     _corrupt(tmp_path / "a.zarr", damage)
     out = np.empty(20, dtype=np.float32)
     with pytest.raises(UnreadableDataError, match="shard c/0") as error:
-        nodes.read_ranges(array, np.array([10, 100]), np.array([20, 110]), out)
+        stored(array).read_ranges(np.array([10, 100]), np.array([20, 110]), out)
     assert str(tmp_path / "a.zarr") in str(error.value)
 
 
@@ -166,7 +167,7 @@ def _read_in_child(path: str, queue) -> None:
     array = zarr.open_array(path, mode="r")
     starts, stops = _ranges(0)
     out = np.empty(int((stops - starts).sum()), dtype=np.float32)
-    nodes.read_ranges(array, starts, stops, out)
+    stored(array).read_ranges(starts, stops, out)
     queue.put(out.tolist())
 
 
@@ -175,7 +176,7 @@ def test_a_forked_child_decodes_on_threads_of_its_own(tmp_path):
     array, values = _array(tmp_path / "a.zarr")
     starts, stops = _ranges(0)
     out = np.empty(int((stops - starts).sum()), dtype=np.float32)
-    nodes.read_ranges(array, starts, stops, out)  # the parent's threads exist now
+    stored(array).read_ranges(starts, stops, out)  # the parent's threads exist now
     assert zarr_shards._pools
     context = multiprocessing.get_context("fork")
     queue = context.Queue()

@@ -19,7 +19,9 @@ from zarr.registry import register_pipeline
 from conftest import make_adata, write
 from helpers import rechunk_sparse_x
 from shadows import AnnDataShadow, settings
-from shadows.backends import nodes
+from shadows.backends import zarr_arrays
+from shadows.backends.abc import stored
+from shadows.backends.zarr_pipeline import uses_zarrs
 from shadows.errors import UnreadableDataError
 
 pytest.importorskip("zarrs")
@@ -71,10 +73,10 @@ def test_sharded_arrays_are_read_through_zarrs_unless_the_setting_says_no(sharde
 
     path, _ = sharded
     handles.release(str(path))
-    assert nodes.uses_zarrs(_data_node(path))
+    assert uses_zarrs(_data_node(path))
     handles.release(str(path))
     with settings.override(zarrs=False):
-        assert not nodes.uses_zarrs(_data_node(path))
+        assert not uses_zarrs(_data_node(path))
     handles.release(str(path))
 
 
@@ -82,7 +84,7 @@ def test_blosc_chunks_keep_zarrs_pipeline_and_their_checks(tmp_path):
     """anndata 0.12's layout (format 2, Blosc): its chunks are checked before numcodecs decodes them,
     which zarrs, reading the files itself, would pass by."""
     path = write(make_adata(), tmp_path / "v2.zarr", "zarr2")
-    assert not nodes.uses_zarrs(_data_node(path))
+    assert not uses_zarrs(_data_node(path))
 
 
 class _ChosenPipeline(BatchedCodecPipeline):
@@ -102,7 +104,7 @@ def test_zarrs_is_used_under_zarrs_default_or_a_user_choice_of_zarrs_and_any_oth
             handles.release(str(path))
             with zarr.config.set({"codec_pipeline.path": pipeline_path}):
                 node = _data_node(path)
-                assert nodes.uses_zarrs(node) is (name != "another"), name
+                assert uses_zarrs(node) is (name != "another"), name
                 if name == "another":
                     assert isinstance(node.async_array.codec_pipeline, _ChosenPipeline)
     finally:
@@ -129,7 +131,7 @@ def test_reads_of_a_sharded_store_agree_with_anndata(sharded, pipeline, selectio
     np.testing.assert_array_equal(got.toarray(), expected.toarray())
     lazy = AnnDataShadow(path, array_backend="dask")[rows][:, cols].X.compute()
     np.testing.assert_array_equal(lazy.toarray(), expected.toarray())
-    assert nodes.uses_zarrs(_data_node(path)) is pipeline
+    assert uses_zarrs(_data_node(path)) is pipeline
     handles.release(str(path))
 
 
@@ -144,7 +146,7 @@ def test_scattered_ranges_are_read_as_slices_of_whole_chunks(chunked, monkeypatc
     path, _ = chunked
     handles.release(str(path))
     node = _data_node(path)
-    assert nodes.uses_zarrs(node) and zarr_shards.layout(node) is None
+    assert uses_zarrs(node) and zarr_shards.layout(node) is None
     values = node[...]
     n = values.size
     rng = np.random.default_rng(per_read)
@@ -160,10 +162,10 @@ def test_scattered_ranges_are_read_as_slices_of_whole_chunks(chunked, monkeypatc
             sliced.append(key)
             return real(self, key)
 
-    monkeypatch.setattr(nodes, "ZARRS_VALUES_PER_READ", per_read)
+    monkeypatch.setattr(zarr_arrays, "ZARRS_VALUES_PER_READ", per_read)
     recording = Recording(node.async_array)
     out = np.empty(int((stops - starts).sum()), dtype=values.dtype)
-    nodes.read_ranges(recording, starts, stops, out)
+    stored(recording).read_ranges(starts, stops, out)
     np.testing.assert_array_equal(out, np.concatenate([values[a:b] for a, b in zip(starts, stops, strict=True)]))
     assert sliced and all(isinstance(k, slice) for k in sliced)
     assert all(k.start % INNER == 0 and (k.stop % INNER == 0 or k.stop == n) for k in sliced)
@@ -188,7 +190,7 @@ def test_a_damaged_shard_read_through_zarrs_names_the_element(tmp_path, damage):
     shard.write_bytes(raw[:-20] + b"\xff" * 10 + raw[-10:] if damage == "index" else raw[: len(raw) // 2])
     handles.release(str(path))
     shadow = AnnDataShadow(path)
-    assert nodes.uses_zarrs(_data_node(path))
+    assert uses_zarrs(_data_node(path))
     with warnings.catch_warnings(), pytest.raises(UnreadableDataError, match=r"X/data") as error:
         warnings.simplefilter("error")
         _ = shadow[10:300].X

@@ -109,12 +109,13 @@ def compute_on(client: Any, collection: Any, show_progress: bool) -> Any:
     return future.result()
 
 
-def writes_on_cluster(zarr_target: bool, reads: Iterable[str]) -> bool:
-    """Whether a write into a Zarr target (``zarr_target``) of what is read from the files ``reads`` (the
+def writes_on_cluster(workers_write: bool, reads: Iterable[str]) -> bool:
+    """Whether a write into a target that workers may write (``workers_write``: Zarr, see
+    :class:`~shadows.backends.storage.FileCapabilities`) of what is read from the files ``reads`` (the
     shadow's own) runs on a ``distributed.Client``'s workers: which progress bar shows. Values that read
     other files too are decided per element by :mod:`shadows.writing.streams`, which looks at their graphs.
     """
-    return zarr_target and current_client(reads=reads) is not None
+    return workers_write and current_client(reads=reads) is not None
 
 
 def compute(collection: Any) -> Any:

@@ -98,28 +98,10 @@ def read_zarr(store: Any, backed: bool | str | None = None, **kwargs: Any) -> Sh
 
 def _group_location(group: Any, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The path (or URL, with its fsspec options) that opens the ``zarr.Group`` ``group`` again."""
-    import zarr
+    from shadows.backends.storage import zarr_group_location
 
-    if not isinstance(group, zarr.Group):
-        raise TypeError(f"read_zarr takes a path, a URL or a zarr.Group, not {type(group).__name__}")
-    store = group.store
-    inner = group.path.strip("/")
-    if isinstance(store, zarr.storage.LocalStore):
-        root = os.fspath(store.root)
-    elif isinstance(store, zarr.storage.FsspecStore):
-        path = store.path.rstrip("/")
-        if "://" not in path:  # s3, gs...: the bucket and key (HTTP keeps the whole URL as its path)
-            protocol = store.fs.protocol[0] if isinstance(store.fs.protocol, tuple) else store.fs.protocol
-            path = f"{protocol}://{path}"
-        root = path
-        # zarr opened the filesystem asynchronous: shadows' own readers take the options synchronous
-        options = {k: v for k, v in (getattr(store.fs, "storage_options", {}) or {}).items()
-                   if k not in ("asynchronous", "loop")}
-        kwargs = {"storage_options": options, **kwargs}
-    else:
-        raise TypeError(f"read_zarr: a zarr.Group in a {type(store).__name__} cannot be shadowed: a shadow's tasks "
-                        "reopen the store by its location. Write it to a directory (or an fsspec URL) first")
-    return (f"{root.rstrip('/')}/{inner}" if inner else root), kwargs
+    location, options = zarr_group_location(group)
+    return location, kwargs if options is None else {"storage_options": options, **kwargs}
 
 
 def read(path: str | os.PathLike, *, backed: bool | str | None = None, **kwargs: Any) -> Shadow:

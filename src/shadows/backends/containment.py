@@ -313,6 +313,16 @@ def check_lookup(ref: Any, handle: Any, path: str) -> None:
         check_zarr_path(ref, path)
 
 
+def check_node(ref: Any, handle: Any, node: Any, path: str, walk: bool = False) -> None:
+    """Once a node is looked up (by a shadow's layout, before describing it): refuse an HDF5 node that
+    lies in another file, whose bytes do, or (``walk``) a group element holding an external link
+    (:func:`check_hdf5_node`). Nothing for Zarr: its folders are checked on the way to the node
+    (:func:`check_lookup`) and an array's when it is read (:func:`contained_node`).
+    """
+    if ref.format == "hdf5":
+        check_hdf5_node(ref, handle, node, path, walk=walk)
+
+
 def contained_node(ref: Any, path: str) -> Any:
     """The node at ``path`` through this process's read handle, checked before it is first returned.
 

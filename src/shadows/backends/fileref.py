@@ -93,6 +93,24 @@ class FileRef:
             return _containment.read_node(self, elem_path)
         return _containment.contained_node(self, elem_path)
 
+    def stored(self, elem_path: str):
+        """The array at ``elem_path`` (as :meth:`node` returns it, checked) wrapped as a
+        :class:`~shadows.backends.abc.StoredArray`: what element readers read values through. Wrapped
+        once per node looked up in this process (:func:`shadows.backends.handles.read_stored`).
+        """
+        from shadows.backends.handles import read_stored
+
+        return read_stored(self, elem_path, self.node(elem_path))
+
+    @property
+    def capabilities(self):
+        """What the file or store allows, from its format and location
+        (:class:`~shadows.backends.storage.FileCapabilities`).
+        """
+        from shadows.backends.storage import capabilities
+
+        return capabilities(self.path, self.format)
+
 
 def normalize_format(fmt: str | None) -> Format | None:
     """Map user spellings of a format (``"h5"``, ``"hdf5"``, ``"zarr"``...) to ``"hdf5"``/``"zarr"``."""

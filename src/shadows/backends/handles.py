@@ -191,6 +191,23 @@ def read_node(ref: Any, elem_path: str):
     return node
 
 
+def read_stored(ref: Any, elem_path: str, node: Any) -> Any:
+    """The :class:`~shadows.backends.abc.StoredArray` of ``node`` (the node at ``elem_path``, looked up
+    through this process's read handle: :func:`read_node`), wrapped once per node: the way it reads is
+    chosen once, and forgotten with the node when the handle is replaced.
+    """
+    from shadows.backends.abc import stored
+
+    entry = _entry(ref)
+    found = entry.arrays.get(elem_path)
+    if found is None or found.node is not node:
+        generation = entry.generation
+        found = stored(node)
+        if entry.generation == generation:  # not for a handle replaced meanwhile
+            entry.arrays[elem_path] = found
+    return found
+
+
 def release(path: str) -> None:
     """Drop this process's cached read handles and nodes of ``path`` (a file about to be replaced, for
     example); a handle shadows share stays open (see :func:`shadows.backends.registry.release`).

@@ -1,20 +1,23 @@
 """Scattered ranges of an uncompressed HDF5 dataset read straight from the file, at the byte offsets
 HDF5 itself reports for its storage.
 
-HDF5 spends about 12 µs per range of a selection (a union of hyperslabs, :func:`shadows.backends.nodes.
-read_ranges`): for the 256 scattered rows of a training minibatch that is most of the batch's time, and
-no HDF5 or h5py call reads many ranges faster. When a dataset's values lie in the file as they are (no
-filter, native byte order, contiguous or in allocated chunks), each range is a byte range of the file:
-one ``pread`` into the destination buffer per range (per piece of a range that crosses a chunk
-boundary). h5py gives what this needs: the file's descriptor (``get_vfd_handle``), a contiguous
-dataset's offset and each chunk's (``chunk_iter``, HDF5 ≥ 1.12.3); nothing is guessed from the format.
+HDF5 spends about 12 µs per range of a selection (a union of hyperslabs,
+:func:`shadows.backends.hdf5_arrays.read_hyperslab_unions`): for the 256 scattered rows of a training
+minibatch that is most of the batch's time, and no HDF5 or h5py call reads many ranges faster. When a
+dataset's values lie in the file as they are (no filter, native byte order, contiguous or in allocated
+chunks), each range is a byte range of the file: one ``pread`` into the destination buffer per range
+(per piece of a range that crosses a chunk boundary). h5py gives what this needs: the file's descriptor
+(``get_vfd_handle``), a contiguous dataset's offset and each chunk's (``chunk_iter``, HDF5 ≥ 1.12.3);
+nothing is guessed from the format.
 
 Only for files this process holds open read-only with HDF5's default file driver: while a file is open
-for writing, values written through h5py may still sit in HDF5's caches, not in the file. What a
-dataset's layout is gets looked up once per dataset object (the read handle's node cache keeps them; a
-handle opened anew after a write has new objects and new layouts), and checked then: the first and last
-values of the dataset read both ways must agree (HDF5 before 1.14.4 reported chunk addresses without
-the file's userblock, which ``.h5mu`` files have: such files are left to HDF5). The reads go through the
+for writing, values written through h5py may still sit in HDF5's caches, not in the file. Whether a
+dataset qualifies is said from its metadata alone (:func:`eligible`: what a wrapped dataset declares,
+:mod:`shadows.backends.hdf5_arrays`); what its layout is gets looked up once per dataset object (the
+read handle's node cache keeps them; a handle opened anew after a write has new objects and new
+layouts), and checked then: the first and last values of the dataset read both ways must agree (HDF5
+before 1.14.4 reported chunk addresses without the file's userblock, which ``.h5mu`` files have: such
+files are left to HDF5, and are not eligible to begin with). The reads go through the
 descriptor HDF5 holds (the process keeps one per file), checked before each batch of reads to still be
 that file (its device and inode), so a number a closed file gave back and another file took is not read.
 """
@@ -70,16 +73,41 @@ def layout(dataset: Any) -> RawLayout | None:
     return found
 
 
-def _find(dataset: Any) -> RawLayout | None:
-    """The layout as HDF5 reports it, reading through the file's own descriptor."""
+def eligible(dataset: Any) -> bool:
+    """Whether ``dataset``'s values lie in its file as they are, as far as its metadata says (no chunk
+    index walked, nothing read): the conditions of :func:`layout` but its chunks being all allocated and
+    HDF5's offsets agreeing with its reads, which :func:`layout` finds out on first use. A dataset
+    declared so is read by ``pread`` (:mod:`shadows.backends.hdf5_arrays`).
+    """
+    if not dataset.id.valid:
+        return False
     file = dataset.file
     dtype = dataset.dtype
     if not hasattr(os, "preadv") or file.mode != "r" or file.driver != "sec2" or dataset.ndim != 1 \
             or dtype.kind not in "biuf" or not dtype.isnative or dataset.size == 0:
-        return None
+        return False
     plist = dataset.id.get_create_plist()
     if plist.get_nfilters() or plist.get_external_count():
+        return False
+    kind = plist.get_layout()
+    if kind == _H5D_CONTIGUOUS:
+        return dataset.id.get_offset() is not None
+    if kind != _H5D_CHUNKED or not hasattr(dataset.id, "chunk_iter"):
+        return False
+    import h5py
+
+    # HDF5 before 1.14.4 reports chunk addresses without the userblock (.h5mu files have one): the check
+    # of :func:`_agrees` would refuse them, so they are not declared raw at all
+    return file.userblock_size == 0 or h5py.version.hdf5_version_tuple >= (1, 14, 4)
+
+
+def _find(dataset: Any) -> RawLayout | None:
+    """The layout as HDF5 reports it, reading through the file's own descriptor."""
+    if not eligible(dataset):
         return None
+    file = dataset.file
+    dtype = dataset.dtype
+    plist = dataset.id.get_create_plist()
     fd, size = file.id.get_vfd_handle(), int(dataset.size)
     stat = os.fstat(fd)
     file_id = (stat.st_dev, stat.st_ino)
@@ -89,8 +117,6 @@ def _find(dataset: Any) -> RawLayout | None:
         if offset is None:
             return None
         return RawLayout(fd, dtype.itemsize, 0, np.array([offset], dtype=np.int64), size, file_id)
-    if kind != _H5D_CHUNKED or not hasattr(dataset.id, "chunk_iter"):
-        return None
     chunk = int(dataset.chunks[0])
     found: dict[int, int] = {}
     dataset.id.chunk_iter(lambda info: found.__setitem__(int(info.chunk_offset[0]) // chunk, int(info.byte_offset)))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from shadows import progress
-from shadows.backends import hdf5_heaps, hdf5_raw, zarr_shards
+from shadows.backends import hdf5_heaps
 from shadows.backends.zarr_meta import MetaArray, MetaGroup, MetaNode
 from shadows.errors import ShadowsError, UnreadableDataError, element_message
 
@@ -109,23 +109,33 @@ def stored_dtype(node: Any) -> np.dtype:
     return dtype if isinstance(dtype, np.dtype) else np.dtype(getattr(dtype, "to_native_dtype", lambda: dtype)())
 
 
-#: Rows between two selected rows that are read anyway rather than split into two reads.
-COALESCE_GAP_ROWS = 1024
-#: Ranges joined into one HDF5 selection per read call (:func:`read_ranges`). HDF5 builds and walks a
-#: union of hyperslabs in time that grows faster than their count: 10,000 row ranges of the 1M-cell
-#: benchmark file took 2.1 s as one selection and 0.17 s as reads of 64-256 ranges (1,024: 0.21 s;
-#: 2,500: 0.38 s; one h5py call per range: 0.20 s), measured on its warm X/data.
-HYPERSLABS_PER_READ = 256
-#: Values one Zarr read of scattered ranges selects (:func:`read_ranges`; its positions take 8 bytes
-#: each). One orthogonal selection instead of a call per range: zarr decodes each chunk the ranges touch
-#: once and concurrently; 1 % of the rows of the 100k-cell benchmark store took 1.0 s range by range
-#: and 0.3 s as one selection (X/data, Zarr v3 sharded; v2: 0.58 s and 0.15 s).
-ZARR_POSITIONS_PER_READ = 1 << 21
-#: Values one read of an array zarrs decodes takes (:func:`read_ranges`): whole chunks, as a slice. Of
-#: the 100k-cell benchmark store in anndata 0.13's layout (Zarr v3 sharded), 1 % of the rows (X/data and
-#: X/indices) took 0.36 s as orthogonal selections, which zarrs hands back to zarr's pipeline, and as
-#: slices of the chunks they touch 0.30 s in slices of 2M or 4M values, 0.27 s of 8M, 0.28 s of 16M.
-ZARRS_VALUES_PER_READ = 1 << 23
+def raw_text(node: Any) -> str | None:
+    """What a plain read of a text array gives (as anndata reads one labelled ``array``): ``"bytes"``
+    (h5py's variable-length strings), or ``"str"`` in the storage's own text type (zarr: numpy's
+    ``StringDType`` or ``<U``); ``None`` for an array that holds no text.
+    """
+    if not is_string_dtype(node):
+        return None
+    return "bytes" if is_hdf5(node) else "str"
+
+
+def reference_path(node: Any, target: Any, path: str) -> str:
+    """The path in the file (no leading ``/``) of the node that ``target``, an attribute of the node at
+    ``path`` pointing at another node, names: an HDF5 object reference, or in Zarr a name beside ``path``.
+    """
+    if is_hdf5(node):
+        return node.file[target].name.lstrip("/")
+    return f"{path.rsplit('/', 1)[0]}/{target}"
+
+
+def create_array(group: Any, name: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...]) -> Any:
+    """A dataset (h5py) or array (zarr) ``group[name]`` to be filled region by region, in chunks of
+    ``chunks`` (cut to the shape; an empty array is contiguous in HDF5).
+    """
+    chunks = tuple(max(1, min(c, n)) for c, n in zip(chunks, shape, strict=True)) if all(shape) else None
+    if is_hdf5(group):
+        return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks)
+    return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks or (1,) * len(shape))
 
 
 def location(node: Any) -> tuple[str, str]:
@@ -179,168 +189,17 @@ def read(node: Any, selection: Any = (), decode: bool = True) -> np.ndarray:
 
     ``selection`` is a basic selection (slices/ints) or an increasing integer array of first-axis
     positions; for HDF5 such an array is read as a few contiguous spans (h5py's point selection is slow).
+    What element readers read many times goes through the node's :class:`~shadows.backends.abc.StoredArray`
+    (:meth:`~shadows.backends.fileref.FileRef.stored`), which reads the same way.
     """
+    if is_hdf5(node):
+        from shadows.backends.hdf5_arrays import read_values
+    else:
+        from shadows.backends.zarr_arrays import read_values
     with reading(node):
-        values = _read(node, selection, decode)
+        values = read_values(node, selection, decode)
     progress.count_read(getattr(values, "nbytes", 0))
     return values
-
-
-def _read(node: Any, selection: Any, decode: bool = True) -> np.ndarray:
-    if isinstance(selection, np.ndarray) and is_hdf5(node):
-        return _read_spans(node, selection, decode)
-    if not decode:
-        return node.oindex[selection] if isinstance(selection, np.ndarray) else node[selection]
-    if is_hdf5(node):
-        if is_string_dtype(node):
-            if node.dtype.kind == "S" or _h5py().check_string_dtype(node.dtype) is not None:
-                out = node.asstr()[selection]
-            else:
-                out = node[selection]
-            return np.asarray(out, dtype=object) if isinstance(out, np.ndarray) else out
-        return node[selection]
-    out = node.oindex[selection] if isinstance(selection, np.ndarray) else node[selection]
-    if is_string_dtype(node) and isinstance(out, np.ndarray):
-        out = out.astype(object)
-        if out.size and isinstance(out.flat[0], bytes):
-            out = np.vectorize(bytes.decode, otypes=[object])(out)
-    return out
-
-
-def read_ranges(node: Any, starts: np.ndarray, stops: np.ndarray, out: np.ndarray) -> None:
-    """Read the increasing, disjoint ranges ``node[starts[i]:stops[i]]`` (a numeric 1-d array) one after
-    another into ``out``.
-
-    An uncompressed HDF5 dataset of a file open read-only is read at the byte offsets HDF5 reports
-    (:mod:`shadows.backends.hdf5_raw`). Other HDF5 datasets are read in few calls: each a selection that is
-    the union of up to ``HYPERSLABS_PER_READ`` ranges (h5py's high-level indexing takes one range per
-    call, and each call costs about as much as reading a short row). A local sharded Zarr array in the
-    layouts :mod:`shadows.backends.zarr_shards` takes (anndata 0.13's) is read from its shard files, each
-    touched inner chunk decoded once on a thread per core; an array zarrs decodes, as slices of the whole
-    chunks the ranges touch; any other Zarr array as one orthogonal selection of their positions per
-    ``ZARR_POSITIONS_PER_READ`` values: zarr then decodes each chunk (or a shard's inner chunk) the ranges
-    touch once, concurrently.
-    """
-    lengths = stops - starts
-    total = int(lengths.sum())
-    if total != out.size:
-        raise ValueError(f"{out.size} values to fill from ranges holding {total}")
-    if total == 0:
-        return
-    with reading(node):
-        raw = hdf5_raw.layout(node) if is_hdf5(node) and starts.size > 1 else None
-        shards = zarr_shards.layout(node) if raw is None and not is_hdf5(node) and starts.size > 1 else None
-        if raw is not None:
-            hdf5_raw.read_ranges(raw, starts, lengths, out)
-        elif shards is not None:
-            zarr_shards.read_ranges(shards, starts, lengths, out)
-        elif is_hdf5(node) and starts.size > 1:
-            _read_hyperslab_unions(node, starts, lengths, out)
-        elif starts.size > 1 and uses_zarrs(node):
-            _read_whole_chunks(node, starts, lengths, out)
-        elif starts.size > 1:
-            _read_zarr_positions(node, starts, lengths, out)
-        else:
-            at = 0
-            for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
-                out[at : at + stop - start] = node[start:stop]
-                at += stop - start
-    progress.count_read(total * out.itemsize)
-
-
-def _read_zarr_positions(node: Any, starts: np.ndarray, lengths: np.ndarray, out: np.ndarray) -> None:
-    """:func:`read_ranges` for a Zarr array: the ranges' positions as orthogonal selections of at most
-    about ``ZARR_POSITIONS_PER_READ`` values (a range is never split).
-    """
-    ends = np.cumsum(lengths)
-    first, at = 0, 0
-    while first < starts.size:
-        last = max(int(np.searchsorted(ends, at + ZARR_POSITIONS_PER_READ, side="right")), first + 1)
-        count = int(ends[last - 1]) - at
-        out[at : at + count] = node.oindex[concatenated_ranges(starts[first:last], lengths[first:last])]
-        first, at = last, at + count
-
-
-def uses_zarrs(node: Any) -> bool:
-    """Whether ``node`` is a Zarr array read through zarrs' codec pipeline
-    (:mod:`shadows.backends.zarr_pipeline`).
-    """
-    pipeline = getattr(getattr(node, "async_array", None), "codec_pipeline", None)
-    return type(pipeline).__module__.startswith("zarrs")
-
-
-def _read_whole_chunks(node: Any, starts: np.ndarray, lengths: np.ndarray, out: np.ndarray) -> None:
-    """:func:`read_ranges` for a Zarr array zarrs decodes: the chunks the ranges touch (a shard's inner
-    chunks), as slices of at most ``ZARRS_VALUES_PER_READ`` values over runs of touched chunks (joined
-    across one untouched chunk), the ranges' values copied out of each. zarrs decodes a slice's chunks in
-    parallel; memory holds one slice beside ``out``.
-    """
-    chunk = int(node.chunks[0])
-    step = max(chunk, ZARRS_VALUES_PER_READ // chunk * chunk)
-    keep = lengths > 0
-    starts, lengths = starts[keep], lengths[keep]
-    stops = starts + lengths
-    out_at = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    first, last = starts // chunk, (stops - 1) // chunk
-    breaks = np.flatnonzero(first[1:] > last[:-1] + 2) + 1  # ranges are increasing: so are first and last
-    run_lo = first[np.concatenate([[0], breaks])] * chunk
-    run_hi = np.minimum((last[np.concatenate([breaks - 1, [last.size - 1]])] + 1) * chunk, node.shape[0])
-    for lo, hi in zip(run_lo.tolist(), run_hi.tolist(), strict=True):
-        for begin in range(lo, hi, step):
-            end = min(begin + step, hi)
-            a, b = int(np.searchsorted(stops, begin, side="right")), int(np.searchsorted(starts, end))
-            clipped_lo, clipped_hi = np.maximum(starts[a:b], begin), np.minimum(stops[a:b], end)
-            counts = clipped_hi - clipped_lo
-            block = node[begin:end]
-            source = concatenated_ranges(clipped_lo - begin, counts)
-            target = concatenated_ranges(out_at[a:b] + (clipped_lo - starts[a:b]), counts)
-            out[target] = block[source]
-
-
-def concatenated_ranges(firsts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """The positions ``firsts[i] : firsts[i] + counts[i]``, one range after another."""
-    total = int(counts.sum())
-    return np.repeat(firsts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(total)
-
-
-def _read_hyperslab_unions(node: Any, starts: np.ndarray, lengths: np.ndarray, out: np.ndarray) -> None:
-    """:func:`read_ranges` for an HDF5 dataset: ``HYPERSLABS_PER_READ`` ranges per read call."""
-    h5s = _h5py().h5s
-    at = 0
-    for first in range(0, starts.size, HYPERSLABS_PER_READ):
-        batch_starts = starts[first : first + HYPERSLABS_PER_READ].tolist()
-        batch_lengths = lengths[first : first + HYPERSLABS_PER_READ].tolist()
-        count = sum(batch_lengths)
-        if not count:
-            continue
-        file_space = node.id.get_space()
-        file_space.select_none()
-        for start, length in zip(batch_starts, batch_lengths, strict=True):
-            if length:
-                file_space.select_hyperslab((start,), (length,), op=h5s.SELECT_OR)
-        node.id.read(h5s.create_simple((count,)), file_space, out[at : at + count])
-        at += count
-
-
-def row_spans(rows: np.ndarray, gap: int = COALESCE_GAP_ROWS) -> list[tuple[int, int, np.ndarray]]:
-    """Group increasing positions into spans ``(start, stop, positions - start)``, merging small gaps."""
-    if rows.size == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(rows) > gap) + 1
-    spans = []
-    for part in np.split(rows, breaks):
-        start = int(part[0])
-        spans.append((start, int(part[-1]) + 1, part - start))
-    return spans
-
-
-def _read_spans(node: Any, rows: np.ndarray, decode: bool = True) -> np.ndarray:
-    spans = row_spans(rows)
-    if not spans:
-        return _read(node, slice(0, 0), decode)
-    # _read, not read: the caller's read counts these bytes once (the progress bar)
-    parts = [_read(node, slice(start, stop), decode)[offsets] for start, stop, offsets in spans]
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def missing_chunks(node: Any, positions: np.ndarray) -> list[str]:

@@ -1,6 +1,6 @@
-"""Ranges of a one-dimensional array cut at the edges of its chunks: what the readers that take values
-straight from a file (:mod:`shadows.backends.hdf5_raw`, :mod:`shadows.backends.zarr_shards`) read per
-chunk.
+"""Ranges of a one-dimensional array: cut at the edges of its chunks (what the readers that take values
+straight from a file, :mod:`shadows.backends.hdf5_raw` and :mod:`shadows.backends.zarr_shards`, read per
+chunk), and turned into the positions they hold.
 """
 
 from __future__ import annotations
@@ -28,3 +28,9 @@ def chunk_pieces(starts: np.ndarray, lengths: np.ndarray, chunk: int
     lo = np.maximum(starts[owner], chunks * chunk)
     hi = np.minimum(stops[owner], (chunks + 1) * chunk)
     return chunks, lo - chunks * chunk, hi - lo, at[owner] + (lo - starts[owner])
+
+
+def concatenated_ranges(firsts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The positions ``firsts[i] : firsts[i] + counts[i]``, one range after another."""
+    total = int(counts.sum())
+    return np.repeat(firsts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(total)

@@ -145,6 +145,8 @@ class FileEntry:
         self._task_group: Any = None
         self._groups: dict[str, Any] = {}
         self.nodes: dict[Any, Any] = {}  # by path (Zarr: path and pipeline, handles.read_node)
+        #: The stored arrays read tasks read through, each wrapping the node looked up (handles.read_stored).
+        self.arrays: dict[str, Any] = {}
         self._modes: dict[int, str] = {}
         self._users: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         #: The planner's content stamp (a FileRef's ``content``) last seen by read tasks, in a process
@@ -192,6 +194,14 @@ class FileEntry:
                 if group is None:
                     group = self._groups[mode] = self.openers.group(self.path, mode, self.storage_options, "")
         return group
+
+    def user_file(self, mode: str) -> Any:
+        """What a shadow in ``mode`` gives as its ``.file``: the shared ``h5py.File`` (whose mode is the
+        handle's), or a ``zarr.Group`` in ``mode``.
+        """
+        if self.format == "hdf5":
+            return self.metadata()
+        return self.group(mode)
 
     @property
     def users(self) -> int:
@@ -257,8 +267,11 @@ class FileEntry:
     # -- replacing the handle -----------------------------------------------------------------------
 
     def _drop_derived(self) -> None:
-        """Forget what was read through the handle: looked-up nodes, Zarr groups (their metadata)."""
+        """Forget what was read through the handle: looked-up nodes (and their stored arrays), Zarr groups
+        (their metadata).
+        """
         self.nodes.clear()
+        self.arrays.clear()
         self._task_group = None
         self._groups.clear()
 
@@ -335,6 +348,7 @@ class FileEntry:
             self.close_all()
         else:
             self.nodes.clear()
+            self.arrays.clear()
             self._task_group = None
 
 

@@ -18,9 +18,9 @@ An array is read through zarrs when all of these hold:
   keep zarr's pipeline.
 
 zarrs falls back to zarr's pipeline for selections it does not take (integer arrays, as in ``oindex``),
-which is why :func:`shadows.backends.nodes.read_ranges` reads scattered ranges of such arrays as slices of
-whole chunks (:func:`shadows.backends.nodes.uses_zarrs`), unless they are sharded in the layout
-:mod:`shadows.backends.zarr_shards` reads faster still.
+which is why scattered ranges of such arrays (:func:`uses_zarrs`) are read as slices of whole chunks
+(:mod:`shadows.backends.zarr_arrays`), unless they are sharded in the layout :mod:`shadows.backends.zarr_shards`
+reads faster still.
 """
 
 from __future__ import annotations
@@ -40,6 +40,12 @@ _DEFAULT_PIPELINE = "zarr.core.codec_pipeline.BatchedCodecPipeline"
 def zarrs_installed() -> bool:
     """Whether the ``zarrs`` package can be imported."""
     return find_spec("zarrs") is not None
+
+
+def uses_zarrs(node: Any) -> bool:
+    """Whether ``node`` is a Zarr array read through zarrs' codec pipeline."""
+    pipeline = getattr(getattr(node, "async_array", None), "codec_pipeline", None)
+    return type(pipeline).__module__.startswith("zarrs")
 
 
 def through_zarrs(array: Any) -> Any:

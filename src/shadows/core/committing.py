@@ -51,7 +51,8 @@ def commit_changes(shadow: ShadowBase, *, overwrite: bool, progress: bool) -> No
         before = shadow._conn.content
         try:
             with progress_bar.job(transaction.blocks_to_commit(elements, columns), progress,
-                                  on_cluster=writes_on_cluster(shadow._ref.format == "zarr", reads=[shadow._ref.path])):
+                                  on_cluster=writes_on_cluster(shadow._ref.capabilities.workers_write,
+                                                               reads=[shadow._ref.path])):
                 commit(shadow._conn, elements, columns)
         except BaseException:
             shadow._conn.wrote()  # part of it may be in the file

@@ -33,13 +33,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
+from shadows.backends import storage
 from shadows.backends.handles import connect
 from shadows.backends.registry import detach_soon
-from shadows.backends.remote import is_url, redact, supports_writes
-from shadows.errors import PermissionDeniedError, ReadOnlyError, ShadowsError
+from shadows.backends.remote import redact
+from shadows.errors import ShadowsError
 from shadows.writing.commit import check_no_zarr_writer
 
 MODES = ("r", "r+")
@@ -75,6 +75,8 @@ class Connection:
         self.path = path
         self.format = format
         self.storage_options = storage_options
+        #: What the file or store allows (:class:`~shadows.backends.storage.FileCapabilities`).
+        self.capabilities = storage.capabilities(path, format)
         self.mode = check_mode(mode)
         self._entry: Any = None
         self._generation = 0
@@ -112,12 +114,9 @@ class Connection:
         return entry
 
     def _check_writable(self) -> None:
-        if is_url(self.path):
-            check_remote_writable(self.path, self.format, self.storage_options)
-        else:
-            check_local_writable(self.path, self.format)
-            if self.format == "zarr":
-                check_no_zarr_writer(self.path)
+        storage.check_writable(self.path, self.format, self.storage_options)
+        if self.capabilities.elements == "folders":  # writers of a local store take a lock file in it
+            check_no_zarr_writer(self.path)
 
     def recover(self) -> None:
         """Reopen after a failed write (HDF5 may refuse to close cleanly what it could not write); the
@@ -180,33 +179,4 @@ class Connection:
     @property
     def file(self) -> Any:
         """The open ``h5py.File`` (shared), or a ``zarr.Group`` in this connection's mode (opened on first use)."""
-        entry = self._attached()
-        if self.format == "hdf5":
-            return entry.metadata()
-        return entry.group(self.mode)
-
-
-def check_remote_writable(url: str, format: str, storage_options: Mapping[str, Any] | None) -> None:
-    """Raise ReadOnlyError unless ``url`` is a Zarr store on a filesystem that takes writes."""
-    if format == "hdf5":
-        raise ReadOnlyError(f"{redact(url)}: an HDF5 file behind a URL can only be read; open it with mode='r' "
-                            "(or copy it to a local disk to write to it)")
-    if not supports_writes(url, storage_options):
-        raise ReadOnlyError(f"{redact(url)}: this filesystem does not take writes (HTTP); open it with mode='r'")
-
-
-def check_local_writable(path: str, format: str) -> None:
-    """Raise PermissionDeniedError unless this user may write the file, or the store's folders that a
-    commit renames in and out of (the root, its slots and their elements).
-    """
-    places = [path]
-    if format == "zarr":
-        root = Path(path)
-        slots = [e for e in os.scandir(root) if e.is_dir(follow_symlinks=False)]
-        places += [e.path for e in slots]
-        places += [e.path for slot in slots for e in os.scandir(slot.path) if e.is_dir(follow_symlinks=False)]
-    denied = [p for p in places if not os.access(p, os.W_OK)]
-    if denied:
-        shown = ", ".join(denied[:3]) + (f" and {len(denied) - 3} more" if len(denied) > 3 else "")
-        raise PermissionDeniedError(f"{path}: cannot open for writing (mode 'r+'): permission denied ({shown} not "
-                                    "writable by this user); check the permissions, or open it with mode='r'")
+        return self._attached().user_file(self.mode)

@@ -51,6 +51,8 @@ class Layout:
         self._handle = handle
         #: Whether to refuse what leads out of the file (see :mod:`shadows.backends.containment`).
         self._contain = not ref.allow_external
+        #: Whether paths are checked before each lookup: one may follow a link into another file (HDF5).
+        self._check_lookups = self._contain and ref.capabilities.lookups_follow_links
         self._paths_checked: set[str] = set()  # lookups repeat; their paths are checked once
         if self._contain and ref.root:
             containment.check_lookup(ref, handle, ref.root)
@@ -63,8 +65,8 @@ class Layout:
                 available = f"; available: {', '.join(nodes.child_names(handle[parent]))}"
             raise MissingElementError(element_message(ref.path, ref.root, f"not in the file{available}")) from None
         with translated(ref.display, "/"):
-            if self._contain and ref.root and ref.format == "hdf5":
-                containment.check_hdf5_node(ref, handle, self.group, ref.root)
+            if self._contain and ref.root:
+                containment.check_node(ref, handle, self.group, ref.root)
             self.keys = set(nodes.child_names(self.group))
         self._check()
         self._specs: dict[str, ElementSpec] = {}
@@ -108,7 +110,7 @@ class Layout:
         return rel
 
     def _node(self, rel: str) -> Any:
-        if self._contain and self.ref.format == "hdf5":
+        if self._check_lookups:
             self._check_path(rel)  # before h5py follows an external link
         try:
             with nodes.reading_element(self.ref.display, rel):
@@ -131,8 +133,8 @@ class Layout:
         """Refuse an HDF5 element that lies in another file, whose bytes do (external storage, virtual
         sources), or, for a group, that holds an external link; once per element, before describing it.
         """
-        if self._contain and self.ref.format == "hdf5":
-            containment.check_hdf5_node(self.ref, self._handle, node, self.path(rel), walk=True)
+        if self._contain:
+            containment.check_node(self.ref, self._handle, node, self.path(rel), walk=True)
 
     def _structured_parent(self, rel: str) -> tuple[str, str] | None:
         """For ``obsm/X_pca`` inside a structured obsm: ("obsm", "X_pca")."""

@@ -107,6 +107,12 @@ class ElementSpec:
         """Open this element's node (or a child of it) through the process's read handle."""
         return self.ref.node("/".join((self.path, *parts)) if parts else self.path)
 
+    def stored(self, *parts: str) -> Any:
+        """The element's array (or a child array of it) as a :class:`~shadows.backends.abc.StoredArray`:
+        what readers read values through and ask what the storage does cheaply (its ``capabilities``).
+        """
+        return self.ref.stored("/".join((self.path, *parts)) if parts else self.path)
+
     def graph(self) -> Any:
         """A dask collection that reads this element by path (no data is read to build it)."""
         raise NotImplementedError(f"{type(self).__name__} has no graph")  # pragma: no cover

@@ -50,11 +50,12 @@ def _size(nbytes: float) -> str:
     return ""  # pragma: no cover
 
 
-class StoredArray:
-    """A picklable stand-in for a stored array that ``dask.array.from_array`` slices.
+class ArrayProxy:
+    """A picklable stand-in for a stored array (or a box of it) that ``dask.array.from_array`` slices.
 
-    It reopens the file through the per-process handle cache on every read, so it travels to process
-    workers. ``__dask_tokenize__`` makes graph names depend on the file and element only.
+    It holds the element's spec, never an open array: each read goes to the element's
+    :class:`~shadows.backends.abc.StoredArray` through the per-process handle cache, so it travels to
+    process workers. ``__dask_tokenize__`` makes graph names depend on the file and element only.
     """
 
     def __init__(self, spec: DenseSpec, box: tuple[tuple[int, int], ...] | None = None):
@@ -69,7 +70,7 @@ class StoredArray:
         return self.spec.read_block(_shifted(key, tuple(start for start, _ in self.box)))
 
     def __dask_tokenize__(self):
-        return ("shadows.StoredArray", self.spec.ref, self.spec.path, self.shape, str(self.dtype), self.box)
+        return ("shadows.ArrayProxy", self.spec.ref, self.spec.path, self.shape, str(self.dtype), self.box)
 
 
 def _shifted(key: Any, offsets: tuple[int, ...]) -> Any:
@@ -158,9 +159,9 @@ class DenseSpec(ElementSpec):
         etype = attrs.get("encoding-type")
         if etype == "array" and nodes.stored_dtype(node).kind == "S":
             dtype = nodes.stored_dtype(node)  # fixed-length bytes: anndata reads them as bytes, not text
-        elif etype == "array" and nodes.is_hdf5(node) and nodes.is_string_dtype(node):
+        elif etype == "array" and nodes.raw_text(node) == "bytes":
             extra["bytes_text"] = True  # HDF5 variable-length strings labelled "array": anndata gives bytes
-        elif etype in ("array", "string-array") and not nodes.is_hdf5(node) and nodes.is_string_dtype(node):
+        elif etype in ("array", "string-array") and nodes.raw_text(node) == "str":
             extra["zarr_text"] = True  # anndata reads Zarr text as zarr does: see value_dtype
         return cls(ref, path, encoding, tuple(node.shape), dtype, extra=extra)
 
@@ -243,7 +244,7 @@ class DenseSpec(ElementSpec):
         """A chunk-planned dask array over ``box`` of the stored array (all of it for ``None``)."""
         import dask.array as da
 
-        proxy = StoredArray(self, box)
+        proxy = ArrayProxy(self, box)
         shape = proxy.shape
         # Tasks hold at most TARGET_CHUNK_BYTES each: a lower bound on their number, known before planning.
         self._require_graph(-(-self.nbytes(shape) // TARGET_CHUNK_BYTES), estimated=True, shape=shape)
@@ -255,7 +256,7 @@ class DenseSpec(ElementSpec):
 
     def read_block(self, key: Any) -> np.ndarray:
         """Read ``array[key]`` for a basic selection (what dask's tasks ask for)."""
-        return nodes.read(self.node(), key, decode=self._decode())
+        return self.stored().read(key, decode=self._decode())
 
     def materialize(self) -> np.ndarray:
         """Read the whole array in one read, decoded by anndata's own reader (the format authority)."""
@@ -269,10 +270,10 @@ class DenseSpec(ElementSpec):
         if len(self.shape):
             n = len(range(*rows.indices(self.shape[0]))) if isinstance(rows, slice) else len(rows)
             self.require_memory((n, *self.shape[1:]))
-        node, decode = self.node(), self._decode()
+        array, decode = self.stored(), self._decode()
         if isinstance(rows, slice) or len(self.shape) == 0:
-            return nodes.read(node, rows if len(self.shape) else (), decode)
-        return nodes.read(node, np.asarray(rows), decode)
+            return array.read(rows if len(self.shape) else (), decode)
+        return array.read(np.asarray(rows), decode)
 
 
 def _token(obj: Any) -> str:

@@ -30,11 +30,7 @@ class LegacyCategoricalSpec(ElementSpec):
 
     @classmethod
     def from_node(cls, ref, node, path, attrs):
-        target = node.attrs["categories"]
-        if nodes.is_hdf5(node):
-            categories_path = node.file[target].name.lstrip("/")
-        else:
-            categories_path = f"{path.rsplit('/', 1)[0]}/{target}"
+        categories_path = nodes.reference_path(node, node.attrs["categories"], path)
         return cls(ref, path, "categorical (anndata 0.7)", tuple(node.shape), "category",
                    extra={"categories": categories_path})
 

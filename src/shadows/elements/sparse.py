@@ -16,6 +16,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from shadows.backends import nodes
+from shadows.backends.abc import StoredArray
+from shadows.backends.ranges import concatenated_ranges
 from shadows.elements.base import ElementSpec, array_part, encoding_of, translating
 from shadows.elements.registry import register, register_sniffer
 from shadows.elements.sparse_chunk import CHUNK_TYPES, to_plain
@@ -131,7 +133,7 @@ class SparseSpec(ElementSpec):
         graph = da.Array(HighLevelGraph.from_collections(name, tasks, dependencies=()), name, chunks=chunks,
                          meta=self.meta())
         if minor_key is None and groups:  # whole rows (columns): each block's non-zeros are in indptr
-            _remember_block_nnz(name, self, groups)
+            graph.stored_blocks = StoredBlocks(self, groups)
         if order is not None:
             graph = graph[order] if self.major_axis == 0 else graph[:, order]
         return graph
@@ -168,14 +170,10 @@ class SparseSpec(ElementSpec):
         from shadows.cluster import current_client
 
         groups, order, minor_key, _ = self._plan(rows, cols)
-        data = self.node("data")
-        # Zarr: not for shards zarr's pipeline decodes, which decodes all the inner chunks a selection of
-        # positions touches at once (measured: 1 % of the rows of the 100k store, v3 sharded: 214 MiB in one
-        # pass, 65 MiB in tasks); zarr_shards decodes one inner chunk per thread at a time, zarrs is given
-        # slices of at most nodes.ZARRS_VALUES_PER_READ values
+        # not where reading many ranges at once holds more than the result (zarr's pipeline decodes every
+        # inner chunk of the shards a selection of positions touches at once: Capabilities.bounded_ranges)
         whole_rows_here = (len(groups) > 1 and minor_key is None
-                           and (nodes.is_hdf5(data) or getattr(data, "shards", None) is None
-                                or nodes.zarr_shards.layout(data) is not None or nodes.uses_zarrs(data))
+                           and self.stored("data").capabilities.bounded_ranges
                            and current_client(reads=[self.ref.path]) is None)
         if whole_rows_here:
             chunk = _read_whole_selection(self, groups)
@@ -188,6 +186,21 @@ class SparseSpec(ElementSpec):
             chunk = chunk[order] if self.major_axis == 0 else chunk[:, order]
         return chunk
 
+    def block_nnz(self, groups: list[range | np.ndarray]) -> np.ndarray:
+        """The non-zeros of the whole major positions of each of ``groups`` (increasing, in order), read
+        from the stored pointers: what each block of :meth:`select_graph` holds when it keeps every minor
+        position (its ``stored_blocks``, :class:`StoredBlocks`, asks this).
+        """
+        if all(isinstance(g, range) for g in groups):
+            bounds = np.array([g.start for g in groups] + [groups[-1].stop], dtype=np.int64)
+            # the pointers at the bounds: indptr[b] is where position b starts (the last: where b - 1 ends)
+            lo, hi = _pointers(self, np.append(bounds[:-1], bounds[-1] - 1))
+            return np.diff(np.append(lo[:-1], hi[-1]))
+        positions = np.concatenate([as_positions(g) for g in groups])
+        lo, hi = _pointers(self, positions)
+        firsts = np.cumsum([0] + [len(g) for g in groups[:-1]])
+        return np.add.reduceat(hi - lo, firsts)
+
     def _task_nnz(self, whole: bool) -> int:
         """Non-zeros per task: ``TARGET_NNZ_PER_TASK``, or for ``whole`` rows (columns of a CSC) of a Zarr
         matrix ``ZARR_CHUNKS_PER_TASK`` of its stored chunks of ``data`` (a shard's inner chunks) when that
@@ -195,10 +208,10 @@ class SparseSpec(ElementSpec):
         memory is what that workload is judged by (the 100k-cell Zarr store's gene column: 148-164 MiB with
         the larger tasks, under 150 MiB without).
         """
-        data = self.node("data")
-        if nodes.is_hdf5(data) or not whole:
+        data = self.stored("data").capabilities
+        if not data.unit_reads or not whole:
             return TARGET_NNZ_PER_TASK
-        return max(TARGET_NNZ_PER_TASK, ZARR_CHUNKS_PER_TASK * int(nodes.read_chunks(data)[0]))
+        return max(TARGET_NNZ_PER_TASK, ZARR_CHUNKS_PER_TASK * (data.decode_unit or 0))
 
     def _task_groups(self, to_read: AxisIndex, n_major: int, task_nnz: int) -> list[range | np.ndarray]:
         """Split increasing major positions into per-task groups of about ``task_nnz`` non-zeros."""
@@ -208,50 +221,32 @@ class SparseSpec(ElementSpec):
             return [range(a, min(a + rows_per_task, to_read.stop)) for a in range(to_read.start, to_read.stop,
                                                                                   rows_per_task)]
         positions = as_positions(to_read)
-        if nodes.is_hdf5(self.node("data")):
+        if not self.stored("data").capabilities.unit_reads:
             # By count: each task about TARGET_NNZ_PER_TASK non-zeros of selected rows, however far apart they
-            # lie (a task's scattered ranges are one HDF5 read: nodes.read_ranges). Split by the file's row
-            # blocks, a random minibatch of 256 cells of a 100k-cell file made 40 tasks.
+            # lie (a task's scattered ranges cost per range: one HDF5 read). Split by the file's row blocks,
+            # a random minibatch of 256 cells of a 100k-cell file made 40 tasks.
             sections = max(1, -(-positions.size // rows_per_task))
             return [part for part in np.array_split(positions, sections) if part.size]
-        # Zarr decodes whole chunks: by the file's row blocks, so that the chunks a task decodes are its
-        # own (by count, a task's rows spread over the whole store, and every task decoded most chunks).
+        # Reads decode whole chunks (Zarr): by the file's row blocks, so that the chunks a task decodes are
+        # its own (by count, a task's rows spread over the whole store, and every task decoded most chunks).
         edges = np.searchsorted(positions, np.arange(rows_per_task, n_major, rows_per_task))
         return [part for part in np.split(positions, edges) if part.size]
 
 
-#: How many non-zeros each block of a selection graph holds, as read from the stored pointers, by graph
-#: name (the last few graphs made; see :func:`known_block_nnz`).
-_BLOCK_NNZ: dict[str, tuple[SparseSpec, list[range | np.ndarray]]] = {}
-_BLOCK_NNZ_KEPT = 64
-
-
-def _remember_block_nnz(name: str, spec: SparseSpec, groups: list[range | np.ndarray]) -> None:
-    _BLOCK_NNZ.pop(name, None)
-    _BLOCK_NNZ[name] = (spec, groups)
-    while len(_BLOCK_NNZ) > _BLOCK_NNZ_KEPT:
-        _BLOCK_NNZ.pop(next(iter(_BLOCK_NNZ)))
-
-
-def known_block_nnz(array: Any) -> np.ndarray | None:
-    """The non-zeros of each block of ``array`` along its major axis, when it is a graph of whole stored
-    rows (CSR; columns for CSC) made by :meth:`SparseSpec.select_graph`: read from ``indptr`` (a few
-    pointers), so that a writer need not compute every block once only to count it. ``None`` for any
-    other array (one computed from it has another name).
+@dataclass(frozen=True)
+class StoredBlocks:
+    """What a graph of whole stored rows (CSR; columns for CSC) made by :meth:`SparseSpec.select_graph`
+    carries as its ``stored_blocks``: the major positions each of its blocks reads, so that a writer can
+    ask how many non-zeros each holds (:meth:`nnz`) from ``indptr`` (a few pointers) instead of computing
+    every block once only to count it. Any array computed from the graph has none.
     """
-    found = _BLOCK_NNZ.get(getattr(array, "name", None))
-    if found is None:
-        return None
-    spec, groups = found
-    if all(isinstance(g, range) for g in groups):
-        bounds = np.array([g.start for g in groups] + [groups[-1].stop], dtype=np.int64)
-        # the pointers at the bounds: indptr[b] is where position b starts (the last: where b - 1 ends)
-        lo, hi = _pointers(spec, np.append(bounds[:-1], bounds[-1] - 1))
-        return np.diff(np.append(lo[:-1], hi[-1]))
-    positions = np.concatenate([as_positions(g) for g in groups])
-    lo, hi = _pointers(spec, positions)
-    firsts = np.cumsum([0] + [len(g) for g in groups[:-1]])
-    return np.add.reduceat(hi - lo, firsts)
+
+    spec: SparseSpec
+    groups: list[range | np.ndarray]
+
+    def nnz(self) -> np.ndarray:
+        """The non-zeros of each block along the major axis (:meth:`SparseSpec.block_nnz`)."""
+        return self.spec.block_nnz(self.groups)
 
 
 def _shape(ref: Any, path: str, shape: Any) -> tuple[int, int]:
@@ -265,7 +260,7 @@ def _shape(ref: Any, path: str, shape: Any) -> tuple[int, int]:
 
 def _read_indptr(spec: SparseSpec, start: int, stop: int) -> np.ndarray:
     """``indptr[start:stop + 1]``, checked so a corrupt file fails with a message rather than garbage."""
-    indptr = np.asarray(spec.node("indptr")[start : stop + 1])
+    indptr = np.asarray(spec.stored("indptr").read(slice(start, stop + 1)))
     nnz = spec.extra["nnz"]
     if indptr.size and (indptr[0] < 0 or indptr[-1] > nnz or np.any(np.diff(indptr) < 0)):
         what = (f"pointers for positions {start}:{stop} run from {indptr[0]} to {indptr[-1]}, outside "
@@ -352,8 +347,8 @@ def read_major_run(spec: SparseSpec, start: int, stop: int, minor_key: Any = Non
     """
     indptr = _read_indptr(spec, start, stop)
     lo, hi = (int(indptr[0]), int(indptr[-1])) if indptr.size else (0, 0)
-    data = nodes.read(spec.node("data"), slice(lo, hi))
-    indices = nodes.read(spec.node("indices"), slice(lo, hi))
+    data = spec.stored("data").read(slice(lo, hi))
+    indices = spec.stored("indices").read(slice(lo, hi))
     return _chunk(spec, data, indices, indptr - lo, minor_key)
 
 
@@ -368,18 +363,16 @@ def _read_whole_selection(spec: SparseSpec, groups: list[range | np.ndarray]) ->
     return read_major_positions(spec, positions, merge_gaps=False)
 
 
-def _coalesce(lo: np.ndarray, hi: np.ndarray, data_node: Any, merge_gaps: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _coalesce(lo: np.ndarray, hi: np.ndarray, data: StoredArray, merge_gaps: bool = True
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Group selected ranges ``[lo, hi)`` (increasing) into reads: ``(first, end)`` indices of each group.
 
-    Touching ranges always merge. For HDF5 read through its selections (with ``merge_gaps``) ranges also
-    merge across gaps of up to ``COALESCE_GAP_NNZ``: one longer range costs less than one more there.
-    Zarr reads the ranges as selections of positions, through zarrs as slices of the whole chunks they
-    touch, or from the shard files (:func:`shadows.backends.nodes.read_ranges`): each chunk is decoded once
-    whatever the gaps, so reading a gap would only cost memory.
+    Touching ranges always merge. Where each range of a read costs a call's worth of work (HDF5 read
+    through its selections: ``costly_ranges``) and with ``merge_gaps``, ranges also merge across gaps of up
+    to ``COALESCE_GAP_NNZ``: one longer range costs less than one more there. Elsewhere a gap would only
+    cost memory: Zarr decodes each chunk once whatever the gaps, a ``pread`` per range reads nothing more.
     """
-    # read at HDF5's offsets (hdf5_raw), a range costs one pread: no gap is worth reading and copying out
-    through_selections = nodes.is_hdf5(data_node) and nodes.hdf5_raw.layout(data_node) is None
-    gap_limit = COALESCE_GAP_NNZ if merge_gaps and through_selections else 0
+    gap_limit = COALESCE_GAP_NNZ if merge_gaps and data.capabilities.costly_ranges else 0
     breaks = np.flatnonzero(lo[1:] - hi[:-1] > gap_limit) + 1
     return np.concatenate([[0], breaks]).astype(np.int64), np.concatenate([breaks, [lo.size]]).astype(np.int64)
 
@@ -398,21 +391,21 @@ def read_major_positions(spec: SparseSpec, positions: np.ndarray, minor_key: Any
         empty = np.zeros(1, dtype=np.int64)
         return _chunk(spec, np.empty(0, dtype=spec.dtype), np.empty(0, dtype=np.int32), empty, minor_key)
     lo, hi = _pointers(spec, positions)
-    data_node, indices_node = spec.node("data"), spec.node("indices")
-    starts, ends = _coalesce(lo, hi, data_node, merge_gaps)
+    data_array, indices_array = spec.stored("data"), spec.stored("indices")
+    starts, ends = _coalesce(lo, hi, data_array, merge_gaps)
     read_lo, read_hi = lo[starts], hi[ends - 1]
     read_len = read_hi - read_lo
     offsets = np.concatenate([[0], np.cumsum(read_len)])
-    data = np.empty(int(offsets[-1]), dtype=nodes.numpy_dtype(data_node))
-    indices = np.empty(int(offsets[-1]), dtype=nodes.numpy_dtype(indices_node))
-    nodes.read_ranges(data_node, read_lo, read_hi, data)
-    nodes.read_ranges(indices_node, read_lo, read_hi, indices)
+    data = np.empty(int(offsets[-1]), dtype=data_array.dtype)
+    indices = np.empty(int(offsets[-1]), dtype=indices_array.dtype)
+    data_array.read_ranges(read_lo, read_hi, data)
+    indices_array.read_ranges(read_lo, read_hi, indices)
     lengths = hi - lo
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     if offsets[-1] != indptr[-1]:  # gaps were read too: keep only the selected rows' entries
         group = np.repeat(np.arange(starts.size), ends - starts)
         row_start = offsets[:-1][group] + (lo - read_lo[group])
-        take = nodes.concatenated_ranges(row_start, lengths)
+        take = concatenated_ranges(row_start, lengths)
         data, indices = data[take], indices[take]
     return _chunk(spec, data, indices, indptr, minor_key)
 
@@ -421,20 +414,20 @@ def _pointers(spec: SparseSpec, positions: np.ndarray) -> tuple[np.ndarray, np.n
     """Where the entries of each of the increasing major ``positions`` start and end in data/indices.
 
     Positions close together read the pointers of their whole span (one read); scattered ones (random
-    cells of a large file) read only the pointers they need, in one HDF5 call, rather than a span as long
-    as the file.
+    cells of a large file) read only the pointers they need, in one read of ranges, rather than a span
+    as long as the file, unless reads cost per chunk touched anyway (``unit_reads``: Zarr).
     """
     first, last = int(positions[0]), int(positions[-1])
-    if last - first + 1 <= 8 * positions.size or not nodes.is_hdf5(spec.node("indptr")):
+    indptr = spec.stored("indptr")
+    if last - first + 1 <= 8 * positions.size or indptr.capabilities.unit_reads:
         span = _read_indptr(spec, first, last + 1)
         return span[positions - first].astype(np.int64), span[positions - first + 1].astype(np.int64)
     wanted = np.union1d(positions, positions + 1)  # each pointer once: neighbouring rows share one
     runs = np.flatnonzero(np.diff(wanted) != 1) + 1
     run_starts = wanted[np.concatenate([[0], runs])]
     run_stops = wanted[np.concatenate([runs - 1, [wanted.size - 1]])] + 1
-    node = spec.node("indptr")
-    values = np.empty(wanted.size, dtype=nodes.numpy_dtype(node))
-    nodes.read_ranges(node, run_starts, run_stops, values)
+    values = np.empty(wanted.size, dtype=indptr.dtype)
+    indptr.read_ranges(run_starts, run_stops, values)
     lo = values[np.searchsorted(wanted, positions)].astype(np.int64)
     hi = values[np.searchsorted(wanted, positions + 1)].astype(np.int64)
     nnz = spec.extra["nnz"]

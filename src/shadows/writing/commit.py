@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shadows.backends import storage
 from shadows.errors import FileBusyError, UnsafeTargetError
 from shadows.writing.anndata_elems import write_elem as _write_elem
 from shadows.writing.streams import is_dask, write_streamed
@@ -370,56 +371,15 @@ def _drop_stale_scratch(base: Path) -> None:
 
 
 def link_problem(connection: Any, path: str) -> str | None:
-    """Why writing the element at ``path`` would leave the file or store, or ``None``.
-
-    A symbolic link (Zarr) or an HDF5 soft or external link on the way to ``path`` (or at it) would
-    carry the write, or the removal of what it replaces, somewhere else: shadows never writes through one.
+    """Why writing the element at ``path`` would leave the file or store, or ``None``: shadows never writes
+    through a link (:func:`shadows.backends.storage.link_problem`).
     """
-    from shadows.backends.remote import is_url
-
-    if connection.format == "hdf5":
-        return _hdf5_link_problem(connection.handle, path)
-    if is_url(connection.path):
-        return None  # object stores have no links
-    current = Path(connection.path)
-    for part in path.split("/"):
-        current = current / part
-        if current.is_symlink():
-            return f"'{current}' is a symbolic link"
-        if not current.exists():
-            return None
-    return None
-
-
-def _hdf5_link_problem(file: Any, path: str) -> str | None:
-    import h5py
-
-    group = file
-    parts = path.split("/")
-    for depth, part in enumerate(parts):
-        link = group.get(part, getlink=True)
-        if link is None:
-            return None
-        if not isinstance(link, h5py.HardLink):
-            return f"'/{'/'.join(parts[: depth + 1])}' is an HDF5 {type(link).__name__}"
-        group = group[part]
-        if not isinstance(group, h5py.Group):
-            return None
-    return None
+    return storage.link_problem(connection.path, connection.format, connection.handle, path)
 
 
 def stored(connection: Any, path: str) -> bool:
     """Whether the file or store holds something at ``path`` (what writing there would replace)."""
-    from shadows.backends.remote import is_url
-
-    if connection.format == "hdf5":
-        try:
-            return connection.handle.get(path, getlink=True) is not None
-        except (KeyError, ValueError):
-            return False
-    if is_url(connection.path):
-        return path in connection.handle
-    return os.path.lexists(Path(connection.path) / path)
+    return storage.holds(connection.path, connection.format, connection.handle, path)
 
 
 class ZarrCommitBase:

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from shadows import progress as progress_bar
+from shadows.backends import storage
 from shadows.cluster import writes_on_cluster
 from shadows.errors import ElementExistsError, UnsafeTargetError
 from shadows.writing.anndata_elems import anndata_writing, write_dispatched
@@ -34,6 +35,7 @@ from shadows.writing.streams import is_dask
 MUDATA_HEADER_BYTES = 512  # mudata marks .h5mu files with a text header in the HDF5 user block
 ANNDATA_SLOTS = ("obsm", "varm", "obsp", "varp", "layers")
 MUDATA_SLOTS = ("obsm", "varm", "obsp", "varp", "obsmap", "varmap")
+MUDATA_HEADER = b"MuData (format-version=0.1.0;creator=shadows)".ljust(MUDATA_HEADER_BYTES, b"\0")
 
 
 class Exportable(Protocol):
@@ -247,23 +249,11 @@ def export(shadow: Exportable, path: str | os.PathLike, format: str, *, progress
     reads = [] if described.source is None else [described.source]
     try:
         with progress_bar.job(sum(map(progress_bar.blocks_of, counted.values())), progress, verb="exporting",
-                              on_cluster=writes_on_cluster(format == "zarr", reads=reads)):
-            if format == "hdf5":
-                import h5py
-
-                with h5py.File(scratch, "w-", userblock_size=MUDATA_HEADER_BYTES if mudata_file else None) as file:
-                    writer(file)
-                if mudata_file:
-                    with scratch.open("r+b") as raw:
-                        raw.write(b"MuData (format-version=0.1.0;creator=shadows)".ljust(MUDATA_HEADER_BYTES, b"\0"))
-            else:
-                import zarr
-
-                os.mkdir(scratch)  # fails on anything already there, a symbolic link included
-                writer(zarr.open_group(str(scratch), mode="w-", zarr_format=zarr_write_format(anndata)))
-                with warnings.catch_warnings():  # anndata writes v3 consolidated metadata too (zarr warns)
-                    warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-                    zarr.consolidate_metadata(str(scratch))
+                              on_cluster=writes_on_cluster(storage.capabilities(str(path), format).workers_write,
+                                                           reads=reads)), \
+                storage.new_file(scratch, format, MUDATA_HEADER if mudata_file else None,
+                                 zarr_format=zarr_write_format(anndata)) as root:
+            writer(root)
         _replace(scratch, path)
     except BaseException:
         if scratch.is_dir():
@@ -286,13 +276,10 @@ def zarr_write_format(anndata: Any) -> int:
 def check_target(path: Path, source: str, overwrite: bool) -> None:
     """Raise unless exporting to ``path`` (absolute) may replace what is there, reading from ``source``."""
     from shadows.backends.fileref import is_zarr_dir
-    from shadows.backends.remote import is_url
 
-    if not is_url(source):
-        real, real_source = path.resolve(), Path(source).resolve()
-        if real == real_source or real.is_relative_to(real_source) or real_source.is_relative_to(real):
-            raise UnsafeTargetError(f"{path}: cannot export a shadow onto the file it reads ({real_source}), into it, "
-                                    "or onto a folder that holds it; write to another path")
+    if storage.overlaps(path, source):
+        raise UnsafeTargetError(f"{path}: cannot export a shadow onto the file it reads ({Path(source).resolve()}), "
+                                "into it, or onto a folder that holds it; write to another path")
     if not os.path.lexists(path):
         return
     if not overwrite:

@@ -110,8 +110,8 @@ def _is_structured(node: Any) -> bool:
     return node is not None and not nodes.is_group(node) and getattr(node.dtype, "names", None) is not None
 
 
-def _is_hdf5_dataset(node: Any) -> bool:
-    return node is not None and nodes.is_hdf5(node) and not nodes.is_group(node)
+def _is_dataset(node: Any) -> bool:
+    return node is not None and not nodes.is_group(node)
 
 
 # -- reading the old slots as anndata does ---------------------------------------------------------------
@@ -167,7 +167,7 @@ def _clean_uns(uns: Any, frames: dict[str, pd.DataFrame | None]) -> tuple[set[st
 # -- planning ----------------------------------------------------------------------------------------------
 
 
-def _frame_roots(handle: Any, columns: list[ColumnChange], problems: Problems, hdf5: bool) -> set[str]:
+def _frame_roots(handle: Any, columns: list[ColumnChange], problems: Problems, in_file: bool) -> set[str]:
     """The AnnData roots whose obs/var must move: a column change into a structured frame, or any column
     change while obs is a dataset (anndata would apply uns categories to a column written into a group).
     """
@@ -177,11 +177,11 @@ def _frame_roots(handle: Any, columns: list[ColumnChange], problems: Problems, h
         frame = _node(handle, change.frame_path)
         if frame is None or nodes.is_group(frame):
             obs = _node(handle, _join(root, "obs"))
-            if rel in FRAMES and _is_structured(obs) and hdf5:
+            if rel in FRAMES and _is_structured(obs) and in_file:
                 roots.add(root)
             continue
         where = f"{change.frame_path}/{change.key}"
-        if not hdf5:
+        if not in_file:
             problems.unwritable.append(f"{where}: '{change.frame_path}' is an array (a pre-0.7 layout); shadows "
                                        "moves such slots to today's encoding only in HDF5 files")
         elif not _is_structured(frame) or rel not in FRAMES:
@@ -191,7 +191,7 @@ def _frame_roots(handle: Any, columns: list[ColumnChange], problems: Problems, h
     return roots
 
 
-def _mapping_slots(handle: Any, elements: list[ElementChange], problems: Problems, hdf5: bool) -> set[str]:
+def _mapping_slots(handle: Any, elements: list[ElementChange], problems: Problems, in_file: bool) -> set[str]:
     """The structured obsm/varm that element changes write into (absolute paths)."""
     slots = set()
     for change in elements:
@@ -203,7 +203,7 @@ def _mapping_slots(handle: Any, elements: list[ElementChange], problems: Problem
         anndata = _node(handle, root)
         ok = (above == parent and rel in MAPPINGS and _is_structured(_node(handle, above))
               and anndata is not None and nodes.has_child(anndata, "obs"))
-        if not hdf5:
+        if not in_file:
             problems.unwritable.append(f"{change.path}: '{above}' is an array (a pre-0.7 layout); shadows moves "
                                        "such slots to today's encoding only in HDF5 files")
         elif not ok:
@@ -217,7 +217,9 @@ def _plan_frames(handle: Any, plan: _Plan, columns: list[ColumnChange], overwrit
                  problems: Problems) -> None:
     before = len(problems.malformed)
     stored = {rel: _node(handle, plan.path(rel)) for rel in FRAMES}
-    clean = _is_hdf5_dataset(stored["obs"])  # anndata applies uns categories only while obs is a dataset
+    # anndata applies uns categories only while obs is a dataset (planned for files whose slots swap in
+    # place only: HDF5's, where obs may be one)
+    clean = _is_dataset(stored["obs"])
     uns = _node(handle, plan.path("uns"))
     if uns is None or not nodes.is_group(uns):
         uns = None
@@ -419,10 +421,10 @@ def fold(connection: Any, where: str, elements: list[ElementChange], columns: li
         values that do not read back the same, categories anndata cannot apply).
     """
     handle = connection.handle
-    hdf5 = connection.format == "hdf5"
+    in_file = connection.capabilities.elements == "in-file"  # slots swap in one flush of the file's metadata
     problems = Problems()
-    frame_roots = _frame_roots(handle, columns, problems, hdf5)
-    mapping_slots = _mapping_slots(handle, elements, problems, hdf5)
+    frame_roots = _frame_roots(handle, columns, problems, in_file)
+    mapping_slots = _mapping_slots(handle, elements, problems, in_file)
     if not frame_roots and not mapping_slots:
         raise_problems(where, problems)
         return elements, columns

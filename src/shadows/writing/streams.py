@@ -4,8 +4,8 @@ Dense arrays go through ``dask.array.store`` into a dataset/array whose chunks m
 (so no two tasks write the same storage chunk). Sparse arrays (dask arrays of scipy CSR/CSC chunks) are
 written in two passes: the non-zeros of every block are counted first, which fixes each block's region
 of ``data``/``indices``; then every block writes its ``data``, ``indices`` and ``indptr`` regions. For
-whole stored rows (a view's X, X itself) the counts come from the stored pointers
-(:func:`~shadows.elements.sparse.known_block_nnz`), and the blocks are read once. Only a
+whole stored rows (a view's X, X itself) the graph carries its blocks' counts, read from the stored pointers
+(its ``stored_blocks``: :class:`~shadows.elements.sparse.StoredBlocks`), and the blocks are read once. Only a
 few blocks are in memory at a time, so an element computed lazily (``np.log1p(adata.X)``) is never
 materialized whole.
 
@@ -32,9 +32,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from shadows import progress
-from shadows.backends.nodes import is_hdf5
+from shadows.backends import storage
+from shadows.backends.nodes import create_array
 from shadows.cluster import compute_on, current_client
-from shadows.elements.sparse import known_block_nnz
 from shadows.errors import ShadowsError
 from shadows.writing.anndata_elems import write_elem
 
@@ -64,17 +64,11 @@ def _set_attrs(node: Any, attrs: dict[str, Any]) -> None:
         node.attrs[key] = value
 
 
-def _create_array(group: Any, name: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...]) -> Any:
-    """A dataset (h5py) or array (zarr) to be filled region by region."""
-    chunks = tuple(max(1, min(c, n)) for c, n in zip(chunks, shape, strict=True)) if all(shape) else None
-    if is_hdf5(group):
-        return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks)
-    return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks or (1,) * len(shape))
-
-
 def _lock_for(group: Any) -> Any:
-    """h5py serializes calls anyway; an explicit lock keeps dask's threads from interleaving writes."""
-    return threading.Lock() if is_hdf5(group) else False
+    """Where writes take turns anyway (h5py serializes calls), an explicit lock keeps dask's threads from
+    interleaving them.
+    """
+    return False if storage.of_group(group).parallel_writes else threading.Lock()
 
 
 def _scheduler_for(group: Any) -> str:
@@ -111,10 +105,10 @@ def write_dense(group: Any, name: str, array: Any, reserve: Reserve | None = Non
     array = _regular(array)
     if reserve is not None:
         reserve(int(array.nbytes))
-    target = _create_array(group, name, array.shape, array.dtype, tuple(c[0] for c in array.chunks))
+    target = create_array(group, name, array.shape, array.dtype, tuple(c[0] for c in array.chunks))
     bar = progress.current()
     client = current_client(array) if cluster else None
-    if client is not None and not is_hdf5(group):
+    if client is not None and storage.of_group(group).workers_write:
         # each task writes its own block, which is one storage chunk: no two tasks share a chunk
         compute_on(client, da.store(array, target, lock=False, compute=False), show_progress=bar is not None)
     elif client is not None:
@@ -229,9 +223,10 @@ def write_sparse(group: Any, name: str, array: Any, reserve: Reserve | None = No
     # whole rows (CSR) or whole columns (CSC) per block: each block owns one contiguous region
     array = array.rechunk({1 - axis: -1})
     client = current_client(array) if cluster else None
-    on_cluster = client is not None and not is_hdf5(group)
+    on_cluster = client is not None and storage.of_group(group).workers_write
     scheduler = client if client is not None else _scheduler_for(group)
-    counts = known_block_nnz(array)  # a selection of stored rows: counted from its pointers
+    blocks = getattr(array, "stored_blocks", None)  # a selection of whole stored rows: counted from its pointers
+    counts = blocks.nnz() if blocks is not None else None
     if counts is None or counts.size != len(array.chunks[axis]):
         counts = array.map_blocks(_block_nnz, dtype=np.int64, chunks=tuple((1,) * len(c) for c in array.chunks),
                                   meta=np.empty((0, 0), dtype=np.int64)).compute(scheduler=scheduler).reshape(-1)
@@ -246,9 +241,9 @@ def write_sparse(group: Any, name: str, array: Any, reserve: Reserve | None = No
     _set_attrs(element, {"encoding-type": f"{fmt}_matrix", "encoding-version": "0.1.0",
                          "shape": list(array.shape)})
     chunk = max(1, min(nnz, 2**20))
-    data = _create_array(element, "data", (nnz,), array.dtype, (chunk,))
-    indices = _create_array(element, "indices", (nnz,), index_dtype, (chunk,))
-    indptr = _create_array(element, "indptr", (array.shape[axis] + 1,), index_dtype,
+    data = create_array(element, "data", (nnz,), array.dtype, (chunk,))
+    indices = create_array(element, "indices", (nnz,), index_dtype, (chunk,))
+    indptr = create_array(element, "indptr", (array.shape[axis] + 1,), index_dtype,
                            (min(array.shape[axis] + 1, 2**20),))
     indptr[0:1] = np.zeros(1, dtype=index_dtype)
     if on_cluster:

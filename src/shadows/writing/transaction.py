@@ -162,9 +162,8 @@ def _too_long(connection: Any, path: str, value: Any, problems: Problems) -> boo
     local Zarr store (:func:`~shadows.backends.name_limits.name_problem`).
     """
     from shadows.backends.name_limits import name_problem
-    from shadows.backends.remote import is_url
 
-    if connection.format == "hdf5" or is_url(connection.path):
+    if connection.capabilities.elements != "folders":  # HDF5 link names and object keys: no such limits here
         return False
     problem = name_problem(str(connection.path), path, value)
     if problem is not None:
@@ -209,12 +208,11 @@ def commit(connection: Any, elements: list[ElementChange], columns: list[ColumnC
         visible, the ones committed before it are. The error lists both (also as its ``committed`` and
         ``staged`` attributes); what was not committed stays staged.
     """
-    from shadows.backends.remote import is_url
-
     writer: Any
-    if connection.format == "hdf5":
+    stored_as = connection.capabilities.elements  # in a file, as folders or as an object store's keys
+    if stored_as == "in-file":
         writer = Hdf5Commit(connection.handle)
-    elif is_url(connection.path):
+    elif stored_as == "objects":
         from shadows.writing.remote_commit import RemoteZarrCommit
 
         writer = RemoteZarrCommit(connection.path, connection.storage_options, connection.handle.consolidated)
