@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from shadows import progress
 from shadows.backends import hdf5_heaps
 from shadows.backends.zarr_meta import MetaArray, MetaGroup, MetaNode
 from shadows.errors import ShadowsError, UnreadableDataError, element_message
@@ -181,25 +180,6 @@ def reading_element(filename: str, element: str) -> Iterator[None]:
         if is_transport_error(error):
             what = f"the request for its bytes failed: {type(error).__name__}: {error}"
         raise UnreadableDataError(element_message(filename, element, what)) from error
-
-
-def read(node: Any, selection: Any = (), decode: bool = True) -> np.ndarray:
-    """Read ``node[selection]`` as numpy; strings come back as an object array of ``str``, unless
-    ``decode`` is false (fixed-length bytes stay bytes: anndata's ``array`` of dtype ``S``).
-
-    ``selection`` is a basic selection (slices/ints) or an increasing integer array of first-axis
-    positions; for HDF5 such an array is read as a few contiguous spans (h5py's point selection is slow).
-    What element readers read many times goes through the node's :class:`~shadows.backends.abc.StoredArray`
-    (:meth:`~shadows.backends.fileref.FileRef.stored`), which reads the same way.
-    """
-    if is_hdf5(node):
-        from shadows.backends.hdf5_arrays import read_values
-    else:
-        from shadows.backends.zarr_arrays import read_values
-    with reading(node):
-        values = read_values(node, selection, decode)
-    progress.count_read(getattr(values, "nbytes", 0))
-    return values
 
 
 def missing_chunks(node: Any, positions: np.ndarray) -> list[str]:

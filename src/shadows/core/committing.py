@@ -15,14 +15,14 @@ from shadows.errors import ReadOnlyError
 from shadows.writing import commit, legacy_upgrade, transaction
 
 if TYPE_CHECKING:
-    from shadows.core.base import ShadowBase
+    from shadows.core.interface import ShadowLike
 
 READ_ONLY_MESSAGE = (
     "File is open in read-only mode. Changes can't be pushed. Reopen it with .reopen('r+') to enable writing."
 )
 
 
-def commit_changes(shadow: ShadowBase, *, overwrite: bool, progress: bool) -> None:
+def commit_changes(shadow: ShadowLike, *, overwrite: bool, progress: bool) -> None:
     """Write the changes ``shadow`` holds in memory into its file (see ``ShadowBase.write``).
 
     Raises

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from shadows.backends import FileRef
-    from shadows.core.base import ShadowBase
+    from shadows.core.interface import ShadowLike
     from shadows.indexing import AxisIndex
 
 
-def pickled(shadow: ShadowBase) -> tuple:
+def pickled(shadow: ShadowLike) -> tuple:
     """What ``shadow.__reduce__`` returns."""
     root = shadow._root
     view = (shadow._view, shadow._local, shadow._memory_state()) if shadow._is_view else None
@@ -23,7 +23,7 @@ def pickled(shadow: ShadowBase) -> tuple:
 
 def reopened(cls: type, ref: FileRef, array_backend: str, table_backend: str, mode: str,
              selection: tuple[AxisIndex, AxisIndex] | None = None, state: dict[str, Any] | None = None,
-             view: tuple[Any, Any, dict[str, Any]] | None = None) -> ShadowBase:
+             view: tuple[Any, Any, dict[str, Any]] | None = None) -> ShadowLike:
     """The shadow :func:`pickled` described, reopened in this process."""
     shadow = cls(ref.full_path, array_backend=array_backend, table_backend=table_backend, mode=mode,
                  format=ref.format, storage_options=ref.storage_options, allow_external=ref.allow_external)

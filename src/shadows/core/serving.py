@@ -34,7 +34,7 @@ from shadows.schema import FRAMES
 from shadows.writing import DELETED
 
 if TYPE_CHECKING:
-    from shadows.core.base import ShadowBase
+    from shadows.core.interface import ShadowLike
 
 
 class Source(enum.Enum):
@@ -61,7 +61,7 @@ class ServedElement:
         The element's path relative to the AnnData root.
     """
 
-    def __init__(self, shadow: ShadowBase, rel: str) -> None:
+    def __init__(self, shadow: ShadowLike, rel: str) -> None:
         self.shadow, self.rel = shadow, rel
 
     # -- the order -----------------------------------------------------------------------------

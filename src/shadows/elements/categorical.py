@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from shadows.backends import nodes
+from shadows.backends import nodes, reads
 from shadows.elements.base import ElementSpec, Rows, array_part, encoding_of
 from shadows.elements.registry import describe, register
 from shadows.errors import MalformedElementError, element_message
@@ -46,7 +46,7 @@ class CategoricalSpec(ElementSpec):
 
     def read_rows(self, rows: Rows) -> pd.Categorical:
         """The selected rows as a ``pandas.Categorical``."""
-        codes = nodes.read(self.ref.node(self.extra["codes"]), rows)
+        codes = reads.read(self.ref.node(self.extra["codes"]), rows)
         categories = self.categories()
         if codes.size and (int(codes.min()) < -1 or int(codes.max()) >= len(categories)):
             what = (f"holds codes from {int(codes.min())} to {int(codes.max())}; with {len(categories)} "

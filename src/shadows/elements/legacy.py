@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shadows.backends import nodes
+from shadows.backends import nodes, reads
 from shadows.elements.base import ElementSpec, Rows
 from shadows.elements.dense import DenseSpec
 from shadows.elements.framegraph import frame_graph
@@ -42,7 +42,7 @@ class LegacyCategoricalSpec(ElementSpec):
     def read_rows(self, rows: Rows) -> pd.Categorical:
         """The selected rows as a ``pandas.Categorical``."""
         ordered = bool(nodes.attrs(self.ref.node(self.extra["categories"])).get("ordered", False))
-        return pd.Categorical.from_codes(nodes.read(self.node(), rows), self.categories(), ordered=ordered)
+        return pd.Categorical.from_codes(reads.read(self.node(), rows), self.categories(), ordered=ordered)
 
     def materialize(self) -> pd.Categorical:
         """The whole column."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from shadows.backends import nodes
+from shadows.backends import nodes, reads
 from shadows.elements.base import ElementSpec, Rows, array_part, encoding_of
 from shadows.elements.registry import register
 from shadows.errors import MalformedElementError, element_message
@@ -64,8 +64,8 @@ class NullableSpec(ElementSpec):
 
     def read_rows(self, rows: Rows):
         """The selected rows as a pandas extension array with missing values masked."""
-        values = nodes.read(self.node("values"), rows)
-        mask = np.asarray(nodes.read(self.node("mask"), rows), dtype=bool)
+        values = reads.read(self.node("values"), rows)
+        mask = np.asarray(reads.read(self.node("mask"), rows), dtype=bool)
         etype = self.extra["type"]
         if etype == "nullable-integer":
             return pd.arrays.IntegerArray(values, mask=mask)
