@@ -22,8 +22,8 @@ from shadows.core.references import ARRAY_REFERENCES, get_by_reference, view_x_w
 from shadows.core.state import NOTHING
 from shadows.elements.sparse_chunk import to_plain
 from shadows.errors import MissingElementError, ShapeError, element_message
-from shadows.indexing.apply import selection_for
 from shadows.indexing.keys import as_positions, as_slice_or_array
+from shadows.indexing.selection import selection_for
 from shadows.schema import SLOT_AXES, element_axes
 from shadows.settings import settings
 from shadows.writing import DELETED
@@ -113,7 +113,7 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
             axes = [range(n) if s is None else s for s, n in zip(selection, spec.shape, strict=True)]
             axis = 0 if isinstance(key[0], int | np.integer) else 1
             axes[axis] = np.asarray([as_positions(axes[axis])[key[axis]]])
-            vector = to_plain(spec.select_graph(axes[0], axes[1]).compute())
+            vector = to_plain(spec.select_graph((axes[0], axes[1])).compute())
         else:
             value = held if held is not NOTHING else self._graph(rel)
             vector = value[key]
