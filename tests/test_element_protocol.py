@@ -301,6 +301,7 @@ def test_every_element_type_is_checked(files):
     produced |= {LegacyFrameSpec, LegacyCategoricalSpec, StructuredFieldSpec}
     if awkward is None:  # pragma: no cover
         produced = {cls for cls in produced if cls.__name__ != "AwkwardSpec"}
+    produced = {cls for cls in produced if cls.__module__.startswith("shadows.")}  # not a test's toy encoding
     assert produced - seen == set(), sorted(cls.__name__ for cls in produced - seen)
 
 
