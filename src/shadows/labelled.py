@@ -34,7 +34,6 @@ from xarray.core.extension_array import PandasExtensionArray
 from xarray.core.indexing import LazilyIndexedArray
 
 from shadows.errors import BackendUnavailableError, element_message
-from shadows.indexing.apply import select_graph
 from shadows.indexing.compose import compose
 from shadows.indexing.keys import AxisIndex, is_full, normalize_axis
 from shadows.schema import element_axes
@@ -51,7 +50,7 @@ def pushdown_array(spec: Any, selection: tuple[AxisIndex, ...], pydata_chunks: b
     from dask.array.utils import meta_from_array
 
     partial = tuple(s if not is_full(s, n) else None for s, n in zip(selection, spec.shape, strict=True))
-    graph = select_graph(spec, partial if any(s is not None for s in partial) else ())
+    graph = spec.select_graph(partial if any(s is not None for s in partial) else ())
     if pydata_chunks:
         import sparse
 
@@ -162,9 +161,9 @@ def data_array(rel: str, spec: Any, selection: tuple, names: Callable[[str], pd.
     """
     full = tuple(range(n) if i >= len(selection) or selection[i] is None else selection[i]
                  for i, n in enumerate(spec.shape))
-    if spec.kind == "sparse":
+    if spec.is_sparse:
         require_pydata_sparse(rel, spec)
-    data = relabel(pushdown_array(spec, full, pydata_chunks=spec.kind == "sparse"))
+    data = relabel(pushdown_array(spec, full, pydata_chunks=spec.is_sparse))
     dims = dims_for(rel, len(spec.shape))
     coords = {}
     raw = rel == "raw/X" or rel.startswith("raw/varm/")

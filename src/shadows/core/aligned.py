@@ -262,7 +262,7 @@ class UnsMapping(ElementMapping):
         rel = self._path(key)
         if key in self._staged or key not in self._stored or self._shadow._state.is_stale(rel):
             return super().__getitem__(key)
-        if self._shadow._layout.spec(rel).kind == "mapping":
+        if self._shadow._layout.spec(rel).role == "mapping":
             return self._shadow._uns_child(rel)
         return in_memory(self._shadow, rel)
 

@@ -233,7 +233,7 @@ def _stored_paths(shadow: ShadowLike) -> list[str]:
         rel = stack.pop()
         paths.append(rel)
         try:
-            is_mapping = layout.spec(rel).kind == "mapping"
+            is_mapping = layout.spec(rel).role == "mapping"
         except ExternalDataError:
             raise
         except ShadowsError:  # listed, then described as unreadable by stored_elements
@@ -274,7 +274,7 @@ def _stored(shadow: ShadowLike, slot: str, key: str, rel: str) -> ElementInfo:
         raise
     except ShadowsError:  # shown as unreadable; reading it raises the error that says why
         return ElementInfo(slot, key, "unreadable", None, None, held=False, detail="unreadable: read it for why")
-    dtype = None if spec.kind in ("mapping", "dataframe") or spec.dtype is None else str(spec.dtype)
+    dtype = None if spec.role in ("mapping", "table") or spec.dtype is None else str(spec.dtype)
     return ElementInfo(slot, key, spec.encoding, _view_shape(shadow, rel, tuple(spec.shape)) or None, dtype,
                        held=shadow._is_cached(rel), kind=spec.kind)
 

@@ -122,8 +122,8 @@ class RawShadow:
         import anndata
 
         from shadows.indexing import normalize_key
-        from shadows.indexing.apply import materialize_selection, selection_for
         from shadows.indexing.keys import as_positions
+        from shadows.indexing.selection import selection_for
 
         rows, columns = index if isinstance(index, tuple) else (index, slice(None))
         shadow = self._shadow if isinstance(rows, slice) and rows == slice(None) else self._shadow[rows]
@@ -132,7 +132,7 @@ class RawShadow:
         positions = as_positions(kept)
         spec = shadow._layout.spec("raw/X")
         selection = selection_for("raw/X", spec, shadow._view) or (None, None)
-        X = materialize_selection(spec, (selection[0], positions))
+        X = spec.read_selection((selection[0], positions))
         var = shadow.raw.var.iloc[positions]
         varm = {k: self._shadow._plain(f"raw/varm/{k}")[positions] for k in self._varm}
         return anndata.Raw(shadow, X=X, var=var, varm=varm)

@@ -13,7 +13,6 @@ from typing import Any
 import pandas as pd
 
 from shadows import convert, progress
-from shadows.backends import nodes
 from shadows.core.aligned import UnsMapping, as_slot_value
 from shadows.core.frames import with_columns
 from shadows.core.references import VECTORS_ARE_PANDAS_ARRAYS
@@ -21,7 +20,7 @@ from shadows.core.serving import ServedElement
 from shadows.core.state import NOTHING
 from shadows.elements.positions import read_column, read_index
 from shadows.indexing import AxisIndex
-from shadows.indexing.apply import materialize_selection, select_graph, selection_for
+from shadows.indexing.selection import selection_for
 from shadows.schema import FRAMES, element_axes
 from shadows.settings import settings
 from shadows.writing import DELETED
@@ -48,7 +47,7 @@ class ElementReading:
         def build() -> Any:
             spec = self._layout.spec(rel)
             selection = selection_for(rel, spec, self._view)
-            graph = select_graph(spec, selection) if selection else spec.graph()
+            graph = spec.select_graph(selection) if selection else spec.graph()
             return self._view_graph(rel, graph) if self._view is not None else graph
 
         return self._state.graph(rel, build)
@@ -69,7 +68,7 @@ class ElementReading:
         spec = self._layout.spec(rel)
         with progress.reading_job(lambda: self._read_nbytes([rel]), settings.read_progress):
             progress.reading_element(rel)
-            value = materialize_selection(spec, selection_for(rel, spec, self._view))
+            value = spec.read_selection(selection_for(rel, spec, self._view))
         if self._view is not None:
             value = self._view_value(rel, spec, value)
         value = as_slot_value(rel, value)
@@ -230,11 +229,7 @@ class ElementReading:
             if not self._layout.has(rel) or self._changed_value(rel) is not NOTHING or self._in_root_memory(rel):
                 continue
             spec = self._layout.spec(rel)
-            share = 1.0
-            for axis, index in enumerate(selection_for(rel, spec, self._view)):
-                if index is not None and spec.shape and spec.shape[axis]:
-                    share *= len(index) / spec.shape[axis]
-            total += nodes.array_nbytes(spec.ref.node(spec.path)) * share
+            total += spec.nbytes(selection_for(rel, spec, self._view))
         return int(total)
 
     def _stored_element_paths(self) -> list[str]:

@@ -28,8 +28,8 @@ from shadows.core.frames import tracked
 from shadows.core.state import NOTHING
 from shadows.elements.sparse_chunk import to_plain
 from shadows.errors import MissingElementError, element_message
-from shadows.indexing.apply import select_graph, selection_for
 from shadows.indexing.keys import as_positions
+from shadows.indexing.selection import selection_for
 from shadows.schema import FRAMES
 from shadows.writing import DELETED
 
@@ -186,7 +186,7 @@ class ServedElement:
         axes = [range(n) if s is None else s for s, n in zip(selection, spec.shape, strict=True)]
         axis = 0 if isinstance(key[0], int | np.integer) else 1
         axes[axis] = np.asarray([as_positions(axes[axis])[key[axis]]])
-        return select_graph(spec, tuple(axes))
+        return spec.select_graph(tuple(axes))
 
 
 def computed(value: Any) -> Any:

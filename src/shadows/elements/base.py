@@ -1,5 +1,12 @@
 """What every element reader provides: metadata from the node, and a dask graph that reads by path.
 
+:class:`ElementSpec` is the one interface every element implements (dense and sparse arrays, dataframes,
+their columns, categoricals, nullable arrays, awkward arrays, mappings, scalars, the layouts of old anndata
+releases): what it is to a shadow (:attr:`~ElementSpec.role`), and for a :data:`Selection` (per axis, the
+positions a view keeps) its dask graph (:meth:`~ElementSpec.select_graph`), its values
+(:meth:`~ElementSpec.read_selection`) and about how many bytes reading them reads
+(:meth:`~ElementSpec.nbytes`). Callers outside ``elements/`` ask these, never an element's ``kind``.
+
 Every method of a reader that reads stored values (:data:`READ_METHODS`) is the element read boundary:
 whatever h5py, zarr, its codecs, numpy, pandas or anndata raise in it about a damaged file reaches the
 user as a :class:`~shadows.errors.ShadowsError` naming the file and the element (see
@@ -16,8 +23,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
+from shadows import cluster
 from shadows.backends import nodes
+from shadows.elements.sparse_chunk import to_plain
 from shadows.errors import MalformedElementError, element_message, translated
+from shadows.indexing.keys import as_slice_or_array
+from shadows.indexing.selection import Selection, selected_share
 
 if TYPE_CHECKING:
     from shadows.backends import FileRef
@@ -36,7 +47,7 @@ Rows = slice | np.ndarray
 
 #: Methods of element readers that read stored values (or plan reads), where library errors are translated.
 READ_METHODS = ("materialize", "read_rows", "read_block", "read", "read_index", "categories", "graph",
-                "select_graph", "info")
+                "select_graph", "read_selection", "nbytes", "info")
 
 
 def translating(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -55,7 +66,24 @@ def translating(method: Callable[..., Any]) -> Callable[..., Any]:
 
 @dataclass(frozen=True)
 class ElementSpec:
-    """Metadata of one stored element and the recipe to read it.
+    """Metadata of one stored element and the recipe to read it: the one interface every element
+    implements.
+
+    What callers ask of any element, whatever its type:
+
+    - :attr:`role`: what it is to a shadow (``"array"``, ``"table"``, ``"mapping"`` or ``"value"``);
+      :attr:`is_sparse`: whether its values are sparse matrices;
+    - :meth:`select_graph` ``(selection)``: its dask graph restricted to a selection (``()``: all of it);
+    - :meth:`read_selection` ``(selection)``: the values of ``element[selection]`` as anndata gives them,
+      reading no more than the element can avoid (``()``: :meth:`materialize`);
+    - :meth:`nbytes` ``(selection)``: about how many bytes reading that selection reads (metadata only);
+    - :meth:`graph`, :meth:`materialize`, :meth:`info`: the whole element.
+
+    A selection (:data:`~shadows.indexing.selection.Selection`) holds, per element axis, the positions
+    kept (a range or an array of positions, in the order asked for) or ``None`` for all of them. This
+    class gives the generic versions (the whole graph sliced axis by axis, computed); element types
+    override them with what they can push down (a sparse matrix reads only the selected rows, a
+    dataframe only the selected rows of each column).
 
     Instances are small and picklable: they hold a :class:`~shadows.backends.FileRef` and the element's
     path, never an open handle, so they can travel inside dask graphs to other processes.
@@ -77,6 +105,8 @@ class ElementSpec:
     kind: ClassVar[str] = "element"
     #: What the element is to a shadow (see :data:`Role`); what callers outside ``elements/`` ask.
     role: ClassVar[Role] = "value"
+    #: Whether its values are sparse matrices (scipy in memory, scipy chunks in its graph).
+    is_sparse: ClassVar[bool] = False
 
     ref: FileRef
     path: str
@@ -121,6 +151,35 @@ class ElementSpec:
     def materialize(self) -> Any:
         """Read the whole element into the type anndata returns for it."""
         return self.graph().compute()
+
+    @translating
+    def select_graph(self, selection: Selection) -> Any:
+        """A dask collection of ``element[selection]`` (``()``: :meth:`graph`): here the whole graph,
+        sliced along each selected axis.
+        """
+        graph = self.graph()
+        for axis, index in enumerate(selection):
+            if index is not None:
+                graph = graph[(slice(None),) * axis + (as_slice_or_array(index),)]
+        return graph
+
+    @translating
+    def read_selection(self, selection: Selection) -> Any:
+        """The values of ``element[selection]`` as anndata gives them (numpy, scipy, pandas...); ``()``
+        reads the whole element (:meth:`materialize`). Here: :meth:`select_graph`, computed (on the
+        ``distributed.Client`` when one is dask's scheduler and a reading bar is shown).
+        """
+        if not selection:
+            return self.materialize()
+        return to_plain(cluster.compute(self.select_graph(selection)))
+
+    @translating
+    def nbytes(self, selection: Selection = ()) -> int:
+        """About how many bytes reading ``element[selection]`` reads (metadata only): its stored arrays'
+        sizes once read (uncompressed; a string counted as a pointer), scaled by the share of each axis
+        the selection keeps.
+        """
+        return int(nodes.array_nbytes(self.node()) * selected_share(self.shape, selection))
 
     @translating
     def info(self) -> dict[str, Any]:

@@ -7,17 +7,16 @@ from dataclasses import dataclass
 import pandas as pd
 
 from shadows.backends import nodes, reads
-from shadows.elements.base import ElementSpec, Rows, array_part, encoding_of
+from shadows.elements.base import Rows, array_part, encoding_of
+from shadows.elements.positions import ColumnSpec
 from shadows.elements.registry import describe, register
 from shadows.errors import MalformedElementError, element_message
 
 
 @register("group", "categorical", "0.2.0")
 @dataclass(frozen=True)
-class CategoricalSpec(ElementSpec):
+class CategoricalSpec(ColumnSpec):
     """A pandas Categorical stored as ``codes`` (``-1`` = missing) and ``categories``."""
-
-    kind = "column"
 
     @classmethod
     def from_node(cls, ref, node, path, attrs):
@@ -53,7 +52,3 @@ class CategoricalSpec(ElementSpec):
                     f"categories they must lie in [-1, {len(categories) - 1}] (-1: missing)")
             raise MalformedElementError(element_message(self.ref.display, self.extra["codes"], what))
         return pd.Categorical.from_codes(codes, categories=categories, ordered=self.extra["ordered"])
-
-    def materialize(self) -> pd.Categorical:
-        """The whole column."""
-        return self.read_rows(slice(None))

@@ -18,7 +18,7 @@ import pandas as pd
 
 from shadows.backends import nodes
 from shadows.elements.base import ElementSpec, Rows, encoding_of
-from shadows.elements.framegraph import frame_graph
+from shadows.elements.framegraph import FrameSpec
 from shadows.elements.registry import describe, register
 from shadows.errors import MalformedElementError, UnreadableDataError, element_message
 
@@ -27,11 +27,8 @@ from shadows.errors import MalformedElementError, UnreadableDataError, element_m
 
 @register("group", "dataframe", "0.2.0", "0.1.0")
 @dataclass(frozen=True)
-class DataFrameSpec(ElementSpec):
+class DataFrameSpec(FrameSpec):
     """A dataframe: an index element plus ordered column elements."""
-
-    kind = "dataframe"
-    role = "table"
 
     @classmethod
     def from_node(cls, ref, node, path, attrs):
@@ -144,10 +141,6 @@ class DataFrameSpec(ElementSpec):
                 what = f"has {length} rows, but the dataframe's index has {rows}"
                 raise MalformedElementError(element_message(self.ref.display, self.column(key).name, what))
 
-    def materialize(self) -> pd.DataFrame:
-        """The whole dataframe, read column by column."""
-        return self.read()
-
     def meta(self) -> pd.DataFrame:
         """An empty frame with the dtypes partitions will have (categories left unknown: no data read)."""
         from dask.dataframe.utils import UNKNOWN_CATEGORIES
@@ -165,10 +158,6 @@ class DataFrameSpec(ElementSpec):
         index.name = None if self.index_key == "_index" else self.index_key
         data = {k: empty(self.column(k)).array for k in self.columns}
         return pd.DataFrame(data, index=index, columns=self.columns or None)
-
-    def graph(self):
-        """A dask dataframe, one partition per ``ROWS_PER_PARTITION`` rows, with column projection."""
-        return frame_graph(self)
 
 
 def _empty_names(values: Any) -> np.ndarray:

@@ -20,6 +20,7 @@ from shadows.backends import nodes
 from shadows.elements.base import TARGET_CHUNK_BYTES, ElementSpec, Rows, encoding_of
 from shadows.elements.registry import register, register_sniffer
 from shadows.errors import TooLargeError, element_message
+from shadows.indexing.selection import Selection, selected_shape
 
 #: What one task of a dask graph costs in memory (its key, its task, the scheduler's bookkeeping), about.
 GRAPH_BYTES_PER_TASK = 1024
@@ -181,7 +182,7 @@ class DenseSpec(ElementSpec):
         """
         return self.dtype.kind != "S" and not self.extra.get("bytes_text") and not self.extra.get("zarr_text")
 
-    def nbytes(self, shape: tuple[int, ...] | None = None) -> int:
+    def memory_nbytes(self, shape: tuple[int, ...] | None = None) -> int:
         """Bytes of the array (or of ``shape`` of it) in memory (strings counted as pointers)."""
         return math.prod(self.shape if shape is None else shape) * _itemsize(self.dtype)
 
@@ -189,7 +190,7 @@ class DenseSpec(ElementSpec):
         """Raise :class:`~shadows.errors.TooLargeError` when reading the array (or the part of it of
         ``shape``: a view's) into memory would need more memory than the machine has.
         """
-        nbytes = self.nbytes(shape)
+        nbytes = self.memory_nbytes(shape)
         total = machine_memory()
         if nbytes <= total:
             return
@@ -208,7 +209,7 @@ class DenseSpec(ElementSpec):
             return
         part = f"its stored shape {self.shape}" if shape is None or shape == self.shape else \
             f"the part of its stored shape {self.shape} a view selects, {shape},"
-        what = (f"{part} ({np.dtype(self.dtype)}, {_size(self.nbytes(shape))}) would make a "
+        what = (f"{part} ({np.dtype(self.dtype)}, {_size(self.memory_nbytes(shape))}) would make a "
                 f"dask graph of {'at least ' if estimated else ''}{tasks:,} tasks, whose bookkeeping alone "
                 f"(~{_size(tasks * GRAPH_BYTES_PER_TASK)}) would take more than a sixteenth of this machine's "
                 f"memory ({_size(total)}); its metadata is likely wrong. Views do not help (the graph covers the "
@@ -224,7 +225,7 @@ class DenseSpec(ElementSpec):
         """
         return self._box_graph(None)
 
-    def select_graph(self, selection: tuple[range | np.ndarray | None, ...]) -> Any:
+    def select_graph(self, selection: Selection) -> Any:
         """A dask array of ``array[selection]`` (per axis: the positions kept, ``None`` for all of them).
 
         The graph covers the smallest box of the stored array that holds the selection, so a view's graph
@@ -240,6 +241,15 @@ class DenseSpec(ElementSpec):
                 graph = graph[(slice(None),) * axis + (inner,)]
         return graph
 
+    def read_selection(self, selection: Selection) -> Any:
+        """``array[selection]`` as numpy (``()``: :meth:`materialize`), through :meth:`select_graph`.
+
+        An array (or a view's part of it) that cannot fit in the machine's memory is refused with
+        :class:`~shadows.errors.TooLargeError` before anything is read or planned (:meth:`require_memory`).
+        """
+        self.require_memory(selected_shape(self.shape, selection))
+        return super().read_selection(selection)
+
     def _box_graph(self, box: tuple[tuple[int, int], ...] | None) -> Any:
         """A chunk-planned dask array over ``box`` of the stored array (all of it for ``None``)."""
         import dask.array as da
@@ -247,7 +257,7 @@ class DenseSpec(ElementSpec):
         proxy = ArrayProxy(self, box)
         shape = proxy.shape
         # Tasks hold at most TARGET_CHUNK_BYTES each: a lower bound on their number, known before planning.
-        self._require_graph(-(-self.nbytes(shape) // TARGET_CHUNK_BYTES), estimated=True, shape=shape)
+        self._require_graph(-(-self.memory_nbytes(shape) // TARGET_CHUNK_BYTES), estimated=True, shape=shape)
         chunks = plan_chunks(shape, self.dtype, self.extra.get("stored_chunks"), self.extra.get("read_chunks"))
         self._require_graph(math.prod(len(c) for c in chunks), estimated=False, shape=shape)
         name = f"shadows-array-{self.name}-" + _token(proxy)

@@ -1,15 +1,19 @@
-"""Dask dataframes over any frame spec (stored dataframes, pre-0.7 structured frames): partitions of rows
-read by column, so dask's column projection reads only the columns a computation uses.
+"""Dataframe elements (stored dataframes, pre-0.7 structured frames): what they share as elements
+(:class:`FrameSpec`), and dask dataframes over them, partitions of rows read by column, so dask's column
+projection reads only the columns a computation uses.
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
+from shadows.elements.base import ElementSpec
 from shadows.elements.positions import read_frame
+from shadows.indexing.selection import Selection
 
 #: Rows per partition of a dataframe graph.
 ROWS_PER_PARTITION = 1_000_000
@@ -57,3 +61,31 @@ class FrameReader:
         from dask.base import tokenize
 
         return ("shadows.FrameReader", self.spec.ref, self.spec.path, tokenize(self.rows))
+
+
+@dataclass(frozen=True)
+class FrameSpec(ElementSpec):
+    """A dataframe element: read by rows and columns (``read(rows, columns)``, ``read_index(rows)``,
+    ``meta()``, ``columns``, ``column(key)``, which subclasses provide), a selection keeping rows.
+    """
+
+    kind = "dataframe"
+    role = "table"
+
+    def materialize(self) -> pd.DataFrame:
+        """The whole dataframe, read column by column."""
+        return self.read()
+
+    def graph(self):
+        """A dask dataframe, one partition per ``ROWS_PER_PARTITION`` rows, with column projection."""
+        return frame_graph(self)
+
+    def select_graph(self, selection: Selection):
+        """A dask dataframe of the selected rows (``()``: all of them), in the selection's order."""
+        return frame_graph(self, selection[0] if selection else None)
+
+    def read_selection(self, selection: Selection) -> pd.DataFrame:
+        """The selected rows (``()``: all of them), each read once, in storage order, then reordered."""
+        if not selection:
+            return self.materialize()
+        return read_frame(self, selection[0])

@@ -18,15 +18,15 @@ import pandas as pd
 from shadows.backends import nodes, reads
 from shadows.elements.base import ElementSpec, Rows
 from shadows.elements.dense import DenseSpec
-from shadows.elements.framegraph import frame_graph
+from shadows.elements.framegraph import FrameSpec
+from shadows.elements.positions import ColumnSpec
 from shadows.elements.registry import describe, register_sniffer
+from shadows.elements.scalars import ScalarSpec
 
 
 @dataclass(frozen=True)
-class LegacyCategoricalSpec(ElementSpec):
+class LegacyCategoricalSpec(ColumnSpec):
     """A 0.7-era categorical column: codes with a ``categories`` attribute naming the categories."""
-
-    kind = "column"
 
     @classmethod
     def from_node(cls, ref, node, path, attrs):
@@ -43,10 +43,6 @@ class LegacyCategoricalSpec(ElementSpec):
         """The selected rows as a ``pandas.Categorical``."""
         ordered = bool(nodes.attrs(self.ref.node(self.extra["categories"])).get("ordered", False))
         return pd.Categorical.from_codes(reads.read(self.node(), rows), self.categories(), ordered=ordered)
-
-    def materialize(self) -> pd.Categorical:
-        """The whole column."""
-        return self.read_rows(slice(None))
 
 
 def is_structured(node: Any) -> bool:
@@ -85,15 +81,12 @@ class StructuredFieldSpec(DenseSpec):
 
 
 @dataclass(frozen=True)
-class LegacyFrameSpec(ElementSpec):
+class LegacyFrameSpec(FrameSpec):
     """A pre-0.7 obs/var: one structured array, first field the index.
 
     ``extra["categories"]`` maps column names to the uns paths holding their categories; the AnnData
     layout fills it in, since only it knows where uns is.
     """
-
-    kind = "dataframe"
-    role = "table"
 
     @classmethod
     def from_node(cls, ref, node, path, attrs):
@@ -148,23 +141,13 @@ class LegacyFrameSpec(ElementSpec):
         return _LegacyFieldSpec(self.ref, self.path, f"field of {self.encoding}", (self.shape[0],), None,
                                 extra={"frame": self, "field": key})
 
-    def materialize(self) -> pd.DataFrame:
-        """The whole dataframe."""
-        return self.read()
-
     def meta(self) -> pd.DataFrame:
         """An empty frame with the columns' dtypes (reads no records)."""
         return self.read(slice(0, 0))
 
-    def graph(self):
-        """A dask dataframe over the records, with column projection."""
-        return frame_graph(self)
-
 
 @dataclass(frozen=True)
-class _LegacyFieldSpec(ElementSpec):
-    kind = "column"
-
+class _LegacyFieldSpec(ColumnSpec):
     def read_rows(self, rows: Rows):
         return self.extra["frame"].read(rows, [self.extra["field"]])[self.extra["field"]].array
 
@@ -175,17 +158,11 @@ def _is_unencoded_scalar(node: Any, attrs: dict[str, Any]) -> bool:
 
 @register_sniffer(_is_unencoded_scalar)
 @dataclass(frozen=True)
-class LegacyScalarSpec(ElementSpec):
-    """A 0-d dataset without encoding attributes (uns scalars before anndata 0.7)."""
-
-    kind = "scalar"
+class LegacyScalarSpec(ScalarSpec):
+    """A 0-d dataset without encoding attributes (uns scalars before anndata 0.7), read as anndata reads
+    it (:class:`~shadows.elements.scalars.ScalarSpec`).
+    """
 
     @classmethod
     def from_node(cls, ref, node, path, attrs):
         return cls(ref, path, "scalar (unencoded)", (), nodes.numpy_dtype(node))
-
-    def materialize(self) -> Any:
-        """The value as anndata returns it."""
-        from anndata.io import read_elem
-
-        return read_elem(self.node())

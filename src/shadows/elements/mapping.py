@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from shadows.backends import nodes
 from shadows.elements.base import ElementSpec, encoding_of
 from shadows.elements.registry import describe, register, register_sniffer
+from shadows.indexing.selection import Selection
 
 
 @register("group", "dict", "0.1.0")
@@ -42,6 +43,10 @@ class MappingSpec(ElementSpec):
     def graph(self):
         """A dict of the children's graphs."""
         return {k: self.child(k).graph() for k in self.keys()}
+
+    def nbytes(self, selection: Selection = ()) -> int:
+        """The children's bytes, each as it counts them (a mapping is never sliced)."""
+        return sum(self.child(k).nbytes() for k in self.keys())
 
 
 def _is_plain_group(node, attrs) -> bool:

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from shadows.backends import nodes, reads
-from shadows.elements.base import ElementSpec, Rows, array_part, encoding_of
+from shadows.elements.base import Rows, array_part, encoding_of
+from shadows.elements.positions import ColumnSpec
 from shadows.elements.registry import register
 from shadows.errors import MalformedElementError, element_message
 
@@ -34,10 +35,8 @@ def anndata_string_dtype(na_value: str) -> pd.StringDtype:
 @register("group", "nullable-boolean", "0.1.0")
 @register("group", "nullable-string-array", "0.1.0")
 @dataclass(frozen=True)
-class NullableSpec(ElementSpec):
+class NullableSpec(ColumnSpec):
     """``values`` plus a boolean ``mask`` (True = missing), rebuilt as a pandas extension array."""
-
-    kind = "column"
 
     @classmethod
     def from_node(cls, ref, node, path, attrs):
@@ -74,7 +73,3 @@ class NullableSpec(ElementSpec):
         values = np.asarray(values, dtype=object)
         values[mask] = None
         return pd.array(values, dtype=self.dtype)
-
-    def materialize(self):
-        """The whole array."""
-        return self.read_rows(slice(None))

@@ -8,6 +8,7 @@ from typing import Any
 from shadows.backends import nodes
 from shadows.elements.base import ElementSpec, encoding_of
 from shadows.elements.registry import register
+from shadows.indexing.selection import Selection
 
 
 @register("array", "numeric-scalar", "0.2.0")
@@ -28,6 +29,12 @@ class ScalarSpec(ElementSpec):
         from anndata.io import read_elem
 
         return read_elem(self.node())
+
+    def nbytes(self, selection: Selection = ()) -> int:
+        """The value's bytes (a string counted as a pointer); none for ``None``, stored without a shape."""
+        if self.encoding.split(" ", 1)[0] == "null":
+            return 0
+        return super().nbytes(selection)
 
     def graph(self):
         """A one-task dask graph (``dask.delayed``) producing the value."""

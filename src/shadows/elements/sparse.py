@@ -23,6 +23,7 @@ from shadows.elements.registry import register, register_sniffer
 from shadows.elements.sparse_chunk import CHUNK_TYPES, to_plain
 from shadows.errors import MalformedElementError, element_message
 from shadows.indexing.keys import AxisIndex, as_positions, as_slice_or_array, is_full, sorted_unique
+from shadows.indexing.selection import Selection, axis_positions
 
 #: Non-zeros one task reads (data + indices: about 16 MiB for float32/int32; measured: 4M held the
 #: gene-column peak of a Zarr file above 150 MiB on 2 threads, 2M keeps it under at the same speed).
@@ -46,6 +47,7 @@ class SparseSpec(ElementSpec):
 
     kind = "sparse"
     role = "array"
+    is_sparse = True
 
     @classmethod
     def from_node(cls, ref, node, path, attrs):
@@ -102,14 +104,15 @@ class SparseSpec(ElementSpec):
 
     def graph(self):
         """A dask array with one task per run of about ``TARGET_NNZ_PER_TASK`` non-zeros; scipy chunks."""
-        return self.select_graph(range(self.shape[0]), range(self.shape[1]))
+        return self.select_graph(())
 
     def materialize(self):
         """Read the whole matrix as the plain scipy matrix anndata returns."""
         return to_plain(read_major_run(self, 0, self.shape[self.major_axis]))
 
-    def select_graph(self, rows: AxisIndex, cols: AxisIndex):
-        """A dask array of ``matrix[rows][:, cols]`` whose tasks read only the selected major positions.
+    def select_graph(self, selection: Selection):
+        """A dask array of ``matrix[selection]`` (``()``: all of it) whose tasks read only the selected
+        major positions.
 
         Selected major positions (CSR rows, CSC columns) are read in storage order, grouped into tasks
         of about ``TARGET_NNZ_PER_TASK`` non-zeros; inside a task the byte ranges of nearby positions
@@ -120,7 +123,7 @@ class SparseSpec(ElementSpec):
         from dask.base import tokenize
         from dask.highlevelgraph import HighLevelGraph
 
-        groups, order, minor_key, n_minor_out = self._plan(rows, cols)
+        groups, order, minor_key, n_minor_out = self._plan(selection)
         name = f"shadows-{self.format}-{self.name}-" + tokenize(self.ref, self.path, groups, minor_key)
         tasks = {}
         for i, group in enumerate(groups):
@@ -138,11 +141,12 @@ class SparseSpec(ElementSpec):
             graph = graph[order] if self.major_axis == 0 else graph[:, order]
         return graph
 
-    def _plan(self, rows: AxisIndex, cols: AxisIndex) -> tuple[list[range | np.ndarray], np.ndarray | None, Any, int]:
-        """How ``matrix[rows][:, cols]`` is read: the task groups of major positions (in storage order),
+    def _plan(self, selection: Selection) -> tuple[list[range | np.ndarray], np.ndarray | None, Any, int]:
+        """How ``matrix[selection]`` is read: the task groups of major positions (in storage order),
         the reordering that restores the key's order (or ``None``), the minor key applied in each task
         (``None``: all) and how many minor positions it keeps.
         """
+        rows, cols = axis_positions(selection, 0, self.shape[0]), axis_positions(selection, 1, self.shape[1])
         major, minor = (rows, cols) if self.major_axis == 0 else (cols, rows)
         n_major, n_minor = self.shape[self.major_axis], self.shape[1 - self.major_axis]
         minor_key = None if is_full(minor, n_minor) else as_slice_or_array(minor)
@@ -156,9 +160,20 @@ class SparseSpec(ElementSpec):
             return (read_major_run, self, group.start, group.stop, minor_key)
         return (read_major_positions, self, group, minor_key)
 
-    def read_selection(self, rows: AxisIndex, cols: AxisIndex) -> Any:
-        """``matrix[rows][:, cols]`` read here, without a dask graph, or ``None`` (use
-        :meth:`select_graph`).
+    def read_selection(self, selection: Selection) -> Any:
+        """``matrix[selection]`` as the plain scipy matrix anndata gives (``()``: :meth:`materialize`).
+
+        Read here, without a dask graph, where :meth:`_read_here` can; else through :meth:`select_graph`.
+        """
+        if not selection:
+            return self.materialize()
+        value = self._read_here(selection)
+        if value is not None:
+            return to_plain(value)
+        return super().read_selection(selection)
+
+    def _read_here(self, selection: Selection) -> Any:
+        """``matrix[selection]`` read here, without a dask graph, or ``None`` (use :meth:`select_graph`).
 
         Read here: what one task would read (a minibatch, a few cells: saves the scheduler's round trip
         through a worker thread), and whole major positions when no cluster computes (of an HDF5 matrix,
@@ -169,7 +184,7 @@ class SparseSpec(ElementSpec):
         """
         from shadows.cluster import current_client
 
-        groups, order, minor_key, _ = self._plan(rows, cols)
+        groups, order, minor_key, _ = self._plan(selection)
         # not where reading many ranges at once holds more than the result (zarr's pipeline decodes every
         # inner chunk of the shards a selection of positions touches at once: Capabilities.bounded_ranges)
         whole_rows_here = (len(groups) > 1 and minor_key is None
