@@ -24,9 +24,10 @@ from conftest import make_adata, read_oracle, suffix, write
 from helpers import assert_shadow_matches, assert_value_equal, element_digests, file_digest
 from shadows import AnnDataShadow, FileBusyError, MuDataShadow
 
-#: Kill runs per format, for new elements (3 formats: 21 runs) and for replacements (9 runs).
-KILL_RUNS = 7
-REPLACE_RUNS = 3
+#: Kill runs per format, for new elements (3 formats: 12 runs) and for replacements (6 runs). Each run
+#: kills in its own stratum of the write (see :func:`kill_time`), so a few runs cover every phase.
+KILL_RUNS = 4
+REPLACE_RUNS = 2
 #: The writer's layer takes about this long to write (80 blocks, each sleeping 20 ms).
 WRITE_SECONDS = 1.6
 
@@ -70,6 +71,12 @@ def start(script: str, *args: str) -> subprocess.Popen:
     return child
 
 
+def kill_time(run: int, runs: int, seed: int) -> float:
+    """When run ``run`` of ``runs`` kills the writer: a random moment of its own equal share of the time from
+    the first block to past the commit, so the runs together land in every phase."""
+    return (run + np.random.default_rng(seed + run).uniform()) / runs * (WRITE_SECONDS + 0.6)
+
+
 def kill_after(child: subprocess.Popen, seconds: float) -> None:
     time.sleep(seconds)
     os.kill(child.pid, signal.SIGKILL)
@@ -88,7 +95,7 @@ def test_a_killed_writer_leaves_old_elements_intact_and_the_new_one_whole_or_abs
     before = element_digests(path)
     writer = start(KILL_SCRIPT, path)
     # from the first block to past the commit: the kill lands in every phase across the runs
-    kill_after(writer, np.random.default_rng(run).uniform(0.0, WRITE_SECONDS + 0.6))
+    kill_after(writer, kill_time(run, KILL_RUNS, seed=0))
     after = element_digests(path)
     assert {k: v for k, v in after.items() if k in before} == before  # every old element bit-identical
     adata = read_oracle(path)  # the file opens
@@ -107,7 +114,7 @@ def test_a_killed_replacement_leaves_the_old_element_or_the_new_one(fmt, tmp_pat
     old = read_oracle(path).layers["dense"]
     before = {k: v for k, v in element_digests(path).items() if not k.startswith("layers/dense")}
     writer = start(REPLACE_SCRIPT, path)
-    kill_after(writer, np.random.default_rng(10 + run).uniform(0.0, WRITE_SECONDS + 0.6))
+    kill_after(writer, kill_time(run, REPLACE_RUNS, seed=10))
     after = element_digests(path)
     assert {k: v for k, v in after.items() if k in before} == before
     dense = read_oracle(path).layers["dense"]  # present: the old values or the new ones, never a mix
@@ -244,13 +251,13 @@ print(json.dumps({"sums": np.asarray(shadow.X.sum(axis=0)).ravel().tolist(),
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt_", ["h5ad", "zarr3"])
-def test_eight_readers_and_a_cluster_read_the_same_file_correctly(fmt_, tmp_path):
+def test_concurrent_readers_and_a_cluster_read_the_same_file_correctly(fmt_, tmp_path):
     distributed = pytest.importorskip("distributed")
     path = write(make_adata(n_obs=3000, n_vars=40), tmp_path / f"shared{suffix(fmt_)}", fmt_)
     adata = read_oracle(path)
     expected_view = adata[np.arange(0, adata.n_obs, 7)]
     readers = [subprocess.Popen([sys.executable, "-c", READER_SCRIPT, str(path)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for _ in range(8)]
+                                stderr=subprocess.PIPE, text=True) for _ in range(4)]
     lazy = AnnDataShadow(path, array_backend="dask")
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     with cluster, distributed.Client(cluster):
