@@ -1,9 +1,8 @@
 """What AnnDataShadow and MuDataShadow share: the AnnData surface over a shadow's elements.
 
-A shadow holds one thing, its :class:`~shadows.core.elements.ShadowElements` (the layout, the element
-records, the view key and the connection); every attribute here delegates to it, and each element is
-served by its :class:`~shadows.core.element.Element` (the one serving order). The classes built on it
-add their own attributes (X, layers and raw; modalities and obsmap/varmap).
+A shadow holds one thing, its :class:`~shadows.core.elements.ShadowElements` (layout, element records,
+view key, connection); every attribute delegates to it, and each element is served by its
+:class:`~shadows.core.element.Element` (the one serving order).
 """
 
 from __future__ import annotations
@@ -27,17 +26,15 @@ from shadows.writing.export import export
 
 
 def _mapping(slot: str, doc: str) -> property:
-    """The property of an aligned or unstructured mapping slot (``"obsm"``, ``"uns"``...); deleting
-    empties it, as AnnData does.
-    """
+    """The property of a mapping slot (``"obsm"``, ``"uns"``...); deleting empties it, as in AnnData."""
     return property(lambda self: self._elements.slots[slot],
                     lambda self, values: self._elements.slots[slot].replace_all(values),
                     lambda self: self._elements.slots[slot].replace_all({}), doc)
 
 
 def _frame(frame: str, doc: str | None = None) -> property:
-    """The property of obs/var (``doc=None``: anndata's private ``_obs``/``_var``, which muon's in-place
-    filters assign with some of the current rows). Deleting keeps the names and drops every column.
+    """The property of obs/var (``doc=None``: anndata's private ``_obs``/``_var``, which muon's filters
+    assign); deleting drops every column and keeps the names, as in AnnData.
     """
     if doc is None:
         return property(lambda self: self._elements.element(frame).value(),
@@ -54,9 +51,7 @@ def _names(frame: str, doc: str) -> property:
 
 
 class ShadowBase:
-    """The AnnData surface shared by AnnData and MuData shadows (mixed with ``anndata.AnnData`` or
-    ``mudata.MuData`` by the subclasses, for a real ``isinstance``).
-    """
+    """The AnnData surface of AnnData and MuData shadows (subclasses add ``anndata.AnnData``/``MuData``)."""
 
     #: The kind of elements this kind of shadow shows.
     _ELEMENTS: ClassVar[type[ShadowElements]]
@@ -65,14 +60,7 @@ class ShadowBase:
     def __init__(self, filepath: str | os.PathLike, array_backend: str = "numpy", table_backend: str = "pandas",
                  mode: str = "r", format: str | None = None, storage_options: Mapping[str, Any] | None = None, *,
                  allow_external: bool = False):
-        """Open the AnnData/MuData at ``filepath`` (see the class's parameters).
-
-        ``allow_external=True`` lets reads follow what leads out of the file: HDF5 external links,
-        external storage and virtual datasets with sources in other files, symbolic links out of a Zarr
-        store. By default an element using one is refused with
-        :class:`~shadows.errors.ExternalDataError` when it is accessed (anndata and h5py follow them
-        silently); see :mod:`shadows.backends.containment`. Pickles (and dask workers) keep the choice.
-        """
+        """Open the AnnData/MuData at ``filepath`` (see the class's parameters)."""
         check_mode(mode)
         ref = resolve(filepath, format, storage_options, allow_external=allow_external)
         arrays, tables = convert.array_backend(array_backend), convert.table_backend(table_backend)
@@ -103,47 +91,21 @@ class ShadowBase:
     varp = _mapping("varp", "Pairwise annotations of variables.")
     uns = _mapping("uns", "Unstructured annotations, a lazy nested mapping.")
 
-    @property
-    def n_obs(self) -> int:
-        """Number of observations."""
-        return self._elements.axis_length(0)
+    n_obs = property(lambda self: self._elements.axis_length(0), doc="Number of observations.")
+    n_vars = property(lambda self: self._elements.axis_length(1), doc="Number of variables.")
+    shape = property(lambda self: self._elements.shape, doc="(n_obs, n_vars).")
 
-    @property
-    def n_vars(self) -> int:
-        """Number of variables."""
-        return self._elements.axis_length(1)
+    __len__ = n_obs.fget
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(n_obs, n_vars)."""
-        return self._elements.shape
+    is_view = property(lambda self: self._elements.is_view,
+                       doc="Whether this is a view (``shadow[...]``); a modified view is not (it became actual).")
+    isbacked = property(lambda self: False,
+                        doc="False: a shadow behaves like an in-memory AnnData (scanpy takes those paths).")
 
-    def __len__(self) -> int:
-        return self.n_obs
-
-    @property
-    def is_view(self) -> bool:
-        """Whether this shadow is a view (``shadow[...]``) of another; a modified view is not (it became
-        an independent shadow of its selection, as AnnData views become actual).
-        """
-        return self._elements.is_view
-
-    @property
-    def isbacked(self) -> bool:
-        """False, as for an in-memory AnnData: a shadow behaves like one (changes live in memory), so
-        scanpy and anndata take their in-memory paths. ``filename`` and ``file`` still give the file.
-        """
-        return False
-
-    @property
-    def filename(self) -> str:
-        """Path of the file or store (plus the group path for one modality of a MuData)."""
-        return self._elements.filename
-
-    @property
-    def file(self) -> Any:
-        """The open ``h5py.File`` or ``zarr.Group`` (a Zarr group is opened on first use)."""
-        return self._elements.connection.file
+    filename = property(lambda self: self._elements.filename,
+                        doc="Path of the file or store (plus the group path for one modality of a MuData).")
+    file = property(lambda self: self._elements.connection.file,
+                    doc="The open ``h5py.File`` or ``zarr.Group`` (a Zarr group is opened on first use).")
 
     def obs_keys(self) -> list[str]:
         """Names of the obs columns (stored, then assigned in memory)."""
@@ -154,51 +116,32 @@ class ShadowBase:
         return self._elements.frame_keys("var")
 
     def obsm_keys(self) -> list[str]:
-        """Keys of obsm."""
         return list(self.obsm)
 
     def varm_keys(self) -> list[str]:
-        """Keys of varm."""
         return list(self.varm)
 
     def uns_keys(self) -> list[str]:
-        """Keys of uns."""
         return list(self.uns)
 
     def persist(self, *keys: str) -> ShadowBase:
-        """Keep the graphs of ``keys`` (element paths such as ``"X"``, ``"obsm/X_pca"``; all when none
-        are given) computed in memory, locally or on the cluster; they are marked ᐁ.
-        """
+        """Keep the elements ``keys`` (``"X"``, ``"obsm/X_pca"``; all when none) computed in memory (ᐁ)."""
         self._elements.persist(keys)
         return self
 
     def clear_cache(self) -> None:
-        """Drop every element held in memory so its memory is freed (for a MuData: in every modality).
-
-        Changes are not dropped: elements assigned or deleted in memory (▲) stay, and so does a cached
-        array that was changed in place since it was read (``np.log1p(adata.X, out=adata.X)``): it is
-        kept as a change (▲), for ``write(overwrite=True)`` to store, never reverted to the file's values.
-        """
+        """Drop what is held in memory (ᐁ); changes (▲) stay, arrays changed in place become ones."""
         self._elements.release()
 
     def __sizeof__(self) -> int:
         return object.__sizeof__(self) + self._elements.held_nbytes()
 
     def close(self) -> None:
-        """Close the connection to the file (cached and staged elements stay in memory; closing twice is
-        harmless). The last shadow of a file to close releases every handle this process holds on it,
-        graph tasks' included; other shadows of the file keep working.
-        """
+        """Close the connection (memory stays); the last shadow of a file releases its handles."""
         self._elements.connection.close()
 
     def reopen(self, mode: str = "r") -> ShadowBase:
-        """Reopen the file in ``mode`` (``"r"`` or ``"r+"``), keeping in-memory additions.
-
-        The connection is this shadow's, its views' and modalities': they all follow. Other shadows of
-        the same file keep their own mode; they read through the one handle this process holds, which
-        is upgraded to ``r+`` in place and back to ``r`` when no shadow holds ``r+``. If the file refuses
-        (another process writing it, permissions), the shadow stays exactly as it was.
-        """
+        """Reopen the file in ``mode`` (``"r"``/``"r+"``) with views and modalities, keeping changes."""
         self._elements.connection.open(mode)
         return self
 
@@ -210,16 +153,8 @@ class ShadowBase:
 
     def write(self, filename: str | os.PathLike | bool | None = None, clear_cache: bool = False,
               overwrite: bool = False, *, progress: bool = False, **kwargs: Any) -> ShadowBase:
-        """Push staged elements (▲) to the file, each committed atomically; returns the shadow.
-
-        The file must be open with ``mode="r+"`` (``reopen("r+")``). Dask arrays are streamed block by
-        block, so an element computed lazily is never held in memory whole. Replacing an element or
-        column the file already has needs ``overwrite=True``. With ``clear_cache=True`` what is held in
-        memory is dropped afterwards. ``progress=True`` shows one bar for the whole write (blocks
-        written, and the element being written).
-
-        ``write(filename)`` is AnnData's alias of ``write_h5ad(filename)`` (``write_h5mu`` for MuData):
-        an export to a new file (``overwrite=True`` to replace one), and the shadow is returned.
+        """Commit the changes (▲) to the file (open ``"r+"``; replacing stored ones needs ``overwrite``),
+        each atomically; ``write(filename)`` is AnnData's alias of ``write_h5ad(filename)``.
         """
         if isinstance(filename, bool):  # write(True): the first parameter before AnnData's alias existed
             clear_cache = filename
@@ -233,10 +168,7 @@ class ShadowBase:
         return self
 
     def _init_as_actual(self, X: Any = None, *args: Any, **kwargs: Any) -> None:
-        """What anndata and scanpy call to turn a view into an actual object (``view_to_actual``:
-        ``adata._init_as_actual(adata.copy())``): a shadow becomes an independent shadow of its
-        selection (nothing read). Any other data cannot become a shadow: a TypeError says so.
-        """
+        """What anndata's ``view_to_actual`` calls: a view becomes an independent shadow (nothing read)."""
         if isinstance(X, ShadowBase) and X._elements.ref == self._elements.ref and X.shape == self.shape:
             self._elements.detach()
             return
@@ -245,11 +177,8 @@ class ShadowBase:
 
     def copy(self, filename: str | os.PathLike | None = None, *, overwrite: bool = False,
              progress: bool = False) -> Any:
-        """An independent shadow of the same data (a view's copy is not a view); nothing is read: stored
-        elements stay in the file, changes held in memory (▲) are copied. With ``filename``, this shadow
-        (or view) is written there out of core (HDF5 or Zarr by the suffix; what exists there is replaced
-        only with ``overwrite=True``; ``progress=True`` shows one bar) and opened as a new shadow with the
-        same backends. ``to_memory()`` gives an in-memory AnnData.
+        """An independent shadow of the same data (nothing read, changes ▲ copied); with ``filename``,
+        exported there (HDF5 or Zarr by the suffix) and opened. ``to_memory()`` gives an AnnData.
         """
         if filename is None:
             return self._wrap(self._elements.copied())
@@ -260,50 +189,31 @@ class ShadowBase:
 
     def write_zarr(self, store: str | os.PathLike, *, progress: bool = False, overwrite: bool = False,
                    **_: Any) -> None:
-        """Write this shadow (or view: only its selection) to a new Zarr store, out of core (Zarr format
-        from ``anndata.settings.zarr_write_format``; anndata's compression options are ignored). An
-        existing store is replaced only with ``overwrite=True``; the shadow's own store never is.
-        """
+        """Export this shadow (or view) to a new Zarr store, out of core."""
         export(self, store, "zarr", progress=progress, overwrite=overwrite)
 
     def __getitem__(self, index: Any) -> Any:
-        """A view: a shadow of its own (``type(view) is type(self)``) whose elements are this shadow's,
-        sliced by ``index``: AnnData's keys (slices, ints, masks, positions, names, and pairs of them).
-        Views compose to any depth; building one reads no data. An ``anndata.acc`` reference
-        (``adata[A.obs["louvain"]]``, anndata >= 0.13) returns the array it points at, as AnnData does.
-        """
+        """A view by AnnData's keys (reads no data); an ``anndata.acc`` reference gives its array."""
         if isinstance(index, ARRAY_REFERENCES):
             return get_by_reference(self, index)
         return self._wrap(self._elements.view_of(index))
 
     def _inplace_subset_obs(self, index: Any) -> None:
-        """Keep the observations ``index`` selects (``adata = adata[index]``, in place)."""
-        self._elements.subset_in_place((index, slice(None)))
+        self._elements.subset_in_place((index, slice(None)))  # adata = adata[index], in place
 
     def _inplace_subset_var(self, index: Any) -> None:
-        """Keep the variables ``index`` selects (``adata = adata[:, index]``, in place)."""
         self._elements.subset_in_place((slice(None), index))
 
     def describe(self, details: bool = True) -> Description:
-        """Every element this shadow (or view) shows, slot by slot: encoding, shape and dtype as it shows
-        them, and whether each is held in memory (ᐁ) or changed in memory (▲); a MuData's modalities
-        too. Reads no data. ``details=False`` skips the encodings and dtypes of stored obs/var columns
-        (the text repr's names and markers only). See :class:`shadows.core.description.Description`.
-        """
+        """Every element shown, with encoding, shape, dtype and markers, from metadata (a Description)."""
         return description.describe(self._elements, details)
 
     def stored_elements(self) -> list[description.StoredElement]:
-        """Every element the file stores for this shadow's group (uns walked recursively; a MuData's
-        modalities as ``mod/<name>/...``) with its chunking and bytes on disk, from metadata only.
-        """
+        """Every element the file stores for this group, with its chunking and bytes on disk (metadata)."""
         return description.stored_elements(self._elements)
 
     def element_value(self, path: str) -> Any:
-        """The element at ``path`` (``"X"``, ``"obs"``, ``"obsm/X_pca"``, ``"uns"``) as this shadow (or
-        view) would write it: a value assigned in memory as it is (▲; ``None`` when deleted), a value held
-        in memory, else a matrix as its dask graph (lazy, only the view's part) and anything else read as
-        numpy/pandas/dict. What exports stream from.
-        """
+        """The element at ``path`` (``"X"``, ``"obsm/X_pca"``, ``"uns"``) as an export writes it."""
         if path == "uns":
             return self.uns.materialize()
         return self._elements.element(path).export_value()
@@ -312,9 +222,7 @@ class ShadowBase:
         return text_repr(self.describe(details=False))
 
     def _repr_html_(self) -> str:
-        """Jupyter's rich repr: slots, keys, encodings, shapes and dtypes from metadata (reads no data;
-        mudata's own HTML repr reads every modality's obs and var to print them).
-        """
+        """Jupyter's rich repr, from metadata (mudata's own reads every modality's obs and var)."""
         return html_repr(self.describe())
 
     def __reduce__(self):
@@ -323,17 +231,13 @@ class ShadowBase:
 
 
 def shadow_elements(shadow: ShadowBase) -> ShadowElements:
-    """The :class:`~shadows.core.elements.ShadowElements` of ``shadow`` (a MuData's modalities', for the
-    MuData's elements).
-    """
+    """The :class:`~shadows.core.elements.ShadowElements` of ``shadow`` (what a MuData's elements use)."""
     return shadow._elements
 
 
 def attached(cls: type[ShadowBase], ref: FileRef, arrays: convert.Backend, tables: convert.Backend,
              connection: Connection) -> ShadowBase:
-    """A root shadow of type ``cls`` of the group at ``ref`` sharing an open ``connection`` (a MuData's
-    modality).
-    """
+    """A root shadow of type ``cls`` of the group at ``ref`` over an open ``connection`` (a modality)."""
     return cls._wrap(cls._ELEMENTS(ref, arrays, tables, connection, cls._wrap))
 
 
