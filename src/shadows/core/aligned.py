@@ -198,36 +198,6 @@ class ElementMapping(MutableMapping):
         return f"{self.slot}:\t{', '.join(self.marked_keys())}"
 
 
-def is_graph(value: Any) -> bool:
-    """Whether ``value`` is a lazy backend's value (a dask collection, an xarray object over dask, or
-    read_lazy's ``Dataset2D``), e.g. one kept by ``persist()``, rather than an in-memory one.
-    """
-    return hasattr(value, "__dask_graph__") or hasattr(getattr(value, "ds", None), "__dask_graph__")
-
-
-def in_memory(elements: Any, rel: str) -> Any:
-    """The stored element ``rel`` as anndata holds it in memory (numpy, scipy, pandas, python values),
-    whatever the shadow's backends: read on first use (this view's part of it) and held (ᐁ) until
-    ``clear_cache()``.
-
-    Parameters
-    ----------
-    elements
-        The elements of the shadow (or view) that reads it.
-    rel
-        The element's path, e.g. ``"uns/louvain_colors"`` or ``"raw/X"``.
-
-    Returns
-    -------
-    The value, as ``anndata.read_h5ad`` gives it. A graph kept by ``persist()`` is read into memory.
-    """
-    state = elements.state
-    held = state.held(rel)
-    if not state.is_held(rel) or is_graph(held):
-        return state.hold(rel, elements.materialize(rel))
-    return held
-
-
 class UnsMapping(ElementMapping):
     """A level of the nested ``uns`` mapping: nested groups are UnsMappings of their own.
 
@@ -244,7 +214,7 @@ class UnsMapping(ElementMapping):
             return super().__getitem__(key)
         if self.elements.layout.spec(rel).role == "mapping":
             return self.elements.uns_child(rel)
-        return in_memory(self.elements, rel)
+        return self.elements.element(rel).memory_value()
 
     def materialize(self) -> dict:
         """A plain nested dict of every value (stored ones read, staged ones as assigned)."""

@@ -8,6 +8,7 @@ from typing import Any
 import anndata
 
 from shadows import progress as progress_bar
+from shadows.core import annotations
 from shadows.core.aligned import ElementMapping
 from shadows.core.anndata_elements import AnnDataElements
 from shadows.core.base import ShadowBase
@@ -107,7 +108,7 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
     def obs_vector(self, k: str, *, layer: str | None = None) -> Any:
         """Values of obs column ``k``, or of variable ``k`` across observations (from X or ``layer``)."""
         if k in self.obs_keys():
-            return self._elements.frame_column("obs", k)
+            return annotations.frame_column(self._elements, "obs", k)
         names = self.var_names
         if k not in names:
             raise MissingElementError(element_message(self.filename, "obs", f"'{k}' is neither an obs column "
@@ -118,7 +119,7 @@ class AnnDataShadow(ShadowBase, anndata.AnnData):
     def var_vector(self, k: str, *, layer: str | None = None) -> Any:
         """Values of var column ``k``, or of observation ``k`` across variables."""
         if k in self.var_keys():
-            return self._elements.frame_column("var", k)
+            return annotations.frame_column(self._elements, "var", k)
         names = self.obs_names
         if k not in names:
             raise MissingElementError(element_message(self.filename, "var", f"'{k}' is neither a var column "

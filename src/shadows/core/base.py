@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from shadows import convert
 from shadows.backends import FileRef, resolve
 from shadows.backends.fileref import suffix_format
-from shadows.core import description
+from shadows.core import annotations, description
 from shadows.core.committing import commit_changes
 from shadows.core.connection import Connection, check_mode
 from shadows.core.description import Description
@@ -40,14 +40,14 @@ def _frame(frame: str, doc: str | None = None) -> property:
         return property(lambda self: self._elements.element(frame).value(),
                         lambda self, value: self._elements.set_private_frame(frame, value))
     return property(lambda self: self._elements.element(frame).value(),
-                    lambda self, value: self._elements.set_frame(frame, value),
-                    lambda self: self._elements.clear_frame(frame), doc)
+                    lambda self, value: annotations.set_frame(self._elements, frame, value),
+                    lambda self: annotations.clear_frame(self._elements, frame), doc)
 
 
 def _names(frame: str, doc: str) -> property:
     """The property of obs_names/var_names (read alone, without the columns; assignable ▲)."""
-    return property(lambda self: self._elements.names(frame),
-                    lambda self, names: self._elements.set_names(frame, names), None, doc)
+    return property(lambda self: annotations.names(self._elements, frame),
+                    lambda self, names: annotations.set_names(self._elements, frame, names), None, doc)
 
 
 class ShadowBase:
@@ -109,11 +109,11 @@ class ShadowBase:
 
     def obs_keys(self) -> list[str]:
         """Names of the obs columns (stored, then assigned in memory)."""
-        return self._elements.frame_keys("obs")
+        return annotations.frame_keys(self._elements, "obs")
 
     def var_keys(self) -> list[str]:
         """Names of the var columns (stored, then assigned in memory)."""
-        return self._elements.frame_keys("var")
+        return annotations.frame_keys(self._elements, "var")
 
     def obsm_keys(self) -> list[str]:
         return list(self.obsm)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shadows.cache import marker
+from shadows.core import annotations
 from shadows.errors import ExternalDataError, ShadowsError
 from shadows.schema import element_axes
 
@@ -299,7 +300,7 @@ def _frame(shadow: ShadowElements, slot: str, details: bool = True) -> list[Elem
     staged = shadow.visible_staged_columns(slot)
     n_rows = shadow.axis_length(0 if slot == "obs" else 1)
     rows = [ElementInfo(slot, spec.index_key, "index", (n_rows,), None, held=held)]
-    for key in shadow.frame_keys(slot):
+    for key in annotations.frame_keys(shadow, slot):
         if key in staged:
             rows.append(_in_memory(slot, key, staged[key]))
         elif not details:

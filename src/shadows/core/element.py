@@ -1,7 +1,8 @@
 """The one serving order of an element: where the value of one element of one shadow comes from.
 
 Every way a shadow hands out an element goes through :class:`Element`: attribute access and the slots
-(:meth:`Element.value`), ``to_memory`` and raw (:meth:`~Element.plain`), exports
+(:meth:`Element.value`), ``uns`` and raw's X under dask (:meth:`~Element.memory_value`), ``to_memory``
+and raw (:meth:`~Element.plain`), exports
 (:meth:`~Element.export_value`), ``persist`` (:meth:`~Element.persist`) and ``obs_vector`` /
 ``var_vector`` (:meth:`~Element.vector`). They differ only in what they do with the value once its
 source is known; the order in which the sources are asked is written once, in :meth:`Element.locate`:
@@ -125,6 +126,19 @@ class Element:
             return elements.uns_child(rel).materialize()
         return elements.materialize(rel)
 
+    def memory_value(self) -> Any:
+        """The element as anndata holds it in memory (numpy, scipy, pandas, python values) whatever the
+        backends, read on first use (this view's part of it) and held (ᐁ) until ``clear_cache()``: what
+        ``uns`` gives, and raw's X under the dask backend (scanpy hashes and iterates them). A graph
+        kept by ``persist()`` is read into memory.
+        """
+        source, value = self.locate()
+        if source is Source.STALE:
+            return value.element(self.rel).memory_value()
+        if source in (Source.ROOT_PART, Source.CHANGED) or (source is Source.HELD and not is_graph(value)):
+            return value
+        return self.elements.state.hold(self.rel, self.elements.materialize(self.rel))
+
     def export_value(self) -> Any:
         """The element as an export writes it: a value in memory as it is (▲; ``None`` when deleted),
         an array held in memory, else an array as its dask graph (lazy, only a view's part) and anything
@@ -197,6 +211,13 @@ class Element:
         axis = 0 if isinstance(key[0], int | np.integer) else 1
         axes[axis] = np.asarray([as_positions(axes[axis])[key[axis]]])
         return spec.select_graph(tuple(axes))
+
+
+def is_graph(value: Any) -> bool:
+    """Whether ``value`` is a lazy backend's value (a dask collection, an xarray object over dask, or
+    read_lazy's ``Dataset2D``), e.g. one kept by ``persist()``, rather than an in-memory one.
+    """
+    return hasattr(value, "__dask_graph__") or hasattr(getattr(value, "ds", None), "__dask_graph__")
 
 
 def computed(value: Any) -> Any:

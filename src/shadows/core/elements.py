@@ -28,18 +28,17 @@ import pandas as pd
 from shadows import convert, progress
 from shadows.backends import FileRef
 from shadows.core.aligned import ElementMapping, UnsMapping, as_slot_value
+from shadows.core.annotations import index_rel, names, set_frame, whole_frame
 from shadows.core.connection import Connection
 from shadows.core.element import Element
 from shadows.core.frames import tracked, with_columns
 from shadows.core.layout import Layout
-from shadows.core.references import VECTORS_ARE_PANDAS_ARRAYS
 from shadows.core.state import NOTHING, ElementState
 from shadows.elements.positions import read_column, read_index
-from shadows.errors import InvalidElementKeyError, ShapeError
+from shadows.errors import ShapeError
 from shadows.indexing import AxisIndex, compose, normalize_key
 from shadows.indexing.keys import as_positions, as_slice_or_array
 from shadows.indexing.selection import selection_for
-from shadows.names import column_problem
 from shadows.schema import ALIGNED_SLOT_AXES, FRAMES, element_axes
 from shadows.settings import settings
 from shadows.writing import DELETED, ColumnChange, ElementChange
@@ -193,7 +192,7 @@ class ShadowElements:
         :func:`shadows.indexing.normalize_key`). A view of a view keeps positions relative to the file.
         Reads no data.
         """
-        obs, var = normalize_key(index, self.shape, (lambda: self.names("obs"), lambda: self.names("var")))
+        obs, var = normalize_key(index, self.shape, (lambda: names(self, "obs"), lambda: names(self, "var")))
         if self.is_view:
             self.keep_changes_in_place()  # a view's arrays changed in place: it is actual, its views see them
         local = (compose(self.local[0], obs), compose(self.local[1], var)) if self.is_view else (obs, var)
@@ -319,14 +318,14 @@ class ShadowElements:
             return labelled.dataset(spec, rows[0] if rows else range(spec.shape[0]), self._frame_names(rel, spec),
                                     self.visible_staged_columns(rel) if rel in FRAMES else {},
                                     self.deleted_columns(rel) if rel in FRAMES else set())
-        return labelled.data_array(rel, spec, selection_for(rel, spec, self.view), self.names,
+        return labelled.data_array(rel, spec, selection_for(rel, spec, self.view), partial(names, self),
                                    partial(self.view_graph, rel))
 
     def _frame_names(self, rel: str, spec: Any) -> pd.Index:
         """The names of the rows of the dataframe at ``rel`` this shadow sees."""
         if rel in FRAMES or rel == "raw/var":
-            return self.names(rel)
-        return read_index(spec, self._frame_rows(rel))
+            return names(self, rel)
+        return read_index(spec, self.frame_rows(rel))
 
     def uns_child(self, rel: str) -> Any:
         """The uns element ``rel``: a nested :class:`~shadows.core.aligned.UnsMapping` for a group."""
@@ -341,62 +340,15 @@ class ShadowElements:
         """Whether ``rel`` is held in memory (ᐁ)."""
         return self.state.is_held(rel)
 
-    def _frame_rows(self, frame_rel: str) -> AxisIndex | None:
+    def frame_rows(self, frame_rel: str) -> AxisIndex | None:
         """The rows of a dataframe element this shadow sees (``None``: all)."""
         spec = self.layout.spec(frame_rel)
         selection = selection_for(frame_rel, spec, self.view)
         return selection[0] if selection else None
 
-    def whole_frame(self, frame_rel: str) -> pd.DataFrame | None:
-        """The dataframe ``frame_rel`` when it was replaced whole in memory (▲: new names, or a MuData's
-        axis rebuilt by ``update()``), else ``None`` (stored, with any columns changed one by one).
-        """
-        changed = self.changed_value(frame_rel) if frame_rel in FRAMES else NOTHING
-        return changed if isinstance(changed, pd.DataFrame) else None
-
-    def names(self, frame_rel: str) -> pd.Index:
-        """The names of the rows of obs/var (or raw's var), read alone unless the frame is in memory."""
-        whole = self.whole_frame(frame_rel)
-        if whole is not None:
-            return whole.index
-        changed = self.changed_value(index_rel(frame_rel))
-        if changed is not NOTHING:
-            return changed
-        frame = self.state.held(frame_rel)
-        if frame is not NOTHING and self.tables.name == "pandas":
-            return frame.index
-        spec = self.layout.spec(frame_rel)
-        return self.state.held_or_read(index_rel(frame_rel), lambda: read_index(spec, self._frame_rows(frame_rel)))
-
     def view_column(self, frame_rel: str, key: str) -> Any:
         """One stored obs/var column of this shadow (as the frame of this shadow would hold it)."""
-        return read_column(self.layout.spec(frame_rel).column(key), self._frame_rows(frame_rel))
-
-    def frame_column(self, frame_rel: str, key: str) -> Any:
-        """One obs/var column as AnnData's ``obs_vector`` returns it, read alone unless the frame is in memory.
-
-        That is ``Series.values`` up to anndata 0.12 (numpy for numpy dtypes, else the pandas array: a
-        ``Categorical``, a masked array), and ``Series.array`` from anndata 0.13 on (which resolves
-        ``adata[A.obs[k]]``). scanpy's plotting tells categorical colors from continuous ones by it.
-        """
-        frame = self.whole_frame(frame_rel)
-        if frame is None and self.tables.name == "pandas":
-            frame = self.state.held(frame_rel)
-        if frame is not None and frame is not NOTHING:
-            column = frame[key]
-        else:
-            staged = self.visible_staged_columns(frame_rel)
-            column = staged[key] if key in staged else pd.Series(self.view_column(frame_rel, key), copy=False)
-        return column.array if VECTORS_ARE_PANDAS_ARRAYS else column.values
-
-    def frame_keys(self, frame_rel: str) -> list[str]:
-        """Names of the obs/var columns: stored (less those deleted), then assigned in memory."""
-        whole = self.whole_frame(frame_rel)
-        if whole is not None:
-            return list(whole.columns)
-        deleted = self.deleted_columns(frame_rel)
-        stored = [c for c in getattr(self.layout, frame_rel).columns if c not in deleted]
-        return stored + [k for k in self.visible_staged_columns(frame_rel) if k not in stored]
+        return read_column(self.layout.spec(frame_rel).column(key), self.frame_rows(frame_rel))
 
     def slot_values(self, slot: str, read: Callable[[str], Any]) -> dict[str, Any]:
         """Every value of ``slot``: staged ones as assigned (sliced in a view), stored ones by ``read(rel)``."""
@@ -475,7 +427,7 @@ class ShadowElements:
         """Columns assigned in memory: a view's own, and its root's taken at the view's rows (every
         column of a dataframe replaced whole).
         """
-        whole = self.whole_frame(frame_rel)
+        whole = whole_frame(self, frame_rel)
         if whole is not None:
             return dict(whole.items())
         own = _column_changes(self.state, frame_rel)
@@ -597,90 +549,6 @@ class ShadowElements:
         """``frame`` as the pandas backend hands obs/var out: a frame whose assignments are staged (▲)."""
         return tracked(frame, partial(self.stage_column, frame_rel), f"{self.filename}: {frame_rel}")
 
-    def set_names(self, frame_rel: str, names: Any) -> None:
-        """``adata.obs_names = names``: new names for the rows of obs/var, kept in memory (▲) until
-        ``write(overwrite=True)`` replaces the stored index. Non-string names become strings, as anndata
-        makes them (with its warning).
-        """
-        index = pd.Index(names)
-        expected = self.axis_length(FRAMES.index(frame_rel))
-        if len(index) != expected:
-            raise ShapeError(f"{self.filename}: {frame_rel}_names: expected {expected} names, got {len(index)}")
-        if not all(isinstance(name, str) for name in index):
-            import warnings
-
-            warnings.warn(f"AnnData expects .{frame_rel}.index to contain strings; converting them", UserWarning,
-                          stacklevel=3)
-            index = index.astype(str)
-        self.detach()
-        index.name = self.names(frame_rel).name
-        whole = self.whole_frame(frame_rel)
-        if whole is not None:  # the names of a dataframe replaced whole are its index
-            whole.index = index
-            return
-        self.state.change(index_rel(frame_rel), index)
-        frame = self.state.held(frame_rel)
-        if isinstance(frame, pd.DataFrame):
-            frame.index = index
-        mapping = self.slots.get(f"{frame_rel}m")
-        for key in [] if mapping is None else mapping.own_keys():  # dataframes in obsm/varm follow, as in
-            rel = f"{frame_rel}m/{key}"  # anndata: a stored one is read and changed (▲), to be written so
-            if mapping.is_staged(key):
-                if isinstance(mapping[key], pd.DataFrame):
-                    mapping[key].index = index
-            elif self.layout.spec(rel).role == "table":
-                value = self.plain(rel).copy()
-                value.index = index
-                self.state.change(rel, value)
-
-    def set_frame(self, frame_rel: str, frame: pd.DataFrame) -> None:
-        """``shadow.obs = frame``: stage the columns that differ from the current ones (▲).
-
-        Stored columns missing from ``frame`` are deleted (from the file by ``write(overwrite=True)``);
-        this is what ``mudata``'s ``pull_obs``/``pull_var`` do to a MuData shadow. A frame with other
-        names than the current ones replaces the dataframe whole (:meth:`replace_frame`), as AnnData's
-        setter renames the observations.
-        """
-        where = f"{self.filename}: {frame_rel}"
-        if not isinstance(frame, pd.DataFrame):
-            raise TypeError(f"{where}: expected a pandas DataFrame, got {type(frame).__name__}")
-        for key in frame.columns:
-            problem = column_problem(key)
-            if problem is not None:
-                raise InvalidElementKeyError(f"{where}[{key!r}]: invalid column name: {problem}")
-        expected = self.axis_length(FRAMES.index(frame_rel))
-        if len(frame) != expected:
-            raise ShapeError(f"{where}: expected {expected} rows, got {len(frame)}")
-        if self.whole_frame(frame_rel) is not None or not frame.index.equals(self.names(frame_rel)):
-            self.replace_frame(frame_rel, frame)
-            return
-        current = self.plain(frame_rel)
-        self.detach()
-        for key in [c for c in current.columns if c not in frame.columns]:
-            self.stage_column(frame_rel, key, None)  # deleted (a stored one by write(overwrite=True))
-        for key in frame.columns:  # a column deleted before and back now is not in current: assigned
-            if key not in current.columns or not frame[key].equals(current[key]) \
-                    or frame[key].dtype != current[key].dtype:
-                self.state.change(f"{frame_rel}/{key}", frame[key])
-        self.state.forget(frame_rel)
-
-    def clear_frame(self, frame_rel: str) -> None:
-        """``del adata.obs``: as AnnData, every column goes (▲; from the file by ``write(overwrite=True)``),
-        the names stay.
-        """
-        self.set_frame(frame_rel, pd.DataFrame(index=self.names(frame_rel)))
-
-    def replace_frame(self, frame_rel: str, frame: pd.DataFrame) -> None:
-        """The dataframe ``frame_rel`` becomes ``frame`` whole (▲): its names and columns. ``write
-        (overwrite=True)`` replaces the stored dataframe with it. Changes made to single columns or to
-        the names before are superseded. Its length is not checked here (a MuData's ``update()`` can
-        grow an axis; AnnData's setter checks it before).
-        """
-        self.detach()
-        for key in self.state.children(frame_rel):
-            self.state.revert(f"{frame_rel}/{key}")
-        self.state.change(frame_rel, frame)
-
     # -- a private axis change (``adata._obs = ...``): the elements aligned with it go stale ------------
 
     def set_private_frame(self, frame_rel: str, frame: pd.DataFrame) -> None:
@@ -695,11 +563,11 @@ class ShadowElements:
         where = f"{self.filename}: {frame_rel}"
         if not isinstance(frame, pd.DataFrame):
             raise TypeError(f"{where}: expected a pandas DataFrame, got {type(frame).__name__}")
-        names = self.names(frame_rel)
-        if frame.index.equals(names):
-            self.set_frame(frame_rel, frame)
+        current = names(self, frame_rel)
+        if frame.index.equals(current):
+            set_frame(self, frame_rel, frame)
             return
-        positions = names.get_indexer(frame.index) if names.is_unique else np.array([-1])
+        positions = current.get_indexer(frame.index) if current.is_unique else np.array([-1])
         if (positions < 0).any() or not frame.index.is_unique:
             raise ValueError(f"{where}: a new {frame_rel} given this way must keep some of the current rows by "
                              f"unique names; assign .{frame_rel} (same names) or subset the shadow instead")
@@ -709,7 +577,7 @@ class ShadowElements:
         aligned = self._aligned_elements(axis)
         self.subset_in_place((positions, slice(None)) if axis == 0 else (slice(None), positions))
         self.before = before
-        self.set_frame(frame_rel, frame)
+        set_frame(self, frame_rel, frame)
         self.state.mark_stale(aligned)
         # only obs changed: uns keeps the category colors a subset would have cut to the kept categories
         uns, uns_before = self.slots["uns"], before.slots["uns"]
@@ -870,13 +738,6 @@ class ShadowElements:
         out = self.make_view(*positions, local)
         out.restore_memory(view_state)
         return out
-
-
-def index_rel(frame_rel: str) -> str:
-    """The record of a dataframe's names: ``obs/_index`` (a name no column may take, whatever name the
-    file stores the index under).
-    """
-    return f"{frame_rel}/_index"
 
 
 def _column_changes(state: ElementState, frame_rel: str) -> dict[str, pd.Series]:

@@ -7,6 +7,7 @@ import warnings
 from typing import Any
 
 from shadows import progress as progress_bar
+from shadows.core import annotations
 from shadows.core.base import ShadowBase
 from shadows.core.mudata_elements import MUDATA_SLOTS, Modalities, MuDataElements, relabel_positions
 from shadows.errors import BackendUnavailableError, MissingElementError, element_message
@@ -131,8 +132,8 @@ class MuDataShadow(ShadowBase, _MuDataBase):
         self._elements.update((1,))
 
     def _global_vector(self, frame_rel: str, key: str) -> Any:
-        if key in self._elements.frame_keys(frame_rel):
-            return self._elements.frame_column(frame_rel, key)
+        if key in annotations.frame_keys(self._elements, frame_rel):
+            return annotations.frame_column(self._elements, frame_rel, key)
         holders = [name for name, m in self.mod.items() if key in getattr(m, f"{frame_rel}_keys")()]
         what = f"'{key}' is not a global {frame_rel} column"
         if holders:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from shadows.core.anndata import AnnDataShadow
+from shadows.core.annotations import names, replace_frame, whole_frame
 from shadows.core.base import ShadowBase, attached, shadow_elements
 from shadows.core.element import computed
 from shadows.core.elements import ShadowElements
@@ -217,12 +218,12 @@ class MuDataElements(ShadowElements):
         maps = self.slots[f"{frame_rel}map"]
         if set(maps.own_keys()) != set(self.mod):
             return False
-        names = self.names(frame_rel)
+        current = names(self, frame_rel)
         for name, modality in self.mod.items():
             positions = np.asarray(computed(maps[name])).reshape(-1)
             present = positions > 0
             order = np.argsort(positions[present], kind="stable")
-            expected = names[np.flatnonzero(present)[order]]
+            expected = current[np.flatnonzero(present)[order]]
             if not expected.equals(getattr(modality, f"{frame_rel}_names")):
                 return False
         return True
@@ -277,8 +278,8 @@ class MuDataElements(ShadowElements):
         if self.is_view or self.view is None:
             return
         for frame_rel in FRAMES:
-            if self.whole_frame(frame_rel) is None:
-                self.replace_frame(frame_rel, self.plain(frame_rel).copy())
+            if whole_frame(self, frame_rel) is None:
+                replace_frame(self, frame_rel, self.plain(frame_rel).copy())
         for slot in self.SLOTS:
             mapping = self.slots[slot]
             for key in mapping.own_keys():

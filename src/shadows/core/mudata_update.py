@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shadows.core import annotations
 from shadows.core.element import computed
 from shadows.schema import FRAMES
 
@@ -34,7 +35,7 @@ def update_axis(shadow: Any, axis: int) -> None:
     match its modalities.
     """
     frame_rel = FRAMES[axis]
-    names = shadow.names(frame_rel)
+    names = annotations.names(shadow, frame_rel)
     maps = _values(shadow, f"{frame_rel}map")
     probe = {_PROBE: np.arange(len(names), dtype=np.float64)}
     result = _stand_in(shadow, {frame_rel: pd.DataFrame(index=names), f"{frame_rel}m": probe,
@@ -46,7 +47,7 @@ def update_axis(shadow: Any, axis: int) -> None:
         data = {frame_rel: shadow.plain(frame_rel), f"{frame_rel}map": maps,
                 f"{frame_rel}m": _values(shadow, f"{frame_rel}m"), f"{frame_rel}p": _values(shadow, f"{frame_rel}p")}
         result = _stand_in(shadow, data)
-        shadow.replace_frame(frame_rel, getattr(result, frame_rel).copy())
+        annotations.replace_frame(shadow, frame_rel, getattr(result, frame_rel).copy())
         slot_p.replace_all(dict(getattr(result, f"{frame_rel}p")))
         masks = dict(getattr(result, f"{frame_rel}m"))
     else:
@@ -54,8 +55,8 @@ def update_axis(shadow: Any, axis: int) -> None:
         if len(kept) != len(names) or (kept != np.arange(len(names))).any():
             shadow.subset_in_place((kept, slice(None)) if axis == 0 else (slice(None), kept))
         new_names = getattr(result, f"{frame_rel}_names")
-        if not new_names.equals(shadow.names(frame_rel)):  # mudata made duplicated names unique
-            shadow.set_names(frame_rel, new_names)
+        if not new_names.equals(annotations.names(shadow, frame_rel)):  # mudata made duplicated names unique
+            annotations.set_names(shadow, frame_rel, new_names)
         masks = {k: np.asarray(v) for k, v in getattr(result, f"{frame_rel}m").items() if k in shadow.mod}
     for key, value in masks.items():  # mudata keeps a mask per modality (and everything reindexed)
         if key != _PROBE:

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from shadows.core.aligned import ElementMapping, in_memory
+from shadows.core import annotations
+from shadows.core.aligned import ElementMapping
 
 if TYPE_CHECKING:
     from shadows.core.elements import ShadowElements
@@ -39,7 +40,7 @@ class RawShadow:
         """
         elements = self._elements
         if elements.arrays.name == "dask" and not elements.is_stale("raw/X"):
-            return in_memory(elements, "raw/X")
+            return elements.element("raw/X").memory_value()
         return elements.element("raw/X").value()
 
     @property
@@ -55,12 +56,12 @@ class RawShadow:
     @property
     def var_names(self) -> pd.Index:
         """Names of the raw variables."""
-        return self._elements.names("raw/var")
+        return annotations.names(self._elements, "raw/var")
 
     @property
     def obs_names(self) -> pd.Index:
         """Names of the observations (the shadow's)."""
-        return self._elements.names("obs")
+        return annotations.names(self._elements, "obs")
 
     @property
     def n_obs(self) -> int:
@@ -136,7 +137,7 @@ class RawShadow:
         whole = isinstance(rows, slice) and rows == slice(None)
         elements = self._elements if whole else self._elements.view_of((rows, slice(None)))
         _, kept = normalize_key((slice(None), columns), (elements.axis_length(0), self.n_vars),
-                                (lambda: elements.names("obs"), lambda: self.var_names))
+                                (lambda: annotations.names(elements, "obs"), lambda: self.var_names))
         positions = as_positions(kept)
         spec = elements.layout.spec("raw/X")
         selection = selection_for("raw/X", spec, elements.view) or (None, None)
