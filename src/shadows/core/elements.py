@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 from collections.abc import Callable
 from functools import partial
@@ -44,10 +45,11 @@ from shadows.settings import settings
 from shadows.writing import DELETED, ColumnChange, ElementChange
 
 
-@dataclasses.dataclass(frozen=True)
 class MappingChanges:
     """What a mapping slot (or uns level) shows besides the file, merged from a view's records and its
-    root's (see :meth:`ShadowElements.mapping_changes`).
+    root's (see :meth:`ShadowElements.mapping_changes`). The file's keys are listed only when asked for
+    (:attr:`stored`; :attr:`inherited` needs them when the root assigned keys): asking whether a key is
+    staged reads no metadata.
 
     Attributes
     ----------
@@ -55,16 +57,27 @@ class MappingChanges:
         Values assigned in memory (▲) in this shadow.
     deleted
         Stored keys deleted in memory (here, or in a view's root unless assigned here).
-    stored
-        Keys the file stores, less the deleted ones.
-    inherited
-        In a view: the root's assigned values (not sliced) of keys neither assigned here nor stored.
     """
 
-    staged: dict[str, Any]
-    deleted: set[str]
-    stored: list[str]
-    inherited: dict[str, Any]
+    __slots__ = ("__dict__", "_root_assigned", "_stored_keys", "deleted", "staged")
+
+    def __init__(self, staged: dict[str, Any], deleted: set[str], root_assigned: dict[str, Any],
+                 stored_keys: Callable[[], list[str]]) -> None:
+        self.staged, self.deleted = staged, deleted
+        self._root_assigned, self._stored_keys = root_assigned, stored_keys
+
+    @functools.cached_property
+    def stored(self) -> list[str]:
+        """Keys the file stores, less the deleted ones."""
+        return [k for k in self._stored_keys() if k not in self.deleted]
+
+    @functools.cached_property
+    def inherited(self) -> dict[str, Any]:
+        """In a view: the root's assigned values (not sliced) of keys neither assigned here nor stored."""
+        if not self._root_assigned:
+            return {}
+        stored = set(self.stored)
+        return {k: v for k, v in self._root_assigned.items() if k not in stored}
 
 
 class ShadowElements:
@@ -419,9 +432,8 @@ class ShadowElements:
         deleted = {k for k, v in own.items() if v is DELETED}
         root = self.root.state.children(parent) if self.is_view else {}
         deleted |= {k for k, v in root.items() if v is DELETED and k not in own}
-        stored = [k for k in stored_keys() if k not in deleted]
-        inherited = {k: v for k, v in root.items() if v is not DELETED and k not in own and k not in stored}
-        return MappingChanges(staged, deleted, stored, inherited)
+        assigned = {k: v for k, v in root.items() if v is not DELETED and k not in own}
+        return MappingChanges(staged, deleted, assigned, stored_keys)
 
     def visible_staged_columns(self, frame_rel: str) -> dict[str, pd.Series]:
         """Columns assigned in memory: a view's own, and its root's taken at the view's rows (every
