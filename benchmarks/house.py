@@ -10,7 +10,10 @@ Counts, over ``src/shadows``:
   (``is_hdf5``, ``is_url``, ``format == "hdf5"``/``"zarr"``, ``isinstance(..., h5py./zarr.)``, the fast
   paths' ``layout(...)`` probes, ``uses_zarrs``);
 - **private names used across modules**: attribute uses ``x._name`` and imports ``from m import _name``
-  of a single-underscore name that the using module does not define itself but another module does;
+  of a single-underscore name that the using module does not define itself but another module does (a
+  name is defined by a function, class or assignment, ``self._name = ...`` included, or by a class-level
+  annotation: ``core/anndata.py`` declares the ``_elements`` it inherits with its narrower type, so its
+  uses of its own ``self._elements`` are not counted);
 - line counts of the shadow classes (``core/base.py``, ``core/anndata.py``, ``core/mudata.py``) and of
   the ten largest modules.
 

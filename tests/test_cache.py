@@ -89,7 +89,8 @@ def test_obs_assignments_are_staged_and_survive_clear_cache(path):
     line = next(line for line in repr(shadow).split("\n") if line.startswith("  obs:"))
     assert {name[:-1] for name in line.split("\t")[1].split(", ") if name.endswith("▲")} == {"score", "b", "float"}
     shadow.obs = frame.drop(columns="cat")
-    assert "cat" not in shadow.obs and "cat" not in shadow.obs_keys() and shadow._deleted_columns("obs") == {"cat"}
+    assert "cat" not in shadow.obs and "cat" not in shadow.obs_keys()
+    assert shadow._elements.deleted_columns("obs") == {"cat"}
     with pytest.raises(ValueError, match=r"obs\['bad'\]: expected 60 values \(one per row\), got 3"):
         shadow.obs["bad"] = [1, 2, 3]
     with pytest.raises(ValueError, match=r"expected 60 rows, got 3"):
@@ -98,7 +99,7 @@ def test_obs_assignments_are_staged_and_survive_clear_cache(path):
     renamed = frame.set_axis([f"x{i}" for i in range(shadow.n_obs)])
     shadow.obs = renamed
     assert list(shadow.obs_names) == list(renamed.index) and shadow.obs_keys() == list(renamed.columns)
-    assert shadow._deleted_columns("obs") == set() and shadow.obs is renamed
+    assert shadow._elements.deleted_columns("obs") == set() and shadow.obs is renamed
     shadow.clear_cache()
     assert list(shadow.obs_names) == list(renamed.index)
     assert all(name.endswith("▲") for name in repr(shadow).split("\n")[3].split("\t")[1].split(", ")[1:])

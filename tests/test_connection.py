@@ -70,12 +70,13 @@ def test_shadows_views_and_tasks_of_a_file_share_one_handle(fmt, fresh):
     assert_value_equal(eager.X, expected.X, "X")
     same(lazy.X, expected.X, "dask X")
     assert_value_equal(view.X, expected[::2, 3:9].X, "view X")
-    assert entries(fresh) == [(str(fresh), eager._ref.format, 2, "r")]
-    assert eager._conn.handle is lazy._conn.handle and view._conn is eager._conn
-    assert eager._conn.generation == lazy._conn.generation
+    assert entries(fresh) == [(str(fresh), eager._elements.ref.format, 2, "r")]
+    assert eager._elements.connection.handle is lazy._elements.connection.handle and (
+        view._elements.connection is eager._elements.connection)
+    assert eager._elements.connection.generation == lazy._elements.connection.generation
     if fmt == "h5ad":
         # read tasks go through the shadows' own h5py.File: one HDF5 id, one descriptor
-        assert read_handle(eager._ref) is eager.file is lazy.file
+        assert read_handle(eager._elements.ref) is eager.file is lazy.file
         assert len(descriptors(fresh)) == 1
     else:
         assert eager.file is lazy.file  # one group per mode
@@ -92,20 +93,20 @@ def test_a_modality_opened_alone_shares_the_mudatas_connection_to_the_file(fmt, 
         mdata.write_h5mu(path) if fmt == "h5ad" else mdata.write_zarr(path)
     whole = MuDataShadow(path)
     rna = AnnDataShadow(f"{path}/mod/rna")
-    assert entries(path) == [(str(path), whole._ref.format, 2, "r")]
-    assert rna._conn.handle is whole._conn.handle
+    assert entries(path) == [(str(path), whole._elements.ref.format, 2, "r")]
+    assert rna._elements.connection.handle is whole._elements.connection.handle
     rna.reopen("r+")
     rna.obsm["added"] = np.full((60, 2), 3.0)
     rna.write()
     assert "added" in whole["rna"].obsm  # the MuData's modality learns what the other wrote
     assert_value_equal(whole["rna"].obsm["added"], np.full((60, 2), 3.0), "obsm/added")
-    assert whole._mode == whole["rna"]._mode == "r"
+    assert whole._elements.connection.mode == whole["rna"]._elements.connection.mode == "r"
     whole["rna"].obsm["more"] = np.zeros((60, 1))
     with pytest.raises(OSError) as error:
         whole.write()
     assert str(error.value).endswith(f": {READ_ONLY_MESSAGE}")  # the file named first
     rna.close()
-    assert entries(path) == [(str(path), whole._ref.format, 1, "r")]
+    assert entries(path) == [(str(path), whole._elements.ref.format, 1, "r")]
     whole.close()
     assert entries(path) == []
     assert not descriptors(path)
@@ -125,7 +126,7 @@ def test_the_last_close_releases_every_handle_and_others_keep_reading(fmt, fresh
     same(x, expected.X, "dask X")
     eager.close()
     eager.close()  # twice: harmless
-    assert entries(fresh) == [(str(fresh), lazy._ref.format, 1, "r")]
+    assert entries(fresh) == [(str(fresh), lazy._elements.ref.format, 1, "r")]
     same(lazy.obsm["X_pca"], expected.obsm["X_pca"], "the other still reads")
     same(lazy.layers["dense"], expected.layers["dense"], "a layer")
     lazy.close()
@@ -146,7 +147,7 @@ def test_a_closed_shadow_keeps_memory_and_reopens(fmt, fresh):
     shadow.obsm["staged"] = np.ones((60, 1))
     shadow.close()
     assert shadow.obsm["X_pca"] is pca and shadow.obsm.is_staged("staged")
-    assert shadow._mode == "r" and "staged▲" in repr(shadow.obsm)
+    assert shadow._elements.connection.mode == "r" and "staged▲" in repr(shadow.obsm)
     shadow.reopen("r+").write()
     shadow.close()
     assert "staged" in read_oracle(fresh).obsm
@@ -188,7 +189,8 @@ def test_reopen_r_plus_beside_readers_keeps_their_mode_and_shows_them_the_write(
     expected = read_oracle(fresh)
     _ = reader.obsm.keys(), lazy.X
     writer.reopen("r+")
-    assert writer._mode == "r+" and reader._mode == lazy._mode == "r"
+    assert writer._elements.connection.mode == "r+"
+    assert reader._elements.connection.mode == lazy._elements.connection.mode == "r"
     assert entries(fresh)[0][3] == "r+"
     if fmt == "h5ad":
         assert writer.file.mode == reader.file.mode == "r+"  # one h5py.File: the connection's mode
@@ -300,8 +302,8 @@ def test_a_refused_reopen_changes_nothing(fmt, fresh, cause, monkeypatch):
             shadow.reopen("r+")
         with refusal:
             AnnDataShadow(fresh, mode="r+")  # a refused new shadow leaves no user behind
-        assert shadow._mode == "r" and other._mode == "r"
-        assert entries(fresh) == [(str(fresh), shadow._ref.format, 2, "r")]
+        assert shadow._elements.connection.mode == "r" and other._elements.connection.mode == "r"
+        assert entries(fresh) == [(str(fresh), shadow._elements.ref.format, 2, "r")]
         assert shadow.file.mode == "r" if fmt == "h5ad" else shadow.file.read_only
         assert_value_equal(shadow.X, expected.X, "X after a refused reopen")
         assert shadow.obsm["X_pca"] is pca
@@ -318,7 +320,7 @@ def test_a_refused_reopen_changes_nothing(fmt, fresh, cause, monkeypatch):
             child.wait()
         monkeypatch.undo()
     shadow.reopen("r+").write()
-    assert other._mode == "r"
+    assert other._elements.connection.mode == "r"
     shadow.close()
     other.close()
     written = read_oracle(fresh)
@@ -331,7 +333,7 @@ def test_a_finalizer_never_waits_for_the_registry(fresh):
     import threading
 
     shadow = AnnDataShadow(fresh)
-    connection = shadow._conn
+    connection = shadow._elements.connection
     found, connection._entry = connection._entry, None
     with registry._locked():  # held here, as by a thread opening a store meanwhile
         finalizer = threading.Thread(target=registry.detach_soon, args=(found, connection))

@@ -98,7 +98,7 @@ def elements(shadow: AnnDataShadow) -> Iterator[tuple[str, ElementSpec]]:
     A mapping whose keys the shadow's layout changes, as anndata does on reading old files (pre-0.7
     ``uns["neighbors"]`` gives its matrices to obsp), is not compared whole: its children are.
     """
-    layout = shadow._layout
+    layout = shadow._elements.layout
     rels = [rel for rel in ("X", "obs", "var", "raw/X", "raw/var") if layout.has(rel)]
     for slot in ("layers", "obsm", "varm", "obsp", "varp", "uns", "raw/varm"):
         if layout.has(slot):

@@ -93,7 +93,7 @@ def test_unconsolidated_zarr(tmp_path, fmt):
     path = write(make_adata(), tmp_path / "plain.zarr", fmt)
     drop_consolidated(path)
     shadow = AnnDataShadow(path)
-    assert not shadow._conn.handle._consolidated
+    assert not shadow._elements.connection.handle._consolidated
     assert_shadow_matches(shadow, read_oracle(path))
     assert shadow.file.attrs.get("encoding-type") == "anndata"
 

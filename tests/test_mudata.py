@@ -248,7 +248,7 @@ def test_views_of_views_compose(mu_path):
     view = shadow[5:55][[40, 2, 17, 33, 8]][:, 1:20]
     expected = oracle[5:55][[40, 2, 17, 33, 8]][:, 1:20]
     assert_mudata_matches(view, expected)
-    assert view._root is shadow and view["rna"]._root is shadow["rna"]
+    assert view._elements.root is shadow._elements and view["rna"]._elements.root is shadow["rna"]._elements
 
 
 def test_each_view_has_its_own_cache(mu_path):
@@ -258,7 +258,8 @@ def test_each_view_has_its_own_cache(mu_path):
     assert "totalᐁ" not in repr(shadow).split("\n")[1] and "totalᐁ" in repr(view).split("\n")[1]
     assert "X_umapᐁ" in repr(view) and "X_umapᐁ" not in repr(shadow)
     assert "ᐁ" not in repr(shadow)
-    assert "rna" in [k for k in view.mod] and view["rna"]._is_cached("X") and not shadow["rna"]._is_cached("X")
+    assert "rna" in [k for k in view.mod] and view["rna"]._elements.is_held("X")
+    assert not shadow["rna"]._elements.is_held("X")
 
 
 def test_view_modalities_keep_only_their_members(mu_path):
@@ -299,7 +300,7 @@ def test_clear_cache_acts_on_every_modality(mu_path):
     shadow.obsm["new"] = np.zeros((60, 2))
     shadow["rna"].obsm["new"] = np.zeros((60, 2))
     shadow.clear_cache()
-    assert not any(list(s._state.held_items()) for s in (shadow, shadow["rna"], shadow["atac"]))
+    assert not any(list(s._elements.state.held_items()) for s in (shadow, shadow["rna"], shadow["atac"]))
     assert "ᐁ" not in repr(shadow)
     assert shadow.obsm.is_staged("new") and shadow["rna"].obsm.is_staged("new")
     assert repr(shadow).count("new▲") == 2

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from conftest import FORMATS, read_oracle, suffix, write
 from helpers import assert_value_equal, count_reads, count_values_read, file_digest
 from shadows import AnnDataShadow, ElementExistsError, ReadOnlyError
-from shadows.core.serving import computed
+from shadows.core.element import computed
 
 N_OBS, N_VARS = 400, 120
 #: Cells kept by the views ("view" kind): every other cell.
@@ -298,7 +298,7 @@ def test_copy_is_an_independent_shadow_and_to_memory_an_anndata(counts):
     copied.obs["only_here"] = 1
     assert np.all(shadow.obsm["emb"] == 1) and "only_here" not in shadow.obs
     whole = shadow.copy()
-    assert whole._view is None and "emb" in whole.obsm
+    assert whole._elements.view is None and "emb" in whole.obsm
     memory = copied.to_memory()
     assert type(memory) is ad.AnnData and memory.shape == (40, N_VARS)
 
@@ -472,7 +472,7 @@ def test_muons_in_place_filters_on_an_anndata_shadow(counts, backend, axis):
                 muon.pp.filter_obs(adata, "score", lambda x: x > 0)
             else:
                 muon.pp.filter_var(adata, list(adata.var_names[::3]))
-    assert shadow.shape == oracle.shape and not shadow._state._stale  # every element got its kept rows
+    assert shadow.shape == oracle.shape and not shadow._elements.state._stale  # every element got its kept rows
     assert_value_equal(computed(shadow.X), oracle.X, "X")
     assert_value_equal(computed(shadow.layers["double"]), oracle.layers["double"], "layers/double")
     np.testing.assert_array_equal(computed(shadow.obsm["emb"]), oracle.obsm["emb"])
@@ -496,7 +496,7 @@ def test_a_column_of_another_length_never_reaches_the_file(counts):
     wrong = ColumnChange("obs", "short", pd.Series(np.arange(3)), False, lambda: None)
     before = file_digest(counts)
     with pytest.raises(InvalidElementKeyError, match="3 values for a dataframe of 400 rows"):
-        transaction.check(shadow._conn, shadow.filename, [], [wrong], overwrite=True)
+        transaction.check(shadow._elements.connection, shadow.filename, [], [wrong], overwrite=True)
     assert file_digest(counts) == before
 
 

@@ -260,7 +260,7 @@ def test_gene_column_of_csr_is_parallel_and_bounded(big_files, monkeypatch):
     assert peak < x_bytes / 3, (peak, x_bytes)  # a few blocks at a time, never the whole matrix
     shadow = AnnDataShadow(files["h5ad"])
     np.testing.assert_array_equal(shadow.obs_vector(shadow.var_names[7]), values)
-    assert not shadow._is_cached("X")
+    assert not shadow._elements.is_held("X")
 
 
 def test_views_on_distributed_process_workers(big_files):

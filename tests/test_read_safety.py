@@ -196,7 +196,7 @@ def test_mudata_modality_external_link(tmp_path):
         MuDataShadow(path).mod["rna"].obsm["ext"]
     _refused(excinfo, path, "obsm/ext")
     allowed = MuDataShadow(path, allow_external=True)
-    assert allowed.mod["rna"]._ref.allow_external
+    assert allowed.mod["rna"]._elements.ref.allow_external
     np.testing.assert_array_equal(allowed.mod["rna"].obsm["ext"], values)
     revived = pickle.loads(pickle.dumps(allowed))
     np.testing.assert_array_equal(revived.mod["rna"].obsm["ext"], values)
@@ -207,10 +207,10 @@ def test_pickle_keeps_allow_external(h5ad, tmp_path):
     with h5py.File(h5ad, "a") as f:
         f["obsm/ext"] = h5py.ExternalLink(str(_other_file(tmp_path, values)), "/arr")
     allowed = pickle.loads(pickle.dumps(AnnDataShadow(h5ad, allow_external=True)[2:5]))
-    assert allowed._ref.allow_external and allowed.is_view
+    assert allowed._elements.ref.allow_external and allowed.is_view
     np.testing.assert_array_equal(allowed.obsm["ext"], values[2:5])
     refused = pickle.loads(pickle.dumps(AnnDataShadow(h5ad)))
-    assert not refused._ref.allow_external
+    assert not refused._elements.ref.allow_external
     with pytest.raises(ExternalDataError):
         refused.obsm["ext"]
     # dask graphs carry the choice to the processes that compute them (their reads go through the gate)

@@ -91,8 +91,8 @@ def test_http_format_is_inferred_without_a_suffix(http_root):
     base, folder, _, _ = http_root
     _serve("h5ad", folder, "nosuffix_h5")
     _serve("zarr3", folder, "nosuffix_zarr")
-    assert AnnDataShadow(f"{base}/nosuffix_h5")._ref.format == "hdf5"
-    assert AnnDataShadow(f"{base}/nosuffix_zarr")._ref.format == "zarr"
+    assert AnnDataShadow(f"{base}/nosuffix_h5")._elements.ref.format == "hdf5"
+    assert AnnDataShadow(f"{base}/nosuffix_zarr")._elements.ref.format == "zarr"
 
 
 def test_http_row_subset_fetches_about_its_share_of_x(http_root):
@@ -132,7 +132,7 @@ def test_s3_reads_views_dask_and_process_workers(s3, tmp_path):
         lazy = AnnDataShadow(url, array_backend="dask", storage_options=options)
         np.testing.assert_allclose(np.asarray(lazy.X.sum(axis=0).compute()).ravel(),
                                    np.asarray(oracle.X.sum(axis=0)).ravel(), rtol=1e-6)
-        text = repr(shadow) + repr(shadow._ref) + repr(lazy.X.dask)[:0] + shadow._repr_html_()
+        text = repr(shadow) + repr(shadow._elements.ref) + repr(lazy.X.dask)[:0] + shadow._repr_html_()
         assert SECRET not in text
 
 
@@ -256,7 +256,7 @@ def test_s3_zarr_without_consolidated_metadata(s3, tmp_path):
         drop_consolidated(local)
         fs.put(str(local), f"data/plain_{fmt}.zarr", recursive=True)
         shadow = AnnDataShadow(f"s3://data/plain_{fmt}.zarr", storage_options=options)
-        assert not shadow._conn.handle.consolidated  # each node's metadata read, children listed
+        assert not shadow._elements.connection.handle.consolidated  # each node's metadata read, children listed
         assert_shadow_matches(shadow, read_oracle(local))
 
 
@@ -286,5 +286,5 @@ def test_read_zarr_of_an_open_remote_group_reopens_it_by_location(http_root, s3)
     options, fs = s3
     fs.put(str(local), "data/group3.zarr", recursive=True)
     over_s3 = shadows.read_zarr(zarr.open_group("s3://data/group3.zarr", mode="r", storage_options=options))
-    assert "asynchronous" not in over_s3._ref.storage_options
+    assert "asynchronous" not in over_s3._elements.ref.storage_options
     assert_shadow_matches(over_s3, expected)

@@ -60,7 +60,7 @@ def test_obs_column_reads_alone(path, monkeypatch):
     assert_value_equal(pd.Series(values, index=expected.index, name="cat"), expected, "cat")
     touched = {key for key in reads if reads[key]}
     assert touched and all(key.startswith("obs/cat") for key in touched), touched  # one column, not the frame
-    assert not shadow._is_cached("obs")
+    assert not shadow._elements.is_held("obs")
 
 
 def test_pbmc68k_legacy_file(pbmc_path):
@@ -122,7 +122,7 @@ def test_modes_and_close(path, tmp_path):
     with pytest.raises(ValueError, match="mode"):
         AnnDataShadow(path, mode="w")
     other = AnnDataShadow(path, mode="r+")  # one connection per file per process: upgraded beside `shadow`
-    assert other._mode == "r+" and shadow._mode == "r"
+    assert other._elements.connection.mode == "r+" and shadow._elements.connection.mode == "r"
     with pytest.raises(OSError, match="read-only mode"):
         shadow.write()  # its own mode stays read-only
     other.close()

@@ -91,7 +91,7 @@ def test_views_of_views_compose(path, data):
     second = data.draw(view_keys(len(rows1), len(cols1), list(oracle.obs_names[rows1]),
                                  list(oracle.var_names[cols1])))
     view2 = view1[second]
-    assert view2._root is view1._root  # a view keeps positions in the file, not a chain of views
+    assert view2._elements.root is view1._elements.root  # a view keeps positions in the file, not a chain of views
     rows2, cols2 = positions_of(oracle[rows1, cols1], second)
     expected = oracle_view(oracle, (rows1[rows2], cols1[cols2]))  # numpy composes the positions
     assert_shadow_matches(view2, expected)

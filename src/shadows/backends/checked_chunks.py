@@ -110,6 +110,7 @@ class ChunkCheckingStore(WrapperStore):
 
     def __init__(self, store: Any) -> None:
         super().__init__(store)
+        self._inner = store  # zarr's WrapperStore keeps it as ``_store`` too
         self._nodes: dict[str, BloscChunks | bool | None] = {}
         self._format: int | None = None
         self._consolidated: Any = None
@@ -124,18 +125,18 @@ class ChunkCheckingStore(WrapperStore):
     @property
     def wrapped(self) -> Any:
         """The store this one checks the chunks of."""
-        return self._store
+        return self._inner
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name == "_store":
+        if name.startswith("__") or name in ("_store", "_inner"):
             raise AttributeError(name)
-        return getattr(self._store, name)
+        return getattr(self._inner, name)
 
     def __str__(self) -> str:
-        return str(self._store)
+        return str(self._inner)
 
     def __repr__(self) -> str:
-        return f"ChunkCheckingStore({self._store!r})"
+        return f"ChunkCheckingStore({self._inner!r})"
 
     def _with_store(self, store: Any) -> ChunkCheckingStore:
         """A copy of the wrapper over ``store`` (zarr makes them: ``with_read_only``), knowing what it learnt."""
@@ -152,42 +153,42 @@ class ChunkCheckingStore(WrapperStore):
 
     async def set(self, key: str, value: Any) -> None:
         self._forget(key)
-        await self._store.set(key, value)
+        await self._inner.set(key, value)
 
     async def set_if_not_exists(self, key: str, value: Any) -> None:
         self._forget(key)
-        await self._store.set_if_not_exists(key, value)
+        await self._inner.set_if_not_exists(key, value)
 
     async def delete(self, key: str) -> None:
         self._forget(key)
-        await self._store.delete(key)
+        await self._inner.delete(key)
 
     async def delete_dir(self, prefix: str) -> None:
         self._nodes, self._consolidated = {}, None
-        await self._store.delete_dir(prefix)
+        await self._inner.delete_dir(prefix)
 
     async def clear(self) -> None:
         self._nodes, self._consolidated = {}, None
-        await self._store.clear()
+        await self._inner.clear()
 
     # zarr's WrapperStore does not delegate these: Store's own getsize would read the whole value
     async def getsize(self, key: str) -> int:
-        return await self._store.getsize(key)
+        return await self._inner.getsize(key)
 
     async def getsize_prefix(self, prefix: str) -> int:
-        return await self._store.getsize_prefix(prefix)
+        return await self._inner.getsize_prefix(prefix)
 
     @property
     def supports_consolidated_metadata(self) -> bool:
-        return self._store.supports_consolidated_metadata
+        return self._inner.supports_consolidated_metadata
 
     async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
-        buffer = await self._store.get(key, prototype, byte_range)
+        buffer = await self._inner.get(key, prototype, byte_range)
         if buffer is None or byte_range is not None or key.rsplit("/", 1)[-1] in _METADATA_NAMES:
             return buffer
         array, chunks = await self._array_of(key)
         if chunks is not None:
-            where = f"{store_location(self._store)}: element {array!r}, chunk {key[len(array) + 1:]!r}"
+            where = f"{store_location(self._inner)}: element {array!r}, chunk {key[len(array) + 1:]!r}"
             chunks.check(buffer[: _HEADER.itemsize].to_bytes(), len(buffer), where)
         return buffer
 
@@ -236,7 +237,7 @@ class ChunkCheckingStore(WrapperStore):
 
         names = {2: (".zarray",), 3: ("zarr.json",)}.get(self._format, (".zarray", "zarr.json"))
         for name in names:
-            raw = await self._store.get(f"{path}/{name}", default_buffer_prototype())
+            raw = await self._inner.get(f"{path}/{name}", default_buffer_prototype())
             if raw is None:
                 continue
             try:

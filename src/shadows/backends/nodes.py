@@ -232,7 +232,7 @@ def stored_nbytes(node: Any) -> int:
     if is_hdf5(node):
         return int(node.id.get_storage_size())
     if isinstance(node, MetaArray):
-        store = node._store
+        store = node.store
         if store.url is not None:
             from shadows.backends import remote
 

@@ -85,6 +85,11 @@ class MetaNode:
         self.meta = meta
 
     @property
+    def store(self) -> ZarrMetadata:
+        """The metadata of the store the node is in."""
+        return self._store
+
+    @property
     def name(self) -> str:
         """Absolute path of the node, as zarr and h5py spell it."""
         return "/" + self.path

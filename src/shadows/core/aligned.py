@@ -1,14 +1,15 @@
 """Mapping slots of a shadow: layers, obsm, varm, obsp, varp, obsmap, varmap (aligned to axes) and uns
 (nested).
 
-Stored keys come from metadata; values are read on access through the shadow (and cached per its
-backend). Assigning a key keeps the value in memory, staged (▲) until ``write()``.
+Stored keys come from metadata; values are read on access through the shadow's elements
+(:mod:`shadows.core.elements`; kept per its backend). Assigning a key keeps the value in memory,
+staged (▲) until ``write()``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -16,9 +17,6 @@ from shadows.cache import marker
 from shadows.errors import MissingElementError, ShapeError, element_message
 from shadows.names import check_key, check_nested_keys
 from shadows.schema import ALIGNED_SLOT_AXES
-
-if TYPE_CHECKING:
-    from shadows.core.interface import ShadowLike
 
 
 def as_slot_value(rel: str, value: Any) -> Any:
@@ -42,93 +40,71 @@ X_IS_A_LAYER = _x_is_a_layer()
 
 
 class ElementMapping(MutableMapping):
-    """Stored and staged elements of one slot, read lazily through the owning shadow.
+    """Stored and staged elements of one slot, read lazily through the shadow's elements.
 
     The mapping holds no state of its own: stored keys come from the file's layout (``stored_keys``),
-    changes (▲) and deletions from the shadow's element records (:mod:`shadows.core.state`).
+    changes (▲) and deletions from the element records, merged for a view with its root's by
+    :meth:`~shadows.core.elements.ShadowElements.mapping_changes`.
+
+    Parameters
+    ----------
+    elements
+        The shadow's :class:`~shadows.core.elements.ShadowElements` (which imports this module: its type
+        is not named here).
+    slot
+        The slot (``"obsm"``), or a uns level's path (``"uns/neighbors"``), or ``"raw/varm"``.
+    stored_keys
+        The keys the file stores under it.
     """
 
-    def __init__(self, shadow: ShadowLike, slot: str, stored_keys: Callable[[], list[str]]):
-        self._shadow = shadow
+    def __init__(self, elements: Any, slot: str, stored_keys: Callable[[], list[str]]):
+        self.elements = elements
         self.slot = slot
         self._stored_keys = stored_keys
 
     def _path(self, key: str) -> str:
         return f"{self.slot}/{key}"
 
-    @property
-    def _changes(self) -> dict[str, Any]:
-        """The changes of the slot's keys in this shadow (values, or the deletion marker)."""
-        return self._shadow._state.children(self.slot)
-
-    @property
-    def _staged(self) -> dict[str, Any]:
-        """Values assigned in memory (▲) to the slot's keys in this shadow."""
-        deleted = self._shadow._state.deleted
-        return {k: v for k, v in self._changes.items() if v is not deleted}
-
-    @property
-    def _deleted(self) -> set[str]:
-        """Stored keys deleted in memory (removed from the file by ``write(overwrite=True)``)."""
-        shadow = self._shadow
-        deleted = shadow._state.deleted
-        own = self._changes
-        keys = {k for k, v in own.items() if v is deleted}
-        if shadow.is_view:  # a view sees its root's deletions (unless it assigned the key itself)
-            keys |= {k for k, v in shadow._root._state.children(self.slot).items() if v is deleted and k not in own}
-        return keys
-
-    @property
-    def _stored(self) -> list[str]:
-        """Keys the file stores, less those deleted in memory."""
-        deleted = self._deleted
-        return [k for k in self._stored_keys() if k not in deleted]
-
-    def _inherited(self) -> dict[str, Any]:
-        """In a view: the root's staged elements of this slot that the view does not shadow itself."""
-        shadow = self._shadow
-        if not shadow.is_view:
-            return {}
-        root = shadow._root._state
-        own, stored = self._changes, self._stored
-        return {k: v for k, v in root.children(self.slot).items()
-                if v is not root.deleted and k not in own and k not in stored}
+    def _changes(self) -> Any:
+        """The slot's :class:`~shadows.core.elements.MappingChanges`."""
+        return self.elements.mapping_changes(self.slot, self._stored_keys)
 
     def __getitem__(self, key: str) -> Any:
+        elements = self.elements
         if key is None and self.slot == "layers":
-            return self._shadow.X  # anndata >= 0.13 exposes X as layers[None]
-        if self._shadow._state.is_stale(self._path(key)):  # as before a private axis change
-            return self._shadow._before._slots[self.slot][key]
-        if key in self._staged:
-            return self._staged[key]
-        inherited = self._inherited()
-        if key in inherited:
-            return self._shadow._select_staged(self.slot, inherited[key])
-        if key not in self._stored:
-            what = f"no such key; stored keys: {', '.join(self._stored) or 'none'}"
-            raise MissingElementError(element_message(self._shadow._ref.display, self._path(key), what))
-        return self._shadow._element(self._path(key))
+            return elements.shadow.X  # anndata >= 0.13 exposes X as layers[None]
+        if elements.is_stale(self._path(key)):  # as before a private axis change
+            return elements.before.slots[self.slot][key]
+        changes = self._changes()
+        if key in changes.staged:
+            return changes.staged[key]
+        if key in changes.inherited:
+            return elements.select_staged(self.slot, changes.inherited[key])
+        if key not in changes.stored:
+            what = f"no such key; stored keys: {', '.join(changes.stored) or 'none'}"
+            raise MissingElementError(element_message(elements.filename, self._path(key), what))
+        return elements.element(self._path(key)).value()
 
     def __setitem__(self, key: str, value: Any) -> None:
         if key is None and self.slot == "layers":
-            self._shadow.X = value  # anndata >= 0.13 sets X as layers[None]
+            self.elements.shadow.X = value  # anndata >= 0.13 sets X as layers[None]
             return
         value = as_slot_value(self._path(key), value)
         self._check(key, value)
-        self._shadow._detach()  # a view assigned to becomes a shadow of its own (as AnnData views do)
-        self._shadow._state.change(self._path(key), value)
+        self.elements.change(self._path(key), value)  # a view assigned to becomes a shadow of its own
 
     def __delitem__(self, key: str) -> None:
         """Delete ``key``: one the file stores is deleted in memory (▲; ``write(overwrite=True)`` removes
         it from the file), one only assigned in memory is forgotten.
         """
         if key is None and self.slot == "layers":
-            del self._shadow.X
+            del self.elements.shadow.X
             return
         if key not in self:  # checked before a view becomes a shadow of its own
-            raise MissingElementError(element_message(self._shadow._ref.display, self._path(key), "no such key"))
-        self._shadow._detach()
-        self._shadow._state.remove(self._path(key), stored=key in self._stored)
+            raise MissingElementError(element_message(self.elements.filename, self._path(key), "no such key"))
+        stored = key in self._changes().stored
+        self.elements.detach()
+        self.elements.state.remove(self._path(key), stored=stored)
 
     def replace_all(self, values: Mapping[str, Any]) -> None:
         """``adata.obsm = {...}``: the slot holds exactly ``values`` from now on (stored keys not among
@@ -142,16 +118,16 @@ class ElementMapping(MutableMapping):
         for key, value in values.items():
             self._check(key, value)
         if has_x:
-            self._shadow.X = x
+            self.elements.shadow.X = x
         for key in self.own_keys():
             del self[key]
         for key, value in values.items():
             self[key] = value
 
     @property
-    def parent(self) -> ShadowLike:
+    def parent(self) -> Any:
         """The shadow this slot belongs to (anndata's aligned mappings name their AnnData so)."""
-        return self._shadow
+        return self.elements.shadow
 
     def copy(self) -> dict[str, Any]:
         """A plain dict of every value (stored ones read), as anndata's ``adata.obsm.copy()`` is used."""
@@ -161,13 +137,14 @@ class ElementMapping(MutableMapping):
         """The slot's keys: stored, assigned in memory, and (in a view) its root's assigned ones; never
         anndata 0.13's ``None`` for X (what the shadow's own code iterates).
         """
-        keys = list(self._stored)
-        keys += [k for k in self._staged if k not in self._stored]
-        return keys + [k for k in self._inherited() if k not in keys]
+        changes = self._changes()
+        keys = list(changes.stored)
+        keys += [k for k in changes.staged if k not in changes.stored]
+        return keys + [k for k in changes.inherited if k not in keys]
 
     def _x_as_layer(self) -> bool:
         """Whether this is ``layers`` and anndata lists X in it as ``layers[None]`` (anndata >= 0.13)."""
-        return self.slot == "layers" and X_IS_A_LAYER and self._shadow._has("X")
+        return self.slot == "layers" and X_IS_A_LAYER and self.elements.has("X")
 
     def __iter__(self) -> Iterator[str | None]:
         yield from self.own_keys()
@@ -180,22 +157,24 @@ class ElementMapping(MutableMapping):
     def __contains__(self, key: object) -> bool:
         if key is None:
             return self._x_as_layer()
-        return key in self._staged or key in self._stored or key in self._inherited()
+        changes = self._changes()
+        return key in changes.staged or key in changes.stored or key in changes.inherited
 
     def is_staged(self, key: str) -> bool:
         """Whether ``key`` holds a value assigned in memory and not yet written (in a view: also one its
         root holds).
         """
-        return key in self._staged or key in self._inherited()
+        changes = self._changes()
+        return key in changes.staged or key in changes.inherited
 
     def marked_keys(self) -> list[str]:
         """Keys with their markers (ᐁ held in memory, ▲ staged), for the repr."""
-        return [k + marker(self._shadow._is_cached(self._path(k)), self.is_staged(k)) for k in self.own_keys()]
+        return [k + marker(self.elements.is_held(self._path(k)), self.is_staged(k)) for k in self.own_keys()]
 
     def _check(self, key: str, value: Any) -> None:
         """Raise unless ``key`` may name an element of this slot and ``value`` fits it."""
-        check_key(self._shadow._ref.display, self.slot, key)
-        check_nested_keys(self._shadow._ref.display, self._path(key), value)
+        check_key(self.elements.filename, self.slot, key)
+        check_nested_keys(self.elements.filename, self._path(key), value)
         self._validate(key, value)
 
     def _validate(self, key: str, value: Any) -> None:
@@ -205,48 +184,18 @@ class ElementMapping(MutableMapping):
         shape = getattr(value, "shape", None)
         if shape is None:
             msg = f"{self.slot}['{key}']: expected an array-like with a shape, got {type(value).__name__}"
-            raise ShapeError(f"{self._shadow._ref.display}: {msg}")
-        sizes = (self._shadow.n_obs, self._shadow.n_vars)
+            raise ShapeError(f"{self.elements.filename}: {msg}")
+        sizes = self.elements.shape
         expected = tuple(sizes[a] for a in axes)
         got = tuple(shape[: len(axes)])
         if got != expected:
             names = ("n_obs", "n_vars")
             wanted = " × ".join(f"{names[a]}={sizes[a]}" for a in axes)
             msg = f"{self.slot}['{key}']: expected leading dimensions {expected} ({wanted}), got shape {tuple(shape)}"
-            raise ShapeError(f"{self._shadow._ref.display}: {msg}")
+            raise ShapeError(f"{self.elements.filename}: {msg}")
 
     def __repr__(self) -> str:
         return f"{self.slot}:\t{', '.join(self.marked_keys())}"
-
-
-def is_graph(value: Any) -> bool:
-    """Whether ``value`` is a lazy backend's value (a dask collection, an xarray object over dask, or
-    read_lazy's ``Dataset2D``), e.g. one kept by ``persist()``, rather than an in-memory one.
-    """
-    return hasattr(value, "__dask_graph__") or hasattr(getattr(value, "ds", None), "__dask_graph__")
-
-
-def in_memory(shadow: ShadowLike, rel: str) -> Any:
-    """The stored element ``rel`` as anndata holds it in memory (numpy, scipy, pandas, python values),
-    whatever the shadow's backends: read on first use (this view's part of it) and held (ᐁ) until
-    ``clear_cache()``.
-
-    Parameters
-    ----------
-    shadow
-        The shadow (or view) that reads it.
-    rel
-        The element's path, e.g. ``"uns/louvain_colors"`` or ``"raw/X"``.
-
-    Returns
-    -------
-    The value, as ``anndata.read_h5ad`` gives it. A graph kept by ``persist()`` is read into memory.
-    """
-    state = shadow._state
-    held = state.held(rel)
-    if not state.is_held(rel) or is_graph(held):
-        return state.hold(rel, shadow._materialize(rel))
-    return held
 
 
 class UnsMapping(ElementMapping):
@@ -260,19 +209,21 @@ class UnsMapping(ElementMapping):
 
     def __getitem__(self, key: str) -> Any:
         rel = self._path(key)
-        if key in self._staged or key not in self._stored or self._shadow._state.is_stale(rel):
+        changes = self._changes()
+        if key in changes.staged or key not in changes.stored or self.elements.is_stale(rel):
             return super().__getitem__(key)
-        if self._shadow._layout.spec(rel).role == "mapping":
-            return self._shadow._uns_child(rel)
-        return in_memory(self._shadow, rel)
+        if self.elements.layout.spec(rel).role == "mapping":
+            return self.elements.uns_child(rel)
+        return self.elements.element(rel).memory_value()
 
     def materialize(self) -> dict:
         """A plain nested dict of every value (stored ones read, staged ones as assigned)."""
         out = {}
+        changes = self._changes()
         for key in self.own_keys():
-            if key not in self._stored or key in self._staged:  # assigned in memory (here or in the root)
+            if key not in changes.stored or key in changes.staged:  # assigned in memory (here or in the root)
                 out[key] = self[key]
                 continue
             value = self[key]
-            out[key] = value.materialize() if isinstance(value, UnsMapping) else self._shadow._plain(self._path(key))
+            out[key] = value.materialize() if isinstance(value, UnsMapping) else self.elements.plain(self._path(key))
         return out

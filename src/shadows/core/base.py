@@ -1,295 +1,148 @@
-"""What AnnDataShadow and MuDataShadow share: construction (a connection, a layout, the element
-records), the obs/var/obsm/varm/obsp/varp/uns slots and the AnnData surface over them, memory,
-the connection, writing, exports, views and pickling.
+"""What AnnDataShadow and MuDataShadow share: the AnnData surface over a shadow's elements.
 
-Reading elements is :mod:`shadows.core.reading` and changing them :mod:`shadows.core.changing` (both
-mixed in); what the shadow holds in memory is :mod:`shadows.core.state`. The classes built on it add their
-own slots (X and layers; modalities and obsmap/varmap) and their own rules for views.
+A shadow holds one thing, its :class:`~shadows.core.elements.ShadowElements` (layout, element records,
+view key, connection); every attribute delegates to it, and each element is served by its
+:class:`~shadows.core.element.Element` (the one serving order).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
-from functools import partial
 from typing import Any, ClassVar
-
-import pandas as pd
 
 from shadows import convert
 from shadows.backends import FileRef, resolve
 from shadows.backends.fileref import suffix_format
-from shadows.core import description
-from shadows.core.aligned import ElementMapping, UnsMapping
-from shadows.core.changing import ElementChanges
+from shadows.core import annotations, description
 from shadows.core.committing import commit_changes
 from shadows.core.connection import Connection, check_mode
 from shadows.core.description import Description
-from shadows.core.layout import Layout
-from shadows.core.pickling import pickled
-from shadows.core.reading import ElementReading
-from shadows.core.slots import frame_slot, mapping_slot, names_slot, private_frame
-from shadows.core.state import ElementState
-from shadows.indexing import AxisIndex, compose, normalize_key
-from shadows.schema import FRAMES
-from shadows.writing import DELETED
+from shadows.core.elements import ShadowElements
+from shadows.core.references import ARRAY_REFERENCES, get_by_reference
+from shadows.core.repr_html import html_repr
+from shadows.core.repr_text import text_repr
 from shadows.writing.export import export
 
 
-class ShadowBase(ElementReading, ElementChanges):
-    """The file-backed part of a shadow (mixed into the AnnData/MuData subclasses).
+def _mapping(slot: str, doc: str) -> property:
+    """The property of a mapping slot (``"obsm"``, ``"uns"``...); deleting empties it, as in AnnData."""
+    return property(lambda self: self._elements.slots[slot],
+                    lambda self, values: self._elements.slots[slot].replace_all(values),
+                    lambda self: self._elements.slots[slot].replace_all({}), doc)
 
-    A shadow is either a root (``_root is self``) that owns the layout of its group, or a view: the root
-    plus positions kept on each axis (``_view``, of the file's group; ``_local``, of the root), so views
-    of views compose. A root subset in place keeps its positions in ``_view`` too. A shadow, its views
-    and its modalities share one :class:`~shadows.core.connection.Connection`; the connections of one
-    file share the process's one handle of it (:mod:`shadows.backends.registry`).
+
+def _frame(frame: str, doc: str | None = None) -> property:
+    """The property of obs/var (``doc=None``: anndata's private ``_obs``/``_var``, which muon's filters
+    assign); deleting drops every column and keeps the names, as in AnnData.
     """
+    if doc is None:
+        return property(lambda self: self._elements.element(frame).value(),
+                        lambda self, value: self._elements.set_private_frame(frame, value))
+    return property(lambda self: self._elements.element(frame).value(),
+                    lambda self, value: annotations.set_frame(self._elements, frame, value),
+                    lambda self: annotations.clear_frame(self._elements, frame), doc)
 
-    _LAYOUT: ClassVar[type[Layout]]
-    #: Aligned mapping slots of this kind of shadow (``uns`` is always there too).
-    _SLOTS: ClassVar[tuple[str, ...]]
-    #: "AnnData" or "MuData", for messages and the repr.
-    _KIND: ClassVar[str]
-    #: Whether this shadow is a view (a root, also one subset in place, is not; views set their own).
-    _is_view: bool = False
-    #: A view's rows and columns as positions in its root (``None`` for roots).
-    _local: tuple[AxisIndex, AxisIndex] | None = None
 
-    # -- construction ----------------------------------------------------------------------------
+def _names(frame: str, doc: str) -> property:
+    """The property of obs_names/var_names (read alone, without the columns; assignable ▲)."""
+    return property(lambda self: annotations.names(self._elements, frame),
+                    lambda self, names: annotations.set_names(self._elements, frame, names), None, doc)
 
-    def __init__(
-        self,
-        filepath: str | os.PathLike,
-        array_backend: str = "numpy",
-        table_backend: str = "pandas",
-        mode: str = "r",
-        format: str | None = None,
-        storage_options: Mapping[str, Any] | None = None,
-        *,
-        allow_external: bool = False,
-    ):
-        """Open the AnnData/MuData at ``filepath`` (see the class's parameters).
 
-        ``allow_external=True`` lets reads follow what leads out of the file: HDF5 external links,
-        external storage and virtual datasets with sources in other files, symbolic links out of a Zarr
-        store. By default an element using one is refused with
-        :class:`~shadows.errors.ExternalDataError` when it is accessed (anndata and h5py follow them
-        silently); see :mod:`shadows.backends.containment`. Pickles (and dask workers) keep the choice.
-        """
+class ShadowBase:
+    """The AnnData surface of AnnData and MuData shadows (subclasses add ``anndata.AnnData``/``MuData``)."""
+
+    #: The kind of elements this kind of shadow shows.
+    _ELEMENTS: ClassVar[type[ShadowElements]]
+    _elements: ShadowElements
+
+    def __init__(self, filepath: str | os.PathLike, array_backend: str = "numpy", table_backend: str = "pandas",
+                 mode: str = "r", format: str | None = None, storage_options: Mapping[str, Any] | None = None, *,
+                 allow_external: bool = False):
+        """Open the AnnData/MuData at ``filepath`` (see the class's parameters)."""
         check_mode(mode)
         ref = resolve(filepath, format, storage_options, allow_external=allow_external)
         arrays, tables = convert.array_backend(array_backend), convert.table_backend(table_backend)
         connection = Connection(ref.path, ref.format, mode, ref.storage_options)
         try:
-            self._attach(ref, arrays, tables, connection)
+            self._elements = self._ELEMENTS(ref, arrays, tables, connection, type(self)._wrap)
         except BaseException:
             connection.close()
             raise
-
-    def _attach(self, ref: FileRef, arrays: convert.Backend, tables: convert.Backend, connection: Connection) -> None:
-        """Make this shadow the root of the group at ``ref``, read through ``connection``."""
-        self._ref = ref
-        self._array_backend, self._table_backend = arrays, tables
-        self._conn = connection
-        self._root = self
-        self._view: tuple[AxisIndex, AxisIndex] | None = None
-        self._build_layout()
-        self._init_memory()
+        self._elements.shadow = self
 
     @classmethod
-    def _attached(cls, ref: FileRef, arrays: convert.Backend, tables: convert.Backend,
-                  connection: Connection) -> ShadowBase:
-        """A root shadow of the group at ``ref`` sharing an open ``connection`` (a MuData's modality)."""
+    def _wrap(cls, elements: ShadowElements) -> ShadowBase:
+        """The shadow showing ``elements`` (a view's, a modality's)."""
         shadow = cls.__new__(cls)
-        shadow._attach(ref, arrays, tables, connection)
+        shadow._elements, elements.shadow = elements, shadow
         return shadow
 
-    @classmethod
-    def _make_view(cls, root: ShadowBase, obs: AxisIndex, var: AxisIndex,
-                   local: tuple[AxisIndex, AxisIndex] | None = None) -> ShadowBase:
-        """A view of ``root`` keeping positions ``obs`` and ``var`` of the file's group; ``local`` are the
-        same rows and columns as positions in ``root`` (which differ when ``root`` is itself a subset).
-        """
-        view = cls.__new__(cls)
-        view._ref, view._conn = root._ref, root._conn
-        view._array_backend, view._table_backend = root._array_backend, root._table_backend
-        view._root = root
-        view._view = (obs, var)
-        view._is_view = True
-        view._local = local if local is not None else (obs, var)
-        view._init_memory()
-        return view
+    obs = _frame("obs", "Annotations of observations (a pandas DataFrame under the default table backend).")
+    var = _frame("var", "Annotations of variables.")
+    _obs = _frame("obs")
+    _var = _frame("var")
+    obs_names = _names("obs", "Names of observations (read alone, without the obs columns); assignable (▲).")
+    var_names = _names("var", "Names of variables; assignable (▲).")
+    obsm = _mapping("obsm", "Multi-dimensional annotations of observations.")
+    varm = _mapping("varm", "Multi-dimensional annotations of variables.")
+    obsp = _mapping("obsp", "Pairwise annotations of observations.")
+    varp = _mapping("varp", "Pairwise annotations of variables.")
+    uns = _mapping("uns", "Unstructured annotations, a lazy nested mapping.")
 
-    def _init_memory(self) -> None:
-        """Fresh in-memory state: the element records (:mod:`shadows.core.state`) and the slots."""
-        connection = self._conn
-        self._state = ElementState(lambda: connection.content, DELETED)
-        self._raw_slot: Any = None
-        self._slots = {slot: ElementMapping(self, slot, partial(self._stored_children, slot)) for slot in self._SLOTS}
-        self._slots["uns"] = UnsMapping(self, "uns", self._visible_uns_keys)
-        self._uns_levels: dict[str, UnsMapping] = {"uns": self._slots["uns"]}
-        #: This shadow as it was before a private axis change (``adata._obs = ...``), for what is stale.
-        self._before: ShadowBase | None = None
+    n_obs = property(lambda self: self._elements.axis_length(0), doc="Number of observations.")
+    n_vars = property(lambda self: self._elements.axis_length(1), doc="Number of variables.")
+    shape = property(lambda self: self._elements.shape, doc="(n_obs, n_vars).")
 
-    def _stored_children(self, rel: str) -> list[str]:
-        """Keys the file stores under the mapping ``rel`` (a slot, a uns level, raw's varm)."""
-        return self._layout.children(rel)
+    __len__ = n_obs.fget
 
-    def _visible_uns_keys(self) -> list[str]:
-        return self._layout.mapping_keys("uns")
+    is_view = property(lambda self: self._elements.is_view,
+                       doc="Whether this is a view (``shadow[...]``); a modified view is not (it became actual).")
+    isbacked = property(lambda self: False,
+                        doc="False: a shadow behaves like an in-memory AnnData (scanpy takes those paths).")
 
-    def _build_layout(self) -> None:
-        # the specs (and so every read task) carry which content of the file they were planned against
-        planned = dataclasses.replace(self._ref, content=(os.getpid(), self._conn.content))
-        self._file_layout = self._LAYOUT(planned, self._conn.handle)
-        self._layout_generation = self._conn.generation
-
-    @property
-    def _layout(self) -> Layout:
-        """The root's layout, rebuilt from the new handle after the file was reopened."""
-        root = self._root
-        if root._layout_generation != root._conn.generation:
-            root._build_layout()
-        return root._file_layout
-
-    @property
-    def _mode(self) -> str:
-        return self._conn.mode
-
-
-    # -- attributes shared by AnnData and MuData -------------------------------------------------
-
-    obs = frame_slot("obs", "Annotations of observations (a pandas DataFrame under the default table backend).")
-    var = frame_slot("var", "Annotations of variables.")
-    _obs = private_frame("obs")
-    _var = private_frame("var")
-    obs_names = names_slot("obs", "Names of observations (read alone, without the obs columns); assignable (▲).")
-    var_names = names_slot("var", "Names of variables; assignable (▲).")
-    obsm = mapping_slot("obsm", "Multi-dimensional annotations of observations.")
-    varm = mapping_slot("varm", "Multi-dimensional annotations of variables.")
-    obsp = mapping_slot("obsp", "Pairwise annotations of observations.")
-    varp = mapping_slot("varp", "Pairwise annotations of variables.")
-    uns = mapping_slot("uns", "Unstructured annotations, a lazy nested mapping.")
-
-    @property
-    def n_obs(self) -> int:
-        """Number of observations."""
-        return self._axis_length(0)
-
-    @property
-    def n_vars(self) -> int:
-        """Number of variables."""
-        return self._axis_length(1)
-
-    def _axis_length(self, axis: int) -> int:
-        """Length of an axis: of the dataframe replaced whole in memory (a MuData's ``update()`` may grow
-        it), else of the kept positions, else of the file's group.
-        """
-        if not self._is_view:
-            whole = self._state.changed(FRAMES[axis])
-            if isinstance(whole, pd.DataFrame):
-                return len(whole)
-        if self._view is not None:
-            return len(self._view[axis])
-        return self._layout.n_obs if axis == 0 else self._layout.n_vars
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(n_obs, n_vars)."""
-        return (self.n_obs, self.n_vars)
-
-    def __len__(self) -> int:
-        return self.n_obs
-
-    @property
-    def is_view(self) -> bool:
-        """Whether this shadow is a view (``shadow[...]``) of another; a modified view is not (it became
-        an independent shadow of its selection, as AnnData views become actual).
-        """
-        return self._is_view
-
-    @property
-    def isbacked(self) -> bool:
-        """False, as for an in-memory AnnData: a shadow behaves like one (changes live in memory), so
-        scanpy and anndata take their in-memory paths. ``filename`` and ``file`` still give the file.
-        """
-        return False
-
-    @property
-    def filename(self) -> str:
-        """Path of the file or store (plus the group path for one modality of a MuData)."""
-        return self._ref.display
-
-    @property
-    def file(self) -> Any:
-        """The open ``h5py.File`` or ``zarr.Group`` (a Zarr group is opened on first use)."""
-        return self._conn.file
+    filename = property(lambda self: self._elements.filename,
+                        doc="Path of the file or store (plus the group path for one modality of a MuData).")
+    file = property(lambda self: self._elements.connection.file,
+                    doc="The open ``h5py.File`` or ``zarr.Group`` (a Zarr group is opened on first use).")
 
     def obs_keys(self) -> list[str]:
         """Names of the obs columns (stored, then assigned in memory)."""
-        return self._frame_keys("obs")
+        return annotations.frame_keys(self._elements, "obs")
 
     def var_keys(self) -> list[str]:
         """Names of the var columns (stored, then assigned in memory)."""
-        return self._frame_keys("var")
+        return annotations.frame_keys(self._elements, "var")
 
     def obsm_keys(self) -> list[str]:
-        """Keys of obsm."""
         return list(self.obsm)
 
     def varm_keys(self) -> list[str]:
-        """Keys of varm."""
         return list(self.varm)
 
     def uns_keys(self) -> list[str]:
-        """Keys of uns."""
         return list(self.uns)
 
-    # -- memory ----------------------------------------------------------------------------------
-
     def persist(self, *keys: str) -> ShadowBase:
-        """Keep the graphs of ``keys`` (element paths such as ``"X"``, ``"obsm/X_pca"``; all when none
-        are given) computed in memory, locally or on the cluster; they are marked ᐁ.
-        """
-        for rel in keys or tuple(self._stored_element_paths()):
-            self._served(rel).persist()
+        """Keep the elements ``keys`` (``"X"``, ``"obsm/X_pca"``; all when none) computed in memory (ᐁ)."""
+        self._elements.persist(keys)
         return self
 
     def clear_cache(self) -> None:
-        """Drop every element held in memory so its memory is freed.
-
-        Changes are not dropped: elements assigned or deleted in memory (▲) stay, and so does a cached
-        array that was changed in place since it was read (``np.log1p(adata.X, out=adata.X)``): it is
-        kept as a change (▲), for ``write(overwrite=True)`` to store, never reverted to the file's values.
-        """
-        self._state.release()
+        """Drop what is held in memory (ᐁ); changes (▲) stay, arrays changed in place become ones."""
+        self._elements.release()
 
     def __sizeof__(self) -> int:
-        total = object.__sizeof__(self)
-        for _, value in self._state.held_items():
-            total += int(getattr(value, "nbytes", 0) or 0) or _sparse_nbytes(value) or _frame_nbytes(value)
-        return total
-
-    # -- file connection -------------------------------------------------------------------------
+        return object.__sizeof__(self) + self._elements.held_nbytes()
 
     def close(self) -> None:
-        """Close the connection to the file (cached and staged elements stay in memory; closing twice is
-        harmless). The last shadow of a file to close releases every handle this process holds on it,
-        graph tasks' included; other shadows of the file keep working.
-        """
-        self._conn.close()
+        """Close the connection (memory stays); the last shadow of a file releases its handles."""
+        self._elements.connection.close()
 
     def reopen(self, mode: str = "r") -> ShadowBase:
-        """Reopen the file in ``mode`` (``"r"`` or ``"r+"``), keeping in-memory additions.
-
-        The connection is this shadow's, its views' and modalities': they all follow. Other shadows of
-        the same file keep their own mode; they read through the one handle this process holds, which
-        is upgraded to ``r+`` in place and back to ``r`` when no shadow holds ``r+``. If the file refuses
-        (another process writing it, permissions), the shadow stays exactly as it was.
-        """
-        self._conn.open(mode)
+        """Reopen the file in ``mode`` (``"r"``/``"r+"``) with views and modalities, keeping changes."""
+        self._elements.connection.open(mode)
         return self
 
     def __enter__(self) -> ShadowBase:
@@ -300,16 +153,8 @@ class ShadowBase(ElementReading, ElementChanges):
 
     def write(self, filename: str | os.PathLike | bool | None = None, clear_cache: bool = False,
               overwrite: bool = False, *, progress: bool = False, **kwargs: Any) -> ShadowBase:
-        """Push staged elements (▲) to the file, each committed atomically; returns the shadow.
-
-        The file must be open with ``mode="r+"`` (``reopen("r+")``). Dask arrays are streamed block by
-        block, so an element computed lazily is never held in memory whole. Replacing an element or
-        column the file already has needs ``overwrite=True``. With ``clear_cache=True`` what is held in
-        memory is dropped afterwards. ``progress=True`` shows one bar for the whole write (blocks
-        written, and the element being written).
-
-        ``write(filename)`` is AnnData's alias of ``write_h5ad(filename)`` (``write_h5mu`` for MuData):
-        an export to a new file (``overwrite=True`` to replace one), and the shadow is returned.
+        """Commit the changes (▲) to the file (open ``"r+"``; replacing stored ones needs ``overwrite``),
+        each atomically; ``write(filename)`` is AnnData's alias of ``write_h5ad(filename)``.
         """
         if isinstance(filename, bool):  # write(True): the first parameter before AnnData's alias existed
             clear_cache = filename
@@ -317,123 +162,89 @@ class ShadowBase(ElementReading, ElementChanges):
             # write_h5ad / write_h5mu: both an HDF5 export (anndata's compression options are ignored)
             export(self, filename, "hdf5", progress=progress, overwrite=overwrite)
             return self
-        commit_changes(self, overwrite=overwrite, progress=progress)
+        commit_changes(self._elements, overwrite=overwrite, progress=progress)
         if clear_cache:
             self.clear_cache()
         return self
 
     def _init_as_actual(self, X: Any = None, *args: Any, **kwargs: Any) -> None:
-        """What anndata and scanpy call to turn a view into an actual object (``view_to_actual``:
-        ``adata._init_as_actual(adata.copy())``): a shadow becomes an independent shadow of its
-        selection (nothing read). Any other data cannot become a shadow: a TypeError says so.
-        """
-        if isinstance(X, ShadowBase) and X._ref == self._ref and X.shape == self.shape:
-            self._detach()
+        """What anndata's ``view_to_actual`` calls: a view becomes an independent shadow (nothing read)."""
+        if isinstance(X, ShadowBase) and X._elements.ref == self._elements.ref and X.shape == self.shape:
+            self._elements.detach()
             return
         raise TypeError(f"{self.filename}: a shadow cannot be re-initialized from other data; use the AnnData it "
                         "came from, or .to_memory() for an in-memory copy")
 
-    # -- copies and exports ---------------------------------------------------------------------
-
     def copy(self, filename: str | os.PathLike | None = None, *, overwrite: bool = False,
              progress: bool = False) -> Any:
-        """An in-memory copy (``to_memory()``); with ``filename``, this shadow (or view) written there out
-        of core (HDF5 or Zarr by the suffix; what exists there is replaced only with ``overwrite=True``;
-        ``progress=True`` shows one bar for the export) and opened as a new shadow with the same backends.
+        """An independent shadow of the same data (nothing read, changes ▲ copied); with ``filename``,
+        exported there (HDF5 or Zarr by the suffix) and opened. ``to_memory()`` gives an AnnData.
         """
         if filename is None:
-            return self.to_memory()
+            return self._wrap(self._elements.copied())
         fmt = suffix_format(filename) or "hdf5"
         export(self, filename, fmt, overwrite=overwrite, progress=progress)
-        return type(self)(filename, array_backend=self._array_backend.name, table_backend=self._table_backend.name,
-                          format=fmt)
+        return type(self)(filename, array_backend=self._elements.arrays.name,
+                          table_backend=self._elements.tables.name, format=fmt)
 
     def write_zarr(self, store: str | os.PathLike, *, progress: bool = False, overwrite: bool = False,
                    **_: Any) -> None:
-        """Write this shadow (or view: only its selection) to a new Zarr store, out of core (Zarr format
-        from ``anndata.settings.zarr_write_format``; anndata's compression options are ignored). An
-        existing store is replaced only with ``overwrite=True``; the shadow's own store never is.
-        """
+        """Export this shadow (or view) to a new Zarr store, out of core."""
         export(self, store, "zarr", progress=progress, overwrite=overwrite)
 
-    # -- views and pickling ----------------------------------------------------------------------
-
-    def _view_of(self, index: Any) -> ShadowBase:
-        """A view: a shadow of its own whose elements are this shadow's, sliced by ``index``.
-
-        Keys are those of AnnData (slices, ints, masks, positions, names, and pairs of them). A view of
-        a view keeps positions relative to the file, so views compose to any depth. Building a view
-        reads no data.
-        """
-        obs, var = normalize_key(index, self.shape, (lambda: self.obs_names, lambda: self.var_names))
-        if self._is_view:
-            self._keep_changes_in_place()  # a view's arrays changed in place: it is actual, its views see them
-        local = (compose(self._local[0], obs), compose(self._local[1], var)) if self._is_view else (obs, var)
-        if self._view is not None:
-            obs, var = compose(self._view[0], obs), compose(self._view[1], var)
-        return type(self)._make_view(self._root, obs, var, local)
+    def __getitem__(self, index: Any) -> Any:
+        """A view by AnnData's keys (reads no data); an ``anndata.acc`` reference gives its array."""
+        if isinstance(index, ARRAY_REFERENCES):
+            return get_by_reference(self, index)
+        return self._wrap(self._elements.view_of(index))
 
     def _inplace_subset_obs(self, index: Any) -> None:
-        """Keep the observations ``index`` selects (``adata = adata[index]``, in place)."""
-        self._subset_in_place((index, slice(None)))
+        self._elements.subset_in_place((index, slice(None)))  # adata = adata[index], in place
 
     def _inplace_subset_var(self, index: Any) -> None:
-        """Keep the variables ``index`` selects (``adata = adata[:, index]``, in place)."""
-        self._subset_in_place((slice(None), index))
-
-    # -- what the shadow says about itself (the interface of the reprs, ``shadows info``, exports) -----
+        self._elements.subset_in_place((slice(None), index))
 
     def describe(self, details: bool = True) -> Description:
-        """Every element this shadow (or view) shows, slot by slot: encoding, shape and dtype as it shows
-        them, and whether each is held in memory (ᐁ) or changed in memory (▲); a MuData's modalities
-        too. Reads no data. ``details=False`` skips the encodings and dtypes of stored obs/var columns
-        (the text repr's names and markers only). See :class:`shadows.core.description.Description`.
-        """
-        return description.describe(self, details)
+        """Every element shown, with encoding, shape, dtype and markers, from metadata (a Description)."""
+        return description.describe(self._elements, details)
 
     def stored_elements(self) -> list[description.StoredElement]:
-        """Every element the file stores for this shadow's group (uns walked recursively; a MuData's
-        modalities as ``mod/<name>/...``) with its chunking and bytes on disk, from metadata only.
-        """
-        return description.stored_elements(self)
+        """Every element the file stores for this group, with its chunking and bytes on disk (metadata)."""
+        return description.stored_elements(self._elements)
 
     def element_value(self, path: str) -> Any:
-        """The element at ``path`` (``"X"``, ``"obs"``, ``"obsm/X_pca"``, ``"uns"``) as this shadow (or
-        view) would write it: a value assigned in memory as it is (▲; ``None`` when deleted), a value held
-        in memory, else a matrix as its dask graph (lazy, only the view's part) and anything else read as
-        numpy/pandas/dict. What exports stream from.
-        """
+        """The element at ``path`` (``"X"``, ``"obsm/X_pca"``, ``"uns"``) as an export writes it."""
         if path == "uns":
             return self.uns.materialize()
-        return self._served(path).streamed()
+        return self._elements.element(path).export_value()
 
     def __repr__(self) -> str:
-        from shadows._repr import text_repr
-
         return text_repr(self.describe(details=False))
 
     def _repr_html_(self) -> str:
-        """Jupyter's rich repr: slots, keys, encodings, shapes and dtypes from metadata (reads no data).
-
-        (mudata's own HTML repr, which a MuData shadow would otherwise inherit, reads every modality's
-        obs and var to print them.)
-        """
-        from shadows._repr_html import html_repr
-
+        """Jupyter's rich repr, from metadata (mudata's own reads every modality's obs and var)."""
         return html_repr(self.describe())
 
     def __reduce__(self):
         """Pickled as the file's path, the selection and the changes held in memory (not the cache)."""
-        return pickled(self)
+        return (reopened, (type(self), *self._elements.pickle_state()))
 
 
-def _sparse_nbytes(value: Any) -> int:
-    if hasattr(value, "indptr"):
-        return int(value.data.nbytes + value.indices.nbytes + value.indptr.nbytes)
-    return 0
+def shadow_elements(shadow: ShadowBase) -> ShadowElements:
+    """The :class:`~shadows.core.elements.ShadowElements` of ``shadow`` (what a MuData's elements use)."""
+    return shadow._elements
 
 
-def _frame_nbytes(value: Any) -> int:
-    if isinstance(value, pd.DataFrame):
-        return int(value.memory_usage(deep=True).sum())
-    return 0
+def attached(cls: type[ShadowBase], ref: FileRef, arrays: convert.Backend, tables: convert.Backend,
+             connection: Connection) -> ShadowBase:
+    """A root shadow of type ``cls`` of the group at ``ref`` over an open ``connection`` (a modality)."""
+    return cls._wrap(cls._ELEMENTS(ref, arrays, tables, connection, cls._wrap))
+
+
+def reopened(cls: type[ShadowBase], ref: FileRef, array_backend: str, table_backend: str, mode: str,
+             selection: Any = None, state: dict[str, Any] | None = None, view: Any = None) -> ShadowBase:
+    """The shadow a pickle described (:meth:`ShadowBase.__reduce__`), reopened in this process."""
+    shadow = cls(ref.full_path, array_backend=array_backend, table_backend=table_backend, mode=mode,
+                 format=ref.format, storage_options=ref.storage_options, allow_external=ref.allow_external)
+    elements = shadow._elements.restored(selection, state, view)
+    return shadow if elements is shadow._elements else cls._wrap(elements)

@@ -15,15 +15,15 @@ from shadows.errors import ReadOnlyError
 from shadows.writing import commit, legacy_upgrade, transaction
 
 if TYPE_CHECKING:
-    from shadows.core.interface import ShadowLike
+    from shadows.core.elements import ShadowElements
 
 READ_ONLY_MESSAGE = (
     "File is open in read-only mode. Changes can't be pushed. Reopen it with .reopen('r+') to enable writing."
 )
 
 
-def commit_changes(shadow: ShadowLike, *, overwrite: bool, progress: bool) -> None:
-    """Write the changes ``shadow`` holds in memory into its file (see ``ShadowBase.write``).
+def commit_changes(shadow: ShadowElements, *, overwrite: bool, progress: bool) -> None:
+    """Write the changes the elements of a shadow hold in memory into its file (see ``ShadowBase.write``).
 
     Raises
     ------
@@ -34,31 +34,32 @@ def commit_changes(shadow: ShadowLike, *, overwrite: bool, progress: bool) -> No
         msg = (f"{shadow.filename}: a view cannot be written to its file; write the shadow it was taken "
                "from, or export the view with .write_h5ad() / .write_zarr()")
         raise ReadOnlyError(msg)
-    if shadow._view is not None:
-        msg = (f"{shadow.filename}: this shadow was subset in place ({shadow.n_obs} × {shadow.n_vars} of the file's "
-               f"{shadow._layout.n_obs} × {shadow._layout.n_vars}); its elements no longer fit the file. Export "
+    if shadow.view is not None:
+        n_obs, n_vars = shadow.shape
+        msg = (f"{shadow.filename}: this shadow was subset in place ({n_obs} × {n_vars} of the file's "
+               f"{shadow.layout.n_obs} × {shadow.layout.n_vars}); its elements no longer fit the file. Export "
                "it with .write_h5ad() / .write_zarr()")
         raise ReadOnlyError(msg)
-    if shadow._mode == "r":
+    if shadow.connection.mode == "r":
         raise ReadOnlyError(f"{shadow.filename}: {READ_ONLY_MESSAGE}")
-    shadow._state.keep_changed_in_place()  # an array changed in place since it was read is written too
-    elements, columns = shadow._staged_changes()
-    transaction.check(shadow._conn, shadow.filename, elements, columns, overwrite)
+    shadow.state.keep_changed_in_place()  # an array changed in place since it was read is written too
+    elements, columns = shadow.staged_changes()
+    transaction.check(shadow.connection, shadow.filename, elements, columns, overwrite)
     # pre-0.7 slots written into move to today's encoding, checked before anything is written too
-    elements, columns = legacy_upgrade.fold(shadow._conn, shadow.filename, elements, columns, overwrite,
-                                            forget=shadow._state.forget)
+    elements, columns = legacy_upgrade.fold(shadow.connection, shadow.filename, elements, columns, overwrite,
+                                            forget=shadow.state.forget)
     if elements or columns:
-        before = shadow._conn.content
+        before = shadow.connection.content
         try:
             with progress_bar.job(transaction.blocks_to_commit(elements, columns), progress,
-                                  on_cluster=writes_on_cluster(shadow._ref.capabilities.workers_write,
-                                                               reads=[shadow._ref.path])):
-                commit(shadow._conn, elements, columns)
+                                  on_cluster=writes_on_cluster(shadow.ref.capabilities.workers_write,
+                                                               reads=[shadow.ref.path])):
+                commit(shadow.connection, elements, columns)
         except BaseException:
-            shadow._conn.wrote()  # part of it may be in the file
-            shadow._conn.recover()
-            shadow._state.carry_over(before)  # what this shadow holds was not touched by its own write
+            shadow.connection.wrote()  # part of it may be in the file
+            shadow.connection.recover()
+            shadow.state.carry_over(before)  # what this shadow holds was not touched by its own write
             raise
-        shadow._conn.wrote()  # other shadows of the file drop what they read before
-        shadow._conn.open(shadow._conn.mode)  # read the new layout; drop handles to replaced nodes
-        shadow._state.carry_over(before)
+        shadow.connection.wrote()  # other shadows of the file drop what they read before
+        shadow.connection.open(shadow.connection.mode)  # read the new layout; drop handles to replaced nodes
+        shadow.state.carry_over(before)

@@ -10,15 +10,17 @@ built from metadata and from what is in memory, and reads no data. :class:`Store
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shadows.cache import marker
+from shadows.core import annotations
 from shadows.errors import ExternalDataError, ShadowsError
 from shadows.schema import element_axes
 
 if TYPE_CHECKING:
-    from shadows.core.interface import ShadowLike
+    from shadows.core.elements import ShadowElements
 
 #: Aligned slots of each kind of object, in the order reprs list them (uns last of the shared ones).
 ANNDATA_SLOTS = ("obsm", "varm", "obsp", "varp", "uns")
@@ -156,16 +158,16 @@ class StoredElement:
     problem: str | None = None  # why the element cannot be read (its ShadowsError), listed all the same
 
 
-# -- building descriptions (the shadow's internals are read here, and only here, for the edges) ----------
+# -- building descriptions (from a shadow's elements, for the edges) ----------------------------------
 
 
-def describe(shadow: ShadowLike, details: bool = True) -> Description:
+def describe(shadow: ShadowElements, details: bool = True) -> Description:
     """The :class:`Description` of a shadow or view (reads no data). ``details=False`` leaves out the
     encoding, dtype and categories of stored dataframe columns (what the text repr does without: a
     dataframe of many thousands of columns is described one column at a time).
     """
-    layout = shadow._layout
-    mudata = shadow._KIND == "MuData"
+    layout = shadow.layout
+    mudata = shadow.KIND == "MuData"
     elements: list[ElementInfo] = []
     if not mudata:
         elements += _x(shadow)
@@ -177,12 +179,12 @@ def describe(shadow: ShadowLike, details: bool = True) -> Description:
         elements += _raw(shadow)
     modalities = {}
     if mudata:
-        modalities = {name: m.describe(details) if hasattr(m, "_layout") else describe_memory(m)
+        modalities = {name: m.describe(details) if hasattr(m, "stored_elements") else describe_memory(m)
                       for name, m in shadow.mod.items()}
     return Description(
-        kind=shadow._KIND, source=shadow._ref.path, filename=shadow.filename, shape=(shadow.n_obs, shadow.n_vars),
+        kind=shadow.KIND, source=shadow.ref.path, filename=shadow.filename, shape=shadow.shape,
         is_view=shadow.is_view, file_shape=(layout.n_obs, layout.n_vars),
-        subset=not shadow.is_view and shadow._view is not None, axis=shadow.axis if mudata else None,
+        subset=not shadow.is_view and shadow.view is not None, axis=layout.axis if mudata else None,
         elements=tuple(elements), modalities=modalities,
     )
 
@@ -203,12 +205,12 @@ def describe_memory(adata: Any) -> Description:
                        is_view=adata.is_view, file_shape=None, subset=False, axis=None, elements=tuple(elements))
 
 
-def stored_elements(shadow: ShadowLike, prefix: str = "") -> list[StoredElement]:
+def stored_elements(shadow: ShadowElements, prefix: str = "") -> list[StoredElement]:
     """Every stored element of the file's group (uns walked recursively, raw, a MuData's modalities)."""
     out = []
     for rel in _stored_paths(shadow):
         try:
-            spec = shadow._layout.spec(rel)
+            spec = shadow.layout.spec(rel)
             info = spec.info()
         except ExternalDataError:  # a refusal to follow data out of the file is the user's to lift: loud
             raise
@@ -217,16 +219,16 @@ def stored_elements(shadow: ShadowLike, prefix: str = "") -> list[StoredElement]
             continue
         out.append(StoredElement(prefix + rel, tuple(info["shape"]) if info["shape"] else None, spec.dtype,
                                  info["encoding"], info["chunks"] or None, info["stored"]))
-    for name, modality in (shadow.mod.items() if shadow._KIND == "MuData" else ()):
-        if hasattr(modality, "_layout"):  # stored (not an AnnData given in memory)
-            out += stored_elements(modality, f"{prefix}mod/{name}/")
+    for name, modality in (shadow.mod.items() if shadow.KIND == "MuData" else ()):
+        if hasattr(modality, "stored_elements"):  # stored (not an AnnData given in memory)
+            out += [dataclasses.replace(e, path=f"{prefix}mod/{name}/{e.path}") for e in modality.stored_elements()]
     return out
 
 
-def _stored_paths(shadow: ShadowLike) -> list[str]:
-    layout = shadow._layout
+def _stored_paths(shadow: ShadowElements) -> list[str]:
+    layout = shadow.layout
     paths = [rel for rel in ("X", "obs", "var") if layout.has(rel)]
-    for slot in shadow._SLOTS:
+    for slot in shadow.SLOTS:
         paths += [f"{slot}/{key}" for key in layout.mapping_keys(slot)]
     stack = [f"uns/{k}" for k in reversed(layout.mapping_keys("uns"))]
     while stack:
@@ -258,46 +260,47 @@ def _categories_text(n: int, stored: bool = False) -> str:
     return f"{n} categor{'y' if n == 1 else 'ies'}{' in the file' if stored else ''}"
 
 
-def _view_shape(shadow: ShadowLike, rel: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+def _view_shape(shadow: ShadowElements, rel: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape ``rel`` has in this shadow: the stored shape, with view-sliced axes at the view's sizes."""
-    if shadow._view is None or not shape:  # neither a view nor subset in place
+    if shadow.view is None or not shape:  # neither a view nor subset in place
         return shape
-    sizes = (shadow.n_obs, shadow.n_vars)
+    sizes = shadow.shape
     return tuple(n if i >= len(axes := element_axes(rel)) or axes[i] is None else sizes[axes[i]]
                  for i, n in enumerate(shape))
 
 
-def _stored(shadow: ShadowLike, slot: str, key: str, rel: str) -> ElementInfo:
+def _stored(shadow: ShadowElements, slot: str, key: str, rel: str) -> ElementInfo:
     try:
-        spec = shadow._layout.spec(rel)
+        spec = shadow.layout.spec(rel)
     except ExternalDataError:
         raise
     except ShadowsError:  # shown as unreadable; reading it raises the error that says why
         return ElementInfo(slot, key, "unreadable", None, None, held=False, detail="unreadable: read it for why")
     dtype = None if spec.role in ("mapping", "table") or spec.dtype is None else str(spec.dtype)
     return ElementInfo(slot, key, spec.encoding, _view_shape(shadow, rel, tuple(spec.shape)) or None, dtype,
-                       held=shadow._is_cached(rel), kind=spec.kind)
+                       held=shadow.is_held(rel), kind=spec.kind)
 
 
-def _x(shadow: ShadowLike) -> list[ElementInfo]:
-    if shadow._is_changed("X"):
-        return [_in_memory("X", "", shadow.X, held=shadow._is_cached("X"))] if shadow._has("X") else []
-    return [_stored(shadow, "X", "", "X")] if shadow._layout.has("X") else []
+def _x(shadow: ShadowElements) -> list[ElementInfo]:
+    if shadow.is_changed("X"):
+        return [_in_memory("X", "", shadow.element("X").value(), held=shadow.is_held("X"))] if shadow.has("X") \
+            else []
+    return [_stored(shadow, "X", "", "X")] if shadow.layout.has("X") else []
 
 
-def _slot(shadow: ShadowLike, slot: str) -> list[ElementInfo]:
-    mapping = shadow._slots[slot]
+def _slot(shadow: ShadowElements, slot: str) -> list[ElementInfo]:
+    mapping = shadow.slots[slot]
     return [_in_memory(slot, key, mapping[key]) if mapping.is_staged(key)
             else _stored(shadow, slot, key, f"{slot}/{key}") for key in mapping.own_keys()]
 
 
-def _frame(shadow: ShadowLike, slot: str, details: bool = True) -> list[ElementInfo]:
-    spec = getattr(shadow._layout, slot)
-    held = shadow._is_cached(slot)
-    staged = shadow._visible_staged_columns(slot)
-    n_rows = shadow.n_obs if slot == "obs" else shadow.n_vars
+def _frame(shadow: ShadowElements, slot: str, details: bool = True) -> list[ElementInfo]:
+    spec = getattr(shadow.layout, slot)
+    held = shadow.is_held(slot)
+    staged = shadow.visible_staged_columns(slot)
+    n_rows = shadow.axis_length(0 if slot == "obs" else 1)
     rows = [ElementInfo(slot, spec.index_key, "index", (n_rows,), None, held=held)]
-    for key in shadow._frame_keys(slot):
+    for key in annotations.frame_keys(shadow, slot):
         if key in staged:
             rows.append(_in_memory(slot, key, staged[key]))
         elif not details:
@@ -305,17 +308,17 @@ def _frame(shadow: ShadowLike, slot: str, details: bool = True) -> list[ElementI
         else:
             column = spec.column(key)
             n_categories = getattr(column, "n_categories", None)
-            detail = "" if n_categories is None else _categories_text(n_categories(), shadow._view is not None)
+            detail = "" if n_categories is None else _categories_text(n_categories(), shadow.view is not None)
             rows.append(ElementInfo(slot, key, column.encoding, (n_rows,), str(column.dtype), held=held,
                                     detail=detail, kind=column.kind))
     return rows
 
 
-def _raw(shadow: ShadowLike) -> list[ElementInfo]:
-    raw = shadow.raw
+def _raw(shadow: ShadowElements) -> list[ElementInfo]:
+    raw = shadow.raw()
     if raw is None:
         return []
-    if shadow._is_changed("raw"):  # an anndata.Raw assigned in memory
+    if shadow.is_changed("raw"):  # an anndata.Raw assigned in memory
         return [_in_memory("raw", "X", raw.X), _in_memory("raw", "var", raw.var)]
-    layout = shadow._layout
+    layout = shadow.layout
     return [_stored(shadow, "raw", part, f"raw/{part}") for part in ("X", "var", "varm") if layout.has(f"raw/{part}")]

@@ -17,59 +17,59 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from shadows.core.serving import computed
+from shadows.core import annotations
+from shadows.core.element import computed
 from shadows.schema import FRAMES
-
-if TYPE_CHECKING:
-    from shadows.core.interface import ShadowLike as MuDataShadow  # a MuData shadow (no import circle)
 
 #: Key of the probe column of row positions in the stand-in (not a name mudata or a user would take).
 _PROBE = "__shadows_row_positions__"
 
 
-def update_axis(shadow: MuDataShadow, axis: int) -> None:
-    """Make the global ``obs`` (axis 0) or ``var`` (axis 1) of ``shadow`` match its modalities."""
+def update_axis(shadow: Any, axis: int) -> None:
+    """Make the global ``obs`` (axis 0) or ``var`` (axis 1) of a MuData shadow (its elements, ``shadow``)
+    match its modalities.
+    """
     frame_rel = FRAMES[axis]
-    names = shadow._names(frame_rel)
+    names = annotations.names(shadow, frame_rel)
     maps = _values(shadow, f"{frame_rel}map")
     probe = {_PROBE: np.arange(len(names), dtype=np.float64)}
     result = _stand_in(shadow, {frame_rel: pd.DataFrame(index=names), f"{frame_rel}m": probe,
                                 f"{frame_rel}map": maps})
     positions = np.asarray(getattr(result, f"{frame_rel}m")[_PROBE], dtype=np.float64).reshape(-1)
     new_maps = {k: np.asarray(v) for k, v in getattr(result, f"{frame_rel}map").items()}
-    slot_m, slot_p = shadow._slots[f"{frame_rel}m"], shadow._slots[f"{frame_rel}p"]
+    slot_m, slot_p = shadow.slots[f"{frame_rel}m"], shadow.slots[f"{frame_rel}p"]
     if np.isnan(positions).any():
-        data = {frame_rel: shadow._plain(frame_rel), f"{frame_rel}map": maps,
+        data = {frame_rel: shadow.plain(frame_rel), f"{frame_rel}map": maps,
                 f"{frame_rel}m": _values(shadow, f"{frame_rel}m"), f"{frame_rel}p": _values(shadow, f"{frame_rel}p")}
         result = _stand_in(shadow, data)
-        shadow._replace_frame(frame_rel, getattr(result, frame_rel).copy())
+        annotations.replace_frame(shadow, frame_rel, getattr(result, frame_rel).copy())
         slot_p.replace_all(dict(getattr(result, f"{frame_rel}p")))
         masks = dict(getattr(result, f"{frame_rel}m"))
     else:
         kept = positions.astype(np.int64)
         if len(kept) != len(names) or (kept != np.arange(len(names))).any():
-            shadow._subset_in_place((kept, slice(None)) if axis == 0 else (slice(None), kept))
+            shadow.subset_in_place((kept, slice(None)) if axis == 0 else (slice(None), kept))
         new_names = getattr(result, f"{frame_rel}_names")
-        if not new_names.equals(shadow._names(frame_rel)):  # mudata made duplicated names unique
-            shadow._set_names(frame_rel, new_names)
+        if not new_names.equals(annotations.names(shadow, frame_rel)):  # mudata made duplicated names unique
+            annotations.set_names(shadow, frame_rel, new_names)
         masks = {k: np.asarray(v) for k, v in getattr(result, f"{frame_rel}m").items() if k in shadow.mod}
     for key, value in masks.items():  # mudata keeps a mask per modality (and everything reindexed)
         if key != _PROBE:
             slot_m[key] = value
-    shadow._slots[f"{frame_rel}map"].replace_all(new_maps)
+    shadow.slots[f"{frame_rel}map"].replace_all(new_maps)
 
 
-def _values(shadow: MuDataShadow, slot: str) -> dict[str, Any]:
+def _values(shadow: Any, slot: str) -> dict[str, Any]:
     """Every value of a global slot as numpy/scipy/pandas (stored ones read)."""
-    return {k: computed(v) for k, v in shadow._slot_values(slot, shadow._plain).items()}
+    return {k: computed(v) for k, v in shadow.slot_values(slot, shadow.plain).items()}
 
 
-def _stand_in(shadow: MuDataShadow, globals_: dict[str, Any]) -> Any:
+def _stand_in(shadow: Any, globals_: dict[str, Any]) -> Any:
     """A MuData of ``shadow``'s modalities' names (no data) and ``globals_``, updated by mudata."""
     import anndata
     import mudata
@@ -81,6 +81,6 @@ def _stand_in(shadow: MuDataShadow, globals_: dict[str, Any]) -> Any:
     with options, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         # mudata keeps (and changes) the dicts it is given: it gets its own
-        return mudata.MuData(modalities, axis=shadow.axis,
+        return mudata.MuData(modalities, axis=shadow.layout.axis,
                              **{k: dict(v) if isinstance(v, dict) else v for k, v in globals_.items()})
 

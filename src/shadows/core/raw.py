@@ -7,18 +7,26 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from shadows.core.aligned import ElementMapping, in_memory
+from shadows.core import annotations
+from shadows.core.aligned import ElementMapping
 
 if TYPE_CHECKING:
-    from shadows.core.interface import ShadowLike
+    from shadows.core.elements import ShadowElements
 
 
 class RawShadow:
-    """The raw slot: shares obs with its shadow, has its own var, X and varm."""
+    """The raw slot: shares obs with its shadow, has its own var, X and varm.
 
-    def __init__(self, shadow: ShadowLike):
-        self._shadow = shadow
-        self._varm = ElementMapping(shadow, "raw/varm", partial(shadow._stored_children, "raw/varm"))
+    Parameters
+    ----------
+    elements
+        The elements of the shadow (:class:`~shadows.core.elements.ShadowElements`); raw's are
+        ``raw/X``, ``raw/var`` and ``raw/varm/<key>`` among them.
+    """
+
+    def __init__(self, elements: ShadowElements):
+        self._elements = elements
+        self._varm = ElementMapping(elements, "raw/varm", partial(elements.stored_children, "raw/varm"))
 
     @property
     def X(self) -> Any:
@@ -30,15 +38,15 @@ class RawShadow:
         and the genes its plots draw. Its dask graph is ``element_value("raw/X")`` (what exports stream).
         Other backends present it as they present X.
         """
-        shadow = self._shadow
-        if shadow._array_backend.name == "dask" and not shadow._state.is_stale("raw/X"):
-            return in_memory(shadow, "raw/X")
-        return shadow._element("raw/X")
+        elements = self._elements
+        if elements.arrays.name == "dask" and not elements.is_stale("raw/X"):
+            return elements.element("raw/X").memory_value()
+        return elements.element("raw/X").value()
 
     @property
     def var(self) -> Any:
         """The raw var dataframe."""
-        return self._shadow._element("raw/var")
+        return self._elements.element("raw/var").value()
 
     @property
     def varm(self) -> ElementMapping:
@@ -48,22 +56,22 @@ class RawShadow:
     @property
     def var_names(self) -> pd.Index:
         """Names of the raw variables."""
-        return self._shadow._names("raw/var")
+        return annotations.names(self._elements, "raw/var")
 
     @property
     def obs_names(self) -> pd.Index:
         """Names of the observations (the shadow's)."""
-        return self._shadow.obs_names
+        return annotations.names(self._elements, "obs")
 
     @property
     def n_obs(self) -> int:
         """Number of observations."""
-        return self._shadow.n_obs
+        return self._elements.axis_length(0)
 
     @property
     def n_vars(self) -> int:
         """Number of raw variables."""
-        return int(self._shadow._layout.spec("raw/var").shape[0])
+        return int(self._elements.layout.spec("raw/var").shape[0])
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -72,12 +80,11 @@ class RawShadow:
 
     def var_vector(self, k: str) -> Any:
         """Values of raw X for observation ``k`` (by name)."""
-        return self._shadow._row_of("raw/X", self.obs_names.get_loc(k))
+        return self._elements.element("raw/X").vector((self.obs_names.get_loc(k), slice(None)))
 
     def obs_vector(self, k: str) -> Any:
         """Values of raw X for variable ``k`` (by name)."""
-        j = self.var_names.get_loc(k)
-        return self._shadow._column_of("raw/X", j)
+        return self._elements.element("raw/X").vector((slice(None), self.var_names.get_loc(k)))
 
     def __getitem__(self, index: Any) -> Any:
         """``raw[cells, genes]`` (an ``anndata.Raw`` of that part, see :meth:`_subset`), or for
@@ -110,10 +117,11 @@ class RawShadow:
         """
         import anndata
 
-        shadow = self._shadow
-        return anndata.AnnData(X=shadow._plain("raw/X"), var=shadow._plain("raw/var"), varm=self._varm_memory(),
-                               obs=shadow._plain("obs"), obsm=shadow._slot_values("obsm", shadow._plain),
-                               obsp=shadow._slot_values("obsp", shadow._plain), uns=shadow.uns.materialize())
+        elements = self._elements
+        return anndata.AnnData(X=elements.plain("raw/X"), var=elements.plain("raw/var"), varm=self._varm_memory(),
+                               obs=elements.plain("obs"), obsm=elements.slot_values("obsm", elements.plain),
+                               obsp=elements.slot_values("obsp", elements.plain),
+                               uns=elements.slots["uns"].materialize())
 
     def _subset(self, index: Any):
         """``raw[cells, genes]`` as anndata gives it: an ``anndata.Raw`` of the selected part, reading only
@@ -126,22 +134,24 @@ class RawShadow:
         from shadows.indexing.selection import selection_for
 
         rows, columns = index if isinstance(index, tuple) else (index, slice(None))
-        shadow = self._shadow if isinstance(rows, slice) and rows == slice(None) else self._shadow[rows]
-        _, kept = normalize_key((slice(None), columns), (shadow.n_obs, self.n_vars),
-                                (lambda: shadow.obs_names, lambda: self.var_names))
+        whole = isinstance(rows, slice) and rows == slice(None)
+        elements = self._elements if whole else self._elements.view_of((rows, slice(None)))
+        _, kept = normalize_key((slice(None), columns), (elements.axis_length(0), self.n_vars),
+                                (lambda: annotations.names(elements, "obs"), lambda: self.var_names))
         positions = as_positions(kept)
-        spec = shadow._layout.spec("raw/X")
-        selection = selection_for("raw/X", spec, shadow._view) or (None, None)
+        spec = elements.layout.spec("raw/X")
+        selection = selection_for("raw/X", spec, elements.view) or (None, None)
         X = spec.read_selection((selection[0], positions))
-        var = shadow.raw.var.iloc[positions]
-        varm = {k: self._shadow._plain(f"raw/varm/{k}")[positions] for k in self._varm}
+        var = elements.element("raw/var").value().iloc[positions]
+        varm = {k: self._elements.plain(f"raw/varm/{k}")[positions] for k in self._varm}
+        shadow = self._elements.shadow if whole else self._elements.wrap(elements)
         return anndata.Raw(shadow, X=X, var=var, varm=varm)
 
     def _varm_memory(self) -> dict:
-        return {k: self._shadow._plain(f"raw/varm/{k}") for k in self._varm}
+        return {k: self._elements.plain(f"raw/varm/{k}") for k in self._varm}
 
     def __repr__(self) -> str:
-        var = self._shadow._layout.spec("raw/var")
+        var = self._elements.layout.spec("raw/var")
         return (f"Raw Shadow with n_obs × n_vars = {self.n_obs} × {self.n_vars}\n"
                 f"  var: {', '.join(var.columns)}\n  {self._varm!r}")
 
@@ -151,8 +161,8 @@ class PendingRaw:
     of its kept rows: the raw of before, until ``raw._X`` is given the kept rows (then raw▲ holds them).
     """
 
-    def __init__(self, shadow: Any, before: Any):
-        self._shadow = shadow
+    def __init__(self, elements: Any, before: Any):
+        self._elements = elements
         self._before = before
 
     def __getattr__(self, name: str) -> Any:
@@ -164,4 +174,4 @@ class PendingRaw:
 
     @_X.setter
     def _X(self, value: Any) -> None:
-        self._shadow._set_raw_matrix(value, self._before)
+        self._elements.set_raw_matrix(value, self._before)

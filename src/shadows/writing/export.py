@@ -114,13 +114,14 @@ def _annotation(shadow: Exportable, rel: str, stage: bool) -> Any:
     if not isinstance(frame, pd.DataFrame):  # a lazy table backend's frame (not converted)
         return frame
     converted = string_categoricals(frame)
+    written = with_categoricals(frame, converted)
     shown = getattr(shadow, rel) if stage and converted else None
-    for key, values in converted.items() if stage else ():
-        if isinstance(shown, pd.DataFrame):  # the pandas backend's frame: it stages what is assigned
+    if isinstance(shown, pd.DataFrame):  # the pandas backend's frame: it stages what is assigned
+        for key, values in converted.items():
             shown[key] = values
-        else:
-            shadow._stage_column(rel, key, pd.Series(values, index=frame.index, name=key))
-    return with_categoricals(frame, converted)
+    elif shown is not None:  # another table backend's: assigned whole (the columns that differ are staged)
+        setattr(shadow, rel, written)
+    return written
 
 
 def in_memory(shadow: Exportable) -> Any:

@@ -1,30 +1,33 @@
 """The one serving order of an element: where the value of one element of one shadow comes from.
 
-Every way a shadow hands out an element goes through :class:`ServedElement`: attribute access and the
-slots (:meth:`ServedElement.shown`), ``to_memory`` and raw (:meth:`~ServedElement.plain`), exports
-(:meth:`~ServedElement.streamed`), ``persist`` (:meth:`~ServedElement.persist`) and ``obs_vector`` /
-``var_vector`` (:meth:`~ServedElement.vector`). They differ only in what they do with the value once its
-source is known; the order in which the sources are asked is written once, in :meth:`ServedElement.locate`:
+Every way a shadow hands out an element goes through :class:`Element`: attribute access and the slots
+(:meth:`Element.value`), ``uns`` and raw's X under dask (:meth:`~Element.memory_value`), ``to_memory``
+and raw (:meth:`~Element.plain`), exports
+(:meth:`~Element.export_value`), ``persist`` (:meth:`~Element.persist`) and ``obs_vector`` /
+``var_vector`` (:meth:`~Element.vector`). They differ only in what they do with the value once its
+source is known; the order in which the sources are asked is written once, in :meth:`Element.locate`:
 
 1. **stale**: the element keeps showing its value from before its axis changed (``adata._obs = ...``),
-   until it is assigned (the shadow's ``_before``);
+   until it is assigned (the elements' ``before``);
 2. **a view's part of its root's memory**: an array the root holds or changed, sliced (the root's
    in-place changes are seen by every view, as anndata's);
 3. **changed** (▲): assigned or deleted in memory, this shadow's or, for a view, its root's (sliced);
 4. **held** (ᐁ): read once and kept, until ``clear_cache()``;
 5. **the file**: a lazy backend's graph, else read (and kept, for what the shadow shows).
+
+An :class:`Element` holds nothing of its own: the values live in the shadow's records
+(:class:`~shadows.core.state.ElementState`), reached through its
+:class:`~shadows.core.elements.ShadowElements`, which keeps one :class:`Element` per path.
 """
 
 from __future__ import annotations
 
 import enum
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from shadows import convert
-from shadows.core.frames import tracked
 from shadows.core.state import NOTHING
 from shadows.elements.sparse_chunk import to_plain
 from shadows.errors import MissingElementError, element_message
@@ -32,9 +35,6 @@ from shadows.indexing.keys import as_positions
 from shadows.indexing.selection import selection_for
 from shadows.schema import FRAMES
 from shadows.writing import DELETED
-
-if TYPE_CHECKING:
-    from shadows.core.interface import ShadowLike
 
 
 class Source(enum.Enum):
@@ -47,66 +47,65 @@ class Source(enum.Enum):
     FILE = "file"
 
 
-class ServedElement:
+class Element:
     """One element (``rel``, a path relative to the AnnData: ``"X"``, ``"obsm/X_pca"``) of one shadow.
-
-    Built on demand (it holds nothing of its own: the values live in the shadow's records,
-    :class:`~shadows.core.state.ElementState`).
 
     Parameters
     ----------
-    shadow
-        The shadow (root or view) asking.
+    elements
+        The :class:`~shadows.core.elements.ShadowElements` of the shadow (root or view) asking (which
+        imports this module: its type is not named here).
     rel
         The element's path relative to the AnnData root.
     """
 
-    def __init__(self, shadow: ShadowLike, rel: str) -> None:
-        self.shadow, self.rel = shadow, rel
+    __slots__ = ("elements", "rel")
+
+    def __init__(self, elements: Any, rel: str) -> None:
+        self.elements, self.rel = elements, rel
 
     # -- the order -----------------------------------------------------------------------------
 
     def locate(self) -> tuple[Source, Any]:
         """The first source that has the element, with its value there (``None`` when deleted in memory;
-        the shadow from before the axis change for :attr:`Source.STALE`; ``None`` for the file).
+        the elements from before the axis change for :attr:`Source.STALE`; ``None`` for the file).
         """
-        shadow, rel = self.shadow, self.rel
-        if shadow._state.is_stale(rel):
-            return Source.STALE, shadow._before
-        part = shadow._root_part(rel)
+        elements, rel = self.elements, self.rel
+        state = elements.state
+        if state.is_stale(rel):
+            return Source.STALE, elements.before
+        part = elements.root_part(rel)
         if part is not NOTHING:
             return Source.ROOT_PART, part
-        changed = shadow._changed_value(rel)
+        changed = elements.changed_value(rel)
         if changed is not NOTHING:
             return Source.CHANGED, None if changed is DELETED else changed
-        held = shadow._state.held(rel)
+        held = state.held(rel)
         if held is not NOTHING:
             return Source.HELD, held
         return Source.FILE, None
 
     # -- what callers want of it -----------------------------------------------------------------
 
-    def shown(self) -> Any:
+    def value(self) -> Any:
         """The element as the shadow's backends present it, read from the file on first use and kept
         (DESIGN.md section 4): what ``adata.X``, ``adata.obs`` and the slots give.
         """
         source, value = self.locate()
         if source is Source.STALE:
-            return value._served(self.rel).shown()
+            return value.element(self.rel).value()
         if source is not Source.FILE:
             return value
-        shadow, rel = self.shadow, self.rel
-        spec = shadow._layout.spec(rel)
-        backend = shadow._backend_for(spec)
+        elements, rel = self.elements, self.rel
+        spec = elements.layout.spec(rel)
+        backend = elements.backend_for(spec)
         if backend is not None and backend.lazy:
-            return shadow._lazy(rel, backend)
+            return elements.lazy(rel, backend)
         if backend is None:
-            return shadow._state.hold(rel, shadow._materialize(rel))
+            return elements.state.hold(rel, elements.materialize(rel))
         if rel in FRAMES and backend.name == "pandas":
-            where = f"{shadow.filename}: {rel}"
-            return shadow._state.hold(rel, tracked(shadow._materialize(rel), partial(shadow._stage_column, rel),
-                                                   where))
-        return shadow._state.hold(rel, backend.convert(shadow._materialize(rel)))
+            return elements.state.hold(rel, elements.shown_frame(rel, elements.materialize(rel)))
+        return elements.state.hold(rel, backend.convert(elements.materialize(rel)))
 
     def plain(self) -> Any:
         """The element as numpy/scipy/pandas whatever the backends (what ``to_memory`` builds from); a
@@ -114,47 +113,72 @@ class ServedElement:
         """
         source, value = self.locate()
         if source is Source.STALE:
-            return value._served(self.rel).plain()
+            return value.element(self.rel).plain()
         if source in (Source.ROOT_PART, Source.CHANGED):
             return computed(value)
-        shadow, rel = self.shadow, self.rel
-        spec = shadow._layout.spec(rel)
+        elements, rel = self.elements, self.rel
+        spec = elements.layout.spec(rel)
         if source is Source.HELD:
-            backend = shadow._backend_for(spec)
+            backend = elements.backend_for(spec)
             if backend is not None and backend.name in ("numpy", "pandas"):
                 return value.copy(deep=False) if rel in FRAMES else value
         if spec.role == "mapping":
-            return shadow._uns_child(rel).materialize()
-        return shadow._materialize(rel)
+            return elements.uns_child(rel).materialize()
+        return elements.materialize(rel)
 
-    def streamed(self) -> Any:
+    def memory_value(self) -> Any:
+        """The element as anndata holds it in memory (numpy, scipy, pandas, python values) whatever the
+        backends, read on first use (this view's part of it) and held (ᐁ) until ``clear_cache()``: what
+        ``uns`` gives, and raw's X under the dask backend (scanpy hashes and iterates them). A graph
+        kept by ``persist()`` is read into memory.
+        """
+        source, value = self.locate()
+        if source is Source.STALE:
+            return value.element(self.rel).memory_value()
+        if source in (Source.ROOT_PART, Source.CHANGED) or (source is Source.HELD and not is_graph(value)):
+            return value
+        return self.elements.state.hold(self.rel, self.elements.materialize(self.rel))
+
+    def export_value(self) -> Any:
         """The element as an export writes it: a value in memory as it is (▲; ``None`` when deleted),
         an array held in memory, else an array as its dask graph (lazy, only a view's part) and anything
         else read as numpy/pandas/dict.
         """
         source, value = self.locate()
         if source is Source.STALE:
-            return value._served(self.rel).streamed()
+            return value.element(self.rel).export_value()
         if source in (Source.ROOT_PART, Source.CHANGED):
             return value
-        shadow, rel = self.shadow, self.rel
-        if shadow._layout.spec(rel).role != "array":
+        elements, rel = self.elements, self.rel
+        if elements.layout.spec(rel).role != "array":
             return self.plain()
-        if source is Source.HELD and shadow._array_backend.name == "numpy":
+        if source is Source.HELD and elements.arrays.name == "numpy":
             return value
-        return shadow._graph(rel)
+        return elements.graph(rel)
+
+    def graph(self) -> Any:
+        """The dask graph of the stored element (this shadow's part of it), built once from metadata."""
+        return self.elements.graph(self.rel)
 
     def persist(self) -> None:
         """Keep the element computed in memory (ᐁ): a lazy backend's graph persisted (locally or on
-        the cluster), anything else read as :meth:`shown` keeps it.
+        the cluster), anything else read as :meth:`value` keeps it.
         """
         source, _ = self.locate()
-        shadow, rel = self.shadow, self.rel
-        backend = shadow._backend_for(shadow._layout.spec(rel))
+        elements, rel = self.elements, self.rel
+        backend = elements.backend_for(elements.layout.spec(rel))
         if source in (Source.FILE, Source.HELD) and backend is not None and backend.lazy:
-            shadow._state.hold(rel, convert.persisted(shadow._lazy(rel, backend)), check=False)
+            elements.state.hold(rel, convert.persisted(elements.lazy(rel, backend)), check=False)
         else:
-            self.shown()
+            self.value()
+
+    def set(self, value: Any, shape: tuple[int, ...]) -> None:
+        """Give the element ``value`` in memory (▲), checked to be ``shape`` (``None`` deletes it)."""
+        self.elements.set_whole(self.rel, value, shape)
+
+    def delete(self) -> None:
+        """Delete the element in memory (▲ when stored; forgotten when it only was a change)."""
+        self.elements.remove(self.rel)
 
     def vector(self, key: tuple) -> np.ndarray:
         """One row (``key = (i, slice(None))``) or column (``(slice(None), j)``) of a matrix element as a
@@ -166,9 +190,9 @@ class ServedElement:
         """
         source, value = self.locate()
         if source is Source.STALE:
-            value = value._served(self.rel).shown()
+            value = value.element(self.rel).value()
         elif source is Source.CHANGED and value is None:
-            raise MissingElementError(element_message(self.shadow.filename, self.rel, "deleted in memory"))
+            raise MissingElementError(element_message(self.elements.filename, self.rel, "deleted in memory"))
         if source is Source.FILE:
             vector = to_plain(self._one_line_graph(key).compute())
         else:
@@ -180,13 +204,20 @@ class ServedElement:
 
     def _one_line_graph(self, key: tuple) -> Any:
         """The graph of the one row or column ``key`` of this shadow's part of the stored element."""
-        shadow, rel = self.shadow, self.rel
-        spec = shadow._layout.spec(rel)
-        selection = selection_for(rel, spec, shadow._view) or (None,) * len(spec.shape)
+        elements, rel = self.elements, self.rel
+        spec = elements.layout.spec(rel)
+        selection = selection_for(rel, spec, elements.view) or (None,) * len(spec.shape)
         axes = [range(n) if s is None else s for s, n in zip(selection, spec.shape, strict=True)]
         axis = 0 if isinstance(key[0], int | np.integer) else 1
         axes[axis] = np.asarray([as_positions(axes[axis])[key[axis]]])
         return spec.select_graph(tuple(axes))
+
+
+def is_graph(value: Any) -> bool:
+    """Whether ``value`` is a lazy backend's value (a dask collection, an xarray object over dask, or
+    read_lazy's ``Dataset2D``), e.g. one kept by ``persist()``, rather than an in-memory one.
+    """
+    return hasattr(value, "__dask_graph__") or hasattr(getattr(value, "ds", None), "__dask_graph__")
 
 
 def computed(value: Any) -> Any:
