@@ -31,7 +31,7 @@ import pandas as pd
 
 from shadows.backends import FileRef, nodes
 from shadows.backends.remote import redact
-from shadows.collection.sources import SourceChangedError, UnreadableSourceError, expand, identity
+from shadows.collection.sources import SourceChangedError, UnreadableSourceError, expand, identity, stamped
 from shadows.elements.registry import describe
 from shadows.errors import MalformedElementError, ShadowsError
 
@@ -98,6 +98,7 @@ def read_source(ref: FileRef) -> SourceMeta:
     """
     try:
         ident = identity(ref)
+        ref = stamped(ref, ident)  # read anew if this process read an older content of the path
         obs = _element(ref, "obs")
         var = _element(ref, "var")
         names = var.read_index()
@@ -113,7 +114,7 @@ def read_source(ref: FileRef) -> SourceMeta:
                     spec = _element(ref, f"{slot}/{key}")
                     if spec.role == "array":  # dataframes in obsm are not served by an atlas yet
                         arrays[f"{slot}/{key}"] = _array_info(spec)
-        return SourceMeta(ref, ident, int(obs.shape[0]), names, dtypes, _index_name(obs), arrays)
+        return SourceMeta(replace(ref, content=None), ident, int(obs.shape[0]), names, dtypes, _index_name(obs), arrays)
     except ShadowsError:
         raise
     except Exception as error:  # h5py/zarr/OS errors the element readers did not translate

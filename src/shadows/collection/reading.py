@@ -11,7 +11,7 @@ from typing import Any
 from shadows.backends import FileRef
 from shadows.backends.remote import is_url
 from shadows.collection.catalog import SourceMeta
-from shadows.collection.sources import check_unchanged
+from shadows.collection.sources import check_unchanged, stamped
 from shadows.elements.registry import describe
 
 
@@ -34,7 +34,7 @@ def source_element(source: SourceMeta | SourceKey, rel: str) -> Any:
     source is what the catalog describes (:class:`~shadows.collection.sources.SourceChangedError` if not).
     """
     check(source)
-    return _described(source.ref, repr(source.identity), rel)
+    return _described(stamped(source.ref, source.identity), rel)
 
 
 def check(source: SourceMeta | SourceKey) -> None:
@@ -52,7 +52,9 @@ def check(source: SourceMeta | SourceKey) -> None:
 
 
 @functools.lru_cache(maxsize=8192)
-def _described(ref: FileRef, identity: str, rel: str) -> Any:
-    # keyed by the identity too: a source refreshed in the catalog is described again
+def _described(ref: FileRef, rel: str) -> Any:
+    """The element's spec, described once per process (keyed by the stamped ref: a refreshed source's
+    is described again).
+    """
     path = ref.element_path(rel)
     return describe(ref, ref.node(path), path)

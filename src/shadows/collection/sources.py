@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import glob
 import os
+import zlib
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from shadows.backends import FileRef, resolve
@@ -126,3 +128,11 @@ def check_unchanged(ref: FileRef, expected: list[Any]) -> None:
             f"{redact(ref.path)}: this source changed since the atlas's catalog was written (identity "
             f"{expected!r}, now {found!r}); reopen the atlas without the catalog, or load the catalog with "
             "on_change='refresh'")
+
+
+def stamped(ref: FileRef, identity: list[Any]) -> FileRef:
+    """``ref`` carrying the source's identity as its content stamp: a source refreshed in the catalog (a
+    new identity) is read through a handle opened anew, not one this process opened on its old content
+    (:meth:`shadows.backends.registry.FileEntry.follow`).
+    """
+    return replace(ref, content=(-1, zlib.crc32(repr(identity).encode())))
