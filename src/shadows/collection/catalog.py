@@ -77,6 +77,9 @@ class SourceMeta:
     obs_dtypes: dict[str, Any]
     obs_index_name: str | None
     arrays: dict[str, ArrayInfo] = field(default_factory=dict)
+    #: The dtype anndata reads the obs names with (``object`` for an empty source on pandas 3, ``str``
+    #: else): it decides the joined names' dtype as it does in anndata.concat.
+    obs_index_dtype: Any = field(default_factory=lambda: np.dtype(object))
 
     @property
     def display(self) -> str:
@@ -114,7 +117,10 @@ def read_source(ref: FileRef) -> SourceMeta:
                     spec = _element(ref, f"{slot}/{key}")
                     if spec.role == "array":  # dataframes in obsm are not served by an atlas yet
                         arrays[f"{slot}/{key}"] = _array_info(spec)
-        return SourceMeta(replace(ref, content=None), ident, int(obs.shape[0]), names, dtypes, _index_name(obs), arrays)
+        # anndata reads stored names as strings (str on pandas 3), an empty index as object: no name read
+        index_dtype = pd.Index(np.array([], dtype=object) if obs.shape[0] == 0 else ["a"]).dtype
+        return SourceMeta(replace(ref, content=None), ident, int(obs.shape[0]), names, dtypes, _index_name(obs), arrays,
+                          index_dtype)
     except ShadowsError:
         raise
     except Exception as error:  # h5py/zarr/OS errors the element readers did not translate
@@ -178,7 +184,8 @@ class Catalog:
             entries.append({
                 "path": source.ref.path, "format": source.ref.format, "root": source.ref.root,
                 "identity": source.identity, "n_obs": source.n_obs, "panel": panel,
-                "var_index_name": source.var_names.name, "obs_index_name": source.obs_index_name,
+                "var_index_name": source.var_names.name, "var_index_dtype": str(source.var_names.dtype),
+                "obs_index_name": source.obs_index_name, "obs_index_dtype": str(source.obs_index_dtype),
                 "obs": {k: _dtype_to_json(d) for k, d in source.obs_dtypes.items()},
                 "arrays": {k: a.to_json() for k, a in source.arrays.items()},
             })
@@ -203,15 +210,16 @@ class Catalog:
             doc = json.load(f)
         if doc.get("format") != CATALOG_FORMAT or doc.get("version") != CATALOG_VERSION:
             raise ShadowsError(f"{os.fspath(path)}: not a shadows atlas catalog (version {CATALOG_VERSION})")
-        panels = [pd.Index(p, dtype=_names_dtype()) for p in doc["panels"]]
+        panels = [pd.Index(p, dtype=object) for p in doc["panels"]]
         sources = []
         for e in doc["sources"]:
             ref = FileRef(e["path"], e["format"], e["root"], storage_options=storage_options)
-            names = panels[e["panel"]].copy()
+            names = panels[e["panel"]].astype(pd.api.types.pandas_dtype(e["var_index_dtype"]))
             names.name = e["var_index_name"]
             sources.append(SourceMeta(ref, e["identity"], int(e["n_obs"]), names,
                                       {k: _dtype_from_json(d) for k, d in e["obs"].items()}, e["obs_index_name"],
-                                      {k: ArrayInfo.from_json(a) for k, a in e["arrays"].items()}))
+                                      {k: ArrayInfo.from_json(a) for k, a in e["arrays"].items()},
+                                      pd.api.types.pandas_dtype(e["obs_index_dtype"])))
         catalog = cls(sources)
         if on_change == "refresh":
             catalog = catalog.refreshed()
@@ -247,11 +255,6 @@ def read_sources(refs: list[FileRef]) -> list[SourceMeta]:
         return [read_source(r) for r in refs]
     with ThreadPoolExecutor(max_workers=min(METADATA_THREADS, len(refs))) as pool:
         return list(pool.map(read_source, refs))
-
-
-def _names_dtype() -> Any:
-    """The dtype anndata reads string indexes with (``str`` on pandas 3, ``object`` before)."""
-    return pd.Index(["a"]).dtype
 
 
 def _dtype_to_json(dtype: Any) -> dict[str, Any]:

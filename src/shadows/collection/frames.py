@@ -64,14 +64,15 @@ class AtlasFrameSpec(FrameSpec):
             names = source_element(sources[i], "obs").read_index(as_slice_or_array(local))
             parts.append(names.to_series())
             codes.append(np.full(len(local), i))
+        dtype = self._plan.obs_index_dtype
         if not parts:
-            index = pd.Index(pd.Series([], dtype=pd.Index(["a"]).dtype))
+            index = pd.Index([], dtype=dtype)
         else:
-            series = pd.concat(parts, ignore_index=True)
+            series = pd.concat(parts, ignore_index=True).astype(dtype)
             if self._plan.index_unique is not None:
                 keys = np.asarray(self._plan.keys.astype(str), dtype=object)[np.concatenate(codes)]
                 series = series.str.cat(keys, sep=self._plan.index_unique)
-            index = pd.Index(series)
+            index = pd.Index(series, dtype=dtype)
         index.name = self.extra["index_name"]
         return index
 

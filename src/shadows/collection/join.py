@@ -49,6 +49,7 @@ class Plan:
     var: pd.DataFrame
     obs_dtypes: dict[str, Any]
     obs_index_name: Any
+    obs_index_dtype: Any
     keys: pd.Index
     label: str | None
     index_unique: str | None
@@ -82,6 +83,8 @@ def plan(sources: Sequence[SourceMeta], *, join: str = "inner", label: str | Non
     if result.X is not None:
         arrays["X"] = _array_plan("X", result.X, fill_value, True)
     for key in result.layers:
+        if key is None:  # anndata >= 0.13 lists X as layers[None]
+            continue
         arrays[f"layers/{key}"] = _array_plan(f"layers/{key}", result.layers[key], fill_value, True)
     for key in result.obsm:
         if all(f"obsm/{key}" in s.arrays for s in sources):  # obsm missing in some sources: not served
@@ -89,6 +92,7 @@ def plan(sources: Sequence[SourceMeta], *, join: str = "inner", label: str | Non
     columns = [_positions(var.index, s.var_names) for s in sources]
     categories = keys if keys is not None else np.arange(len(sources)).astype(str)
     return Plan(var, dict(result.obs.dtypes.items()), sources[0].obs_index_name if sources else None,
+                result.obs_names.dtype,
                 pd.Index(categories), label, index_unique, arrays, dict(result.uns), columns)
 
 
@@ -108,7 +112,7 @@ def _standin(i: int, source: SourceMeta, var: pd.DataFrame | None, uns: Mapping[
              ) -> anndata.AnnData:
     """An AnnData of at most one row with ``source``'s names, dtypes and storage (values meaningless)."""
     n = min(source.n_obs, 1)
-    index = pd.Index([f"{i}"] * n)
+    index = pd.Index([f"{i}"] * n, dtype=source.obs_index_dtype)
     obs = pd.DataFrame({k: _column(d, n) for k, d in source.obs_dtypes.items()}, index=index)
     if var is None:
         var = pd.DataFrame(index=source.var_names)
