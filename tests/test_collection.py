@@ -60,6 +60,8 @@ def _make(rng: np.random.Generator, i: int, n: int, storage: str) -> ad.AnnData:
     adata = ad.AnnData(X=X, obs=_obs(rng, i, n), var=pd.DataFrame(index=panel))
     adata.layers["counts"] = sp.csr_matrix(np.round(np.asarray(X.toarray() if sp.issparse(X) else X) * 10))
     adata.obsm["X_pca"] = rng.normal(size=(n, 3)).astype(np.float32)
+    if i % 2 == 0:  # in some files only: an outer join fills it with NaN elsewhere, an inner one drops it
+        adata.obsm["X_umap"] = rng.normal(size=(n, 2)).astype(np.float32)
     return adata
 
 

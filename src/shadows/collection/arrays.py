@@ -66,7 +66,8 @@ class AtlasArraySpec(ElementSpec):
     ``extra`` holds ``sources`` (the :class:`~shadows.collection.catalog.SourceMeta` of each source),
     ``offsets`` (each source's first row, then the total), ``plan`` (the result's
     :class:`~shadows.collection.join.ArrayPlan`) and ``columns`` (per source, each joined gene's column
-    in the source or -1; ``None`` for obsm, whose columns are not genes).
+    in the source or -1; ``None`` for obsm, whose columns are not genes: in an outer join a source
+    without the entry, or with fewer columns, is filled as anndata.concat fills it).
     """
 
     kind = "atlas-array"
@@ -113,11 +114,14 @@ class AtlasArraySpec(ElementSpec):
         plan = self.plan
         tasks, blocks = [], []
         for i, local in split_rows(to_read, self.extra["offsets"]):
-            want = None
-            if columns is not None:
+            if columns is not None:  # X, layers: the source's column of each joined gene
                 want = columns[i] if cols is None else columns[i][as_positions(cols)]
-                if cols is None and np.array_equal(want, np.arange(want.size)) and want.size == self.shape[1]:
-                    want = None  # the source has the joined genes in the joined order
+            else:  # obsm: the source's own columns, padded with the fill (none for a source without it)
+                info = sources[i].arrays.get(self.name)
+                stored = 0 if info is None else info.shape[1]
+                want = np.where(np.arange(width) < stored, np.arange(width), -1)
+            if cols is None and want.size == self.shape[1] and np.array_equal(want, np.arange(want.size)):
+                want = None  # the source's columns are the result's, in order
             step = self._rows_per_task(sources[i], width)
             source = sources[i]
             for start in range(0, len(local), step):

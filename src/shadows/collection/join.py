@@ -86,9 +86,8 @@ def plan(sources: Sequence[SourceMeta], *, join: str = "inner", label: str | Non
         if key is None:  # anndata >= 0.13 lists X as layers[None]
             continue
         arrays[f"layers/{key}"] = _array_plan(f"layers/{key}", result.layers[key], fill_value, True)
-    for key in result.obsm:
-        if all(f"obsm/{key}" in s.arrays for s in sources):  # obsm missing in some sources: not served
-            arrays[f"obsm/{key}"] = _array_plan(f"obsm/{key}", result.obsm[key], fill_value, False)
+    for key in result.obsm:  # in an outer join also those some sources lack (filled, as anndata fills them)
+        arrays[f"obsm/{key}"] = _array_plan(f"obsm/{key}", result.obsm[key], fill_value, False)
     columns = [_positions(var.index, s.var_names) for s in sources]
     categories = keys if keys is not None else np.arange(len(sources)).astype(str)
     return Plan(var, dict(result.obs.dtypes.items()), sources[0].obs_index_name if sources else None,

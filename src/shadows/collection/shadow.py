@@ -144,7 +144,8 @@ def concat(sources: Any, *, join: str = "inner", label: str | None = None, keys:
         :class:`~shadows.collection.catalog.Catalog`.
     join, label, keys, index_unique, merge, uns_merge, fill_value
         As for :func:`anndata.concat` (``axis="obs"``): var joined ``"inner"`` or ``"outer"`` (missing
-        genes filled with 0 in sparse results, NaN in dense ones, or ``fill_value``); ``merge`` and
+        genes filled with 0 in sparse results, NaN in dense ones, or ``fill_value``; layers those every
+        source has, obsm those every source has, or, outer, all, filled where missing); ``merge`` and
         ``uns_merge`` read each source's var and uns when the atlas opens.
     catalog
         A :class:`Catalog`, or the path of a catalog file: read when it exists (no source is touched),
