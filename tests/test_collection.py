@@ -247,8 +247,13 @@ def test_catalog_round_trip_touches_no_source(sparse_set, tmp_path, monkeypatch)
     assert [s.identity for s in loaded.sources] == [s.identity for s in first.catalog.sources]
     assert all(a.var_names.equals(b.var_names) for a, b in zip(loaded.sources, first.catalog.sources, strict=True))
     assert [s.obs_dtypes for s in loaded.sources] == [s.obs_dtypes for s in first.catalog.sources]
+    assert shadows.concat(None, join="outer", catalog=path).n_obs == again.n_obs
+    assert touched == []
     monkeypatch.undo()
     check_same(atlas_memory(again), oracle(sparse_set, join="outer"))
+    fewer = shadows.concat(sparse_set[:3], join="outer", catalog=path)  # other sources: the catalog follows
+    check_same(atlas_memory(fewer), oracle(sparse_set[:3], join="outer"))
+    assert len(Catalog.load(path)) == 3
     check_same(atlas_memory(shadows.concat(loaded, join="inner")), oracle(sparse_set, join="inner"))
 
 

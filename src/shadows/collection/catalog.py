@@ -31,7 +31,14 @@ import pandas as pd
 
 from shadows.backends import FileRef, nodes
 from shadows.backends.remote import redact
-from shadows.collection.sources import SourceChangedError, UnreadableSourceError, expand, identity, stamped
+from shadows.collection.sources import (
+    SourceChangedError,
+    UnreadableSourceError,
+    expand,
+    identity,
+    stamped,
+)
+from shadows.collection.sources import paths as source_paths
 from shadows.elements.registry import describe
 from shadows.errors import MalformedElementError, ShadowsError
 
@@ -166,6 +173,18 @@ class Catalog:
         """Read the metadata of ``sources`` (paths, globs, URLs, shadows) in parallel threads."""
         refs = expand(sources, storage_options)
         return cls(read_sources(refs))
+
+    def updated(self, sources: Any, storage_options: Mapping[str, Any] | None = None) -> Catalog:
+        """The catalog of ``sources``: the entries of this one for the sources it lists (untouched), the
+        metadata of the others read now; ``self`` when it lists exactly these sources.
+        """
+        wanted = source_paths(sources, storage_options)
+        known = {s.ref.full_path: s for s in self.sources}
+        if wanted == [s.ref.full_path for s in self.sources]:
+            return self
+        new = [p for p in wanted if p not in known]
+        known |= {m.ref.full_path: m for m in read_sources(expand(new, storage_options))} if new else {}
+        return Catalog([known[p] for p in wanted])
 
     def __len__(self) -> int:
         return len(self.sources)

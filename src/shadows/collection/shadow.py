@@ -141,15 +141,16 @@ def concat(sources: Any, *, join: str = "inner", label: str | None = None, keys:
     ----------
     sources
         Paths, globs, fsspec URLs and shadows (their files), h5ad and Zarr mixed; or a
-        :class:`~shadows.collection.catalog.Catalog`.
+        :class:`~shadows.collection.catalog.Catalog`; or ``None`` with ``catalog``: the catalog's sources.
     join, label, keys, index_unique, merge, uns_merge, fill_value
         As for :func:`anndata.concat` (``axis="obs"``): var joined ``"inner"`` or ``"outer"`` (missing
         genes filled with 0 in sparse results, NaN in dense ones, or ``fill_value``; layers those every
         source has, obsm those every source has, or, outer, all, filled where missing); ``merge`` and
         ``uns_merge`` read each source's var and uns when the atlas opens.
     catalog
-        A :class:`Catalog`, or the path of a catalog file: read when it exists (no source is touched),
-        else written there after the sources' metadata is read.
+        A :class:`Catalog`, or the path of a catalog file: read when it exists (no source is touched;
+        sources it does not list are read and added, and the file rewritten), else written there after
+        the sources' metadata is read.
     on_change
         For a catalog file: ``"raise"`` (a source changed since is reported when read) or ``"refresh"``
         (every source's identity checked now; changed ones read again, and the file rewritten).
@@ -177,15 +178,21 @@ def concat(sources: Any, *, join: str = "inner", label: str | None = None, keys:
 
 
 def _catalog(sources: Any, catalog: Any, on_change: str, storage_options: Mapping[str, Any] | None) -> Catalog:
+    """The catalog of ``sources``: given, loaded from the file ``catalog`` (its entries for the sources it
+    lists, the others read and the file rewritten), or read from the sources (and written to ``catalog``).
+    """
     if isinstance(sources, Catalog):
         return sources.with_options(storage_options)
     if isinstance(catalog, Catalog):
-        return catalog.with_options(storage_options)
+        return catalog.with_options(storage_options) if sources is None else catalog.updated(sources, storage_options)
     if catalog is not None and os.path.exists(catalog):
         loaded = Catalog.load(catalog, on_change=on_change, storage_options=storage_options)
-        if on_change == "refresh":
-            loaded.save(catalog)
-        return loaded
+        updated = loaded if sources is None else loaded.updated(sources, storage_options)
+        if on_change == "refresh" or updated is not loaded:
+            updated.save(catalog)
+        return updated
+    if sources is None:
+        raise ValueError("shadows.concat: no sources given, and no catalog to read them from")
     built = Catalog.build(sources, storage_options)
     if catalog is not None:
         built.save(catalog)

@@ -16,6 +16,7 @@ import os
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from shadows.backends import FileRef, resolve
@@ -59,6 +60,23 @@ def expand(sources: Any, storage_options: Mapping[str, Any] | None = None) -> li
     if not refs:
         raise ValueError("shadows.concat: no sources given")
     return refs
+
+
+def paths(sources: Any, storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """The paths ``sources`` names (globs expanded, shadows' files), as their references' ``full_path``
+    spells them, without opening any of them (what a catalog's sources are compared with).
+    """
+    if isinstance(sources, str | os.PathLike) or hasattr(sources, "filename"):
+        sources = [sources]
+    out = []
+    for item in sources:
+        for path in _paths(item, storage_options):
+            if is_url(path):
+                out.append(path)
+            else:
+                text = path[len("file://"):] if path.startswith("file://") else path
+                out.append(str(Path(os.path.expanduser(text)).absolute()))
+    return out
 
 
 def _paths(item: Any, storage_options: Mapping[str, Any] | None) -> Iterable[str]:
