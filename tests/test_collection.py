@@ -33,8 +33,12 @@ def _obs(rng: np.random.Generator, i: int, n: int) -> pd.DataFrame:
     """obs with columns present in some files only, categories differing by file."""
     cats = list(rng.choice(["B", "T", "NK", "Mono", "DC"], size=3, replace=False))
     columns: dict[str, object] = {"cell_type": pd.Categorical(rng.choice(cats, n), categories=sorted(cats))}
+    stages = sorted(rng.choice([f"s{k}" for k in (1, 2, 9, 10, 11)], size=3, replace=False))
+    columns["stage"] = pd.Categorical(rng.choice(stages, n), categories=stages)  # merged in natural order
     if i % 2 == 0:
         columns["count"] = rng.integers(0, 100, n)  # int in some files: float (NaN) in an outer join
+        columns["grade"] = pd.Categorical(rng.choice(["lo", "mid", "hi"], n), categories=["lo", "mid", "hi"],
+                                          ordered=True)
     if i % 3 != 1:
         columns["score"] = rng.normal(size=n).astype(np.float32 if i % 2 else np.float64)
     if i % 3 == 0:

@@ -5,13 +5,16 @@ dtype and storage.
 Rather than re-implementing anndata's rules (var order of the inner and outer joins, dtype unification of
 obs columns with categories merged, fill values and dtype promotion of X, which layers and obsm survive,
 the ``merge`` and ``uns_merge`` strategies), :func:`plan` asks ``anndata.concat`` itself, on stand-ins
-for the sources: per source an AnnData of at most one row (none for an empty source) with the source's
-var names, obs dtypes and array dtypes and storage, and, when ``merge``/``uns_merge`` are given, its real
-var and uns. The result's dtypes and names are then exactly anndata's, from metadata only.
+for the sources: AnnDatas of at most one row (none for an empty source) with a source's obs dtypes and
+array dtypes and storage, and, when ``merge``/``uns_merge`` are given, its real var names, var and uns
+(one stand-in per source). The result's dtypes and names are then exactly anndata's, from metadata only.
+Without ``merge``/``uns_merge`` (the common case, and the one that must scale to thousands of sources)
+the var join is computed here as anndata computes it, and one stand-in stands for every source of a kind.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from typing import Any
 import anndata
 import numpy as np
 import pandas as pd
+from natsort import natsorted
 from scipy import sparse
 
 from shadows.collection.catalog import SourceMeta
@@ -72,13 +76,101 @@ def plan(sources: Sequence[SourceMeta], *, join: str = "inner", label: str | Non
         raise ValueError(f"join must be one of {_JOINS}, got {join!r}")
     if keys is not None and len(keys) != len(sources):
         raise ValueError(f"keys has {len(keys)} entries for {len(sources)} sources")
+    if merge is None and uns_merge is None:
+        return _plan_from_metadata(sources, join, label, keys, index_unique, fill_value)
     standins = [_standin(i, s, None if vars is None else vars[i], None if uns is None else uns[i])
                 for i, s in enumerate(sources)]
+    result = _concat(standins, join=join, label=label, keys=keys, index_unique=index_unique, merge=merge,
+                     uns_merge=uns_merge, fill_value=fill_value)
+    var = result.var.copy()
+    columns = [_positions(var.index, s.var_names) for s in sources]
+    categories = keys if keys is not None else np.arange(len(sources)).astype(str)
+    return Plan(var, dict(result.obs.dtypes.items()), sources[0].obs_index_name if sources else None,
+                result.obs_names.dtype, pd.Index(categories), label, index_unique, _arrays(result, fill_value),
+                dict(result.uns), columns)
+
+
+def _plan_from_metadata(sources: Sequence[SourceMeta], join: str, label: str | None, keys: Sequence[Any] | None,
+                        index_unique: str | None, fill_value: Any) -> Plan:
+    """The plan without ``merge``/``uns_merge``, for many sources: the var join computed here as
+    ``anndata.concat`` computes it (successive ``Index.union``/``intersection``), and the dtypes by
+    anndata.concat on stand-ins whose var only says whether the source lacks joined genes, one stand-in per
+    distinct kind of source (same obs dtypes, arrays, emptiness and completeness), ``label`` added as
+    anndata adds it.
+    """
+    joined = _join_names([s.var_names for s in sources], join)
+    columns = [_positions(joined, s.var_names) for s in sources]
+    kinds: dict[Any, int] = {}
+    for i, (source, cols) in enumerate(zip(sources, columns, strict=True)):
+        obs_kinds = tuple((k, "unordered categorical" if _unordered(d) else d) for k, d in source.obs_dtypes.items())
+        kind = (source.n_obs > 0, bool((cols < 0).any()), obs_kinds,
+                tuple(sorted((k, a.sparse, a.dtype, a.shape[1:]) for k, a in source.arrays.items())),
+                str(source.obs_index_dtype))
+        kinds.setdefault(kind, i)
+    standins = []
+    for kind, i in kinds.items():
+        lacks_genes = kind[1]  # the stand-in lacks a gene the others have exactly when the source does
+        standins.append(_standin(i, sources[i], pd.DataFrame(index=["a"] if lacks_genes else ["a", "b"]), None))
+    result = _concat(standins, join=join, index_unique=index_unique, fill_value=fill_value)
+    obs_dtypes = dict(result.obs.dtypes.items())
+    for key, dtype in obs_dtypes.items():
+        if _unordered(dtype):  # every source's is: categories merged as anndata merges them (unify_dtypes)
+            obs_dtypes[key] = _merged_categories([s.obs_dtypes[key] for s in sources if key in s.obs_dtypes])
+    categories = keys if keys is not None else np.arange(len(sources)).astype(str)
+    if label is not None:  # anndata.concat: concat_annot[label] = Categorical.from_codes(..., categories=keys)
+        obs_dtypes[label] = pd.Categorical.from_codes([], categories=categories).dtype
+    var = pd.DataFrame(index=joined, columns=result.var.columns)
+    return Plan(var, obs_dtypes, sources[0].obs_index_name if sources else None, result.obs_names.dtype,
+                pd.Index(categories), label, index_unique, _arrays(result, fill_value), {}, columns)
+
+
+def _unordered(dtype: Any) -> bool:
+    return isinstance(dtype, pd.CategoricalDtype) and not dtype.ordered
+
+
+def _merged_categories(dtypes: list[pd.CategoricalDtype]) -> pd.CategoricalDtype:
+    """Anndata's merged categories of unordered categoricals: the union of all, natural-sorted."""
+    distinct = list({tuple(d.categories): d.categories for d in dtypes}.values())
+    merged = functools.reduce(lambda x, y: x.union(y), distinct)
+    return pd.CategoricalDtype(natsorted(merged), ordered=False)
+
+
+def _join_names(panels: list[pd.Index], join: str) -> pd.Index:
+    """anndata.concat's joined var names (``merge_indices``: successive ``Index.union`` or
+    ``intersection``), each distinct panel taken once (joining an equal index changes nothing). Past the
+    first two distinct panels, what successive unions give (the sorted union; pandas sorts a union of
+    unequal indexes) and intersections give (the first panel's genes found in every panel, in its order)
+    is computed at once.
+    """
+    distinct: dict[tuple[Any, ...], pd.Index] = {}
+    for panel in panels:
+        distinct.setdefault((panel.name, str(panel.dtype), tuple(panel)), panel)
+    indexes = list(distinct.values())
+    if len(indexes) <= 2:
+        joined = indexes[0]
+        for other in indexes[1:]:
+            joined = joined.intersection(other) if join == "inner" else joined.union(other)
+        return joined
+    first = indexes[0].intersection(indexes[1]) if join == "inner" else indexes[0].union(indexes[1])
+    names = {idx.name for idx in indexes}
+    name = names.pop() if len(names) == 1 else None
+    if join == "inner":
+        keep = np.ones(len(indexes[0]), dtype=bool)
+        for other in indexes[1:]:
+            keep &= indexes[0].isin(other)
+        values = indexes[0][keep]
+    else:
+        values = np.unique(np.concatenate([idx.to_numpy(dtype=object) for idx in indexes]))
+    return pd.Index(values, dtype=first.dtype, name=name)
+
+
+def _concat(standins: list[anndata.AnnData], **kwargs: Any) -> anndata.AnnData:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # stand-ins' obs names repeat; anndata warns of what is not ours
-        result = anndata.concat(standins, join=join, label=label, keys=keys, index_unique=index_unique,
-                                merge=merge, uns_merge=uns_merge, fill_value=fill_value)
-    var = result.var.copy()
+        return anndata.concat(standins, **kwargs)
+
+
+def _arrays(result: anndata.AnnData, fill_value: Any) -> dict[str, ArrayPlan]:
     arrays: dict[str, ArrayPlan] = {}
     if result.X is not None:
         arrays["X"] = _array_plan("X", result.X, fill_value, True)
@@ -88,11 +180,7 @@ def plan(sources: Sequence[SourceMeta], *, join: str = "inner", label: str | Non
         arrays[f"layers/{key}"] = _array_plan(f"layers/{key}", result.layers[key], fill_value, True)
     for key in result.obsm:  # in an outer join also those some sources lack (filled, as anndata fills them)
         arrays[f"obsm/{key}"] = _array_plan(f"obsm/{key}", result.obsm[key], fill_value, False)
-    columns = [_positions(var.index, s.var_names) for s in sources]
-    categories = keys if keys is not None else np.arange(len(sources)).astype(str)
-    return Plan(var, dict(result.obs.dtypes.items()), sources[0].obs_index_name if sources else None,
-                result.obs_names.dtype,
-                pd.Index(categories), label, index_unique, arrays, dict(result.uns), columns)
+    return arrays
 
 
 def _positions(joined: pd.Index, names: pd.Index) -> np.ndarray:
@@ -115,8 +203,9 @@ def _standin(i: int, source: SourceMeta, var: pd.DataFrame | None, uns: Mapping[
     obs = pd.DataFrame({k: _column(d, n) for k, d in source.obs_dtypes.items()}, index=index)
     if var is None:
         var = pd.DataFrame(index=source.var_names)
-    n_vars = len(source.var_names)
-    arrays = {rel: _array(info.sparse, np.dtype(info.dtype), (n, *info.shape[1:]))
+    n_vars = len(var)
+    arrays = {rel: _array(info.sparse, np.dtype(info.dtype),
+                          (n, *info.shape[1:]) if rel.startswith("obsm/") else (n, n_vars))
               for rel, info in source.arrays.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
