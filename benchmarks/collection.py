@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -60,15 +59,17 @@ def generate(root: Path, n_files: int, seed: int = 0) -> list[Path]:
 
 
 def timed(label: str, fn, results: dict[str, tuple[float, float]]):
-    """Run ``fn``, recording seconds and Python's peak allocated memory (tracemalloc, MB)."""
-    tracemalloc.start()
+    """Run ``fn``, recording seconds and how much the process's resident memory grew (MB)."""
+    import psutil
+
+    process = psutil.Process()
+    before = process.memory_info().rss
     start = time.perf_counter()
     value = fn()
     seconds = time.perf_counter() - start
-    peak = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
-    results[label] = (seconds, peak)
-    print(f"{label:<48} {seconds:8.3f} s {peak:9.1f} MB", flush=True)
+    grown = (process.memory_info().rss - before) / 2**20
+    results[label] = (seconds, grown)
+    print(f"{label:<48} {seconds:8.3f} s {grown:+9.1f} MB RSS", flush=True)
     return value
 
 

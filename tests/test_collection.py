@@ -327,7 +327,9 @@ def test_read_only_and_exports(sparse_set, tmp_path):
         want = ad.read_h5ad(tmp_path / "want.h5ad")
         view.write_h5ad(tmp_path / "v.h5ad")
         view.write_zarr(tmp_path / "v.zarr")
-        for back in (ad.read_h5ad(tmp_path / "v.h5ad"), ad.read_zarr(tmp_path / "v.zarr")):
+        copied = view.copy(tmp_path / "copy.h5ad")
+        assert type(copied) is shadows.AnnDataShadow
+        for back in (ad.read_h5ad(tmp_path / "v.h5ad"), ad.read_zarr(tmp_path / "v.zarr"), copied.to_memory()):
             assert_equal(back.varm[MEASURED_KEY], atlas.varm[MEASURED_KEY][2:20])
             del back.varm[MEASURED_KEY]
             check_same(back, want)

@@ -21,6 +21,7 @@ import numpy as np
 
 from shadows import convert
 from shadows.backends import FileRef
+from shadows.backends.fileref import suffix_format
 from shadows.collection.arrays import AtlasArraySpec, AtlasSparseSpec
 from shadows.collection.catalog import Catalog, SourceMeta
 from shadows.collection.frames import AtlasFrameSpec
@@ -37,6 +38,7 @@ from shadows.collection.reading import source_element
 from shadows.core.anndata import AnnDataShadow
 from shadows.errors import ReadOnlyError
 from shadows.indexing import AxisIndex
+from shadows.writing.export import export
 
 #: The varm key of the genes × sources matrix of which genes each source measured.
 MEASURED_KEY = "shadows_measured"
@@ -111,6 +113,18 @@ class AtlasShadow(AnnDataShadow):
         if filename is None or isinstance(filename, bool):
             raise ReadOnlyError(_read_only(self.filename))
         return super().write(filename, *args, **kwargs)
+
+    def copy(self, filename: str | os.PathLike | None = None, *, overwrite: bool = False,
+             progress: bool = False) -> Any:
+        """An in-memory copy (``to_memory()``); with ``filename``, the atlas (or view) exported there out
+        of core and opened as a one-file :class:`~shadows.AnnDataShadow` with the same backends.
+        """
+        if filename is None:
+            return self.to_memory()
+        fmt = suffix_format(filename) or "hdf5"
+        export(self, filename, fmt, overwrite=overwrite, progress=progress)
+        return AnnDataShadow(filename, array_backend=self._array_backend.name,
+                             table_backend=self._table_backend.name, format=fmt)
 
     def reopen(self, mode: str = "r") -> AtlasShadow:
         """An atlas is read-only: only ``"r"``."""
