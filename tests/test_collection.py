@@ -366,3 +366,33 @@ def test_merge_strategies(tmp_path_factory, merge):
         expected = oracle(paths, join=join, merge=merge, uns_merge=merge)
         pd.testing.assert_frame_equal(atlas.var, expected.var)
         assert_equal(dict(atlas.uns), dict(expected.uns))
+
+
+@pytest.mark.parametrize("join", ["inner", "outer"])
+def test_every_atlas_element_answers_the_element_protocol(sparse_set, join):
+    """Each element of an atlas (X, layers, obsm, obs and its columns, var), through the element protocol
+    (``read_selection``, ``select_graph``, ``nbytes``) with the selections views make, agrees with the
+    element of anndata.concat's result: the checks every stored element type passes.
+    """
+    from test_element_protocol import check_element, elements, oracle_value, selections
+
+    atlas = shadows.concat(sparse_set, join=join, label="batch", index_unique="-")
+    expected = oracle(sparse_set, join=join, label="batch", index_unique="-")
+    checked = set()
+    for rel, spec in elements(atlas):
+        if rel == f"varm/{MEASURED_KEY}":
+            continue
+        value = oracle_value(expected, rel)
+        axes = tuple(spec.shape[:1] if spec.role == "table" else spec.shape)  # a table's selection: rows
+        for selection in selections(axes):
+            check_element(spec, value, selection, rel)
+        checked.add(rel.split("::")[0])
+    assert {"X", "obs", "var", "layers/counts", "obsm/X_pca"} <= checked
+    catalog = atlas.catalog
+    for rel in ("X", "layers/counts", "obsm/X_pca"):
+        spec = atlas._layout.spec(rel)
+        stored = [s.arrays[rel].nbytes if rel in s.arrays and s.n_obs else 0 for s in catalog.sources]
+        assert spec.nbytes(()) == sum(stored)
+        start = sum(s.n_obs for s in catalog.sources[:3])  # the rows of the fourth file: its bytes only
+        assert spec.nbytes((range(start, start + catalog.sources[3].n_obs),)) == stored[3]
+        assert spec.nbytes((range(0),)) == 0

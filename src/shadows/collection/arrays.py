@@ -119,7 +119,9 @@ class AtlasArraySpec(ElementSpec):
             else:  # obsm: the source's own columns, padded with the fill (none for a source without it)
                 info = sources[i].arrays.get(self.name)
                 stored = 0 if info is None else info.shape[1]
-                want = np.where(np.arange(width) < stored, np.arange(width), -1)
+                own = np.arange(self.shape[1])
+                want = np.where(own < stored, own, -1)
+                want = want if cols is None else want[as_positions(cols)]
             if cols is None and want.size == self.shape[1] and np.array_equal(want, np.arange(want.size)):
                 want = None  # the source's columns are the result's, in order
             step = self._rows_per_task(sources[i], width)
