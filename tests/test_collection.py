@@ -274,7 +274,10 @@ def test_changed_and_missing_sources_are_named(tmp_path):
     atlas[:4].X  # noqa: B018  (the first file is unchanged)
     with pytest.raises(shadows.SourceChangedError, match=r"a1\.h5ad"):
         atlas[4:6].X  # noqa: B018
+    with pytest.raises(shadows.SourceChangedError, match=r"a1\.h5ad"):
+        Catalog.load(catalog).check()  # every source's identity, checked at once
     refreshed = shadows.concat(paths, catalog=catalog, on_change="refresh")
+    Catalog.load(catalog).check()  # the refreshed catalog was written back
     assert refreshed.n_obs == 14
     check_same(atlas_memory(refreshed), oracle(paths))
     paths[2].unlink()
