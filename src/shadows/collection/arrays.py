@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
+from shadows import cluster
 from shadows.collection.catalog import SourceMeta
 from shadows.collection.join import ArrayPlan
 from shadows.collection.reading import SourceKey, source_element
@@ -138,9 +139,10 @@ class AtlasArraySpec(ElementSpec):
         return max(1, TARGET_CHUNK_BYTES // max(1, width * self.dtype.itemsize))
 
     def read_selection(self, selection: Selection) -> Any:
-        """``array[selection]`` as numpy or scipy, read with dask's synchronous scheduler when small."""
-        graph = self.select_graph(selection)
-        return to_plain(graph.compute())
+        """``array[selection]`` as numpy or scipy: :meth:`select_graph` computed (on the
+        ``distributed.Client`` when one is dask's scheduler).
+        """
+        return to_plain(cluster.compute(self.select_graph(selection)))
 
     def materialize(self) -> Any:
         """The whole array."""
