@@ -3,6 +3,7 @@
 Open a file without loading it; every stored element is a dask graph that reads from the file by path.
 """
 
+from shadows.collection import Catalog, SourceChangedError, SourceMissingError, concat
 from shadows.core.anndata import AnnDataShadow
 from shadows.core.mudata import MuDataShadow
 from shadows.errors import (
@@ -36,6 +37,7 @@ from shadows.settings import settings
 __all__ = [
     "AnnDataShadow",
     "BackendUnavailableError",
+    "Catalog",
     "ElementExistsError",
     "ExternalDataError",
     "FileBusyError",
@@ -51,6 +53,8 @@ __all__ = [
     "ShadowsError",
     "ShadowsFileNotFoundError",
     "ShapeError",
+    "SourceChangedError",
+    "SourceMissingError",
     "TooLargeError",
     "UnknownBackendError",
     "UnknownEncodingError",
@@ -59,6 +63,7 @@ __all__ = [
     "UnsafeTargetError",
     "UnwritableValueError",
     "WriteFailedError",
+    "concat",
     "read",
     "read_h5ad",
     "read_h5mu",

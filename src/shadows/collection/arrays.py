@@ -1,0 +1,239 @@
+"""Arrays over many files (X, layers, obsm): one element whose graph reads each source's rows from its
+own file, with the gene join applied on read.
+
+A selection's rows are split by source (each source's rows as positions in its own file); a source with
+no selected row gets no task and is never opened. Each task reads its source's rows, and only the genes
+of the selection that source measured, in the source's own gene order (through the source's own element
+spec, so its pushdown applies: a CSR source reads only the selected rows' byte ranges), then places them
+at their columns of the joined var, fills the genes the source did not measure (0 for sparse results,
+NaN for dense ones, or ``fill_value``) and casts to the dtype anndata.concat gives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+
+from shadows import cluster
+from shadows.collection.catalog import SourceMeta
+from shadows.collection.join import ArrayPlan
+from shadows.collection.reading import SourceKey, source_element
+from shadows.elements.base import TARGET_CHUNK_BYTES, ElementSpec
+from shadows.elements.sparse_chunk import to_plain
+from shadows.indexing.keys import AxisIndex, as_positions, as_slice_or_array, is_full, sorted_unique
+from shadows.indexing.selection import Selection, axis_positions
+
+#: Rows one task of a sparse result reads at most (dense results size tasks by TARGET_CHUNK_BYTES).
+SPARSE_ROWS_PER_TASK = 100_000
+
+
+def split_rows(rows: AxisIndex, offsets: np.ndarray) -> list[tuple[int, AxisIndex]]:
+    """Increasing positions ``rows`` of the atlas as ``(source, positions in that source)`` pairs, for the
+    sources with at least one selected row (``offsets``: each source's first row, then the total).
+    """
+    n_sources = len(offsets) - 1
+    if isinstance(rows, range):
+        if len(rows) == 0:
+            return []
+        step = rows.step
+        starts = np.clip(-((rows.start - offsets[:-1]) // step), 0, len(rows))  # first k with r[k] >= offset
+        stops = np.clip(-((rows.start - offsets[1:]) // step), 0, len(rows))
+        out = []
+        for i in np.flatnonzero(stops > starts):
+            first = rows.start + int(starts[i]) * step - int(offsets[i])
+            out.append((int(i), range(first, first + int(stops[i] - starts[i]) * step, step)))
+        return out
+    positions = np.asarray(rows, dtype=np.int64)
+    if positions.size == 0:
+        return []
+    source = np.searchsorted(offsets, positions, side="right") - 1
+    cuts = np.flatnonzero(np.diff(source)) + 1
+    out = []
+    for part in np.split(np.arange(positions.size), cuts):
+        i = int(source[part[0]])
+        if i < n_sources:
+            out.append((i, positions[part] - offsets[i]))
+    return out
+
+
+@dataclass(frozen=True)
+class AtlasArraySpec(ElementSpec):
+    """X, a layer or an obsm entry of an atlas (see the module's docstring): a dense result; sparse
+    results are :class:`AtlasSparseSpec`.
+
+    ``extra`` holds ``sources`` (the :class:`~shadows.collection.catalog.SourceMeta` of each source),
+    ``offsets`` (each source's first row, then the total), ``plan`` (the result's
+    :class:`~shadows.collection.join.ArrayPlan`) and ``columns`` (per source, each joined gene's column
+    in the source or -1; ``None`` for obsm, whose columns are not genes: in an outer join a source
+    without the entry, or with fewer columns, is filled as anndata.concat fills it).
+    """
+
+    kind = "atlas-array"
+    role = "array"
+
+    @property
+    def plan(self) -> ArrayPlan:
+        return self.extra["plan"]
+
+    def graph(self) -> Any:
+        """The whole array: one task per source (several for large sources)."""
+        return self.select_graph(())
+
+    def select_graph(self, selection: Selection) -> Any:
+        """``array[selection]``, reading only the selected sources, rows and genes (see the module)."""
+        import dask.array as da
+        from dask.base import tokenize
+        from dask.highlevelgraph import HighLevelGraph
+
+        rows = axis_positions(selection, 0, self.shape[0])
+        cols = selection[1] if len(selection) > 1 else None
+        if cols is not None and is_full(cols, self.shape[1]):
+            cols = None
+        if len(self.shape) != 2:
+            raise NotImplementedError(f"{self.name}: an atlas serves 2-d arrays only; this one is {len(self.shape)}-d")
+        to_read, order = sorted_unique(rows)
+        n_out = self.shape[1] if cols is None else len(cols)
+        tasks, blocks = self._tasks(to_read, cols, n_out)
+        name = f"shadows-atlas-{self.name}-" + tokenize(self.ref, self.path, to_read, cols,
+                                                          [s.identity for s in self.extra["sources"]])
+        dsk: dict[Any, Any] = {(name, j, 0): task for j, task in enumerate(tasks)}
+        if not tasks:
+            dsk[(name, 0, 0)] = (_empty, self.plan.sparse, self.dtype, (0, n_out))
+            blocks = [0]
+        graph = da.Array(HighLevelGraph.from_collections(name, dsk, dependencies=()), name,
+                         chunks=(tuple(blocks), (n_out,)), meta=_empty(self.plan.sparse, self.dtype, (0, 0)))
+        if order is not None:
+            graph = graph[order]
+        return graph
+
+    def _tasks(self, to_read: AxisIndex, cols: AxisIndex | None, width: int) -> tuple[list[tuple], list[int]]:
+        sources: list[SourceMeta] = self.extra["sources"]
+        columns = self.extra["columns"]
+        plan = self.plan
+        tasks, blocks = [], []
+        for i, local in split_rows(to_read, self.extra["offsets"]):
+            if columns is not None:  # X, layers: the source's column of each joined gene
+                want = columns[i] if cols is None else columns[i][as_positions(cols)]
+            else:  # obsm: the source's own columns, padded with the fill (none for a source without it)
+                info = sources[i].arrays.get(self.name)
+                stored = 0 if info is None else info.shape[1]
+                own = np.arange(self.shape[1])
+                want = np.where(own < stored, own, -1)
+                want = want if cols is None else want[as_positions(cols)]
+            if cols is None and want.size == self.shape[1] and np.array_equal(want, np.arange(want.size)):
+                want = None  # the source's columns are the result's, in order
+            step = self._rows_per_task(sources[i], width)
+            source = sources[i]
+            for start in range(0, len(local), step):
+                part = local[start:start + step]
+                tasks.append((read_block, source.ref, source.identity, self.name, part, want, width, plan))
+                blocks.append(len(part))
+        return tasks, blocks
+
+    def _rows_per_task(self, source: SourceMeta, width: int) -> int:
+        if self.plan.sparse:
+            return SPARSE_ROWS_PER_TASK
+        return max(1, TARGET_CHUNK_BYTES // max(1, width * self.dtype.itemsize))
+
+    def read_selection(self, selection: Selection) -> Any:
+        """``array[selection]`` as numpy or scipy: :meth:`select_graph` computed (on the
+        ``distributed.Client`` when one is dask's scheduler).
+        """
+        return to_plain(cluster.compute(self.select_graph(selection)))
+
+    def materialize(self) -> Any:
+        """The whole array."""
+        return self.read_selection(())
+
+    def nbytes(self, selection: Selection = ()) -> int:
+        """About how many bytes reading ``array[selection]`` reads: each selected source's stored size
+        scaled by the share of its rows selected and of the genes selected (from the catalog only).
+        """
+        rows = axis_positions(selection, 0, self.shape[0])
+        cols = selection[1] if len(selection) > 1 else None
+        share = 1.0 if cols is None or not self.shape[1] else len(cols) / self.shape[1]
+        total = 0.0
+        for i, local in split_rows(sorted_unique(rows)[0], self.extra["offsets"]):
+            source = self.extra["sources"][i]
+            info = source.arrays[self.name]
+            total += info.nbytes * len(local) / max(1, source.n_obs) * share
+        return int(total)
+
+    def info(self) -> dict[str, Any]:
+        """Shape, dtype, encoding and stored size, from the catalog."""
+        stored = sum(s.arrays[self.name].nbytes for s in self.extra["sources"])
+        return {"shape": self.shape, "dtype": str(self.dtype), "encoding": self.encoding,
+                "chunks": "one run per source", "stored": stored}
+
+
+@dataclass(frozen=True)
+class AtlasSparseSpec(AtlasArraySpec):
+    """An atlas array whose result is sparse (CSR), as anndata.concat gives it when any source is."""
+
+    is_sparse = True
+
+
+def read_block(ref: Any, identity: list[Any], rel: str, rows: AxisIndex, want: np.ndarray | None,
+               width: int, plan: ArrayPlan) -> Any:
+    """Rows ``rows`` of one source's element ``rel``, as columns of the result: ``want`` gives, for each
+    result column, the source's column (-1: not measured there, filled); ``None``: the source's columns
+    as they are. Genes the source did not measure are never read; a block of only such genes opens no file.
+    """
+    n = len(rows)
+    if want is None:
+        values = _read(ref, identity, rel, rows, None)
+        return _as_result(values, plan)
+    present = np.flatnonzero(want >= 0)
+    if present.size == 0:
+        return _filled(n, width, plan)
+    unique, inverse = np.unique(want[present], return_inverse=True)
+    values = _read(ref, identity, rel, rows, unique)
+    if plan.sparse:
+        coo = sparse.csc_matrix(values)[:, inverse].tocoo() if sparse.issparse(values) else \
+            sparse.coo_matrix(np.asarray(values)[:, inverse])
+        out = sparse.csr_matrix((coo.data.astype(plan.dtype, copy=False), (coo.row, present[coo.col])),
+                                shape=(n, width), dtype=plan.dtype)
+        if plan.fill != 0 and present.size < width:
+            out = out + _filled(n, width, plan, exclude=present)
+        out.sort_indices()
+        return out
+    dense = values.toarray() if sparse.issparse(values) else np.asarray(values)
+    out = np.full((n, width), plan.fill, dtype=plan.dtype)
+    out[:, present] = dense[:, inverse]
+    return out
+
+
+def _read(ref: Any, identity: list[Any], rel: str, rows: AxisIndex, cols: np.ndarray | None) -> Any:
+    """Rows (increasing) and columns (increasing, or all) of a source's element, through its own spec."""
+    spec = source_element(SourceKey(ref, identity), rel)
+    if spec.is_sparse:
+        selection = (rows, cols) if cols is not None else (rows,)
+        return to_plain(spec.read_selection(selection))
+    values = spec.read_rows(as_slice_or_array(rows))
+    return values if cols is None else values[:, cols]
+
+
+def _as_result(values: Any, plan: ArrayPlan) -> Any:
+    if plan.sparse:
+        return sparse.csr_matrix(values, dtype=plan.dtype)
+    dense = values.toarray() if sparse.issparse(values) else np.asarray(values)
+    return dense.astype(plan.dtype, copy=False)
+
+
+def _filled(n: int, width: int, plan: ArrayPlan, exclude: np.ndarray | None = None) -> Any:
+    """A block of ``n`` rows holding only the fill value (in all columns but ``exclude``)."""
+    if not plan.sparse:
+        return np.full((n, width), plan.fill, dtype=plan.dtype)
+    if plan.fill == 0:
+        return sparse.csr_matrix((n, width), dtype=plan.dtype)
+    keep = np.setdiff1d(np.arange(width), exclude if exclude is not None else [])
+    block = np.zeros((n, width), dtype=plan.dtype)
+    block[:, keep] = plan.fill
+    return sparse.csr_matrix(block)
+
+
+def _empty(is_sparse: bool, dtype: np.dtype, shape: tuple[int, ...]) -> Any:
+    return sparse.csr_matrix(shape, dtype=dtype) if is_sparse else np.empty(shape, dtype=dtype)

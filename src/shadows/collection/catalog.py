@@ -1,0 +1,295 @@
+"""What an atlas knows of its sources without reading their data: the catalog.
+
+Opening an atlas reads each source's metadata once, in parallel threads: its identity
+(:func:`~shadows.collection.sources.identity`), the number of observations, the var names (the one thing
+of the data the join needs), obs column names with their dtypes (categories included) and which of X,
+layers and obsm exist with their storage (dense or CSR/CSC), dtype, shape and size. No obs index is read.
+
+:meth:`Catalog.save` writes it as a small JSON file beside the data; :meth:`Catalog.load` reopens it
+without touching any source. JSON, not parquet: the metadata is nested and uneven (per source, per column
+a dtype with its categories, per element a storage), which JSON keeps as it is while a table would have to
+flatten it; it needs no pyarrow import (which alone costs longer than reading a thousand-source catalog);
+and it stays readable by people and other tools. Var names are stored once per distinct gene panel, so a
+thousand files sharing a few panels store a few lists of names.
+
+A source that changed since the catalog was written is found when the atlas reads from it
+(:class:`~shadows.collection.sources.SourceChangedError` naming it), or at load with
+``on_change="refresh"``, which reads the changed sources' metadata again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shadows.backends import FileRef, nodes
+from shadows.backends.remote import redact
+from shadows.collection.sources import (
+    SourceChangedError,
+    UnreadableSourceError,
+    expand,
+    identity,
+    stamped,
+)
+from shadows.collection.sources import paths as source_paths
+from shadows.elements.registry import describe
+from shadows.errors import MalformedElementError, ShadowsError
+
+#: Format marker and version of catalog files.
+CATALOG_FORMAT = "shadows-atlas-catalog"
+CATALOG_VERSION = 1
+#: Threads reading sources' metadata when an atlas is opened.
+METADATA_THREADS = 16
+#: Mapping slots of arrays whose elements an atlas serves (besides X).
+ARRAY_SLOTS = ("layers", "obsm")
+
+
+@dataclass(frozen=True)
+class ArrayInfo:
+    """One stored array of a source (X, a layer, an obsm entry): its storage and size, from metadata."""
+
+    sparse: str | None  #: ``"csr"``, ``"csc"``, or ``None`` for a dense array
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int  #: bytes read to read all of it (uncompressed)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sparse": self.sparse, "dtype": self.dtype, "shape": list(self.shape), "nbytes": self.nbytes}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ArrayInfo:
+        return cls(data["sparse"], data["dtype"], tuple(data["shape"]), int(data["nbytes"]))
+
+
+@dataclass(frozen=True)
+class SourceMeta:
+    """One source of an atlas as its catalog describes it (see the module's docstring).
+
+    ``ref`` opens it again; ``obs_dtypes`` are the pandas dtypes of its obs columns as anndata reads them
+    (categorical dtypes with their categories); ``arrays`` maps ``"X"``, ``"layers/<k>"`` and
+    ``"obsm/<k>"`` to their :class:`ArrayInfo`.
+    """
+
+    ref: FileRef
+    identity: list[Any]
+    n_obs: int
+    var_names: pd.Index
+    obs_dtypes: dict[str, Any]
+    obs_index_name: str | None
+    arrays: dict[str, ArrayInfo] = field(default_factory=dict)
+    #: The dtype anndata reads the obs names with (``object`` for an empty source on pandas 3, ``str``
+    #: else): it decides the joined names' dtype as it does in anndata.concat.
+    obs_index_dtype: Any = field(default_factory=lambda: np.dtype(object))
+
+    @property
+    def display(self) -> str:
+        """The source's path as messages give it."""
+        return self.ref.display
+
+    def slot_keys(self, slot: str) -> list[str]:
+        """Keys of ``slot`` (``"layers"``, ``"obsm"``) this source stores."""
+        return [rel.split("/", 1)[1] for rel in self.arrays if rel.startswith(slot + "/")]
+
+
+def read_source(ref: FileRef) -> SourceMeta:
+    """Read one source's catalog entry (metadata, the var names and obs categories; no X, no obs index).
+
+    Raises
+    ------
+    ShadowsError
+        The source is missing, is not an AnnData, or its metadata is damaged; the message names it.
+    """
+    try:
+        ident = identity(ref)
+        ref = stamped(ref, ident)  # read anew if this process read an older content of the path
+        obs = _element(ref, "obs")
+        var = _element(ref, "var")
+        names = var.read_index()
+        _check_unique(ref, names)
+        dtypes = {key: _column_dtype(obs.column(key)) for key in obs.columns}
+        arrays: dict[str, ArrayInfo] = {}
+        root = ref.node(ref.element_path())
+        if nodes.has_child(root, "X"):
+            arrays["X"] = _array_info(_element(ref, "X"))
+        for slot in ARRAY_SLOTS:
+            if nodes.has_child(root, slot):
+                for key in nodes.child_names(ref.node(ref.element_path(slot))):
+                    spec = _element(ref, f"{slot}/{key}")
+                    if spec.role == "array":  # dataframes in obsm are not served by an atlas yet
+                        arrays[f"{slot}/{key}"] = _array_info(spec)
+        # anndata reads stored names as strings (str on pandas 3), an empty index as object: no name read
+        index_dtype = pd.Index(np.array([], dtype=object) if obs.shape[0] == 0 else ["a"]).dtype
+        return SourceMeta(replace(ref, content=None), ident, int(obs.shape[0]), names, dtypes, _index_name(obs), arrays,
+                          index_dtype)
+    except ShadowsError:
+        raise
+    except Exception as error:  # h5py/zarr/OS errors the element readers did not translate
+        raise UnreadableSourceError(f"{ref.display}: cannot read this source's metadata: {error}") from error
+
+
+def _element(ref: FileRef, rel: str) -> Any:
+    path = ref.element_path(rel)
+    return describe(ref, ref.node(path), path)
+
+
+def _check_unique(ref: FileRef, names: pd.Index) -> None:
+    if not names.is_unique:
+        dup = names[names.duplicated()].unique()[:5]
+        what = (f"its var names are not unique ({', '.join(map(str, dup))}...): a join by gene name is ambiguous "
+                "(anndata.concat fails on it too); make them unique in that file (var_names_make_unique)")
+        raise MalformedElementError(f"{ref.display}: var: {what}")
+
+
+def _column_dtype(spec: Any) -> Any:
+    """The pandas dtype anndata reads the column with (no rows read; a categorical's categories are)."""
+    return pd.Series(spec.read_rows(slice(0, 0))).dtype
+
+
+def _index_name(frame: Any) -> str | None:
+    key = frame.extra.get("index_key", "_index")
+    return None if key == "_index" else key
+
+
+def _array_info(spec: Any) -> ArrayInfo:
+    sparse = spec.format if spec.is_sparse else None
+    return ArrayInfo(sparse, str(np.dtype(spec.dtype)), tuple(int(n) for n in spec.shape), int(spec.nbytes(())))
+
+
+@dataclass
+class Catalog:
+    """The metadata of an atlas's sources (see the module's docstring)."""
+
+    sources: list[SourceMeta]
+
+    @classmethod
+    def build(cls, sources: Any, storage_options: Mapping[str, Any] | None = None) -> Catalog:
+        """Read the metadata of ``sources`` (paths, globs, URLs, shadows) in parallel threads."""
+        refs = expand(sources, storage_options)
+        return cls(read_sources(refs))
+
+    def updated(self, sources: Any, storage_options: Mapping[str, Any] | None = None) -> Catalog:
+        """The catalog of ``sources``: the entries of this one for the sources it lists (untouched), the
+        metadata of the others read now; ``self`` when it lists exactly these sources.
+        """
+        wanted = source_paths(sources, storage_options)
+        known = {s.ref.full_path: s for s in self.sources}
+        if wanted == [s.ref.full_path for s in self.sources]:
+            return self
+        new = [p for p in wanted if p not in known]
+        known |= {m.ref.full_path: m for m in read_sources(expand(new, storage_options))} if new else {}
+        return Catalog([known[p] for p in wanted])
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    @property
+    def refs(self) -> list[FileRef]:
+        """The sources' references, in order."""
+        return [s.ref for s in self.sources]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the catalog as JSON at ``path`` (replaced atomically)."""
+        panels: dict[tuple[str, ...], int] = {}
+        entries = []
+        for source in self.sources:
+            panel = panels.setdefault(tuple(map(str, source.var_names)), len(panels))
+            entries.append({
+                "path": source.ref.path, "format": source.ref.format, "root": source.ref.root,
+                "identity": source.identity, "n_obs": source.n_obs, "panel": panel,
+                "var_index_name": source.var_names.name, "var_index_dtype": str(source.var_names.dtype),
+                "obs_index_name": source.obs_index_name, "obs_index_dtype": str(source.obs_index_dtype),
+                "obs": {k: _dtype_to_json(d) for k, d in source.obs_dtypes.items()},
+                "arrays": {k: a.to_json() for k, a in source.arrays.items()},
+            })
+        doc = {"format": CATALOG_FORMAT, "version": CATALOG_VERSION, "panels": [list(p) for p in panels],
+               "sources": entries}
+        target = os.fspath(path)
+        tmp = f"{target}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(doc, f, separators=(",", ":"))
+        os.replace(tmp, target)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, on_change: str = "raise",
+             storage_options: Mapping[str, Any] | None = None) -> Catalog:
+        """Read a catalog written by :meth:`save`, touching no source (``on_change="raise"``, the
+        default: a changed source is reported when the atlas reads from it), or checking every source's
+        identity now and reading the changed ones' metadata again (``on_change="refresh"``).
+        """
+        if on_change not in ("raise", "refresh"):
+            raise ValueError(f"on_change must be 'raise' or 'refresh', got {on_change!r}")
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        if doc.get("format") != CATALOG_FORMAT or doc.get("version") != CATALOG_VERSION:
+            raise ShadowsError(f"{os.fspath(path)}: not a shadows atlas catalog (version {CATALOG_VERSION})")
+        panels = [pd.Index(p, dtype=object) for p in doc["panels"]]
+        sources = []
+        for e in doc["sources"]:
+            ref = FileRef(e["path"], e["format"], e["root"], storage_options=storage_options)
+            names = panels[e["panel"]].astype(pd.api.types.pandas_dtype(e["var_index_dtype"]))
+            names.name = e["var_index_name"]
+            sources.append(SourceMeta(ref, e["identity"], int(e["n_obs"]), names,
+                                      {k: _dtype_from_json(d) for k, d in e["obs"].items()}, e["obs_index_name"],
+                                      {k: ArrayInfo.from_json(a) for k, a in e["arrays"].items()},
+                                      pd.api.types.pandas_dtype(e["obs_index_dtype"])))
+        catalog = cls(sources)
+        if on_change == "refresh":
+            catalog = catalog.refreshed()
+        return catalog
+
+    def refreshed(self) -> Catalog:
+        """The catalog with the sources whose identity changed read again (every source is stat'ed)."""
+        stale = [i for i, s in enumerate(self.sources) if identity(s.ref) != s.identity]
+        fresh = read_sources([self.sources[i].ref for i in stale])
+        sources = list(self.sources)
+        for i, meta in zip(stale, fresh, strict=True):
+            sources[i] = meta
+        return Catalog(sources)
+
+    def check(self) -> None:
+        """Raise :class:`SourceChangedError` naming the first source that changed since it was read."""
+        for source in self.sources:
+            if identity(source.ref) != source.identity:
+                raise SourceChangedError(f"{redact(source.ref.path)}: this source changed since the atlas's catalog "
+                                         "was written; reopen the atlas without the catalog, or load it with "
+                                         "on_change='refresh'")
+
+    def with_options(self, storage_options: Mapping[str, Any] | None) -> Catalog:
+        """The catalog with ``storage_options`` on every source (credentials are never saved)."""
+        if storage_options is None:
+            return self
+        return Catalog([replace(s, ref=replace(s.ref, storage_options=storage_options)) for s in self.sources])
+
+
+def read_sources(refs: list[FileRef]) -> list[SourceMeta]:
+    """Each source's :class:`SourceMeta`, read in parallel threads, in order."""
+    if len(refs) <= 1:
+        return [read_source(r) for r in refs]
+    with ThreadPoolExecutor(max_workers=min(METADATA_THREADS, len(refs))) as pool:
+        return list(pool.map(read_source, refs))
+
+
+def _dtype_to_json(dtype: Any) -> dict[str, Any]:
+    if isinstance(dtype, pd.CategoricalDtype):
+        cats = dtype.categories
+        return {"categories": [_plain(v) for v in cats], "categories_dtype": str(cats.dtype),
+                "ordered": bool(dtype.ordered)}
+    return {"dtype": str(dtype)}
+
+
+def _dtype_from_json(data: Mapping[str, Any]) -> Any:
+    if "categories" in data:
+        cats = pd.Index(data["categories"], dtype=pd.api.types.pandas_dtype(data["categories_dtype"]))
+        return pd.CategoricalDtype(cats, ordered=data["ordered"])
+    return pd.api.types.pandas_dtype(data["dtype"])
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value

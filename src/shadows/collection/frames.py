@@ -1,0 +1,142 @@
+"""obs over many files: one dataframe element whose columns read each selected source's rows of that
+column alone, cast to the dtype anndata.concat gives the joined column (categories merged, integers with
+missing values as floats, booleans as nullable booleans...), missing values where a source has no such
+column; plus ``label`` (the source of each row) and obs names (each source's index, with
+``index_unique``), read only when asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shadows.collection.arrays import split_rows
+from shadows.collection.catalog import SourceMeta
+from shadows.collection.join import Plan
+from shadows.collection.reading import source_element
+from shadows.elements.base import ElementSpec, Rows
+from shadows.elements.framegraph import FrameSpec
+from shadows.elements.positions import ColumnSpec
+from shadows.indexing.keys import AxisIndex, as_slice_or_array
+
+
+def _as_index(rows: Rows | AxisIndex, n: int) -> AxisIndex:
+    """Rows as readers get them (a slice or increasing positions) as a range or an array."""
+    return range(*rows.indices(n)) if isinstance(rows, slice) else rows
+
+
+@dataclass(frozen=True)
+class AtlasFrameSpec(FrameSpec):
+    """obs of an atlas: ``extra`` holds ``sources``, ``offsets`` and the join's ``plan``."""
+
+    kind = "atlas-dataframe"
+
+    @property
+    def _plan(self) -> Plan:
+        return self.extra["plan"]
+
+    @property
+    def index_key(self) -> str:
+        """The index's name as stored (``"_index"``: unnamed)."""
+        return self.extra["index_name"] or "_index"
+
+    @property
+    def columns(self) -> list[str]:
+        """The joined columns, in anndata.concat's order (``label`` last)."""
+        return list(self._plan.obs_dtypes)
+
+    def column(self, key: str) -> ElementSpec:
+        """One joined column as an element."""
+        if key not in self._plan.obs_dtypes:
+            raise KeyError(key)
+        return AtlasColumnSpec(self.ref, f"{self.path}/{key}", "atlas column", (self.shape[0],),
+                               self._plan.obs_dtypes[key], extra={"frame": self, "key": key})
+
+    def read_index(self, rows: Rows = slice(None)) -> pd.Index:
+        """The obs names of the selected rows: each source's own, joined with its key by ``index_unique``."""
+        rows = _as_index(rows, self.shape[0])
+        sources: list[SourceMeta] = self.extra["sources"]
+        parts, codes = [], []
+        for i, local in split_rows(rows, self.extra["offsets"]):
+            names = source_element(sources[i], "obs").read_index(as_slice_or_array(local))
+            parts.append(names.to_series())
+            codes.append(np.full(len(local), i))
+        dtype = self._plan.obs_index_dtype
+        if not parts:
+            index = pd.Index([], dtype=dtype)
+        else:
+            series = pd.concat(parts, ignore_index=True).astype(dtype)
+            if self._plan.index_unique is not None:
+                keys = np.asarray(self._plan.keys.astype(str), dtype=object)[np.concatenate(codes)]
+                series = series.str.cat(keys, sep=self._plan.index_unique)
+            index = pd.Index(series, dtype=dtype)
+        index.name = self.extra["index_name"]
+        return index
+
+    def read(self, rows: Rows = slice(None), columns: list[str] | None = None) -> pd.DataFrame:
+        """The selected rows (increasing) and columns, as anndata.concat's obs has them."""
+        columns = self.columns if columns is None else list(columns)
+        index = self.read_index(rows)
+        data = {key: self.column_values(key, rows) for key in columns}
+        frame = pd.DataFrame(data, index=index, columns=columns if columns else None)
+        if not columns:
+            frame.columns = frame.columns.astype(str)
+        return frame
+
+    def column_values(self, key: str, rows: Rows) -> Any:
+        """One joined column's values for the selected rows (increasing), read from the selected sources."""
+        rows = _as_index(rows, self.shape[0])
+        dtype = self._plan.obs_dtypes[key]
+        pieces = []
+        sources: list[SourceMeta] = self.extra["sources"]
+        for i, local in split_rows(rows, self.extra["offsets"]):
+            if key == self._plan.label:
+                pieces.append(pd.Series(pd.Categorical.from_codes(np.full(len(local), i), dtype=dtype)))
+            elif key in sources[i].obs_dtypes:
+                spec = source_element(sources[i], "obs").column(key)
+                pieces.append(pd.Series(spec.read_rows(as_slice_or_array(local)), copy=False).astype(dtype))
+            else:
+                pieces.append(pd.Series(np.full(len(local), np.nan)).astype(dtype))
+        series = pd.concat(pieces, ignore_index=True) if pieces else pd.Series([], dtype=dtype)
+        return series.to_numpy() if isinstance(series.dtype, np.dtype) else series.array
+
+    def meta(self) -> pd.DataFrame:
+        """An empty frame with the joined dtypes (categories known)."""
+        data = {k: pd.Series([], dtype=d).array for k, d in self._plan.obs_dtypes.items()}
+        return pd.DataFrame(data, index=self.read_index(slice(0, 0)), columns=self.columns or None)
+
+    def nbytes(self, selection: Any = ()) -> int:
+        """About how many bytes reading the selected rows reads (8 per value: an estimate, from the catalog)."""
+        n = self.shape[0] if not selection or selection[0] is None else len(selection[0])
+        return int(n * (len(self.columns) + 1) * 8)
+
+    def info(self) -> dict[str, Any]:
+        """Shape and encoding, from the catalog."""
+        return {"shape": self.shape, "dtype": "", "encoding": self.encoding, "chunks": "one run per source",
+                "stored": 0}
+
+
+@dataclass(frozen=True)
+class AtlasColumnSpec(ColumnSpec):
+    """One obs column of an atlas (``extra``: its ``frame`` and ``key``)."""
+
+    kind = "atlas-column"
+
+    def read_rows(self, rows: Rows) -> Any:
+        """The selected rows (increasing) of the column."""
+        return self.extra["frame"].column_values(self.extra["key"], rows)
+
+    def categories(self) -> pd.Index:
+        """The joined categories of a categorical column."""
+        return self.dtype.categories
+
+    def nbytes(self, selection: Any = ()) -> int:
+        n = self.shape[0] if not selection or selection[0] is None else len(selection[0])
+        return int(n * 8)
+
+    def info(self) -> dict[str, Any]:
+        return {"shape": self.shape, "dtype": str(self.dtype), "encoding": self.encoding, "chunks": "",
+                "stored": 0}
