@@ -393,7 +393,7 @@ def test_every_atlas_element_answers_the_element_protocol(sparse_set, join):
     assert {"X", "obs", "var", "layers/counts", "obsm/X_pca"} <= checked
     catalog = atlas.catalog
     for rel in ("X", "layers/counts", "obsm/X_pca"):
-        spec = atlas._layout.spec(rel)
+        spec = atlas._elements.layout.spec(rel)
         stored = [s.arrays[rel].nbytes if rel in s.arrays and s.n_obs else 0 for s in catalog.sources]
         assert spec.nbytes(()) == sum(stored)
         start = sum(s.n_obs for s in catalog.sources[:3])  # the rows of the fourth file: its bytes only

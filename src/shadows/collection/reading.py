@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from shadows.backends import FileRef
-from shadows.backends.remote import is_url
 from shadows.collection.catalog import SourceMeta
 from shadows.collection.sources import check_unchanged, stamped
 from shadows.elements.registry import describe
@@ -25,8 +24,6 @@ class SourceKey:
     identity: list[Any]
 
 
-#: Sources checked unchanged in this process, for URLs (a request each; local sources are stat'ed on every read).
-_checked_urls: set[tuple[str, str]] = set()
 
 
 def source_element(source: SourceMeta | SourceKey, rel: str) -> Any:
@@ -41,13 +38,6 @@ def check(source: SourceMeta | SourceKey) -> None:
     """Raise unless ``source`` is unchanged since it was catalogued (a ``stat``; a request once per
     process for a URL).
     """
-    if is_url(source.ref.path):
-        key = (source.ref.path, repr(source.identity))
-        if key in _checked_urls:
-            return
-        check_unchanged(source.ref, source.identity)
-        _checked_urls.add(key)
-        return
     check_unchanged(source.ref, source.identity)
 
 

@@ -36,6 +36,9 @@ from shadows.collection.memory import (
 )
 from shadows.collection.reading import source_element
 from shadows.core.anndata import AnnDataShadow
+from shadows.core.anndata_elements import AnnDataElements
+from shadows.core.base import attached, shadow_elements
+from shadows.core.layout import Layout
 from shadows.errors import ReadOnlyError
 from shadows.indexing import AxisIndex
 from shadows.writing.export import export
@@ -46,7 +49,8 @@ MEASURED_KEY = "shadows_measured"
 
 class AtlasConnection:
     """What a shadow asks of its connection, for an atlas: read-only, never written, nothing to close
-    (tasks open each source by path, through the process's handles).
+    (tasks open each source by path, through the process's handles). It carries the atlas's layout, which
+    :class:`AtlasElements` serves in place of a file's.
     """
 
     mode = "r"
@@ -54,8 +58,9 @@ class AtlasConnection:
     generation = 0
     closed = False
 
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self, layout: AtlasLayout):
+        self.layout = layout
+        self.name = layout.ref.display
 
     def open(self, mode: str) -> None:
         if mode != "r":
@@ -78,35 +83,39 @@ def _read_only(name: str) -> str:
             "export it (or a view of it) with write_h5ad(path) or write_zarr(path)")
 
 
+class AtlasElements(AnnDataElements):
+    """The elements of an atlas: an AnnData's, over the atlas's layout (carried by its
+    :class:`AtlasConnection`) instead of a file's.
+    """
+
+    def new_layout(self) -> Layout:
+        """The atlas's layout: decided when the atlas opened, never rebuilt from a file."""
+        return self.connection.layout
+
+
 class AtlasShadow(AnnDataShadow):
     """An AnnData over many files (see :func:`concat`); its layout is an
     :class:`~shadows.collection.layout.AtlasLayout`.
     """
 
-    _atlas_layout: AtlasLayout
+    _ELEMENTS = AtlasElements
 
     @classmethod
-    def _over(cls, layout: AtlasLayout, array_backend: str = "numpy", table_backend: str = "pandas"
-              ) -> AtlasShadow:
-        shadow = cls.__new__(cls)
-        shadow._atlas_layout = layout
-        shadow._attach(layout.ref, convert.array_backend(array_backend), convert.table_backend(table_backend),
-                       AtlasConnection(layout.ref.display))
-        return shadow
-
-    def _build_layout(self) -> None:
-        self._file_layout = self._atlas_layout
-        self._layout_generation = self._conn.generation
+    def over(cls, layout: AtlasLayout, array_backend: str = "numpy", table_backend: str = "pandas"
+             ) -> AtlasShadow:
+        """The atlas whose elements ``layout`` holds, with these backends."""
+        return attached(cls, layout.ref, convert.array_backend(array_backend), convert.table_backend(table_backend),
+                        AtlasConnection(layout))
 
     @property
     def sources(self) -> list[str]:
         """The sources' paths, in order (the columns of ``varm["shadows_measured"]``)."""
-        return [s.display for s in self._layout.obs.extra["sources"]]
+        return [s.display for s in shadow_elements(self).layout.obs.extra["sources"]]
 
     @property
     def catalog(self) -> Catalog:
         """The atlas's catalog (``atlas.catalog.save(path)`` writes it)."""
-        return Catalog(list(self._layout.obs.extra["sources"]))
+        return Catalog(list(shadow_elements(self).layout.obs.extra["sources"]))
 
     def write(self, filename: Any = None, *args: Any, **kwargs: Any) -> AtlasShadow:
         """``write(path)``: export to a new h5ad (as AnnData's alias); ``write()`` into the sources is refused."""
@@ -123,25 +132,28 @@ class AtlasShadow(AnnDataShadow):
             return self.to_memory()
         fmt = suffix_format(filename) or "hdf5"
         export(self, filename, fmt, overwrite=overwrite, progress=progress)
-        return AnnDataShadow(filename, array_backend=self._array_backend.name,
-                             table_backend=self._table_backend.name, format=fmt)
+        elements = shadow_elements(self)
+        return AnnDataShadow(filename, array_backend=elements.arrays.name, table_backend=elements.tables.name,
+                             format=fmt)
 
     def reopen(self, mode: str = "r") -> AtlasShadow:
         """An atlas is read-only: only ``"r"``."""
-        self._conn.open(mode)
+        shadow_elements(self).connection.open(mode)
         return self
 
     def __reduce__(self):
-        view = (self._view, self._local) if self._is_view else None
-        return (_reopened, (self._root._atlas_layout, self._array_backend.name, self._table_backend.name, view))
+        elements = shadow_elements(self)
+        view = (elements.view, elements.local) if elements.is_view else None
+        return (_reopened, (elements.root.connection.layout, elements.arrays.name, elements.tables.name, view))
 
 
 def _reopened(layout: AtlasLayout, array_backend: str, table_backend: str,
               view: tuple[tuple[AxisIndex, AxisIndex], tuple[AxisIndex, AxisIndex]] | None) -> AtlasShadow:
-    shadow = AtlasShadow._over(layout, array_backend, table_backend)
+    shadow = AtlasShadow.over(layout, array_backend, table_backend)
     if view is None:
         return shadow
-    return AtlasShadow._make_view(shadow, *view[0], view[1])
+    root = shadow_elements(shadow)
+    return root.wrap(root.make_view(*view[0], view[1]))
 
 
 def concat(sources: Any, *, join: str = "inner", label: str | None = None, keys: Sequence[Any] | None = None,
@@ -188,7 +200,7 @@ def concat(sources: Any, *, join: str = "inner", label: str | None = None, keys:
     decided = plan(metas, join=join, label=label, keys=keys, index_unique=index_unique, merge=merge,
                    uns_merge=uns_merge, fill_value=fill_value, vars=vars_, uns=uns)
     name = os.fspath(catalog) if isinstance(catalog, str | os.PathLike) else f"atlas of {len(metas)} sources"
-    return AtlasShadow._over(_layout(name, metas, decided), array_backend, table_backend)
+    return AtlasShadow.over(_layout(name, metas, decided), array_backend, table_backend)
 
 
 def _catalog(sources: Any, catalog: Any, on_change: str, storage_options: Mapping[str, Any] | None) -> Catalog:

@@ -1,31 +1,20 @@
 """The files an atlas is made of: what users pass (paths, globs, URLs, shadows) turned into
 :class:`~shadows.backends.FileRef` s, and each file's identity (what says it has not changed since its
-metadata was read).
-
-Identity is cheap and read without opening the file: for a local file its size and modification time
-(nanoseconds); for a local Zarr store the size and modification time of the store's root metadata files
-and of the folders of ``X``, ``obs`` and ``var`` (anndata rewrites these when it writes a store, and a
-folder's time changes when entries are added, removed or replaced in it); for a URL what fsspec's
-``info`` reports (size, and the ETag or modification time where the server gives one).
+metadata was read: :mod:`shadows.backends.identity`).
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from shadows.backends import FileRef, resolve
-from shadows.backends.remote import is_url, redact
+from shadows.backends import identity as stored
+from shadows.backends.remote import redact
 from shadows.errors import ShadowsError, ShadowsFileNotFoundError
-
-#: Entries of a Zarr store whose size and time make its identity (those that exist).
-_ZARR_IDENTITY = (".", "zarr.json", ".zgroup", ".zattrs", ".zmetadata", "X", "obs", "var")
-_GLOB_CHARS = set("*?[")
 
 
 class SourceChangedError(ShadowsError, RuntimeError):
@@ -70,12 +59,7 @@ def paths(sources: Any, storage_options: Mapping[str, Any] | None = None) -> lis
         sources = [sources]
     out = []
     for item in sources:
-        for path in _paths(item, storage_options):
-            if is_url(path):
-                out.append(path)
-            else:
-                text = path[len("file://"):] if path.startswith("file://") else path
-                out.append(str(Path(os.path.expanduser(text)).absolute()))
+        out += [stored.absolute(path) for path in _paths(item, storage_options)]
     return out
 
 
@@ -86,23 +70,15 @@ def _paths(item: Any, storage_options: Mapping[str, Any] | None) -> Iterable[str
                             "lost); pass its file and subset the atlas instead")
         return [item.filename]
     text = os.fspath(item)
-    if not _GLOB_CHARS & set(text):
-        return [text]
-    if is_url(text):
-        import fsspec
-
-        fs, _, _ = fsspec.get_fs_token_paths(text, storage_options=dict(storage_options or {}))
-        protocol = text.split("://", 1)[0]
-        matches = [f"{protocol}://{m}" for m in sorted(fs.glob(text))]
-    else:
-        matches = sorted(glob.glob(os.path.expanduser(text)))
+    matches = stored.matching(text, storage_options)
     if not matches:
         raise ShadowsFileNotFoundError(f"{redact(text)}: the pattern matches no file or Zarr store")
     return matches
 
 
 def identity(ref: FileRef) -> list[Any]:
-    """What says the source at ``ref`` is unchanged (see the module's docstring), read without opening it.
+    """What says the source at ``ref`` is unchanged (:func:`shadows.backends.identity.identity`), read
+    without opening it.
 
     Raises
     ------
@@ -110,38 +86,18 @@ def identity(ref: FileRef) -> list[Any]:
         Nothing is there any more (the message names the source).
     """
     try:
-        if is_url(ref.path):
-            return _url_identity(ref)
-        if os.path.isdir(ref.path):
-            entries = []
-            for name in _ZARR_IDENTITY:
-                path = os.path.join(ref.path, name)
-                if os.path.exists(path):
-                    st = os.stat(path)
-                    entries.append([name, st.st_size, st.st_mtime_ns])
-            return ["zarr", entries]
-        st = os.stat(ref.path)
-        return ["file", st.st_size, st.st_mtime_ns]
+        return stored.identity(ref)
     except FileNotFoundError:
         raise SourceMissingError(f"{redact(ref.path)}: this source of the atlas is missing") from None
-
-
-def _url_identity(ref: FileRef) -> list[Any]:
-    import fsspec
-
-    fs, _, (path,) = fsspec.get_fs_token_paths(ref.path, storage_options=dict(ref.storage_options or {}))
-    try:
-        info = fs.info(path)
-    except FileNotFoundError:
-        raise SourceMissingError(f"{redact(ref.path)}: this source of the atlas is missing") from None
-    keys = ("size", "ETag", "etag", "mtime", "LastModified", "last_modified", "md5")
-    return ["url", [[k, str(info[k])] for k in keys if k in info]]
 
 
 def check_unchanged(ref: FileRef, expected: list[Any]) -> None:
     """Raise :class:`SourceChangedError` naming the source unless its identity is still ``expected``."""
-    found = identity(ref)
-    if found != expected:
+    try:
+        found = stored.changed_identity(ref, expected)
+    except FileNotFoundError:
+        raise SourceMissingError(f"{redact(ref.path)}: this source of the atlas is missing") from None
+    if found is not None:
         raise SourceChangedError(
             f"{redact(ref.path)}: this source changed since the atlas's catalog was written (identity "
             f"{expected!r}, now {found!r}); reopen the atlas without the catalog, or load the catalog with "

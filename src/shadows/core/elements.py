@@ -150,10 +150,16 @@ class ShadowElements:
         self.before: ShadowElements | None = None
 
     def _build_layout(self) -> None:
+        self._file_layout = self.new_layout()
+        self._layout_generation = self.connection.generation
+
+    def new_layout(self) -> Layout:
+        """The layout of the group, read from the connection's current handle (a subclass may answer
+        it otherwise: an atlas's is decided when it opens).
+        """
         # the specs (and so every read task) carry which content of the file they were planned against
         planned = dataclasses.replace(self.ref, content=(os.getpid(), self.connection.content))
-        self._file_layout = self.LAYOUT(planned, self.connection.handle)
-        self._layout_generation = self.connection.generation
+        return self.LAYOUT(planned, self.connection.handle)
 
     @property
     def layout(self) -> Layout:
