@@ -372,6 +372,18 @@ def test_whole_mappings_and_raw_are_assignable(counts):
     assert shadow.raw is None
 
 
+@pytest.mark.filterwarnings("ignore::scipy.sparse.SparseEfficiencyWarning")
+def test_an_in_place_edit_of_raw_x_is_seen_by_raw_subsets(path):
+    """``adata.raw.X[0, 0] = v`` (into the array raw.X returned), then ``raw[:, genes]`` shows ``v`` as
+    anndata's does, in the shadow and in a view of it (it used to read the file's value)."""
+    shadow, oracle = AnnDataShadow(path), read_oracle(path)
+    for adata in (shadow, oracle):
+        adata.raw.X[0, 0] = 123.0
+    genes = list(oracle.raw.var_names[:3])
+    assert_value_equal(shadow.raw[:, genes].X, oracle.raw[:, genes].X, "raw[:, genes].X")
+    assert_value_equal(shadow[:9].raw[:, genes].X, oracle[:9].raw[:, genes].X, "a view's raw[:, genes].X")
+
+
 def test_scanpys_dask_path_on_a_dask_backed_shadow(counts):
     """``array_backend="dask"``: scanpy's dask path runs on the graphs; X▲ stays a lazy graph."""
     import dask.array as da

@@ -202,6 +202,23 @@ class Element:
             vector = vector.toarray()
         return np.asarray(vector).reshape(-1)
 
+    def columns(self, positions: np.ndarray) -> Any:
+        """The shadow's part of a matrix element restricted to the column ``positions``, as numpy/scipy
+        (what ``raw[cells, genes]`` holds): a value in memory is indexed as it is; from the file only the
+        selected rows and columns are read (and nothing is kept).
+        """
+        source, value = self.locate()
+        if source is Source.STALE:
+            return value.element(self.rel).columns(positions)
+        if source is Source.CHANGED and value is None:
+            raise MissingElementError(element_message(self.elements.filename, self.rel, "deleted in memory"))
+        if source is not Source.FILE:
+            return computed(value)[:, positions]
+        elements, rel = self.elements, self.rel
+        spec = elements.layout.spec(rel)
+        selection = selection_for(rel, spec, elements.view) or (None,) * len(spec.shape)
+        return spec.read_selection((selection[0], positions))
+
     def _one_line_graph(self, key: tuple) -> Any:
         """The graph of the one row or column ``key`` of this shadow's part of the stored element."""
         elements, rel = self.elements, self.rel

@@ -317,9 +317,9 @@ class ShadowElements:
 
     def slices_root_value(self, rel: str) -> bool:
         """Whether a view takes ``rel`` from its root's value in memory: arrays aligned with the axes
-        (X, layers, obsm, varm, obsp, varp) under the numpy backend (other backends hold other types).
+        (X, raw.X, layers, obsm, varm, obsp, varp) under the numpy backend (other backends hold other types).
         """
-        return (self.arrays.name == "numpy" and rel.partition("/")[0] not in (*FRAMES, "raw", "uns")
+        return (self.arrays.name == "numpy" and rel.partition("/")[0] not in (*FRAMES, "uns")
                 and any(axis is not None for axis in element_axes(rel)))
 
     def lazy(self, rel: str, backend: convert.Backend) -> Any:

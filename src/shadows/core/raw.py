@@ -131,7 +131,6 @@ class RawShadow:
 
         from shadows.indexing import normalize_key
         from shadows.indexing.keys import as_positions
-        from shadows.indexing.selection import selection_for
 
         rows, columns = index if isinstance(index, tuple) else (index, slice(None))
         whole = isinstance(rows, slice) and rows == slice(None)
@@ -139,9 +138,7 @@ class RawShadow:
         _, kept = normalize_key((slice(None), columns), (elements.axis_length(0), self.n_vars),
                                 (lambda: annotations.names(elements, "obs"), lambda: self.var_names))
         positions = as_positions(kept)
-        spec = elements.layout.spec("raw/X")
-        selection = selection_for("raw/X", spec, elements.view) or (None, None)
-        X = spec.read_selection((selection[0], positions))
+        X = elements.element("raw/X").columns(positions)
         var = elements.element("raw/var").value().iloc[positions]
         varm = {k: self._elements.plain(f"raw/varm/{k}")[positions] for k in self._varm}
         shadow = self._elements.shadow if whole else self._elements.wrap(elements)
