@@ -121,6 +121,36 @@ def test_a_killed_replacement_leaves_the_old_element_or_the_new_one(fmt, tmp_pat
     assert np.array_equal(dense, old) or np.all(dense == 7.0)
 
 
+#: Replaces a layer (in other chunks and another dtype, so its metadata changes) and deletes an obsm
+#: entry, then dies where the commit would consolidate: every swap is done, the consolidation is not.
+DIES_BEFORE_CONSOLIDATING_SCRIPT = """
+import importlib, os, sys, numpy as np, dask.array as da
+from shadows import AnnDataShadow
+importlib.import_module("shadows.writing.commit").ZarrCommitBase.consolidate = lambda self: os._exit(3)
+shadow = AnnDataShadow(sys.argv[1], mode="r+")
+shadow.layers["dense"] = da.full((4000, 15), 7.0, chunks=(50, 15), dtype=np.float64)
+del shadow.obsm["X_umap"]
+shadow.write(overwrite=True)
+"""
+
+
+@pytest.mark.parametrize("fmt", ["zarr2", "zarr3"])
+def test_a_writer_killed_before_consolidating_leaves_a_store_that_reads_what_it_committed(fmt, tmp_path):
+    """The consolidated metadata cannot be swapped with a folder: it is dropped before the first
+    replacement, so a store left between the swaps and the consolidation reads each node's own metadata
+    (it used to describe the replaced layer's old chunks, and the deleted entry as present)."""
+    path = writable_file(tmp_path / f"c{suffix(fmt)}", fmt)
+    writer = subprocess.run([sys.executable, "-c", DIES_BEFORE_CONSOLIDATING_SCRIPT, str(path)],
+                            capture_output=True, text=True)
+    assert writer.returncode == 3, writer.stderr
+    adata = read_oracle(path)
+    assert adata.layers["dense"].dtype == np.float64 and np.all(adata.layers["dense"] == 7.0)
+    assert "X_umap" not in adata.obsm and "X_pca" in adata.obsm
+    shadow = AnnDataShadow(path)
+    assert "X_umap" not in shadow.obsm
+    np.testing.assert_array_equal(shadow.layers["dense"], adata.layers["dense"])
+
+
 FULL_DISK_SCRIPT = """
 import resource, signal, sys, numpy as np
 from shadows import AnnDataShadow, ShadowsError

@@ -14,7 +14,11 @@ A new obs/var column is linked into its dataframe group first and then named in 
 anndata reads only the columns listed there, so until that last step the column is absent.
 
 Replacing a stored element: in Zarr the new folder and the old one are swapped in one atomic call on
-Linux (two renames elsewhere). In HDF5 the old link is removed and the new one created between two
+Linux (two renames elsewhere). The consolidated metadata is a copy of every node's metadata, so it cannot
+change in the same step as a folder: before the first replacement or deletion it is dropped (one atomic
+rewrite of the root's metadata), readers read each node's own metadata (which moves with its folder) until
+the commit consolidates again, and a writer killed in between leaves a correct store without consolidated
+metadata rather than one whose consolidated metadata describes chunks that are gone. In HDF5 the old link is removed and the new one created between two
 flushes: both changes reach the file in the same flush of HDF5's metadata cache.
 """
 
@@ -24,6 +28,7 @@ import contextlib
 import errno
 import fcntl
 import io
+import json
 import os
 import re
 import shutil
@@ -391,6 +396,9 @@ class ZarrCommitBase:
     root: Any  # the store's root group, open for writing
     scratch: Any  # a group outside the hierarchy, where elements are built
     consolidated: bool
+    zarr_format: int
+    #: Whether this commit dropped the store's consolidated metadata (it consolidates again at the end).
+    unconsolidated: bool = False
 
     def _scratch_location(self, name: str) -> Any:
         """Where the scratch child ``name`` lies (a path, or an object-key prefix)."""
@@ -408,6 +416,35 @@ class ZarrCommitBase:
         """What ``zarr.consolidate_metadata`` is given for this store."""
         raise NotImplementedError  # pragma: no cover
 
+    def _read_document(self, key: str) -> bytes:
+        """The metadata document ``key`` (relative to the store's root)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _write_document(self, key: str, content: bytes) -> None:
+        """Replace the metadata document ``key`` in one step (readers see the old one or the new one)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _delete_document(self, key: str) -> None:
+        """Remove the metadata document ``key`` when it exists."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _drop_consolidation(self) -> None:
+        """Drop the store's consolidated metadata before something it describes is replaced or removed.
+
+        zarr has no call that removes consolidated metadata, so the documents are edited here: format 2
+        keeps it in ``.zmetadata``, format 3 under ``consolidated_metadata`` in the root's ``zarr.json``
+        (readers that find neither read each node's own metadata).
+        """
+        if not self.consolidated or self.unconsolidated:
+            return
+        if self.zarr_format == 2:
+            self._delete_document(".zmetadata")
+        else:
+            root = json.loads(self._read_document("zarr.json"))
+            if root.pop("consolidated_metadata", None) is not None:
+                self._write_document("zarr.json", json.dumps(root, indent=2).encode())
+        self.unconsolidated = True
+
     def _build(self, value: Any, name: str) -> Any:
         name = f"{name}-{uuid.uuid4().hex}"  # the node's name is its folder's: renaming it names it anew
         write_value(self.scratch, name, value)
@@ -422,6 +459,8 @@ class ZarrCommitBase:
         group.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
 
     def element(self, change: ElementChange) -> None:
+        if change.replaces or change.value is DELETED:
+            self._drop_consolidation()
         if change.value is DELETED:
             self._remove(change.path)
             return
@@ -437,6 +476,8 @@ class ZarrCommitBase:
     def column(self, change: ColumnChange) -> None:
         frame = self.root[change.frame_path]
         order = _column_order(frame.attrs)
+        if change.replaces or change.values is DELETED:
+            self._drop_consolidation()
         if change.values is DELETED:  # unnamed first, so anndata no longer reads it, then removed
             frame.attrs["column-order"] = [c for c in order if c != change.key]
             self._remove(f"{change.frame_path}/{change.key}")
@@ -498,6 +539,18 @@ class ZarrCommit(ZarrCommitBase):
 
     def _consolidation_target(self) -> str:
         return str(self.store)
+
+    def _read_document(self, key: str) -> bytes:
+        return (self.store / key).read_bytes()
+
+    def _write_document(self, key: str, content: bytes) -> None:
+        staged = self.scratch_path / f"document-{uuid.uuid4().hex}"
+        staged.write_bytes(content)
+        os.replace(staged, self.store / key)
+
+    def _delete_document(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.store / key)
 
     def finish(self) -> None:
         self.consolidate()

@@ -6,7 +6,8 @@ metadata documents, the element's own last. Zarr readers find a node through its
 last copy the element is absent; after it, complete. The consolidated metadata (anndata's default) is
 rewritten at the end, which is when readers that use it see the new elements.
 
-Replacing or deleting a stored element removes its metadata first (it is absent from then on) and its
+Replacing or deleting a stored element drops the consolidated metadata first (see
+:mod:`shadows.writing.commit`), then removes the element's metadata (it is absent from then on) and its
 chunks after. Object stores have no locks: one writer at a time is the user's to ensure.
 """
 
@@ -83,6 +84,16 @@ class RemoteZarrCommit(ZarrCommitBase):
 
     def _consolidation_target(self) -> Any:
         return remote.zarr_store(self.url, self.storage_options, read_only=False)
+
+    def _read_document(self, key: str) -> bytes:
+        return self.fs.cat_file(f"{self.base}/{key}")
+
+    def _write_document(self, key: str, content: bytes) -> None:
+        self.fs.pipe_file(f"{self.base}/{key}", content)  # one PUT: readers get the old object or the new
+
+    def _delete_document(self, key: str) -> None:
+        if self.fs.exists(f"{self.base}/{key}"):
+            self.fs.rm_file(f"{self.base}/{key}")
 
     def _drop_scratch(self) -> None:
         self._remove_objects(self._objects(self.scratch_key))
