@@ -18,8 +18,10 @@ Linux (two renames elsewhere). The consolidated metadata is a copy of every node
 change in the same step as a folder: before the first replacement or deletion it is dropped (one atomic
 rewrite of the root's metadata), readers read each node's own metadata (which moves with its folder) until
 the commit consolidates again, and a writer killed in between leaves a correct store without consolidated
-metadata rather than one whose consolidated metadata describes chunks that are gone. In HDF5 the old link is removed and the new one created between two
-flushes: both changes reach the file in the same flush of HDF5's metadata cache.
+metadata rather than one whose consolidated metadata describes chunks that are gone.
+
+In HDF5 the old link is removed and the new one created between two flushes: both changes reach the file
+in the same flush of HDF5's metadata cache.
 """
 
 from __future__ import annotations
