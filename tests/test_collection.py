@@ -287,6 +287,29 @@ def test_changed_and_missing_sources_are_named(tmp_path):
         shadows.concat(paths)
 
 
+def test_a_source_held_for_writing_in_the_process_reads_until_it_is_written(tmp_path):
+    """HDF5 rewrites the superblock of a file open for writing (its time and size move) whenever a handle
+    of it is flushed or closed: reading such a source is not a change (it used to raise
+    SourceChangedError at the atlas's first read); the holder's write is, and is named."""
+    rng = np.random.default_rng(3)
+    paths = [write(_make(rng, i, 5, "csr"), tmp_path / f"h{i}.h5ad", "h5ad") for i in range(3)]
+    catalog = tmp_path / "c.json"
+    shadows.concat(paths, join="outer", catalog=catalog)  # identities read before the writer opens
+    writer = shadows.AnnDataShadow(paths[0], mode="r+")
+    atlas = shadows.concat(paths, join="outer")
+    check_same(atlas_memory(atlas[:7]), oracle(paths, join="outer")[:7].copy())
+    from_catalog = shadows.concat(paths, join="outer", catalog=catalog)
+    check_same(atlas_memory(from_catalog[:7]), oracle(paths, join="outer")[:7].copy())
+    writer.obs["new"] = np.arange(writer.n_obs)
+    writer.write()
+    with pytest.raises(shadows.SourceChangedError, match=r"h0\.h5ad"):
+        atlas[:2].obs  # noqa: B018
+    after = shadows.concat(paths, join="outer")  # opened after the write, while the writer still holds it
+    writer.close()
+    check_same(atlas_memory(after), oracle(paths, join="outer"))
+    assert list(after.obs["new"][:5]) == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
 def test_unreadable_source_and_duplicate_genes_are_named(tmp_path):
     rng = np.random.default_rng(1)
     good = write(_make(rng, 0, 4, "csr"), tmp_path / "good.h5ad", "h5ad")

@@ -6,6 +6,11 @@ and ``var`` (anndata rewrites these when it writes a store, and a folder's time 
 added, removed or replaced in it); for a URL what fsspec's ``info`` reports (size, and the ETag or
 modification time where the server gives one). Checking a local source is a ``stat``; checking a URL is a
 request, made once per process for each identity expected of it.
+
+An HDF5 file this process opens for writing is the exception: HDF5 moves its size and time whenever a
+handle of it is flushed or closed, without changing its content. Identities read around this process's
+writable handle, with no write by the process between them, are the same
+(:func:`shadows.backends.registry.same_content`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from shadows.backends import registry
 from shadows.backends.fileref import FileRef
 from shadows.backends.remote import is_url
 
@@ -47,6 +53,7 @@ def identity(ref: FileRef) -> list[Any]:
                 entries.append([name, st.st_size, st.st_mtime_ns])
         return ["zarr", entries]
     st = os.stat(ref.path)
+    registry.observed(ref.path, (st.st_size, st.st_mtime_ns))
     return ["file", st.st_size, st.st_mtime_ns]
 
 
@@ -64,7 +71,8 @@ def changed_identity(ref: FileRef, expected: list[Any]) -> list[Any] | None:
     if remote and key in _checked_urls:
         return None
     found = identity(ref)
-    if found != expected:
+    if found != expected and not (found[0] == expected[0] == "file"
+                                  and registry.same_content(ref.path, tuple(expected[1:]), tuple(found[1:]))):
         return found
     if remote:
         _checked_urls.add(key)

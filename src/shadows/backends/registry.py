@@ -44,6 +44,36 @@ _entries: dict[tuple[int, str, str, str], FileEntry] = {}
 _generations = itertools.count(1)
 #: Numbers of the file's contents as this process knows them: a new one at each write through it.
 _contents = itertools.count(1)
+#: HDF5 rewrites the superblock of a file open for writing whenever a handle of it is flushed or closed
+#: (and trims the space a write reserved): its size and time move while its content does not. Here, per
+#: HDF5 file this process opened for writing, the (size, mtime_ns) it has shown since the process last
+#: wrote to it (HDF5's lock keeps other writers out meanwhile): each says the same content.
+_unwritten_stats: dict[str, set[tuple[int, int]]] = {}
+
+
+def _stat(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
+def observed(path: str, stat: tuple[int, int]) -> None:
+    """``stat`` was read from the HDF5 file at ``path``: while this process holds it open for writing, it
+    shows the content the process last wrote (see :func:`same_content`).
+    """
+    if any(e.format == "hdf5" and e.mode != "r" and e.pid == os.getpid() and e.path == path
+           for e in list(_entries.values())):
+        _unwritten_stats.setdefault(path, set()).add(stat)
+
+
+def same_content(path: str, before: tuple[int, int], now: tuple[int, int]) -> bool:
+    """Whether the HDF5 file at ``path`` showed ``before`` and ``now`` with one content: both around this
+    process's writable handle of it, with no write by the process between them.
+    """
+    seen = _unwritten_stats.get(path, set())
+    return before in seen and now in seen
 
 
 @dataclass(frozen=True)
@@ -172,6 +202,7 @@ class FileEntry:
     def wrote(self) -> None:
         """Something was written to the file: values read from it before may be stale."""
         self.content = next(_contents)
+        _unwritten_stats[self.path] = set()
 
     def task_handle(self, element: str = "") -> Any:
         """What read tasks read through: the shared ``h5py.File``, or a read-only ``zarr.Group``."""
@@ -291,6 +322,7 @@ class FileEntry:
         self.generation = next(_generations)
         if old is not None:
             _close_quietly(old)
+        self._note_writable(old_mode if old is not None else "r", mode)
         self.mode = mode
         try:
             self.metadata()
@@ -335,12 +367,30 @@ class FileEntry:
     def close_all(self) -> None:
         """Close every handle of the file held here (the metadata handle, task handles, Zarr groups)."""
         handles = [self._handle, self._task_group, *self._groups.values()]
+        was_open = self._handle is not None
         self._handle = None
         self._drop_derived()
         self.generation = next(_generations)
         for handle in handles:
             if handle is not None:
                 _close_quietly(handle)
+        if was_open:
+            self._note_writable(self.mode, "r")
+
+    def _note_writable(self, before: str, after: str) -> None:
+        """Keep the stats an HDF5 file shows just before this process opens it for writing and just after
+        it closes its writable handle (:data:`_unwritten_stats`).
+        """
+        if self.format != "hdf5" or (before == "r") == (after == "r"):
+            return
+        stat = _stat(self.path)
+        if stat is None:
+            return
+        if after != "r":  # opening for writing: a file that is not as last seen starts a new record
+            seen = _unwritten_stats.get(self.path, set())
+            _unwritten_stats[self.path] = seen if stat in seen else {stat}
+        else:
+            _unwritten_stats.setdefault(self.path, set()).add(stat)
 
     def release_tasks(self) -> None:
         """Drop what tasks cached; with no user attached, close the handle too."""
