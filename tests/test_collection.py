@@ -6,8 +6,11 @@ dense and sparse (CSR and CSC) X, h5ad and Zarr v2/v3 mixed; for the atlas and f
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -422,3 +425,40 @@ def test_every_atlas_element_answers_the_element_protocol(sparse_set, join):
         start = sum(s.n_obs for s in catalog.sources[:3])  # the rows of the fourth file: its bytes only
         assert spec.nbytes((range(start, start + catalog.sources[3].n_obs),)) == stored[3]
         assert spec.nbytes((range(0),)) == 0
+
+
+def test_url_sources_and_globs_mixed_with_local_files(sparse_set, s3, tmp_path):
+    """Zarr stores in S3 (named one by one and by a glob) beside local files: the atlas equals
+    anndata.concat of the same files, a view reads, and a store changed in S3 is named on read."""
+    options, fs = s3
+    zarrs = [p for p in sparse_set if p.suffix == ".zarr"]
+    for path in zarrs:
+        fs.put(str(path), f"data/atlas/{path.name}", recursive=True)
+    urls = [f"s3://data/atlas/{p.name}" for p in zarrs]
+    local = [p for p in sparse_set if p.suffix != ".zarr"]
+    atlas = shadows.concat([*urls, *local], join="outer", label="batch", storage_options=options)
+    expected = oracle([*zarrs, *local], join="outer", label="batch")
+    check_same(atlas_memory(atlas), expected)
+    check_same(atlas_memory(atlas[1:9, ::2]), expected[1:9, ::2].copy())
+    globbed = shadows.concat("s3://data/atlas/*.zarr", join="inner", storage_options=options)
+    check_same(atlas_memory(globbed), oracle(sorted(zarrs, key=lambda p: p.name), join="inner"))
+    catalog = tmp_path / "url.catalog.json"
+    shadows.concat(urls, join="outer", storage_options=options, catalog=catalog)
+    changed = zarrs[0].name
+    root = f"data/atlas/{changed}/" + ("zarr.json" if fs.exists(f"data/atlas/{changed}/zarr.json") else ".zattrs")
+    fs.pipe(root, fs.cat(root) + b" ")  # rewritten (as a writer would): a new version of the root's metadata
+    # a URL found unchanged is not asked again in a process: the catalog is reopened in a new one
+    script = """
+import json, sys, shadows
+urls, options, catalog = json.loads(sys.argv[1])
+atlas = shadows.concat(urls, join="outer", storage_options=options, catalog=catalog)  # touches no source
+atlas[-1:].X  # the last store is unchanged
+try:
+    atlas.X
+except shadows.SourceChangedError as error:
+    print(error)
+"""
+    reader = subprocess.run([sys.executable, "-c", script, json.dumps([urls, options, str(catalog)])],
+                            capture_output=True, text=True)
+    assert reader.returncode == 0, reader.stderr
+    assert changed in reader.stdout and "changed since the atlas's catalog was written" in reader.stdout

@@ -4,7 +4,8 @@ Identity is cheap: for a local file its size and modification time (nanoseconds)
 the size and modification time of the store's root metadata files and of the folders of ``X``, ``obs``
 and ``var`` (anndata rewrites these when it writes a store, and a folder's time changes when entries are
 added, removed or replaced in it); for a URL what fsspec's ``info`` reports (size, and the ETag or
-modification time where the server gives one). Checking a local source is a ``stat``; checking a URL is a
+modification time where the server gives one), of the file or, for a Zarr store, of its root's and of
+``X``, ``obs`` and ``var``'s metadata documents. Checking a local source is a ``stat``; checking a URL is a
 request, made once per process for each identity expected of it.
 
 An HDF5 file this process opens for writing is the exception: HDF5 moves its size and time whenever a
@@ -27,6 +28,10 @@ from shadows.backends.remote import is_url
 
 #: Entries of a Zarr store whose size and time make its identity (those that exist).
 ZARR_IDENTITY = (".", "zarr.json", ".zgroup", ".zattrs", ".zmetadata", "X", "obs", "var")
+#: Metadata documents of a Zarr store behind a URL whose versions make its identity (those that exist):
+#: the root's and those of ``X``, ``obs`` and ``var``, which anndata and shadows rewrite when they write them.
+ZARR_URL_IDENTITY = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata", "X/zarr.json", "X/.zattrs", "X/.zarray",
+                     "obs/zarr.json", "obs/.zattrs", "var/zarr.json", "var/.zattrs")
 #: Characters that make a path a pattern.
 GLOB_CHARS = frozenset("*?[")
 
@@ -83,9 +88,24 @@ def _url_identity(ref: FileRef) -> list[Any]:
     import fsspec
 
     fs, _, (path,) = fsspec.get_fs_token_paths(ref.path, storage_options=dict(ref.storage_options or {}))
+    fs.invalidate_cache(path)  # the filesystem instance is shared: its listings may predate a change
     info = fs.info(path)  # FileNotFoundError when the object is gone
+    if info.get("type") != "directory":
+        return ["url", _object_stamp(info)]
+    # a Zarr store: an object store's folders have no time, so its metadata documents stand for it
+    entries = []
+    for name in ZARR_URL_IDENTITY:
+        try:
+            entries.append([name, _object_stamp(fs.info(f"{path.rstrip('/')}/{name}"))])
+        except FileNotFoundError:
+            continue
+    return ["url zarr", entries]
+
+
+def _object_stamp(info: Mapping[str, Any]) -> list[list[str]]:
+    """What fsspec's ``info`` says of an object's version (size, and the ETag or time the server gives)."""
     keys = ("size", "ETag", "etag", "mtime", "LastModified", "last_modified", "md5")
-    return ["url", [[k, str(info[k])] for k in keys if k in info]]
+    return [[k, str(info[k])] for k in keys if k in info]
 
 
 def matching(pattern: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
