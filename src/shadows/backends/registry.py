@@ -63,8 +63,7 @@ def observed(path: str, stat: tuple[int, int]) -> None:
     """``stat`` was read from the HDF5 file at ``path``: while this process holds it open for writing, it
     shows the content the process last wrote (see :func:`same_content`).
     """
-    if any(e.format == "hdf5" and e.mode != "r" and e.pid == os.getpid() and e.path == path
-           for e in list(_entries.values())):
+    if path in hdf5_open_for_writing():
         _unwritten_stats.setdefault(path, set()).add(stat)
 
 
