@@ -28,19 +28,6 @@ from shadows.collection import MEASURED_KEY, AtlasShadow, Catalog
 from shadows.collection import arrays as atlas_arrays
 from shadows.errors import MalformedElementError, ReadOnlyError
 
-
-@pytest.fixture(autouse=True)
-def no_shadow_left_to_collect():
-    """Collect the shadows earlier tests left in reference cycles before each test. Known race, not
-    fixed yet: when the garbage collector drops the last shadow of a file while an atlas's metadata
-    threads read that file through the same process-wide handle, the handle is closed under them
-    (h5py "Invalid location identifier"); seen once in CI in test_read_only_and_exports.
-    """
-    import gc
-
-    gc.collect()
-
-
 GENES = [f"g{i:02d}" for i in range(30)]
 CORE = GENES[:6]  # measured by every file, so that inner joins keep genes
 

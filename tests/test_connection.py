@@ -20,7 +20,8 @@ from conftest import make_adata, read_oracle, suffix, write, zarr_format
 from helpers import assert_value_equal
 from shadows import AnnDataShadow, ElementExistsError, FileBusyError, MuDataShadow, PermissionDeniedError
 from shadows.backends import registry
-from shadows.backends.handles import read_handle, release
+from shadows.backends.abc import StoredArray
+from shadows.backends.handles import read_handle, read_node, reading, release
 from shadows.core.committing import READ_ONLY_MESSAGE
 
 
@@ -177,6 +178,58 @@ def test_a_shadow_no_one_holds_lets_go_of_the_file(fmt, fresh):
     gc.collect()
     assert entries(fresh) == []
     assert not descriptors(fresh)
+
+
+def test_a_read_in_flight_keeps_the_handle_the_last_shadow_lets_go(fmt, fresh):
+    """Readers not attached to the file (read tasks, an atlas's metadata threads) share the handle of its
+    shadows: when the last shadow goes while they read (closed, or collected in any thread), the handle
+    is closed by the last read to finish, not under it."""
+    shadow = AnnDataShadow(fresh)
+    ref = shadow._elements.ref
+    expected = read_oracle(fresh).obsm["X_pca"]
+    with reading(ref):
+        node = read_node(ref, ref.element_path("obsm/X_pca"))
+        shadow.close()
+        assert entries(fresh) == [(str(fresh), ref.format, 0, "r")]  # still open, for the read
+        np.testing.assert_array_equal(node[:], expected)
+        with reading(ref):  # reads nest
+            np.testing.assert_array_equal(read_node(ref, ref.element_path("obsm/X_pca"))[:5], expected[:5])
+        assert entries(fresh)
+    assert entries(fresh) == [] and not descriptors(fresh)
+
+
+def test_a_shadow_opened_during_a_read_keeps_the_handle_after_it(fmt, fresh):
+    shadow = AnnDataShadow(fresh)
+    ref = shadow._elements.ref
+    with reading(ref):
+        shadow.close()
+        again = AnnDataShadow(fresh)  # attaches to the entry the read holds: the close is called off
+    assert entries(fresh) == [(str(fresh), ref.format, 1, "r")]
+    assert_value_equal(again.obsm["X_pca"], read_oracle(fresh).obsm["X_pca"], "obsm/X_pca")
+    again.close()
+    assert entries(fresh) == [] and not descriptors(fresh)
+
+
+def test_an_element_read_holds_the_handle_while_the_last_shadow_goes(fmt, fresh, monkeypatch):
+    """Every read of an element's values is such a read: the last shadow of the file closed in the middle
+    of a task's read (here, between its lookup of the node and its read of the bytes) changes nothing."""
+    shadow = AnnDataShadow(fresh, array_backend="dask")
+    graph = shadow.obsm["X_pca"]
+    def subclasses(cls):
+        return [cls, *(sub for direct in cls.__subclasses__() for sub in subclasses(direct))]
+
+    def read_after_the_shadow_went(original):
+        def read(self, *args, **kwargs):
+            shadow.close()
+            return original(self, *args, **kwargs)
+        return read
+
+    for cls in subclasses(StoredArray):
+        if "read" in vars(cls):
+            monkeypatch.setattr(cls, "read", read_after_the_shadow_went(vars(cls)["read"]))
+    same(graph.compute(scheduler="sync"), read_oracle(fresh).obsm["X_pca"], "obsm/X_pca")
+    monkeypatch.undo()
+    assert entries(fresh) == [] and not descriptors(fresh)
 
 
 # -- modes and writes ----------------------------------------------------------------------------

@@ -87,6 +87,54 @@ def test_http_values_equal_a_local_read(http_root, fmt, name):
     assert methods["PUT"] == methods["POST"] == methods["DELETE"] == 0
 
 
+def test_remote_hdf5_reads_pause_collection_from_before_h5py_takes_its_lock(http_root, monkeypatch):
+    """h5py holds a global lock through its calls while fsspec's thread fetches the bytes: a collection
+    starting on that thread meanwhile and freeing an h5py object would wait for the lock forever (seen
+    as a request hanging until aiohttp's 5-minute timeout, the server thread collecting here). Collection
+    is paused for the whole read of an element, not only while the file object reads."""
+    import gc
+
+    from shadows.backends.hdf5_arrays import Hdf5Array
+
+    base, folder, _, _ = http_root
+    local = _serve("h5ad", folder, "paused.h5ad")
+    shadow = AnnDataShadow(f"{base}/paused.h5ad", array_backend="dask")
+    seen = []
+    original = Hdf5Array.read
+
+    def read(self, *args, **kwargs):
+        seen.append(gc.isenabled())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Hdf5Array, "read", read)
+    assert gc.isenabled()
+    assert_value_equal(shadow.obsm["X_pca"].compute(), read_oracle(local).obsm["X_pca"], "obsm/X_pca")
+    assert seen and not any(seen)
+    assert gc.isenabled()  # and resumed after
+
+
+def test_collection_stays_paused_until_the_last_of_overlapping_pauses_ends():
+    import gc
+
+    from shadows.backends.remote import collection_paused
+
+    assert gc.isenabled()
+    first, second = collection_paused(), collection_paused()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()  # the second (another thread's read, say) still runs
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collection_paused():
+            pass
+        assert not gc.isenabled()  # disabled by the user before: left so
+    finally:
+        gc.enable()
+
+
 def test_http_format_is_inferred_without_a_suffix(http_root):
     base, folder, _, _ = http_root
     _serve("h5ad", folder, "nosuffix_h5")

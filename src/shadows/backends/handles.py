@@ -10,8 +10,9 @@ id too, so a forked worker never reuses its parent's HDF5 handle; tasks carry a
 
 from __future__ import annotations
 
+import contextlib
 import errno
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from shadows.backends import hdf5_heaps, registry
@@ -154,6 +155,16 @@ def _entry(ref: Any) -> registry.FileEntry:
     if stamp is not None and stamp[0] != entry.pid:  # planned in another process, which may have written
         entry.follow(stamp)
     return entry
+
+
+@contextlib.contextmanager
+def reading(ref: Any) -> Iterator[registry.FileEntry]:
+    """Read the file of ``ref`` inside this block: its handle in this process stays open until the block
+    ends, even if the last shadow of the file is closed or collected meanwhile (see
+    :func:`shadows.backends.registry.reading`).
+    """
+    with registry.reading(ref.path, ref.format, ref.storage_options, OPENERS) as entry:
+        yield entry
 
 
 def read_handle(ref: Any, element: str = ""):

@@ -23,6 +23,11 @@ An entry holds
 
 An entry that tasks opened while no shadow was attached (a worker process, or reads of a closed shadow)
 stays until :func:`release` or the end of the process, as the read-handle cache always did.
+
+Readers that are not attached (read tasks, an atlas's metadata threads) read inside :func:`reading`, which
+counts them in for as long as they read: when the last user leaves (the garbage collector may drop the
+last shadow of a file in any thread, at any time) or :func:`release` forgets the entry while such reads
+are in flight, the handle is closed by the last of them to finish, never under them.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from shadows.backends.remote import collection_paused, is_url
 
 _lock = threading.RLock()
 _depth = 0  # how many locked sections are open (in the thread holding the lock)
@@ -181,6 +188,15 @@ class FileEntry:
         #: The planner's content stamp (a FileRef's ``content``) last seen by read tasks, in a process
         #: that reads for another one (a distributed worker): see :meth:`follow`.
         self._followed: tuple[int, int] | None = None
+        #: Reads in flight (:func:`reading`), counted under their own lock: entering and leaving a read
+        #: must not wait for the registry's lock, held while files open.
+        self._reads_lock = threading.Lock()
+        self._reads = 0
+        #: Closing was asked for (no user left, or :func:`release`) while reads were in flight: the last
+        #: read to finish closes.
+        self._close_after_reads = False
+        #: Closed for good and no longer in the registry: a read finding it looks the entry up again.
+        self._closed = False
 
     # -- what users and tasks read through ---------------------------------------------------------
 
@@ -254,6 +270,8 @@ class FileEntry:
                 self._reload()  # another process may have written the store since its metadata was read
             self._set(user, mode)
             self._users[id(user)] = user
+            with self._reads_lock:
+                self._close_after_reads = False
 
     def set_mode(self, user: Any, mode: str) -> None:
         """``user`` (attached) now wants ``mode``: the handle follows (``r+`` while anyone holds it)."""
@@ -281,9 +299,7 @@ class FileEntry:
         if self.pid != os.getpid():
             return  # a forked child's copy: the parent's handles are not ours to close
         if not self._modes:
-            self.close_all()
-            if _entries.get(self.key) is self:
-                del _entries[self.key]
+            self._close_unless_read()
         elif self.mode == "r+" and "r+" not in self._modes.values():
             try:
                 self._switch("r")
@@ -376,6 +392,50 @@ class FileEntry:
         if was_open:
             self._note_writable(self.mode, "r")
 
+    # -- reads in flight --------------------------------------------------------------------------
+
+    def _close_unless_read(self) -> None:
+        """With no user left (under the registry's lock): forget the entry and close its handles, now if no
+        read is in flight, else when the last one finishes (:meth:`_leave`).
+        """
+        with self._reads_lock:
+            if self._reads:
+                self._close_after_reads = True
+                return
+            self._closed = True
+        self._forget_and_close()
+
+    def _forget_and_close(self) -> None:
+        if _entries.get(self.key) is self:
+            del _entries[self.key]
+        self.close_all()
+
+    def _enter(self) -> bool:
+        """Count a read in; ``False`` if the entry was closed for good (look it up again)."""
+        with self._reads_lock:
+            if self._closed:
+                return False
+            self._reads += 1
+            return True
+
+    def _leave(self) -> None:
+        """Count a read out; the last one closes the entry if closing was asked for meanwhile and no user
+        came back.
+        """
+        with self._reads_lock:
+            self._reads -= 1
+            if self._reads or not self._close_after_reads:
+                return
+        with _locked():
+            with self._reads_lock:
+                if self._reads or not self._close_after_reads:
+                    return
+                self._close_after_reads = False
+                if self._modes:  # a user attached meanwhile: the entry is theirs again
+                    return
+                self._closed = True
+            self._forget_and_close()
+
     def _note_writable(self, before: str, after: str) -> None:
         """Keep the stats an HDF5 file shows just before this process opens it for writing and just after
         it closes its writable handle (:data:`_unwritten_stats`).
@@ -392,9 +452,11 @@ class FileEntry:
             _unwritten_stats.setdefault(self.path, set()).add(stat)
 
     def release_tasks(self) -> None:
-        """Drop what tasks cached; with no user attached, close the handle too."""
+        """Drop what tasks cached; with no user attached, close the handle too (once reads in flight are
+        done).
+        """
         if not self._modes:
-            self.close_all()
+            self._close_unless_read()
         else:
             self.nodes.clear()
             self.arrays.clear()
@@ -418,6 +480,28 @@ def entry(path: str, format: str, storage_options: Mapping[str, Any] | None, ope
             if found is None:
                 found = _entries[key] = FileEntry(path, format, storage_options, openers)
     return found
+
+
+@contextlib.contextmanager
+def reading(path: str, format: str, storage_options: Mapping[str, Any] | None, openers: Openers
+            ) -> Iterator[FileEntry]:
+    """The entry of the file at ``path``, counted as read for the duration: its handle is not closed under
+    the reads made inside (see the module's docstring). Reads nest.
+    """
+    while True:
+        found = entry(path, format, storage_options, openers)
+        if found._enter():
+            break
+        with _locked():  # closed for good by a thread still forgetting it: wait for that, then look again
+            pass
+    try:
+        if found.format == "hdf5" and is_url(path):
+            with collection_paused():  # h5py reads a remote file on fsspec's thread: see the pause
+                yield found
+        else:
+            yield found
+    finally:
+        found._leave()
 
 
 def attach(user: Any, path: str, format: str, mode: str, storage_options: Mapping[str, Any] | None,
@@ -447,7 +531,8 @@ def release(path: str) -> None:
             if key[0] != os.getpid() or found.path != path:
                 continue
             found.release_tasks()
-            del _entries[key]
+            if _entries.get(key) is found:
+                del _entries[key]
 
 
 def open_paths() -> list[tuple[str, str, int, str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import io
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -137,13 +138,41 @@ def open_hdf5(url: str, storage_options: Mapping[str, Any] | None) -> Any:
     return h5py.File(_CollectionFreeReads(handle, redact(url)), "r")
 
 
-class _CollectionFreeReads(io.RawIOBase):
-    """A file object for h5py whose reads run with Python's garbage collector paused.
+_pause_lock = threading.Lock()
+_pauses = 0
+_was_enabled = False
 
-    h5py holds its global lock while it calls a file object's ``readinto``; fsspec serves that read on
-    its event-loop thread. Should the collector run on that thread meanwhile and free an h5py object
-    (which takes the same lock), both threads wait for each other forever: seen here as a hang of
-    remote reads under load. Pausing collection for the duration of each read rules that out.
+
+@contextmanager
+def collection_paused() -> Iterator[None]:
+    """Python's garbage collector paused for the duration, in every thread; pauses nest and overlap
+    across threads (collection resumes when the last ends, if it was enabled before the first).
+
+    h5py holds its global lock through each of its calls, and fsspec serves a file object's reads on its
+    event-loop thread. Should a collection start on that thread while another thread is inside an h5py
+    call and free an h5py object (which needs the same lock), both wait for each other forever (h5py
+    issue 2019): remote HDF5 reads run inside this pause, each from before h5py takes its lock (see
+    :func:`shadows.backends.registry.reading`) to after it lets go.
+    """
+    global _pauses, _was_enabled
+    with _pause_lock:
+        if _pauses == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _was_enabled:
+                gc.enable()
+
+
+class _CollectionFreeReads(io.RawIOBase):
+    """A file object for h5py whose reads run with Python's garbage collector paused
+    (:func:`collection_paused`: the read of an element pauses it from before h5py's call; this covers the
+    reads made outside one, opening the file and reading its metadata).
 
     h5py names a file opened from a file object by that object's repr (``File.filename``): the repr is
     the URL, so messages name it.
@@ -167,13 +196,8 @@ class _CollectionFreeReads(io.RawIOBase):
         return self.raw.tell()
 
     def readinto(self, buffer: Any) -> int:
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with collection_paused():
             return self.raw.readinto(buffer)
-        finally:
-            if enabled:
-                gc.enable()
 
     def close(self) -> None:
         self.raw.close()

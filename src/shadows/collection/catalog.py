@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from shadows.backends import FileRef, nodes
+from shadows.backends.handles import reading
 from shadows.backends.remote import redact
 from shadows.collection.sources import (
     SourceChangedError,
@@ -109,29 +110,35 @@ def read_source(ref: FileRef) -> SourceMeta:
     try:
         ident = identity(ref)
         ref = stamped(ref, ident)  # read anew if this process read an older content of the path
-        obs = _element(ref, "obs")
-        var = _element(ref, "var")
-        names = var.read_index()
-        _check_unique(ref, names)
-        dtypes = {key: _column_dtype(obs.column(key)) for key in obs.columns}
-        arrays: dict[str, ArrayInfo] = {}
-        root = ref.node(ref.element_path())
-        if nodes.has_child(root, "X"):
-            arrays["X"] = _array_info(_element(ref, "X"))
-        for slot in ARRAY_SLOTS:
-            if nodes.has_child(root, slot):
-                for key in nodes.child_names(ref.node(ref.element_path(slot))):
-                    spec = _element(ref, f"{slot}/{key}")
-                    if spec.role == "array":  # dataframes in obsm are not served by an atlas yet
-                        arrays[f"{slot}/{key}"] = _array_info(spec)
-        # anndata reads stored names as strings (str on pandas 3), an empty index as object: no name read
-        index_dtype = pd.Index(np.array([], dtype=object) if obs.shape[0] == 0 else ["a"]).dtype
-        return SourceMeta(replace(ref, content=None), ident, int(obs.shape[0]), names, dtypes, _index_name(obs), arrays,
-                          index_dtype)
+        with reading(ref):  # the handle stays open under these reads, should a shadow of the file go
+            return _read_source(ref, ident)
     except ShadowsError:
         raise
     except Exception as error:  # h5py/zarr/OS errors the element readers did not translate
         raise UnreadableSourceError(f"{ref.display}: cannot read this source's metadata: {error}") from error
+
+
+def _read_source(ref: FileRef, ident: Any) -> SourceMeta:
+    """What :func:`read_source` reads, inside its read of the file."""
+    obs = _element(ref, "obs")
+    var = _element(ref, "var")
+    names = var.read_index()
+    _check_unique(ref, names)
+    dtypes = {key: _column_dtype(obs.column(key)) for key in obs.columns}
+    arrays: dict[str, ArrayInfo] = {}
+    root = ref.node(ref.element_path())
+    if nodes.has_child(root, "X"):
+        arrays["X"] = _array_info(_element(ref, "X"))
+    for slot in ARRAY_SLOTS:
+        if nodes.has_child(root, slot):
+            for key in nodes.child_names(ref.node(ref.element_path(slot))):
+                spec = _element(ref, f"{slot}/{key}")
+                if spec.role == "array":  # dataframes in obsm are not served by an atlas yet
+                    arrays[f"{slot}/{key}"] = _array_info(spec)
+    # anndata reads stored names as strings (str on pandas 3), an empty index as object: no name read
+    index_dtype = pd.Index(np.array([], dtype=object) if obs.shape[0] == 0 else ["a"]).dtype
+    return SourceMeta(replace(ref, content=None), ident, int(obs.shape[0]), names, dtypes, _index_name(obs), arrays,
+                      index_dtype)
 
 
 def _element(ref: FileRef, rel: str) -> Any:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shadows.backends import FileRef
+from shadows.backends.handles import reading
 from shadows.collection.catalog import SourceMeta
 from shadows.collection.sources import check_unchanged, stamped
 from shadows.elements.registry import describe
@@ -47,4 +48,5 @@ def _described(ref: FileRef, rel: str) -> Any:
     is described again).
     """
     path = ref.element_path(rel)
-    return describe(ref, ref.node(path), path)
+    with reading(ref):  # the handle stays open under the lookup, should a shadow of the file go meanwhile
+        return describe(ref, ref.node(path), path)

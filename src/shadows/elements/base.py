@@ -25,6 +25,7 @@ import numpy as np
 
 from shadows import cluster
 from shadows.backends import nodes
+from shadows.backends.handles import reading
 from shadows.elements.sparse_chunk import to_plain
 from shadows.errors import MalformedElementError, element_message, translated
 from shadows.indexing.keys import as_slice_or_array
@@ -52,12 +53,14 @@ READ_METHODS = ("materialize", "read_rows", "read_block", "read", "read_index", 
 
 def translating(method: Callable[..., Any]) -> Callable[..., Any]:
     """``method`` (a method of an element spec, or a function whose first argument is one) with library
-    errors translated into shadows errors naming the file and the element.
+    errors translated into shadows errors naming the file and the element, reading the file inside
+    :func:`~shadows.backends.handles.reading` (its handle is not closed under the read, should the last
+    shadow of the file be collected meanwhile).
     """
 
     @functools.wraps(method)
     def read(self: ElementSpec, *args: Any, **kwargs: Any) -> Any:
-        with translated(self.ref.display, self.name):
+        with translated(self.ref.display, self.name), reading(self.ref):
             return method(self, *args, **kwargs)
 
     read.translating = True
