@@ -198,6 +198,18 @@ def test_measured_matrix(sparse_set):
     assert_equal(view.varm[MEASURED_KEY], measured[3:9])
 
 
+def test_reads_of_an_atlas_hold_its_sources_and_leave_nothing_else_open(sparse_set):
+    """Every read counts itself in on the handle of the file it reads (so the handle is not closed under
+    it); the atlas's own reference names no file, and its reads keep no entry for it."""
+    from shadows.backends import registry
+
+    atlas = shadows.concat(sparse_set, join="outer")
+    np.testing.assert_array_equal(atlas[::7].X.toarray(), oracle(sparse_set, join="outer")[::7].X.toarray())
+    open_paths = {entry[0] for entry in registry.open_paths()}
+    assert atlas._elements.ref.path not in open_paths
+    assert open_paths & {str(p.absolute()) for p in sparse_set}
+
+
 def test_view_opens_only_selected_files(sparse_set, monkeypatch):
     """A view's X and obs read only the files with selected rows, and only those rows."""
     atlas = shadows.concat(sparse_set, join="outer", label="batch")

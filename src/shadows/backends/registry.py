@@ -424,17 +424,24 @@ class FileEntry:
         """
         with self._reads_lock:
             self._reads -= 1
-            if self._reads or not self._close_after_reads:
+            if self._reads or not (self._close_after_reads or self._holds_nothing()):
                 return
         with _locked():
             with self._reads_lock:
-                if self._reads or not self._close_after_reads:
+                if self._reads or self._modes:  # read again, or a user attached: the entry is theirs
+                    self._close_after_reads = False
+                    return
+                if not (self._close_after_reads or self._holds_nothing()):
                     return
                 self._close_after_reads = False
-                if self._modes:  # a user attached meanwhile: the entry is theirs again
-                    return
                 self._closed = True
             self._forget_and_close()
+
+    def _holds_nothing(self) -> bool:
+        """Nothing open and no user: an entry made for reads that opened nothing (the reference of an
+        atlas, which names no file of its own, say) is not kept.
+        """
+        return self._handle is None and self._task_group is None and not self._groups and not self._modes
 
     def _note_writable(self, before: str, after: str) -> None:
         """Keep the stats an HDF5 file shows just before this process opens it for writing and just after
