@@ -248,7 +248,8 @@ def dataset(frame: Any, rows: AxisIndex, index: pd.Index, staged: dict[str, pd.S
             continue
         column = frame.column(key)
         dtype = meta[key].dtype
-        if getattr(column, "kind", None) == "dense" and isinstance(dtype, np.dtype) and dtype.kind in "iufb":
+        plain_array = getattr(column, "role", None) == "array" and not column.is_sparse  # no codes, no mask
+        if plain_array and isinstance(dtype, np.dtype) and dtype.kind in "iufb":
             variables[key] = xr.Variable(dim, pushdown_array(column, (rows,)))
         else:
             variables[key] = xr.Variable(dim, LazilyIndexedArray(LazyColumn(frame, key, rows)))

@@ -6,6 +6,7 @@ keys of each slot, n_obs and n_vars), answered from the catalog and the join, so
 from __future__ import annotations
 
 from shadows.backends import FileRef
+from shadows.core.layout import ElementMap
 from shadows.elements.base import ElementSpec
 from shadows.errors import MissingElementError, element_message
 
@@ -13,8 +14,8 @@ from shadows.errors import MissingElementError, element_message
 SLOTS = ("layers", "obsm", "varm", "obsp", "varp")
 
 
-class AtlasLayout:
-    """What a shadow asks of its layout, for an atlas (the interface of :class:`shadows.core.layout.Layout`).
+class AtlasLayout(ElementMap):
+    """What a shadow asks of its layout, for an atlas (:class:`shadows.core.layout.ElementMap`).
 
     Parameters
     ----------
@@ -26,8 +27,6 @@ class AtlasLayout:
     children
         Keys of each mapping (``"layers"``, ``"obsm"``, ``"uns"``, ``"uns/a"``...).
     """
-
-    has_raw = False
 
     def __init__(self, ref: FileRef, specs: dict[str, ElementSpec], children: dict[str, list[str]]):
         self.ref = ref
@@ -54,18 +53,3 @@ class AtlasLayout:
     def children(self, rel: str) -> list[str]:
         """Keys of a mapping element."""
         return list(self._children.get(rel, []))
-
-    def mapping_keys(self, slot: str) -> list[str]:
-        """Keys of a mapping slot."""
-        return self.children(slot)
-
-    @property
-    def n_obs(self) -> int:
-        """Number of observations of all sources together."""
-        return int(self.obs.shape[0])
-
-    @property
-    def n_vars(self) -> int:
-        """Number of joined variables."""
-        return int(self.var.shape[0])
-

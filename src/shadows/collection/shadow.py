@@ -38,7 +38,7 @@ from shadows.collection.reading import source_element
 from shadows.core.anndata import AnnDataShadow
 from shadows.core.anndata_elements import AnnDataElements
 from shadows.core.base import attached, shadow_elements
-from shadows.core.layout import Layout
+from shadows.core.layout import ElementMap
 from shadows.errors import ReadOnlyError
 from shadows.indexing import AxisIndex
 from shadows.writing.export import export
@@ -88,7 +88,7 @@ class AtlasElements(AnnDataElements):
     :class:`AtlasConnection`) instead of a file's.
     """
 
-    def new_layout(self) -> Layout:
+    def new_layout(self) -> ElementMap:
         """The atlas's layout: decided when the atlas opened, never rebuilt from a file."""
         return self.connection.layout
 

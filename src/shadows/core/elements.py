@@ -33,7 +33,7 @@ from shadows.core.annotations import index_rel, names, set_frame, whole_frame
 from shadows.core.connection import Connection
 from shadows.core.element import Element
 from shadows.core.frames import tracked, with_columns
-from shadows.core.layout import Layout
+from shadows.core.layout import ElementMap, Layout
 from shadows.core.state import NOTHING, ElementState
 from shadows.elements.positions import read_column, read_index
 from shadows.errors import ShapeError
@@ -153,7 +153,7 @@ class ShadowElements:
         self._file_layout = self.new_layout()
         self._layout_generation = self.connection.generation
 
-    def new_layout(self) -> Layout:
+    def new_layout(self) -> ElementMap:
         """The layout of the group, read from the connection's current handle (a subclass may answer
         it otherwise: an atlas's is decided when it opens).
         """
@@ -162,7 +162,7 @@ class ShadowElements:
         return self.LAYOUT(planned, self.connection.handle)
 
     @property
-    def layout(self) -> Layout:
+    def layout(self) -> ElementMap:
         """The root's layout, rebuilt from the new handle after the file was reopened."""
         root = self.root
         if root._layout_generation != root.connection.generation:

@@ -13,6 +13,7 @@ of old anndata releases into today's names, as ``anndata.read_h5ad`` does:
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,7 +36,58 @@ from shadows.schema import ALIGNED_SLOT_AXES
 _ADJACENCY_KEYS = ("distances", "connectivities")
 
 
-class Layout:
+class ElementMap(abc.ABC):
+    """What a shadow asks of the map of its elements: which exist, their specs, the keys of each mapping,
+    n_obs and n_vars. A file's :class:`Layout` answers from the file's metadata; an atlas's
+    (:class:`shadows.collection.layout.AtlasLayout`) from its catalog and join.
+
+    Attributes
+    ----------
+    ref
+        What the map is of (messages name its ``display``).
+    obs, var
+        The specs of the obs and var frames.
+    has_raw
+        Whether a ``raw`` is stored.
+    """
+
+    ref: FileRef
+    obs: ElementSpec
+    var: ElementSpec
+    has_raw: bool = False
+
+    @abc.abstractmethod
+    def path(self, rel: str) -> str:
+        """The element's path (absolute in the file) from its path relative to the AnnData root."""
+
+    @abc.abstractmethod
+    def has(self, rel: str) -> bool:
+        """Whether the element (or a mapping of that name) exists."""
+
+    @abc.abstractmethod
+    def spec(self, rel: str) -> ElementSpec:
+        """The element's spec (:class:`~shadows.errors.MissingElementError` if there is none)."""
+
+    @abc.abstractmethod
+    def children(self, rel: str) -> list[str]:
+        """Keys of a mapping element (a slot like obsm, or a nested uns dict)."""
+
+    def mapping_keys(self, slot: str) -> list[str]:
+        """Keys stored under a mapping slot (layers, obsm, uns...)."""
+        return self.children(slot)
+
+    @property
+    def n_obs(self) -> int:
+        """Number of observations, from the obs frame's shape."""
+        return int(self.obs.shape[0])
+
+    @property
+    def n_vars(self) -> int:
+        """Number of variables, from the var frame's shape."""
+        return int(self.var.shape[0])
+
+
+class Layout(ElementMap):
     """Metadata of one AnnData or MuData group inside an open file (what both have: obs, var, slots).
 
     Parameters
@@ -282,20 +334,6 @@ class Layout:
         if encoding is not None and encoding != "dict":
             what = f"stored with encoding-type '{encoding}'; a mapping of elements is a 'dict'"
             raise MalformedElementError(element_message(self.ref.display, rel, what))
-
-    def mapping_keys(self, slot: str) -> list[str]:
-        """Keys stored under a mapping slot (layers, obsm, uns...), from metadata."""
-        return self.children(slot)
-
-    @property
-    def n_obs(self) -> int:
-        """Number of observations, from the obs index's shape."""
-        return int(self.obs.shape[0])
-
-    @property
-    def n_vars(self) -> int:
-        """Number of variables, from the var index's shape."""
-        return int(self.var.shape[0])
 
 
 class AnnDataLayout(Layout):

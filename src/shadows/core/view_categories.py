@@ -22,7 +22,7 @@ from shadows.elements.legacy import LegacyFrameSpec
 from shadows.schema import FRAMES
 
 if TYPE_CHECKING:
-    from shadows.core.layout import Layout
+    from shadows.core.layout import ElementMap
 
 
 
@@ -31,13 +31,13 @@ def enabled() -> bool:
     return bool(getattr(anndata.settings, "remove_unused_categories", True))
 
 
-def categorical_columns(layout: Layout, frame_rel: str) -> list[str]:
+def categorical_columns(layout: ElementMap, frame_rel: str) -> list[str]:
     """Columns of obs/var stored as categoricals (metadata only)."""
     spec = layout.spec(frame_rel)
     return [c for c in spec.columns if _categories_path(layout, frame_rel, c) is not None]
 
 
-def _categories_path(layout: Layout, frame_rel: str, column: str) -> str | None:
+def _categories_path(layout: ElementMap, frame_rel: str, column: str) -> str | None:
     """Where the categories of an obs/var column are stored (``None``: not a categorical).
 
     A pre-0.7 structured frame knows its categorical columns (``extra["categories"]`` maps each to its
@@ -50,7 +50,7 @@ def _categories_path(layout: Layout, frame_rel: str, column: str) -> str | None:
     return spec.extra.get("categories") if getattr(spec, "dtype", None) == "category" else None
 
 
-def _all_categories(layout: Layout, frame_rel: str, column: str) -> pd.Index:
+def _all_categories(layout: ElementMap, frame_rel: str, column: str) -> pd.Index:
     """Every category of a stored categorical column (small: read whole)."""
     frame = layout.spec(frame_rel)
     if isinstance(frame, LegacyFrameSpec):  # decoded as anndata does; reads no records
@@ -77,7 +77,7 @@ def _color_base(key: str) -> str | None:
     return key[: -len("_colors")] if key.endswith("_colors") and "/" not in key else None
 
 
-def hidden_color_keys(layout: Layout) -> set[str]:
+def hidden_color_keys(layout: ElementMap) -> set[str]:
     """Uns keys a view drops: ``<column>_colors`` whose length differs from the column's categories."""
     if not enabled():
         return set()
@@ -95,11 +95,11 @@ def hidden_color_keys(layout: Layout) -> set[str]:
     return hidden
 
 
-def _n_categories(layout: Layout, path: str | None) -> int | None:
+def _n_categories(layout: ElementMap, path: str | None) -> int | None:
     return None if path is None else _shape0(layout, path)
 
 
-def _shape0(layout: Layout, absolute_path: str) -> int | None:
+def _shape0(layout: ElementMap, absolute_path: str) -> int | None:
     root = layout.ref.root
     rel = absolute_path[len(root) + 1 :] if root else absolute_path
     node = layout.group[rel]
@@ -108,7 +108,7 @@ def _shape0(layout: Layout, absolute_path: str) -> int | None:
     return int(node.shape[0]) if node.shape else 1  # pre-0.7 files store a single category as a scalar
 
 
-def subset_colors(key: str, value: Any, layout: Layout, view_column) -> Any:
+def subset_colors(key: str, value: Any, layout: ElementMap, view_column) -> Any:
     """A view's ``uns[key]`` for ``<column>_colors``: the colors of the categories the view uses."""
     base = _color_base(key)
     if base is None or not enabled():
