@@ -394,3 +394,21 @@ def test_the_heap_check_passes_every_intact_file(heap_sources, fmt):
         file.visititems(lambda _, node: nodes.append(node))
         for node in nodes:
             hdf5_heaps.check_node(node, values=True)
+
+
+def test_each_heap_collection_of_an_open_file_is_checked_once(heap_sources, monkeypatch):
+    """The check costs a walk of the collection: it is made once per collection of an open file, however
+    many nodes point into it (h5py hands out a new file object per ``node.file``; all are one file)."""
+    from shadows.backends import hdf5_heaps
+
+    walked: list[int] = []
+    original = hdf5_heaps._check_collection
+    monkeypatch.setattr(hdf5_heaps, "_check_collection",
+                        lambda heaps, address: walked.append(address) or original(heaps, address))
+    with h5py.File(heap_sources["h5ad"], "r") as file:
+        nodes = [file]
+        file.visititems(lambda _, node: nodes.append(node))
+        for _ in range(2):
+            for node in nodes:
+                hdf5_heaps.check_node(node, values=True)
+    assert walked and len(walked) == len(set(walked))

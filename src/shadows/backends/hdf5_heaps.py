@@ -20,9 +20,9 @@ cannot read raw bytes from) it leaves to HDF5 unchecked; each collection is chec
 
 from __future__ import annotations
 
+import collections
 import os
 import struct
-import weakref
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +39,7 @@ _MIN_COLLECTION = 4096
 _MAX_BLOCKS = 1024
 
 Reader = Callable[[int, int], bytes]
+_UNKNOWN = object()
 
 
 class DamagedHeap(Exception):
@@ -54,6 +55,7 @@ class _FileHeaps:
         # without it before; the addresses stored in the file (object headers, heap IDs) never count it
         self.data_base = 0 if _hdf5_version() >= (1, 14, 4) else base
         self.offset_size, self.length_size = offset_size, length_size
+        self.fd: int | None = None  # the descriptor of a file read through its own (sec2)
         self.checked: set[int] = set()
         self.headers: set[int] = set()  # object headers whose attributes were checked
         self.values: set[int] = set()  # ... and datasets whose values were
@@ -68,7 +70,13 @@ def _hdf5_version() -> tuple[int, ...]:
     return tuple(h5py.version.hdf5_version_tuple[:3])
 
 
-_files: weakref.WeakKeyDictionary[Any, _FileHeaps | None] = weakref.WeakKeyDictionary()
+#: What is known of each open HDF5 file, by its HDF5 identifier (the same integer for every ``FileID``
+#: h5py makes of one open file: ``node.file`` makes a new one each time, so a cache keyed by those objects
+#: forgot a file as soon as the lookup's own object went, and every node checked its collections again).
+#: HDF5 does not reuse identifiers within a process; the file's descriptor is compared too, and the
+#: least recently used files are forgotten past :data:`_FILES_KEPT`.
+_files: collections.OrderedDict[int, _FileHeaps | None] = collections.OrderedDict()
+_FILES_KEPT = 4096
 
 
 def check_node(node: Any, display: str | None = None, path: str | None = None, values: bool = False) -> None:
@@ -171,8 +179,13 @@ def _raw_values(heaps: _FileHeaps, dataset: Any) -> bytes | None:
 
 def _heaps_of(file: Any) -> _FileHeaps | None:
     fid = file.id
-    if fid in _files:
-        return _files[fid]
+    key = fid.id
+    known = _files.get(key, _UNKNOWN)
+    if known is None or (known is not _UNKNOWN and known.fd == fid.get_vfd_handle()):
+        _files.move_to_end(key)
+        if known is not None:
+            known.size = os.fstat(known.fd).st_size  # a file written through this process's handle grows
+        return known
     heaps = None
     if file.driver == "sec2":
         fd = fid.get_vfd_handle()
@@ -184,7 +197,10 @@ def _heaps_of(file: Any) -> _FileHeaps | None:
             return os.pread(fd, count, offset)
 
         heaps = _FileHeaps(read, plist.get_userblock(), offset_size, length_size, size)
-    _files[fid] = heaps
+        heaps.fd = fd
+    _files[key] = heaps
+    while len(_files) > _FILES_KEPT:
+        _files.popitem(last=False)
     return heaps
 
 
