@@ -156,6 +156,9 @@ def _check_unique(ref: FileRef, names: pd.Index) -> None:
 
 def _column_dtype(spec: Any) -> Any:
     """The pandas dtype anndata reads the column with (no rows read; a categorical's categories are)."""
+    dtype = spec.dtype
+    if spec.role == "array" and not spec.is_sparse and isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+        return dtype  # a plain numeric array: read as it is stored (no read needed to tell)
     return pd.Series(spec.read_rows(slice(0, 0))).dtype
 
 
