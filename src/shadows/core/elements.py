@@ -385,7 +385,7 @@ class ShadowElements:
         """
         total = 0.0
         for rel in rels:
-            if not self.layout.has(rel) or self.changed_value(rel) is not NOTHING or self.in_root_memory(rel):
+            if not self.layout.has(rel) or self.is_changed(rel) or self.in_root_memory(rel):
                 continue
             spec = self.layout.spec(rel)
             total += spec.nbytes(selection_for(rel, spec, self.view))
@@ -422,11 +422,18 @@ class ShadowElements:
         """The value ``rel`` was given in memory (DELETED when removed), or NOTHING. A view sees its
         root's, sliced.
         """
+        changed = self._change_record(rel)
+        if changed is not NOTHING and changed is not DELETED and self.state.changed(rel) is NOTHING:
+            changed = self.select_staged(rel, changed)  # the root's, as this view sees it
+        return changed
+
+    def _change_record(self, rel: str) -> Any:
+        """What :meth:`changed_value` gives, a root's value not sliced for a view: enough to tell whether
+        ``rel`` was changed or deleted (slicing a large array only to ask that costs a copy of it).
+        """
         changed = self.state.changed(rel)
         if changed is NOTHING and self.is_view:
             changed = self.root.state.changed(rel)
-            if changed is not NOTHING and changed is not DELETED:
-                changed = self.select_staged(rel, changed)
         return changed
 
     def mapping_changes(self, parent: str, stored_keys: Callable[[], list[str]]) -> MappingChanges:
@@ -501,11 +508,11 @@ class ShadowElements:
 
     def is_changed(self, rel: str) -> bool:
         """Whether ``rel`` was given a new value (or deleted) in memory (▲)."""
-        return self.changed_value(rel) is not NOTHING
+        return self._change_record(rel) is not NOTHING
 
     def has(self, rel: str) -> bool:
         """Whether the element exists for this shadow: changed in memory, or stored and not deleted."""
-        changed = self.changed_value(rel)
+        changed = self._change_record(rel)
         return self.layout.has(rel) if changed is NOTHING else changed is not DELETED
 
     def change(self, rel: str, value: Any) -> None:
