@@ -160,7 +160,9 @@ def _join_names(panels: list[pd.Index], join: str) -> pd.Index:
             keep &= indexes[0].isin(other)
         values = indexes[0][keep]
     else:
-        values = np.unique(np.concatenate([idx.to_numpy(dtype=object) for idx in indexes]))
+        # the sorted distinct names, as np.unique gives them, without sorting every panel's names together
+        # (a thousand panels of 2,000 names: 2M strings compared in Python, seconds; a set: milliseconds)
+        values = np.array(sorted(set().union(*(idx.to_numpy(dtype=object) for idx in indexes))), dtype=object)
     return pd.Index(values, dtype=first.dtype, name=name)
 
 
