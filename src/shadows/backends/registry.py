@@ -490,10 +490,14 @@ def entry(path: str, format: str, storage_options: Mapping[str, Any] | None, ope
 
 
 @contextlib.contextmanager
-def reading(path: str, format: str, storage_options: Mapping[str, Any] | None, openers: Openers
-            ) -> Iterator[FileEntry]:
+def reading(path: str, format: str, storage_options: Mapping[str, Any] | None, openers: Openers,
+            transient: bool = False) -> Iterator[FileEntry]:
     """The entry of the file at ``path``, counted as read for the duration: its handle is not closed under
     the reads made inside (see the module's docstring). Reads nest.
+
+    ``transient``: a read made once (an atlas's catalog reads each of a thousand sources' metadata once):
+    unless a user is attached, the handle is closed when the last read ends, instead of staying open for
+    read tasks to come.
     """
     while True:
         found = entry(path, format, storage_options, openers)
@@ -508,6 +512,9 @@ def reading(path: str, format: str, storage_options: Mapping[str, Any] | None, o
         else:
             yield found
     finally:
+        if transient:
+            with found._reads_lock:
+                found._close_after_reads = not found._modes
         found._leave()
 
 
