@@ -158,17 +158,15 @@ def _entry(ref: Any) -> registry.FileEntry:
 
 
 @contextlib.contextmanager
-def reading(ref: Any, transient: bool = False) -> Iterator[registry.FileEntry | None]:
+def reading(ref: Any, transient: bool = False) -> Iterator[registry.FileEntry]:
     """Read the file of ``ref`` inside this block: its handle in this process stays open until the block
     ends, even if the last shadow of the file is closed or collected meanwhile; ``transient``: closed then,
     unless a shadow holds it (see :func:`shadows.backends.registry.reading`).
     """
-    from shadows.backends.fileref import FileRef  # (fileref reads through this module)
-
-    if not isinstance(ref, FileRef):  # a storage of its own (an in-memory store, say): no handle shared here
-        yield None
-        return
-    with registry.reading(ref.path, ref.format, ref.storage_options, OPENERS, transient) as entry:
+    # a reference of another storage (an in-memory store) has no options: its entry opens nothing, and an
+    # entry that opened nothing is forgotten when the read ends
+    options = getattr(ref, "storage_options", None)
+    with registry.reading(ref.path, ref.format, options, OPENERS, transient) as entry:
         yield entry
 
 

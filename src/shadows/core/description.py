@@ -131,11 +131,21 @@ class Description:
         return any(e.slot == slot for e in self.elements)
 
     @property
+    def is_mudata(self) -> bool:
+        """Whether this describes a MuData (which alone has an :attr:`axis`)."""
+        return self.axis is not None
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether this describes an AnnData in memory (a MuData shadow's modality given in memory): no file."""
+        return self.source is None
+
+    @property
     def header(self) -> str:
         """The repr's first line."""
         note = {0: "", 1: " (shared var)", -1: " (shared obs and var)"}.get(self.axis, "") if self.axis is not None \
             else ""
-        if self.kind == "AnnData in memory":
+        if self.in_memory:
             return f"AnnData object (in memory▲) with n_obs × n_vars = {self.shape[0]} × {self.shape[1]}"
         header = f"{self.kind} Shadow object with n_obs × n_vars = {self.shape[0]} × {self.shape[1]}{note}"
         if self.is_view:

@@ -42,7 +42,7 @@ def _mudata_lines(description: Description) -> list[str]:
 
 
 def _body_lines(description: Description) -> list[str]:
-    return _mudata_lines(description) if description.kind == "MuData" else _anndata_lines(description)
+    return _mudata_lines(description) if description.is_mudata else _anndata_lines(description)
 
 
 def text_repr(description: Description) -> str:

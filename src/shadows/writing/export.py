@@ -245,7 +245,7 @@ def export(shadow: Exportable, path: str | os.PathLike, format: str, *, progress
     described = shadow.describe()
     check_target(path, described.source, overwrite)
     scratch = path.with_name(f".{path.name}.shadows-tmp-{uuid.uuid4().hex}")
-    mudata_file = described.kind == "MuData"
+    mudata_file = described.is_mudata
     counted, writer = (mudata_job if mudata_file else anndata_job)(shadow)
     reads = [] if described.source is None else [described.source]
     try:
