@@ -428,7 +428,9 @@ class FileEntry:
                 return
         with _locked():
             with self._reads_lock:
-                if self._reads or self._modes:  # read again, or a user attached: the entry is theirs
+                if self._reads:  # read again meanwhile: that read's end decides
+                    return
+                if self._modes:  # a user attached meanwhile: the entry is theirs
                     self._close_after_reads = False
                     return
                 if not (self._close_after_reads or self._holds_nothing()):
