@@ -229,6 +229,32 @@ def test_opening_an_atlas_leaves_no_source_open(sparse_set):
     assert open_sources() == []
 
 
+def test_reads_keep_at_most_idle_files_sources_open(sparse_set):
+    """Read tasks keep the sources they read open for the reads to come, but past
+    ``settings.idle_files`` the least recently read are closed (a thousand-file atlas held a descriptor
+    and a metadata cache per source it ever read); a source a shadow holds is never closed for it, and
+    reads after the closes read the same values."""
+    from shadows.backends import registry
+
+    paths = [str(p.absolute()) for p in sparse_set]
+    for path in paths:
+        registry.release(path)
+
+    def open_sources() -> list[str]:
+        return [entry[0] for entry in registry.open_paths() if entry[0] in paths]
+
+    expected = oracle(sparse_set, join="outer").X.toarray()
+    held = shadows.read_h5ad(sparse_set[0])
+    atlas = shadows.concat(sparse_set, join="outer")
+    with shadows.settings.override(idle_files=1):
+        for _ in range(2):
+            for start in range(len(expected)):  # one row at a time: the sources are read one after another
+                np.testing.assert_array_equal(atlas[start:start + 1].X.toarray(), expected[start:start + 1])
+            assert paths[0] in open_sources()
+            assert len(open_sources()) <= 1 + 2  # the held source, and at most the limit and a half past it (of 7)
+    held.close()
+
+
 def test_view_opens_only_selected_files(sparse_set, monkeypatch):
     """A view's X and obs read only the files with selected rows, and only those rows."""
     atlas = shadows.concat(sparse_set, join="outer", label="batch")

@@ -10,6 +10,13 @@
     :mod:`shadows.backends.zarr_pipeline` describes; ``True`` by default. Applies to the reads made after
     the change.
 
+``idle_files``
+    The most files (or Zarr stores) this process keeps open for read tasks while no shadow is attached to
+    them: an atlas's reads touch one source after another, and each open HDF5 file holds a descriptor and
+    its metadata cache (about 1.5 MB). Past it, the least recently read of them are closed (reopened, at
+    about a millisecond each, when read again). A quarter of the process's descriptor limit, between 16
+    and 512, by default; files shadows are attached to are never closed for it.
+
 Set an option for the whole process (``shadows.settings.read_progress = True``) or for a block::
 
     with shadows.settings.override(read_progress=True):
@@ -20,7 +27,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+
+
+def _default_idle_files() -> int:
+    """A quarter of the soft limit on open file descriptors, between 16 and 512 (256 where unknown)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return 256
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 512
+    return max(16, min(512, soft // 4))
 
 
 @dataclass
@@ -29,9 +48,10 @@ class Settings:
 
     read_progress: bool = False
     zarrs: bool = True
+    idle_files: int = field(default_factory=_default_idle_files)
 
     @contextlib.contextmanager
-    def override(self, **options: bool) -> Iterator[Settings]:
+    def override(self, **options: bool | int) -> Iterator[Settings]:
         """Set ``options`` while the block runs, then restore them."""
         known = {f.name for f in fields(self)}
         unknown = sorted(set(options) - known)

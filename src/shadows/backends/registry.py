@@ -21,8 +21,11 @@ An entry holds
 - a generation: a number, unique in the process, that changes whenever the handle is replaced or the
   file was written through it, so layouts built from older metadata rebuild themselves.
 
-An entry that tasks opened while no shadow was attached (a worker process, or reads of a closed shadow)
-stays until :func:`release` or the end of the process, as the read-handle cache always did.
+An entry that tasks opened while no shadow was attached (a worker process, reads of a closed shadow, an
+atlas's reads of its sources) stays for the reads to come, until :func:`release`, the end of the process,
+or until more than ``shadows.settings.idle_files`` such entries are open: then the least recently read of
+them are closed (an atlas over thousands of files would otherwise hold a descriptor and a metadata cache
+per file it ever read, and run out of descriptors).
 
 Readers that are not attached (read tasks, an atlas's metadata threads) read inside :func:`reading`, which
 counts them in for as long as they read: when the last user leaves (the garbage collector may drop the
@@ -43,12 +46,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from shadows.backends.remote import collection_paused, is_url
+from shadows.settings import settings
 
 _lock = threading.RLock()
 _depth = 0  # how many locked sections are open (in the thread holding the lock)
 _pending: collections.deque[tuple[FileEntry, int]] = collections.deque()
 _entries: dict[tuple[int, str, str, str], FileEntry] = {}
 _generations = itertools.count(1)
+#: Order of reads: an entry's last read (the least recent are closed first past settings.idle_files).
+_reads_order = itertools.count(1)
+#: The number of entries at which the idle ones are counted next (see _trim_idle).
+_next_trim = 0
 #: Numbers of the file's contents as this process knows them: a new one at each write through it.
 _contents = itertools.count(1)
 #: HDF5 rewrites the superblock of a file open for writing whenever a handle of it is flushed or closed
@@ -197,6 +205,8 @@ class FileEntry:
         self._close_after_reads = False
         #: Closed for good and no longer in the registry: a read finding it looks the entry up again.
         self._closed = False
+        #: When the last read began (:data:`_reads_order`).
+        self._last_read = 0
 
     # -- what users and tasks read through ---------------------------------------------------------
 
@@ -416,6 +426,7 @@ class FileEntry:
             if self._closed:
                 return False
             self._reads += 1
+            self._last_read = next(_reads_order)
             return True
 
     def _leave(self) -> None:
@@ -438,6 +449,16 @@ class FileEntry:
                 self._close_after_reads = False
                 self._closed = True
             self._forget_and_close()
+
+    def _close_if_idle(self) -> None:
+        """Forget the entry and close its handles if no user is attached and no read is in flight (under
+        the registry's lock).
+        """
+        with self._reads_lock:
+            if self._reads or self._modes:
+                return
+            self._closed = True
+        self._forget_and_close()
 
     def _holds_nothing(self) -> bool:
         """Nothing open and no user: an entry made for reads that opened nothing (the reference of an
@@ -488,7 +509,26 @@ def entry(path: str, format: str, storage_options: Mapping[str, Any] | None, ope
             found = _entries.get(key)
             if found is None:
                 found = _entries[key] = FileEntry(path, format, storage_options, openers)
+                _trim_idle()
     return found
+
+
+def _trim_idle() -> None:
+    """Past ``settings.idle_files`` open entries with no user, close the least recently read (down to half
+    the limit; an entry being read is skipped). Under the registry's lock, when an entry is made: entries
+    are counted only once their number grew by half the limit since the last count.
+    """
+    global _next_trim
+    limit = max(1, settings.idle_files)
+    if len(_entries) <= max(limit, _next_trim):
+        return
+    pid = os.getpid()
+    idle = [e for e in list(_entries.values()) if e.pid == pid and not e._holds_nothing() and not e._modes]
+    if len(idle) > limit:
+        idle.sort(key=lambda e: e._last_read)
+        for found in idle[:len(idle) - limit // 2]:
+            found._close_if_idle()
+    _next_trim = len(_entries) + max(1, limit // 2)
 
 
 @contextlib.contextmanager
