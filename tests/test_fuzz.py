@@ -47,7 +47,7 @@ from conftest import make_adata, write, zarr_format
 SEED = 15
 #: Inputs generated per format, and inputs run by one subprocess.
 PER_FORMAT = {"h5ad": 100, "zarr2": 100, "zarr3": 100, "h5mu": 60}
-GROUP = 20
+GROUP = 50
 #: Memory a probe process may map (its imports take about 1 GiB of address space).
 MEMORY_CAP = 3 * 2**30
 #: Seconds one input may take before its alarm fires, and before a process stuck in C code is killed.
