@@ -236,3 +236,197 @@ def rechunk_sparse_x(path: Path, **layout: Any) -> None:
         del group[name]
         group.create_array(name, data=values, **layout)
     zarr.consolidate_metadata(str(path))
+
+
+# --------------------------------------------------------------------------------------------------------
+# child processes forked from a server that made the imports once
+
+#: The server: imports what the children share (``sys.argv[1]``), then forks a child per request (a JSON
+#: line on stdin: a script, its arguments, the files for its stdout and stderr) and answers with the
+#: child's pid; when a child ends, its exit code is written to ``<folder>/<pid>.code`` (``sys.argv[2]``).
+#: A child is a fresh copy of an interpreter that has opened nothing and runs no thread: it runs its
+#: script as ``python -c`` would, and ends the way that would (a normal exit, atexit handlers included),
+#: or, with ``quick_exit``, with ``os._exit`` once its output is flushed.
+_FORK_SERVER = r"""
+import json, os, signal, sys
+exec(sys.argv[1])
+codes = sys.argv[2]
+
+def reap(*_):
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        with open(os.path.join(codes, f"{pid}.tmp"), "w") as f:
+            f.write(str(os.waitstatus_to_exitcode(status)))
+        os.replace(os.path.join(codes, f"{pid}.tmp"), os.path.join(codes, f"{pid}.code"))
+
+signal.signal(signal.SIGCHLD, reap)
+for line in sys.stdin:
+    request = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.dup2(os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
+        os.dup2(os.open(request["stdout"], os.O_WRONLY | (0 if request["fifo"] else os.O_CREAT | os.O_TRUNC)), 1)
+        sys.argv = ["-c", *request["args"]]
+        if not request["quick_exit"]:
+            exec(compile(request["script"], "<string>", "exec"), {"__name__": "__main__"})
+            sys.exit(0)
+        try:  # the interpreter's finalization (a second with these imports) skipped
+            exec(compile(request["script"], "<string>", "exec"), {"__name__": "__main__"})
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    print(pid, flush=True)
+"""
+#: What the children of the tests' fork server have imported before they start.
+FORK_PRELOAD = "import numpy, scipy.sparse, pandas, h5py, zarr, dask.array, anndata, shadows"
+
+
+class ForkedProcess:
+    """A child of :class:`ForkServer`, answering as much of :class:`subprocess.Popen` as the tests use:
+    ``pid``, ``stdout`` (a text file; a pipe when asked for), ``stderr`` (what it wrote, read on demand),
+    ``poll``, ``wait``, ``kill`` and ``returncode``.
+    """
+
+    def __init__(self, pid: int, stdout: Any, stderr_path: Path, code_path: Path):
+        self.pid = pid
+        self.stdout = stdout
+        self._stderr_path = stderr_path
+        self._code_path = code_path
+        self.returncode: int | None = None
+
+    @property
+    def stderr(self) -> Any:
+        """What the child wrote to stderr so far (a file object, as ``Popen(stderr=PIPE).stderr`` is)."""
+        import io
+
+        return io.StringIO(self._stderr_path.read_text(errors="replace"))
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self._code_path.exists():
+            self.returncode = int(self._code_path.read_text())
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        import subprocess
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"forked child {self.pid}", timeout)
+            time.sleep(0.005)
+        return self.returncode
+
+    def kill(self) -> None:
+        import os
+        import signal
+
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+class ForkServer:
+    """Runs scripts in children forked from one process that imported :data:`FORK_PRELOAD` (2-3 s saved
+    per child): each child starts as ``python -c script args`` would, with nothing opened, so a crash, a
+    kill, a file lock or an RSS measured in it are its own.
+    """
+
+    def __init__(self, folder: Path, preload: str = FORK_PRELOAD):
+        self.folder = folder
+        self.preload = preload
+        self.process: Any = None
+        self._count = 0
+
+    def start(self, script: str, *args: Any, stdout_pipe: bool = True, quick_exit: bool = False) -> ForkedProcess:
+        """Fork a child running ``script`` with ``args``; its stdout is read through a pipe (a FIFO, read
+        as it writes) or, with ``stdout_pipe=False``, is a file read once it has ended. ``quick_exit``:
+        the child skips the interpreter's finalization (for a script whose files are closed when it ends).
+        """
+        import json
+        import os
+        import subprocess
+
+        if self.process is None or self.process.poll() is not None:
+            self.process = subprocess.Popen([sys.executable, "-c", _FORK_SERVER, self.preload, str(self.folder)],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                            env={**os.environ, "PYTHONFAULTHANDLER": "1"}, start_new_session=True)
+        self._count += 1
+        out, err = self.folder / f"{self._count}.out", self.folder / f"{self._count}.err"
+        if stdout_pipe:
+            os.mkfifo(out)
+        request = {"script": script, "args": [str(a) for a in args], "stdout": str(out), "stderr": str(err),
+                   "fifo": stdout_pipe, "quick_exit": quick_exit}
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        pid = int(self.process.stdout.readline())
+        stdout = open(out) if stdout_pipe else None  # noqa: SIM115 (the child's pipe, read as it writes)
+        return ForkedProcess(pid, stdout, err, self.folder / f"{pid}.code") if stdout_pipe else \
+            _FinishedLater(pid, out, err, self.folder / f"{pid}.code")
+
+    def run(self, script: str, *args: Any, timeout: float = 120) -> tuple[int, str, str]:
+        """Run ``script`` to its end (a quick exit): exit code, stdout and stderr (a child still running
+        after ``timeout`` seconds is killed, and the test fails).
+        """
+        import subprocess
+
+        child = self.start(script, *args, stdout_pipe=False, quick_exit=True)
+        try:
+            code = child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            raise AssertionError(f"the child gave no answer within {timeout} s (hung)") from None
+        return code, child.stdout_text(), child.stderr.read()
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+
+class _FinishedLater(ForkedProcess):
+    """A child whose stdout is a file, read once it has ended."""
+
+    def __init__(self, pid: int, out: Path, stderr_path: Path, code_path: Path):
+        super().__init__(pid, None, stderr_path, code_path)
+        self._out = out
+
+    def stdout_text(self) -> str:
+        return self._out.read_text(errors="replace") if self._out.exists() else ""
+
+
+_server: ForkServer | None = None
+
+
+def fork_server() -> ForkServer:
+    """This test process's fork server (started on first use; it ends with the process, whose end closes
+    its stdin)."""
+    global _server
+    if _server is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="shadows-forks-"))
+        atexit.register(shutil.rmtree, folder, True)
+        _server = ForkServer(folder)
+    return _server

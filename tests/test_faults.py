@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import make_adata, read_oracle, suffix, write
-from helpers import assert_shadow_matches, assert_value_equal, element_digests, file_digest
+from helpers import ForkedProcess, assert_shadow_matches, assert_value_equal, element_digests, file_digest, fork_server
 from shadows import AnnDataShadow, FileBusyError, MuDataShadow
 
 #: Kill runs per format, for new elements (3 formats: 12 runs) and for replacements (6 runs). Each run
@@ -62,10 +58,10 @@ def writable_file(path: Path, fmt: str) -> Path:
     return write(adata, path, fmt)
 
 
-def start(script: str, *args: str) -> subprocess.Popen:
-    """Run ``script`` in a child Python and wait for its first line (it says it is about to write)."""
-    child = subprocess.Popen([sys.executable, "-c", script, *map(str, args)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+def start(script: str, *args: str) -> ForkedProcess:
+    """Run ``script`` in a child Python (forked from one that made the imports: :func:`helpers.fork_server`)
+    and wait for its first line (it says it is about to write)."""
+    child = fork_server().start(script, *args)
     first = child.stdout.readline().strip()
     assert first in ("writing", "held"), child.stderr.read()
     return child
@@ -77,9 +73,9 @@ def kill_time(run: int, runs: int, seed: int) -> float:
     return (run + np.random.default_rng(seed + run).uniform()) / runs * (WRITE_SECONDS + 0.6)
 
 
-def kill_after(child: subprocess.Popen, seconds: float) -> None:
+def kill_after(child: ForkedProcess, seconds: float) -> None:
     time.sleep(seconds)
-    os.kill(child.pid, signal.SIGKILL)
+    child.kill()  # past the commit, the writer may have ended already
     child.wait()
 
 
@@ -140,9 +136,8 @@ def test_a_writer_killed_before_consolidating_leaves_a_store_that_reads_what_it_
     replacement, so a store left between the swaps and the consolidation reads each node's own metadata
     (it used to describe the replaced layer's old chunks, and the deleted entry as present)."""
     path = writable_file(tmp_path / f"c{suffix(fmt)}", fmt)
-    writer = subprocess.run([sys.executable, "-c", DIES_BEFORE_CONSOLIDATING_SCRIPT, str(path)],
-                            capture_output=True, text=True)
-    assert writer.returncode == 3, writer.stderr
+    code, _, stderr = fork_server().run(DIES_BEFORE_CONSOLIDATING_SCRIPT, path)
+    assert code == 3, stderr
     adata = read_oracle(path)
     assert adata.layers["dense"].dtype == np.float64 and np.all(adata.layers["dense"] == 7.0)
     assert "X_umap" not in adata.obsm and "X_pca" in adata.obsm
@@ -179,10 +174,9 @@ def test_a_full_disk_fails_cleanly_and_leaves_the_file_as_it_was(fmt, tmp_path):
     before = element_digests(path)
     # HDF5: the file may grow by 100 kB; Zarr: no single file (chunk, metadata) may pass 200 kB
     limit = path.stat().st_size + 100_000 if fmt == "h5ad" else 200_000
-    done = subprocess.run([sys.executable, "-c", FULL_DISK_SCRIPT, str(path), str(limit)], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, f"the writer crashed (exit {done.returncode}): {done.stderr[-3000:]}"
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    code, stdout, stderr = fork_server().run(FULL_DISK_SCRIPT, path, limit)
+    assert code == 0, f"the writer crashed (exit {code}): {stderr[-3000:]}"
+    result = json.loads(stdout.strip().splitlines()[-1])
     assert "OSError" in result["types"], result
     assert path.name in result["message"] and "layers/big" in result["message"], result["message"]
     assert "space" in result["message"] or "too large" in result["message"], result["message"]
@@ -286,8 +280,7 @@ def test_concurrent_readers_and_a_cluster_read_the_same_file_correctly(fmt_, tmp
     path = write(make_adata(n_obs=3000, n_vars=40), tmp_path / f"shared{suffix(fmt_)}", fmt_)
     adata = read_oracle(path)
     expected_view = adata[np.arange(0, adata.n_obs, 7)]
-    readers = [subprocess.Popen([sys.executable, "-c", READER_SCRIPT, str(path)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    readers = [fork_server().start(READER_SCRIPT, path, stdout_pipe=False, quick_exit=True) for _ in range(4)]
     lazy = AnnDataShadow(path, array_backend="dask")
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     with cluster, distributed.Client(cluster):
@@ -297,9 +290,8 @@ def test_concurrent_readers_and_a_cluster_read_the_same_file_correctly(fmt_, tmp
             pca = lazy[::7].obsm["X_pca"].sum(axis=0).compute()
             np.testing.assert_allclose(pca, expected_view.obsm["X_pca"].sum(axis=0), rtol=1e-6)
     for reader in readers:
-        out, err = reader.communicate(timeout=120)
-        assert reader.returncode == 0, err[-3000:]
-        got = json.loads(out.strip().splitlines()[-1])
+        assert reader.wait(timeout=120) == 0, reader.stderr.read()[-3000:]
+        got = json.loads(reader.stdout_text().strip().splitlines()[-1])
         np.testing.assert_allclose(got["sums"], np.asarray(adata.X.sum(axis=0)).ravel(), rtol=1e-6)
         np.testing.assert_allclose(got["view"], np.asarray(expected_view.X.sum(axis=1)).ravel(), rtol=1e-6)
         np.testing.assert_allclose(got["pca"], expected_view.obsm["X_pca"].sum(axis=0), rtol=1e-6)

@@ -12,12 +12,7 @@ by mutating valid files at random (seeded), each probed the same way, with annda
 from __future__ import annotations
 
 import json
-import os
-import select
 import shutil
-import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +23,7 @@ import numpy as np
 import pytest
 
 from conftest import drop_consolidated, make_adata, suffix, write, zarr_format
+from helpers import fork_server
 
 #: Opening any file, however broken, may add at most this much to the RSS (issue #6).
 OPEN_RSS_LIMIT = 50 * 2**20
@@ -302,95 +298,17 @@ CORPUS = [
 PARAMS = [pytest.param(case, fmt, id=f"{case.name}-{fmt}") for case in CORPUS for fmt in case.formats]
 
 
-#: A process that imports shadows once, then forks a probe per request (a JSON line on stdin: the probe's
-#: arguments and a file for its stderr) and answers with its exit code and output: each probe starts from
-#: a fresh copy of an interpreter that has opened nothing, without paying the imports (2-3 s) each time.
-FORK_SERVER = r"""
-import json, os, sys
-import numpy as np
-import shadows
-probe = sys.argv[1]
-for line in sys.stdin:
-    request = json.loads(line)
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(reader)
-        err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        os.dup2(err, 2)
-        sys.argv = ["probe", *request["args"]]
-        sys.stdout = os.fdopen(writer, "w")
-        code = 0
-        try:
-            exec(probe, {"__name__": "__main__"})
-        except BaseException:
-            import traceback
-            traceback.print_exc()
-            code = 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    os.close(writer)
-    with os.fdopen(reader) as output:
-        stdout = output.read()
-    _, status = os.waitpid(pid, 0)
-    print(json.dumps({"code": os.waitstatus_to_exitcode(status), "stdout": stdout}), flush=True)
-"""
-
-
-class ProbeServer:
-    """The fork server above, started on first use (see :data:`FORK_SERVER`)."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.process: subprocess.Popen | None = None
-
-    def run(self, args: list[str], timeout: float = 120) -> tuple[int, str, str]:
-        """Exit code, stdout and stderr of :data:`PROBE` run with ``args`` in a fork; a probe that does not
-        answer within ``timeout`` seconds is killed with the server (the next request starts another).
-        """
-        if self.process is None or self.process.poll() is not None:
-            env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
-            self.process = subprocess.Popen([sys.executable, "-c", FORK_SERVER, PROBE], stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
-        stderr = self.folder / "probe.stderr"
-        self.process.stdin.write(json.dumps({"args": args, "stderr": str(stderr)}) + "\n")
-        self.process.stdin.flush()
-        if not select.select([self.process.stdout], [], [], timeout)[0]:
-            self.stop()
-            raise AssertionError(f"the probe gave no answer within {timeout} s (hung)")
-        answer = json.loads(self.process.stdout.readline())
-        return answer["code"], answer["stdout"], stderr.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self.process = None
-
-
-@pytest.fixture(scope="module")
-def probe_server(tmp_path_factory):
-    server = ProbeServer(tmp_path_factory.mktemp("probe"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def probe(probe_server):
-    """Open ``path`` and evaluate ``access`` in a fresh interpreter (a fork of one that imported shadows):
-    what happened, as a dict.
+def probe(path: Path, kind: str, access: str) -> dict:
+    """Open ``path`` and evaluate ``access`` in a fresh interpreter (forked from one that imported
+    shadows: :func:`helpers.fork_server`); what happened, as a dict.
     """
-    def run(path: Path, kind: str, access: str) -> dict:
-        code, stdout, stderr = probe_server.run([str(path), kind, access])
-        assert code == 0, f"the probe crashed (exit {code}):\n{stderr[-3000:]}"
-        return json.loads(stdout.strip().splitlines()[-1])
-
-    return run
+    code, stdout, stderr = fork_server().run(PROBE, path, kind, access)
+    assert code == 0, f"the probe crashed (exit {code}):\n{stderr[-3000:]}"
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize(("case", "fmt"), PARAMS)
-def test_malformed_input_gets_a_clear_error(case: Case, fmt: str, tmp_path, probe):
+def test_malformed_input_gets_a_clear_error(case: Case, fmt: str, tmp_path):
     name = "bad" + (".h5mu" if case.kind == "mudata" and fmt == "h5ad" else suffix(fmt))
     path = case.breaker(tmp_path / name, fmt)
     result = probe(path, case.kind, case.access)
@@ -451,7 +369,7 @@ def test_an_index_claiming_more_rows_than_x_is_answered_before_anything_is_sized
 
 
 
-def test_uns_nested_past_the_depth_limit_is_refused_quickly(tmp_path, probe):
+def test_uns_nested_past_the_depth_limit_is_refused_quickly(tmp_path):
     """uns nested 1,000 levels deep (deeper than Python recurses) is refused at ``MAX_DEPTH`` levels, naming
     the element, within seconds (it was a RecursionError on Zarr, minutes of HDF5 link checks on h5ad).
     """
