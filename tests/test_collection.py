@@ -384,6 +384,39 @@ def test_unreadable_source_and_duplicate_genes_are_named(tmp_path):
         shadows.concat([good, dup_path])
 
 
+def test_many_local_hdf5_sources_are_read_in_worker_processes(sparse_set, tmp_path, monkeypatch):
+    """Past PROCESS_MIN_SOURCES local HDF5 sources, their metadata is read by worker processes (h5py reads
+    one call at a time in a process), Zarr ones in threads meanwhile: the same catalog, in order; a bad
+    source's error comes back from its worker naming it."""
+    from shadows.collection import catalog
+
+    monkeypatch.setattr(catalog, "PROCESS_MIN_SOURCES", 2)
+    monkeypatch.setattr(catalog, "PROCESS_BATCH", 4)
+    monkeypatch.setattr(catalog.os, "cpu_count", lambda: 2)
+    h5ad = [p for p in sparse_set if p.suffix == ".h5ad"]
+    mixed = h5ad * 10 + [p for p in sparse_set if p.suffix != ".h5ad"]  # 30 local HDF5 sources
+    import joblib
+
+    workers, parallel = [], joblib.Parallel
+
+    def counting(*args, **kwargs):
+        workers.append(kwargs.get("n_jobs"))
+        return parallel(*args, **kwargs)
+
+    monkeypatch.setattr(joblib, "Parallel", counting)
+    got = catalog.Catalog.build(mixed)
+    expected = [catalog.read_source(r) for r in catalog.expand(mixed)]
+    assert workers == [2]
+    assert [s.ref.path for s in got.sources] == [s.ref.path for s in expected]
+    for a, b in zip(got.sources, expected, strict=True):
+        assert (a.n_obs, list(a.var_names), a.obs_dtypes, a.arrays) == (b.n_obs, list(b.var_names), b.obs_dtypes,
+                                                                          b.arrays)
+    bad = tmp_path / "bad.h5ad"
+    bad.write_bytes(b"not an hdf5 file at all")
+    with pytest.raises(shadows.ShadowsError, match=r"bad\.h5ad"):
+        catalog.Catalog.build(h5ad * 10 + [bad])
+
+
 def test_sources_globs_shadows_and_errors(sparse_set):
     root = sparse_set[0].parent
     by_glob = shadows.concat(str(root / "s*"))
