@@ -255,6 +255,35 @@ def test_reads_keep_at_most_idle_files_sources_open(sparse_set):
     held.close()
 
 
+def test_small_reads_of_local_hdf5_sources_run_in_the_calling_thread(sparse_set, monkeypatch):
+    """h5py makes one call at a time per process: dask's threads only take turns on small reads of HDF5
+    files, so those run in the calling thread; a scheduler the user chose, or a Zarr source, keeps dask's."""
+    import threading
+
+    import dask
+
+    threads: set[int] = set()
+    read_block = atlas_arrays.read_block
+
+    def recording(*args):
+        threads.add(threading.get_ident())
+        return read_block(*args)
+
+    monkeypatch.setattr(atlas_arrays, "read_block", recording)
+    h5ad = [p for p in sparse_set if p.suffix == ".h5ad"]
+    expected = oracle(h5ad, join="outer")
+    atlas = shadows.concat(h5ad, join="outer")
+    np.testing.assert_array_equal(atlas[::2].X.toarray(), expected[::2].X.toarray())
+    assert threads == {threading.get_ident()}
+    mixed = shadows.concat(sparse_set, join="outer")
+    threads.clear()
+    with dask.config.set(scheduler="threads", num_workers=2):
+        np.testing.assert_array_equal(atlas[::2].X.toarray(), expected[::2].X.toarray())
+    with dask.config.set(num_workers=2):
+        assert mixed[::2].X.shape[0] == (mixed.n_obs + 1) // 2
+    assert threading.get_ident() not in threads
+
+
 def test_view_opens_only_selected_files(sparse_set, monkeypatch):
     """A view's X and obs read only the files with selected rows, and only those rows."""
     atlas = shadows.concat(sparse_set, join="outer", label="batch")
@@ -454,9 +483,18 @@ def test_read_only_and_exports(sparse_set, tmp_path):
             check_same(back, want)
 
 
-def test_obs_filter_and_pickle(sparse_set):
+def test_obs_filter_and_pickle(sparse_set, monkeypatch):
+    """An obs filter reads the sources' columns; of a categorical, the codes alone (its categories are
+    the catalog's: no file's categories are read again)."""
+    from shadows.elements.categorical import CategoricalSpec
+
     atlas = shadows.concat(sparse_set, join="outer", label="batch")
     expected = oracle(sparse_set, join="outer", label="batch")
+    categories_read = []
+    categories = CategoricalSpec.categories
+    monkeypatch.setattr(CategoricalSpec, "categories", lambda self: categories_read.append(self) or categories(self))
+    assert_equal(atlas.obs_vector("cell_type"), expected.obs_vector("cell_type"))
+    assert categories_read == []
     mask = (atlas.obs["cell_type"] == "T").to_numpy()
     view = atlas[mask]
     with warnings.catch_warnings():

@@ -78,7 +78,9 @@ def observed(path: str, stat: tuple[int, int]) -> None:
     """``stat`` was read from the HDF5 file at ``path``: while this process holds it open for writing, it
     shows the content the process last wrote (see :func:`same_content`).
     """
-    if path in hdf5_open_for_writing():
+    # every file opened for writing has a record (_note_writable): the scan of every entry is skipped for
+    # the others (a read task of each of a thousand sources made it once each)
+    if path in _unwritten_stats and path in hdf5_open_for_writing():
         _unwritten_stats.setdefault(path, set()).add(stat)
 
 
@@ -474,6 +476,8 @@ class FileEntry:
             return
         stat = _stat(self.path)
         if stat is None:
+            if after != "r":
+                _unwritten_stats[self.path] = set()  # a record for every file opened for writing (observed)
             return
         if after != "r":  # opening for writing: a file that is not as last seen starts a new record
             seen = _unwritten_stats.get(self.path, set())

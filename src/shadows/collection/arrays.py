@@ -18,6 +18,7 @@ import numpy as np
 from scipy import sparse
 
 from shadows import cluster
+from shadows.backends.remote import is_url
 from shadows.collection.catalog import SourceMeta
 from shadows.collection.join import ArrayPlan
 from shadows.collection.reading import SourceKey, source_element
@@ -28,6 +29,9 @@ from shadows.indexing.selection import Selection, axis_positions
 
 #: Rows one task of a sparse result reads at most (dense results size tasks by TARGET_CHUNK_BYTES).
 SPARSE_ROWS_PER_TASK = 100_000
+#: Reads of local HDF5 sources averaging at most this many bytes per task run in the calling thread
+#: (:meth:`AtlasArraySpec._in_one_thread`).
+ONE_THREAD_BYTES_PER_TASK = 4 * 2**20
 
 
 def split_rows(rows: AxisIndex, offsets: np.ndarray) -> list[tuple[int, AxisIndex]]:
@@ -140,9 +144,32 @@ class AtlasArraySpec(ElementSpec):
 
     def read_selection(self, selection: Selection) -> Any:
         """``array[selection]`` as numpy or scipy: :meth:`select_graph` computed (on the
-        ``distributed.Client`` when one is dask's scheduler).
+        ``distributed.Client`` when one is dask's scheduler). Small reads of local HDF5 sources run in this
+        thread unless a scheduler was chosen (:meth:`_in_one_thread`).
         """
-        return to_plain(cluster.compute(self.select_graph(selection)))
+        graph = self.select_graph(selection)
+        if not self._in_one_thread(selection, graph):
+            return to_plain(cluster.compute(graph))
+        import dask
+
+        with dask.config.set(scheduler="synchronous"):
+            return to_plain(graph.compute())
+
+    def _in_one_thread(self, selection: Selection, graph: Any) -> bool:
+        """Whether ``graph`` is better computed in this thread: no scheduler chosen (no ``distributed.Client``,
+        none set in dask's config), every source a local HDF5 file, and tasks that read little each. h5py
+        makes one call at a time in a process, so threads do not read HDF5 files side by side; they only
+        take turns, which costs more than the reads when these are small (a row from each of 1,000 files:
+        1.4 s in one thread, 1.6-1.7 s in dask's threads once the files are open, 4.9 s and 7.0 s before).
+        """
+        import dask
+
+        if dask.config.get("scheduler", None) is not None or cluster.current_client(graph) is not None:
+            return False
+        sources: list[SourceMeta] = self.extra["sources"]
+        if not all(s.ref.format == "hdf5" and not is_url(s.ref.path) for s in sources):
+            return False
+        return self.nbytes(selection) <= ONE_THREAD_BYTES_PER_TASK * max(1, graph.npartitions)
 
     def materialize(self) -> Any:
         """The whole array."""
@@ -158,13 +185,15 @@ class AtlasArraySpec(ElementSpec):
         total = 0.0
         for i, local in split_rows(sorted_unique(rows)[0], self.extra["offsets"]):
             source = self.extra["sources"][i]
-            info = source.arrays[self.name]
+            info = source.arrays.get(self.name)
+            if info is None:  # an obsm entry this source lacks (an outer join fills it): nothing read
+                continue
             total += info.nbytes * len(local) / max(1, source.n_obs) * share
         return int(total)
 
     def info(self) -> dict[str, Any]:
         """Shape, dtype, encoding and stored size, from the catalog."""
-        stored = sum(s.arrays[self.name].nbytes for s in self.extra["sources"])
+        stored = sum(s.arrays[self.name].nbytes for s in self.extra["sources"] if self.name in s.arrays)
         return {"shape": self.shape, "dtype": str(self.dtype), "encoding": self.encoding,
                 "chunks": "one run per source", "stored": stored}
 

@@ -96,8 +96,7 @@ class AtlasFrameSpec(FrameSpec):
             if key == self._plan.label:
                 pieces.append(pd.Series(pd.Categorical.from_codes(np.full(len(local), i), dtype=dtype)))
             elif key in sources[i].obs_dtypes:
-                spec = source_element(sources[i], "obs").column(key)
-                pieces.append(pd.Series(spec.read_rows(as_slice_or_array(local)), copy=False).astype(dtype))
+                pieces.append(pd.Series(_source_column(sources[i], key, local), copy=False).astype(dtype))
             else:
                 pieces.append(pd.Series(np.full(len(local), np.nan)).astype(dtype))
         series = pd.concat(pieces, ignore_index=True) if pieces else pd.Series([], dtype=dtype)
@@ -140,3 +139,16 @@ class AtlasColumnSpec(ColumnSpec):
     def info(self) -> dict[str, Any]:
         return {"shape": self.shape, "dtype": str(self.dtype), "encoding": self.encoding, "chunks": "",
                 "stored": 0}
+
+
+def _source_column(source: SourceMeta, key: str, rows: Any) -> Any:
+    """Rows ``rows`` (increasing positions) of the obs column ``key`` of one source. A categorical's codes
+    alone are read: its categories are the catalog's (checked current when the source was looked up), not
+    read again from each file (reading them took 40 % of an obs read over 1,000 files).
+    """
+    spec = source_element(source, "obs").column(key)
+    dtype = source.obs_dtypes[key]
+    if isinstance(dtype, pd.CategoricalDtype) and hasattr(spec, "read_codes"):
+        codes = spec.read_codes(as_slice_or_array(rows), len(dtype.categories))
+        return pd.Categorical.from_codes(codes, dtype=dtype)
+    return spec.read_rows(as_slice_or_array(rows))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from shadows.backends import nodes, reads
@@ -45,10 +46,17 @@ class CategoricalSpec(ColumnSpec):
 
     def read_rows(self, rows: Rows) -> pd.Categorical:
         """The selected rows as a ``pandas.Categorical``."""
-        codes = reads.read(self.ref.node(self.extra["codes"]), rows)
         categories = self.categories()
-        if codes.size and (int(codes.min()) < -1 or int(codes.max()) >= len(categories)):
-            what = (f"holds codes from {int(codes.min())} to {int(codes.max())}; with {len(categories)} "
-                    f"categories they must lie in [-1, {len(categories) - 1}] (-1: missing)")
-            raise MalformedElementError(element_message(self.ref.display, self.extra["codes"], what))
+        codes = self.read_codes(rows, len(categories))
         return pd.Categorical.from_codes(codes, categories=categories, ordered=self.extra["ordered"])
+
+    def read_codes(self, rows: Rows, n_categories: int) -> np.ndarray:
+        """The selected rows' codes (no category read: a caller that knows them, an atlas's catalog, says
+        how many there are), checked to lie in ``[-1, n_categories)``.
+        """
+        codes = reads.read(self.ref.node(self.extra["codes"]), rows)
+        if codes.size and (int(codes.min()) < -1 or int(codes.max()) >= n_categories):
+            what = (f"holds codes from {int(codes.min())} to {int(codes.max())}; with {n_categories} "
+                    f"categories they must lie in [-1, {n_categories - 1}] (-1: missing)")
+            raise MalformedElementError(element_message(self.ref.display, self.extra["codes"], what))
+        return codes
