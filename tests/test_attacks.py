@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -18,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import make_adata, read_oracle, suffix, write
-from helpers import file_digest
+from helpers import file_digest, fork_server
 from shadows import (
     AnnDataShadow,
     ElementExistsError,
@@ -306,12 +304,14 @@ except Exception as error:
 
 
 def _open_without_root_override(path: Path) -> str:
-    result = subprocess.run([sys.executable, "-c", NO_ROOT_OVERRIDE, str(path)], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr
-    if result.stdout.startswith("SKIP"):
-        pytest.skip(f"cannot drop root's file-permission override here ({result.stdout.strip()})")
-    return result.stdout
+    """Run :data:`NO_ROOT_OVERRIDE` in a child process (forked from one that made the imports: capabilities
+    are dropped in the child alone) and return what it printed.
+    """
+    code, stdout, stderr = fork_server().run(NO_ROOT_OVERRIDE, path)
+    assert code == 0, stderr
+    if stdout.startswith("SKIP"):
+        pytest.skip(f"cannot drop root's file-permission override here ({stdout.strip()})")
+    return stdout
 
 
 def _chmod_tree(path: Path, file_mode: int, dir_mode: int) -> None:
@@ -348,9 +348,8 @@ def test_opening_r_plus_with_a_read_only_slot_folder_is_refused(fmt, fresh):
 def test_a_busy_file_is_still_called_busy(fmt, fresh):
     if fmt != "h5ad":
         pytest.skip("HDF5 file locking")
-    holder = subprocess.Popen([sys.executable, "-c", "import h5py, sys, time; f = h5py.File(sys.argv[1], 'r+'); "
-                               "print('held', flush=True); time.sleep(30)", str(fresh)], stdout=subprocess.PIPE,
-                              text=True)
+    holder = fork_server().start("import h5py, sys, time; f = h5py.File(sys.argv[1], 'r+'); "
+                                 "print('held', flush=True); time.sleep(30)", fresh)
     try:
         assert holder.stdout.readline().strip() == "held"
         from shadows import FileBusyError
