@@ -174,11 +174,14 @@ def test_a_zarr_store_behind_fsspec_is_remote(tmp_path, monkeypatch):
 
 def test_files_declare_where_their_elements_lie():
     assert storage.capabilities("/a.h5ad", "hdf5") == storage.FileCapabilities(
-        "in-file", remote=False, workers_write=False, parallel_writes=False, lookups_follow_links=True)
+        "in-file", remote=False, workers_write=False, parallel_writes=False, lookups_follow_links=True,
+        parallel_reads=False)
     assert storage.capabilities("/a.zarr", "zarr") == storage.FileCapabilities(
-        "folders", remote=False, workers_write=True, parallel_writes=True, lookups_follow_links=False)
+        "folders", remote=False, workers_write=True, parallel_writes=True, lookups_follow_links=False,
+        parallel_reads=True)
     assert storage.capabilities("s3://bucket/a.zarr", "zarr").elements == "objects"
     assert storage.capabilities("https://host/a.h5ad", "hdf5").remote
+    assert storage.capabilities("https://host/a.h5ad", "hdf5").parallel_reads  # reads wait on the network
 
 
 # -- a new storage: one StoredArray subclass, read by the element readers --------------------------------

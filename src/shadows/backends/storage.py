@@ -44,6 +44,10 @@ class FileCapabilities:
     lookups_follow_links
         Looking a path up may follow a link into another file (HDF5 external links: h5py opens that
         file), so a path is checked before it is looked up (:mod:`shadows.backends.containment`).
+    parallel_reads
+        Threads of this process gain by reading it at once; ``False`` for a local HDF5 file: h5py makes
+        one call at a time, so threads only take turns, which costs more than small reads (a remote
+        file's reads wait on the network, which threads still overlap).
     """
 
     elements: Elements
@@ -51,6 +55,7 @@ class FileCapabilities:
     workers_write: bool
     parallel_writes: bool
     lookups_follow_links: bool
+    parallel_reads: bool
 
 
 def capabilities(path: str, format: str) -> FileCapabilities:
@@ -61,9 +66,9 @@ def capabilities(path: str, format: str) -> FileCapabilities:
 def _capabilities(format: str, url: bool) -> FileCapabilities:
     if format == "hdf5":
         return FileCapabilities("in-file", url, workers_write=False, parallel_writes=False,
-                                lookups_follow_links=True)
+                                lookups_follow_links=True, parallel_reads=url)
     return FileCapabilities("objects" if url else "folders", url, workers_write=True, parallel_writes=True,
-                            lookups_follow_links=False)
+                            lookups_follow_links=False, parallel_reads=True)
 
 
 def of_group(group: Any) -> FileCapabilities:

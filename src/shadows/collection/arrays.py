@@ -18,7 +18,6 @@ import numpy as np
 from scipy import sparse
 
 from shadows import cluster
-from shadows.backends.remote import is_url
 from shadows.collection.catalog import SourceMeta
 from shadows.collection.join import ArrayPlan
 from shadows.collection.reading import SourceKey, source_element
@@ -167,7 +166,7 @@ class AtlasArraySpec(ElementSpec):
         if dask.config.get("scheduler", None) is not None or cluster.current_client(graph) is not None:
             return False
         sources: list[SourceMeta] = self.extra["sources"]
-        if not all(s.ref.format == "hdf5" and not is_url(s.ref.path) for s in sources):
+        if any(s.ref.capabilities.parallel_reads for s in sources):
             return False
         return self.nbytes(selection) <= ONE_THREAD_BYTES_PER_TASK * max(1, graph.npartitions)
 

@@ -32,7 +32,7 @@ import pandas as pd
 
 from shadows.backends import FileRef, nodes
 from shadows.backends.handles import reading
-from shadows.backends.remote import is_url, redact
+from shadows.backends.remote import redact
 from shadows.collection.sources import (
     SourceChangedError,
     UnreadableSourceError,
@@ -293,7 +293,7 @@ def read_sources(refs: list[FileRef]) -> list[SourceMeta]:
     """Each source's :class:`SourceMeta`, in order: local HDF5 files in this thread or, when there are many,
     in worker processes (:data:`PROCESS_MIN_SOURCES`); the others in parallel threads meanwhile.
     """
-    local = [i for i, r in enumerate(refs) if r.format == "hdf5" and not is_url(r.path)]
+    local = [i for i, r in enumerate(refs) if not r.capabilities.parallel_reads]
     others = sorted(set(range(len(refs))) - set(local))
     found: list[SourceMeta | None] = [None] * len(refs)
     pool = ThreadPoolExecutor(max_workers=min(METADATA_THREADS, len(others))) if len(others) > 1 else None
