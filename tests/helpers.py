@@ -293,6 +293,10 @@ for line in sys.stdin:
 """
 #: What the children of the tests' fork server have imported before they start.
 FORK_PRELOAD = "import numpy, scipy.sparse, pandas, h5py, zarr, dask.array, anndata, shadows"
+#: The server's environment, which its children inherit: tracebacks on a crash; one BLAS thread and two
+#: malloc arenas, read when the server starts, so that a child capping its address space (test_fuzz's
+#: probes, under ``RLIMIT_AS``) does not spend it on a thread pool's stacks and arenas.
+FORK_ENV = {"PYTHONFAULTHANDLER": "1", "MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 class ForkedProcess:
@@ -364,7 +368,7 @@ class ForkServer:
         if self.process is None or self.process.poll() is not None:
             self.process = subprocess.Popen([sys.executable, "-c", _FORK_SERVER, self.preload, str(self.folder)],
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                            env={**os.environ, "PYTHONFAULTHANDLER": "1"}, start_new_session=True)
+                                            env={**os.environ, **FORK_ENV}, start_new_session=True)
         self._count += 1
         out, err = self.folder / f"{self._count}.out", self.folder / f"{self._count}.err"
         if stdout_pipe:

@@ -16,9 +16,10 @@ every mapping entry, raw, ``to_memory()``. Its outcome is one of
 - an escape: any other exception, a crash, a timeout, a memory error, or a value that differs from what
   anndata reads where anndata reads the file.
 
-Inputs are run by groups of ``GROUP`` per subprocess (start-up dominates otherwise). Every input must be
-handled: the test of each group fails on any escape not listed in ``KNOWN_ESCAPES``, and on a listed one
-that no longer escapes. ``python tests/test_fuzz.py`` runs everything and prints the table per format.
+Inputs are run by groups of ``GROUP`` per probe, a child forked from the tests' fork server
+(:func:`helpers.fork_server`: the imports are made once). Every input must be handled: the test of each
+group fails on any escape not listed in ``KNOWN_ESCAPES``, and on a listed one that no longer escapes.
+``python tests/test_fuzz.py`` runs everything and prints the table per format.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import os
 import re
 import select
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,9 +43,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import make_adata, write, zarr_format
+from helpers import ForkedProcess, fork_server
 
 SEED = 15
-#: Inputs generated per format, and inputs run by one subprocess.
+#: Inputs generated per format, and inputs run by one probe.
 PER_FORMAT = {"h5ad": 100, "zarr2": 100, "zarr3": 100, "h5mu": 60}
 GROUP = 50
 #: Memory a probe process may map (its imports take about 1 GiB of address space).
@@ -852,22 +853,23 @@ def run(item):
         signal.alarm(0)
     return result
 
-for line in sys.stdin:
+for line in open(sys.argv[5]):
     item = json.loads(line)
     print(json.dumps({"start": item["name"]}), flush=True)
     print(json.dumps(run(item)), flush=True)
 """
 
 
-def _spawn(stderr: Any) -> subprocess.Popen:
-    env = {**os.environ, "MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-           "PYTHONFAULTHANDLER": "1"}
-    command = [sys.executable, "-c", CHILD, "probe", str(MEMORY_CAP), str(ALARM_S), str(Path(__file__).parent)]
-    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
-                            env=env)
+def _spawn(items: list[dict[str, str]], folder: Path) -> ForkedProcess:
+    """A probe for ``items`` (written to a file it reads), forked from the tests' fork server: its imports
+    are made, and the probe sets its own memory cap.
+    """
+    listing = Path(tempfile.mkstemp(suffix=".jsonl", dir=folder)[1])
+    listing.write_text("".join(json.dumps(item) + "\n" for item in items))
+    return fork_server().start(CHILD, "probe", MEMORY_CAP, ALARM_S, Path(__file__).parent, listing, quick_exit=True)
 
 
-def _answer(process: subprocess.Popen, deadline: float) -> dict | None:
+def _answer(process: ForkedProcess, deadline: float) -> dict | None:
     """The next JSON line of the probe, or ``None`` when it died or the deadline passed."""
     while True:
         left = deadline - time.monotonic()
@@ -880,34 +882,29 @@ def _answer(process: subprocess.Popen, deadline: float) -> dict | None:
             return json.loads(line)
 
 
-def _stop(process: subprocess.Popen, stderr: Any) -> str:
+def _stop(process: ForkedProcess) -> str:
     """Kill the probe (if still running); the tail of what it wrote to stderr."""
-    if process.poll() is None:
-        process.kill()
+    process.kill()
     process.wait(timeout=60)
     process.stdout.close()
-    stderr.seek(0)
-    return stderr.read()[-3000:]
+    return process.stderr.read()[-3000:]
 
 
 def probe_all(inputs: list[dict[str, str]]) -> list[dict]:
     """Run each input through the probe; a probe that crashes or hangs is replaced for the inputs after."""
     results, pending = [], list(inputs)
-    while pending:
-        with tempfile.TemporaryFile("w+") as stderr:
-            results += _probe_some(pending, stderr)
+    with tempfile.TemporaryDirectory() as folder:
+        while pending:
+            results += _probe_some(pending, Path(folder))
     return results
 
 
-def _probe_some(pending: list[dict[str, str]], stderr: Any) -> list[dict]:
+def _probe_some(pending: list[dict[str, str]], folder: Path) -> list[dict]:
     """Run inputs through one probe until it ends or fails: their results, ``pending`` left with the rest."""
     results = []
-    process = _spawn(stderr)
-    for item in pending:
-        process.stdin.write(json.dumps(item) + "\n")
-    process.stdin.close()
+    process = _spawn(pending, folder)
     while pending:
-        started = _answer(process, time.monotonic() + 120)  # the first answer waits for the imports
+        started = _answer(process, time.monotonic() + 120)
         if started is None:
             break
         done = _answer(process, time.monotonic() + KILL_S)
@@ -916,11 +913,11 @@ def _probe_some(pending: list[dict[str, str]], stderr: Any) -> list[dict]:
         results.append(classify(done, pending.pop(0)))
     if pending:
         hung = process.poll() is None
-        err = _stop(process, stderr)
+        err = _stop(process)
         what = f"killed after {KILL_S} s" if hung else f"crashed (exit {process.returncode})"
         results.append({"name": pending.pop(0)["name"], "outcome": "escape", "why": what, "detail": err})
     else:
-        _stop(process, stderr)
+        _stop(process)
     return results
 
 

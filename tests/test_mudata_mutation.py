@@ -19,7 +19,13 @@ from shadows import ElementExistsError, MuDataShadow
 from test_mudata import FORMATS, LAYOUTS, _build_mudata, private_copy, read_mudata, stored_columns_only
 
 mudata = pytest.importorskip("mudata")
-muon = pytest.importorskip("muon")
+
+
+def muon():
+    """muon, imported by the tests that use it (its import compiles pynndescent's numba functions, about
+    10 s: tests marked ``xdist_group("muon")`` run on one worker, which alone pays it).
+    """
+    return pytest.importorskip("muon")
 
 
 @pytest.fixture(scope="session")
@@ -36,22 +42,22 @@ def path(request, mudata_files) -> Path:
 
 
 def filter_by_column(mdata):
-    muon.pp.filter_obs(mdata, "total", lambda x: x > 500)
+    muon().pp.filter_obs(mdata, "total", lambda x: x > 500)
 
 
 def filter_modality_by_names(mdata):
     rna = mdata.mod["rna"]
-    muon.pp.filter_obs(rna, list(rna.obs_names[::2]))
+    muon().pp.filter_obs(rna, list(rna.obs_names[::2]))
     mdata.update()
 
 
 def intersect(mdata):
-    muon.pp.intersect_obs(mdata)
+    muon().pp.intersect_obs(mdata)
 
 
 def filter_modality_var(mdata):
     atac = mdata.mod["atac"]
-    muon.pp.filter_var(atac, list(atac.var_names[2:7]))
+    muon().pp.filter_var(atac, list(atac.var_names[2:7]))
     mdata.update()
 
 
@@ -66,6 +72,7 @@ def run(call, *subjects):
             call(subject)
 
 
+@pytest.mark.xdist_group("muon")
 @pytest.mark.parametrize("call", list(CALLS))
 def test_muons_in_place_filters_give_mudatas_results(path, call):
     before = file_digest(path)
