@@ -434,7 +434,7 @@ def test_many_local_hdf5_sources_are_read_in_worker_processes(sparse_set, tmp_pa
 
     monkeypatch.setattr(joblib, "Parallel", counting)
     got = catalog.Catalog.build(mixed)
-    expected = [catalog.read_source(r) for r in catalog.expand(mixed)]
+    expected = [catalog.read_source(r) for r, _ in catalog.expand(mixed)]
     assert workers == [2]
     assert [s.ref.path for s in got.sources] == [s.ref.path for s in expected]
     for a, b in zip(got.sources, expected, strict=True):
@@ -453,10 +453,55 @@ def test_sources_globs_shadows_and_errors(sparse_set):
     one = shadows.read(sparse_set[0])
     mixed = shadows.concat([one, sparse_set[1]])
     assert mixed.n_obs == one.n_obs + _read(sparse_set[1]).n_obs
-    with pytest.raises(TypeError, match="view"):
-        shadows.concat([one[:2]])
+    edited = shadows.read(sparse_set[1])
+    edited.obs["new"] = 1
+    with pytest.raises(ValueError, match=r"s1\.zarr.*obs.*write\(\)"):
+        shadows.concat([one, edited])
     with pytest.raises(shadows.ShadowsFileNotFoundError, match="nothing-here"):
         shadows.concat(str(root / "nothing-here*"))
+
+
+def _view_keys(rng: np.random.Generator, adata: ad.AnnData, i: int) -> tuple[object, object]:
+    """A row and a gene selection of one file, of every kind a user writes (or the whole file)."""
+    n = adata.n_obs
+    rows = [slice(None), rng.random(n) < 0.6, slice(None, None, -2), rng.permutation(n)[: max(0, n - 2)],
+            slice(1, None)][i % 5]
+    genes = list(adata.var_names)
+    kept = [g for g in genes if g in CORE or rng.random() < 0.5]
+    cols = [slice(None), list(rng.permutation(kept)), slice(None), np.arange(len(genes))[::-1], kept][i % 5]
+    return rows, cols
+
+
+@pytest.mark.parametrize("join", ["inner", "outer"])
+@pytest.mark.parametrize("which", ["sparse_set", "dense_set"])
+def test_views_as_sources_equal_anndata_concat_of_anndata_views(which, join, request, tmp_path):
+    """Views of shadows given as sources: each keeps its rows (any order) and genes, with the categories
+    its rows use, as anndata's views of the files do; for the atlas, views of it, and a catalog saved
+    and loaded again.
+    """
+    paths = request.getfixturevalue(which)
+    rng = np.random.default_rng(3)
+    keys = [_view_keys(rng, _read(p), i) for i, p in enumerate(paths)]
+    views = [shadows.read(p)[k] for p, k in zip(paths, keys, strict=True)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = ad.concat([_read(p)[k] for p, k in zip(paths, keys, strict=True)], join=join, label="batch",
+                             index_unique="-")
+    saved = tmp_path / "views.catalog.json"
+    atlas = shadows.concat(views, join=join, label="batch", index_unique="-", catalog=saved)
+    assert atlas.shape == expected.shape
+    check_same(atlas_memory(atlas), expected)
+    cells = np.sort(rng.choice(atlas.n_obs, size=min(9, atlas.n_obs), replace=False))
+    genes = np.arange(0, atlas.n_vars, 2)
+    check_same(atlas_memory(atlas[cells, genes]), expected[cells].copy()[:, genes])
+    # the catalog keeps each view's subset: reopened without a view given, it reads the same
+    again = shadows.concat(None, join=join, label="batch", index_unique="-", catalog=saved)
+    check_same(atlas_memory(again), expected)
+    assert json.loads(saved.read_text())["version"] == 2
+    # the same file given whole and as a view: two sources, matched by their subsets in the catalog
+    both = shadows.concat([paths[0], views[0]], catalog=tmp_path / "both.json")
+    assert both.n_obs == _read(paths[0]).n_obs + views[0].n_obs
+    assert shadows.concat([paths[0], views[0]], catalog=tmp_path / "both.json").n_obs == both.n_obs
 
 
 def test_read_only_and_exports(sparse_set, tmp_path):

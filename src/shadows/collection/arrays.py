@@ -18,12 +18,12 @@ import numpy as np
 from scipy import sparse
 
 from shadows import cluster
-from shadows.collection.catalog import SourceMeta
+from shadows.collection.catalog import SourceMeta, read_in_order
 from shadows.collection.join import ArrayPlan
 from shadows.collection.reading import SourceKey, source_element
 from shadows.elements.base import TARGET_CHUNK_BYTES, ElementSpec
 from shadows.elements.sparse_chunk import to_plain
-from shadows.indexing.keys import AxisIndex, as_positions, as_slice_or_array, is_full, sorted_unique
+from shadows.indexing.keys import AxisIndex, as_positions, is_full, sorted_unique
 from shadows.indexing.selection import Selection, axis_positions
 
 #: Rows one task of a sparse result reads at most (dense results size tasks by TARGET_CHUNK_BYTES).
@@ -126,12 +126,14 @@ class AtlasArraySpec(ElementSpec):
                 own = np.arange(self.shape[1])
                 want = np.where(own < stored, own, -1)
                 want = want if cols is None else want[as_positions(cols)]
-            if cols is None and want.size == self.shape[1] and np.array_equal(want, np.arange(want.size)):
-                want = None  # the source's columns are the result's, in order
-            step = self._rows_per_task(sources[i], width)
             source = sources[i]
+            if columns is not None:  # a view given as a source: its genes are columns of its file
+                want = source.file_cols(want)
+            if cols is None and want.size == self.shape[1] and np.array_equal(want, np.arange(want.size)):
+                want = None  # the file's columns are the result's, in order
+            step = self._rows_per_task(source, width)
             for start in range(0, len(local), step):
-                part = local[start:start + step]
+                part = source.file_rows(local[start:start + step])
                 tasks.append((read_block, source.ref, source.identity, self.name, part, want, width, plan))
                 blocks.append(len(part))
         return tasks, blocks
@@ -206,9 +208,10 @@ class AtlasSparseSpec(AtlasArraySpec):
 
 def read_block(ref: Any, identity: list[Any], rel: str, rows: AxisIndex, want: np.ndarray | None,
                width: int, plan: ArrayPlan) -> Any:
-    """Rows ``rows`` of one source's element ``rel``, as columns of the result: ``want`` gives, for each
-    result column, the source's column (-1: not measured there, filled); ``None``: the source's columns
-    as they are. Genes the source did not measure are never read; a block of only such genes opens no file.
+    """Rows ``rows`` of one source's element ``rel`` (positions in its file, in the result's order), as
+    columns of the result: ``want`` gives, for each result column, the file's column (-1: not measured
+    there, filled); ``None``: the file's columns as they are. Genes the source did not measure are never
+    read; a block of only such genes opens no file.
     """
     n = len(rows)
     if want is None:
@@ -235,12 +238,12 @@ def read_block(ref: Any, identity: list[Any], rel: str, rows: AxisIndex, want: n
 
 
 def _read(ref: Any, identity: list[Any], rel: str, rows: AxisIndex, cols: np.ndarray | None) -> Any:
-    """Rows (increasing) and columns (increasing, or all) of a source's element, through its own spec."""
+    """Rows (in any order) and columns (increasing, or all) of a source's element, through its own spec."""
     spec = source_element(SourceKey(ref, identity), rel)
     if spec.is_sparse:
-        selection = (rows, cols) if cols is not None else (rows,)
-        return to_plain(spec.read_selection(selection))
-    values = spec.read_rows(as_slice_or_array(rows))
+        selection = (lambda key: (key, cols)) if cols is not None else (lambda key: (key,))
+        return read_in_order(rows, lambda key: to_plain(spec.read_selection(selection(key))), slices=False)
+    values = read_in_order(rows, spec.read_rows)
     return values if cols is None else values[:, cols]
 
 

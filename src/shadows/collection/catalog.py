@@ -35,18 +35,24 @@ from shadows.backends.handles import reading
 from shadows.backends.remote import redact
 from shadows.collection.sources import (
     SourceChangedError,
+    Subset,
     UnreadableSourceError,
     expand,
     identity,
     stamped,
 )
 from shadows.collection.sources import paths as source_paths
+from shadows.core import view_categories
 from shadows.elements.registry import describe
 from shadows.errors import MalformedElementError, ShadowsError
+from shadows.indexing.compose import compose
+from shadows.indexing.keys import AxisIndex, as_positions, as_slice_or_array, sorted_unique
 
-#: Format marker and version of catalog files.
+#: Format marker and version of catalog files (version 2 added the subset a view given as a source keeps;
+#: version 1 files, which have none, are read as they are).
 CATALOG_FORMAT = "shadows-atlas-catalog"
-CATALOG_VERSION = 1
+CATALOG_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 #: Threads reading the metadata of sources that are not local HDF5 files (remote ones wait on the network,
 #: Zarr stores on the disk) when an atlas is opened.
 METADATA_THREADS = 16
@@ -85,6 +91,11 @@ class SourceMeta:
     ``ref`` opens it again; ``obs_dtypes`` are the pandas dtypes of its obs columns as anndata reads them
     (categorical dtypes with their categories); ``arrays`` maps ``"X"``, ``"layers/<k>"`` and
     ``"obsm/<k>"`` to their :class:`ArrayInfo`.
+
+    A view given as a source is its file with a ``subset`` (:class:`~shadows.collection.sources.Subset`):
+    then ``n_obs``, ``var_names``, the arrays' shapes and the categories are the view's, as anndata's
+    view of the file has them (unused categories dropped), and :meth:`file_rows` / :meth:`file_cols`
+    turn positions in the view into positions in the file.
     """
 
     ref: FileRef
@@ -98,14 +109,46 @@ class SourceMeta:
     #: else): it decides the joined names' dtype as it does in anndata.concat.
     obs_index_dtype: Any = field(default_factory=lambda: np.dtype(object))
 
+    subset: Subset | None = None
+
     @property
     def display(self) -> str:
         """The source's path as messages give it."""
         return self.ref.display
 
+    def file_rows(self, rows: AxisIndex) -> AxisIndex:
+        """Rows of the source (positions in it) as rows of its file: in the view's order, which need not be
+        the file's (see :func:`read_in_order`).
+        """
+        if self.subset is None or self.subset.rows is None:
+            return rows
+        return compose(self.subset.rows, rows)
+
+    def file_cols(self, cols: np.ndarray) -> np.ndarray:
+        """Columns of the source (-1: none) as columns of its file."""
+        if self.subset is None or self.subset.cols is None:
+            return cols
+        mapped = as_positions(self.subset.cols)[np.maximum(cols, 0)]
+        return np.where(cols >= 0, mapped, -1)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The file's full path and the subset's key: what a catalog's entries are matched by."""
+        return self.ref.full_path, self.subset.key if self.subset is not None else ""
+
     def slot_keys(self, slot: str) -> list[str]:
         """Keys of ``slot`` (``"layers"``, ``"obsm"``) this source stores."""
         return [rel.split("/", 1)[1] for rel in self.arrays if rel.startswith(slot + "/")]
+
+
+def read_in_order(rows: AxisIndex, read: Any, *, slices: bool = True) -> Any:
+    """``read(key)`` of a file's rows ``rows`` (positions in any order, repeats allowed), with readers that
+    take increasing rows: read in the file's order, then put in ``rows``'s. ``key`` is a slice or positions
+    (``slices``), else a range or positions (an :data:`~shadows.indexing.AxisIndex`).
+    """
+    to_read, order = sorted_unique(rows)
+    values = read(as_slice_or_array(to_read) if slices else to_read)
+    return values if order is None else values[order]
 
 
 def read_source(ref: FileRef) -> SourceMeta:
@@ -152,6 +195,55 @@ def _read_source(ref: FileRef, ident: Any) -> SourceMeta:
                       index_dtype)
 
 
+def with_subset(meta: SourceMeta, subset: Subset | None) -> SourceMeta:
+    """The catalog entry of the view of ``meta``'s file that keeps ``subset``: its rows, genes, array
+    shapes and, as anndata's views do (``anndata.settings.remove_unused_categories``), only the categories
+    its rows use (the codes of its categorical obs columns are read for that).
+    """
+    if subset is None:
+        return meta
+    for axis, positions, n in (("rows", subset.rows, meta.n_obs), ("genes", subset.cols, len(meta.var_names))):
+        if positions is not None and len(positions) and not 0 <= np.min(positions) <= np.max(positions) < n:
+            raise SourceChangedError(f"{meta.display}: the view given as a source keeps {axis} past the file's "
+                                     f"{n}; the file changed since the view was made: make the view again")
+    n_obs = meta.n_obs if subset.rows is None else len(subset.rows)
+    names = meta.var_names if subset.cols is None else meta.var_names[as_slice_or_array(subset.cols)]
+    row_share = n_obs / max(1, meta.n_obs)
+    col_share = len(names) / max(1, len(meta.var_names))
+    arrays = {}
+    for rel, info in meta.arrays.items():
+        genes = rel == "X" or rel.startswith("layers/")
+        shape = (n_obs, len(names) if genes else info.shape[1], *info.shape[2:])
+        arrays[rel] = replace(info, shape=shape, nbytes=int(info.nbytes * row_share * (col_share if genes else 1)))
+    dtypes, recode = dict(meta.obs_dtypes), {}
+    if view_categories.enabled():
+        with reading(stamped(meta.ref, meta.identity), transient=True):
+            for key, dtype in meta.obs_dtypes.items():
+                if isinstance(dtype, pd.CategoricalDtype):
+                    dtypes[key], recode[key] = _used_categories(meta, key, dtype, subset.rows)
+    index_dtype = pd.Index(np.array([], dtype=object) if n_obs == 0 else ["a"]).dtype
+    return replace(meta, n_obs=n_obs, var_names=names, obs_dtypes=dtypes, arrays=arrays, obs_index_dtype=index_dtype,
+                   subset=replace(subset, recode=recode))
+
+
+def _used_categories(meta: SourceMeta, key: str, dtype: pd.CategoricalDtype, rows: AxisIndex | None
+                     ) -> tuple[pd.CategoricalDtype, np.ndarray]:
+    """The categories of column ``key`` that rows ``rows`` (``None``: all) use, in the file's order, and
+    each stored code's code among them (-1: unused).
+    """
+    spec = _element(meta.ref, "obs").column(key)
+    to_read = range(meta.n_obs) if rows is None else sorted_unique(rows)[0]
+    if hasattr(spec, "read_codes"):
+        codes = np.asarray(spec.read_codes(as_slice_or_array(to_read), len(dtype.categories)))
+    else:  # a layout without separate codes (pre-0.7 records): decoded by the catalog's categories
+        values = pd.Categorical(spec.read_rows(as_slice_or_array(to_read)), dtype=dtype)
+        codes = values.codes
+    used = np.zeros(len(dtype.categories), dtype=bool)
+    used[codes[codes >= 0]] = True
+    recode = np.where(used, np.cumsum(used) - 1, -1).astype(np.int64)
+    return pd.CategoricalDtype(dtype.categories[used], ordered=dtype.ordered), recode
+
+
 def _element(ref: FileRef, rel: str) -> Any:
     path = ref.element_path(rel)
     return describe(ref, ref.node(path), path)
@@ -191,21 +283,23 @@ class Catalog:
 
     @classmethod
     def build(cls, sources: Any, storage_options: Mapping[str, Any] | None = None) -> Catalog:
-        """Read the metadata of ``sources`` (paths, globs, URLs, shadows), in parallel (:func:`read_sources`)."""
-        refs = expand(sources, storage_options)
-        return cls(read_sources(refs))
+        """Read the metadata of ``sources`` (paths, globs, URLs, shadows, views), in parallel
+        (:func:`read_sources`).
+        """
+        return cls(_read_wanted(expand(sources, storage_options)))
 
     def updated(self, sources: Any, storage_options: Mapping[str, Any] | None = None) -> Catalog:
         """The catalog of ``sources``: the entries of this one for the sources it lists (untouched), the
         metadata of the others read now; ``self`` when it lists exactly these sources.
         """
         wanted = source_paths(sources, storage_options)
-        known = {s.ref.full_path: s for s in self.sources}
-        if wanted == [s.ref.full_path for s in self.sources]:
+        if wanted == [s.key for s in self.sources]:
             return self
-        new = [p for p in wanted if p not in known]
-        known |= {m.ref.full_path: m for m in read_sources(expand(new, storage_options))} if new else {}
-        return Catalog([known[p] for p in wanted])
+        known = {s.key: s for s in self.sources}
+        new = [(ref, subset) for (ref, subset), key in zip(expand(sources, storage_options), wanted, strict=True)
+               if key not in known]
+        known |= {m.key: m for m in _read_wanted(new)}
+        return Catalog([known[key] for key in wanted])
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -228,6 +322,7 @@ class Catalog:
                 "obs_index_name": source.obs_index_name, "obs_index_dtype": str(source.obs_index_dtype),
                 "obs": {k: _dtype_to_json(d) for k, d in source.obs_dtypes.items()},
                 "arrays": {k: a.to_json() for k, a in source.arrays.items()},
+                "subset": source.subset.to_json() if source.subset is not None else None,
             })
         doc = {"format": CATALOG_FORMAT, "version": CATALOG_VERSION, "panels": [list(p) for p in panels],
                "sources": entries}
@@ -248,8 +343,9 @@ class Catalog:
             raise ValueError(f"on_change must be 'raise' or 'refresh', got {on_change!r}")
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
-        if doc.get("format") != CATALOG_FORMAT or doc.get("version") != CATALOG_VERSION:
-            raise ShadowsError(f"{os.fspath(path)}: not a shadows atlas catalog (version {CATALOG_VERSION})")
+        if doc.get("format") != CATALOG_FORMAT or doc.get("version") not in READABLE_VERSIONS:
+            raise ShadowsError(f"{os.fspath(path)}: not a shadows atlas catalog (versions "
+                               f"{', '.join(map(str, READABLE_VERSIONS))})")
         panels = [pd.Index(p, dtype=object) for p in doc["panels"]]
         sources = []
         for e in doc["sources"]:
@@ -259,7 +355,8 @@ class Catalog:
             sources.append(SourceMeta(ref, e["identity"], int(e["n_obs"]), names,
                                       {k: _dtype_from_json(d) for k, d in e["obs"].items()}, e["obs_index_name"],
                                       {k: ArrayInfo.from_json(a) for k, a in e["arrays"].items()},
-                                      pd.api.types.pandas_dtype(e["obs_index_dtype"])))
+                                      pd.api.types.pandas_dtype(e["obs_index_dtype"]),
+                                      Subset.from_json(e.get("subset"))))
         catalog = cls(sources)
         if on_change == "refresh":
             catalog = catalog.refreshed()
@@ -268,7 +365,7 @@ class Catalog:
     def refreshed(self) -> Catalog:
         """The catalog with the sources whose identity changed read again (every source is stat'ed)."""
         stale = [i for i, s in enumerate(self.sources) if identity(s.ref) != s.identity]
-        fresh = read_sources([self.sources[i].ref for i in stale])
+        fresh = _read_wanted([(self.sources[i].ref, self.sources[i].subset) for i in stale])
         sources = list(self.sources)
         for i, meta in zip(stale, fresh, strict=True):
             sources[i] = meta
@@ -287,6 +384,13 @@ class Catalog:
         if storage_options is None:
             return self
         return Catalog([replace(s, ref=replace(s.ref, storage_options=storage_options)) for s in self.sources])
+
+
+def _read_wanted(wanted: list[tuple[FileRef, Subset | None]]) -> list[SourceMeta]:
+    """The entries of files and the subsets of them views keep (each file's metadata read once)."""
+    files = list(dict.fromkeys(ref for ref, _ in wanted))
+    metas = dict(zip(files, read_sources(files), strict=True))
+    return [with_subset(metas[ref], subset) for ref, subset in wanted]
 
 
 def read_sources(refs: list[FileRef]) -> list[SourceMeta]:

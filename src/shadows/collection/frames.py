@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 
 from shadows.collection.arrays import split_rows
-from shadows.collection.catalog import SourceMeta
+from shadows.collection.catalog import SourceMeta, read_in_order
 from shadows.collection.join import Plan
 from shadows.collection.reading import source_element
 from shadows.elements.base import ElementSpec, Rows
 from shadows.elements.framegraph import FrameSpec
 from shadows.elements.positions import ColumnSpec
-from shadows.indexing.keys import AxisIndex, as_slice_or_array
+from shadows.indexing.keys import AxisIndex
 
 
 def _as_index(rows: Rows | AxisIndex, n: int) -> AxisIndex:
@@ -61,7 +61,7 @@ class AtlasFrameSpec(FrameSpec):
         sources: list[SourceMeta] = self.extra["sources"]
         parts, codes = [], []
         for i, local in split_rows(rows, self.extra["offsets"]):
-            names = source_element(sources[i], "obs").read_index(as_slice_or_array(local))
+            names = read_in_order(sources[i].file_rows(local), source_element(sources[i], "obs").read_index)
             parts.append(names.to_series())
             codes.append(np.full(len(local), i))
         dtype = self._plan.obs_index_dtype
@@ -80,7 +80,9 @@ class AtlasFrameSpec(FrameSpec):
         """The selected rows (increasing) and columns, as anndata.concat's obs has them."""
         columns = self.columns if columns is None else list(columns)
         index = self.read_index(rows)
-        data = {key: self.column_values(key, rows) for key in columns}
+        # Series with the joined dtype: an object column stays object (pandas 3 infers "str" from an array)
+        data = {key: pd.Series(self.column_values(key, rows), index=index, dtype=self._plan.obs_dtypes[key],
+                               copy=False) for key in columns}
         frame = pd.DataFrame(data, index=index, columns=columns if columns else None)
         if not columns:
             frame.columns = frame.columns.astype(str)
@@ -104,8 +106,9 @@ class AtlasFrameSpec(FrameSpec):
 
     def meta(self) -> pd.DataFrame:
         """An empty frame with the joined dtypes (categories known)."""
-        data = {k: pd.Series([], dtype=d).array for k, d in self._plan.obs_dtypes.items()}
-        return pd.DataFrame(data, index=self.read_index(slice(0, 0)), columns=self.columns or None)
+        index = self.read_index(slice(0, 0))
+        data = {k: pd.Series([], index=index, dtype=d) for k, d in self._plan.obs_dtypes.items()}
+        return pd.DataFrame(data, index=index, columns=self.columns or None)
 
     def nbytes(self, selection: Any = ()) -> int:
         """About how many bytes reading the selected rows reads (8 per value: an estimate, from the catalog)."""
@@ -148,7 +151,13 @@ def _source_column(source: SourceMeta, key: str, rows: Any) -> Any:
     """
     spec = source_element(source, "obs").column(key)
     dtype = source.obs_dtypes[key]
+    rows = source.file_rows(rows)
     if isinstance(dtype, pd.CategoricalDtype) and hasattr(spec, "read_codes"):
-        codes = spec.read_codes(as_slice_or_array(rows), len(dtype.categories))
+        # a view given as a source has only the categories its rows use: the stored codes are recoded
+        recode = source.subset.recode.get(key) if source.subset is not None else None
+        stored = len(dtype.categories) if recode is None else len(recode)
+        codes = np.asarray(read_in_order(rows, lambda key: spec.read_codes(key, stored)))
+        if recode is not None:
+            codes = np.where(codes >= 0, recode[np.maximum(codes, 0)], -1)
         return pd.Categorical.from_codes(codes, dtype=dtype)
-    return spec.read_rows(as_slice_or_array(rows))
+    return read_in_order(rows, spec.read_rows)

@@ -221,8 +221,8 @@ def _standin(i: int, source: SourceMeta, var: pd.DataFrame | None, uns: Mapping[
 
 def _column(dtype: Any, n: int) -> Any:
     """``n`` (0 or 1) values of ``dtype``."""
-    if isinstance(dtype, pd.CategoricalDtype):
-        return pd.Categorical.from_codes([-1] * n, dtype=dtype)
+    if isinstance(dtype, pd.CategoricalDtype):  # a category, not NaN: pandas sets all-NaN parts aside in a concat
+        return pd.Categorical.from_codes([0 if len(dtype.categories) else -1] * n, dtype=dtype)
     if isinstance(dtype, np.dtype):
         return np.zeros(n, dtype=dtype) if dtype.kind != "O" else np.array([""] * n, dtype=object)
     return pd.array([None] * n, dtype=dtype)

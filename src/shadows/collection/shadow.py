@@ -166,8 +166,11 @@ def concat(sources: Any, *, join: str = "inner", label: str | None = None, keys:
     Parameters
     ----------
     sources
-        Paths, globs, fsspec URLs and shadows (their files), h5ad and Zarr mixed; or a
-        :class:`~shadows.collection.catalog.Catalog`; or ``None`` with ``catalog``: the catalog's sources.
+        Paths, globs, fsspec URLs, shadows (their files) and views of shadows (their files' selected rows,
+        in the view's order, and genes, with the categories those rows use, as anndata's views have them),
+        h5ad and Zarr mixed; or a :class:`~shadows.collection.catalog.Catalog`; or ``None`` with
+        ``catalog``: the catalog's sources. A shadow holding changes its file lacks is refused (the atlas
+        reads files: ``write()`` it first).
     join, label, keys, index_unique, merge, uns_merge, fill_value
         As for :func:`anndata.concat` (``axis="obs"``): var joined ``"inner"`` or ``"outer"`` (missing
         genes filled with 0 in sparse results, NaN in dense ones, or ``fill_value``; layers those every
@@ -195,7 +198,7 @@ def concat(sources: Any, *, join: str = "inner", label: str | None = None, keys:
     """
     cat = _catalog(sources, catalog, on_change, storage_options)
     metas = cat.sources
-    vars_ = [source_element(s, "var").read() for s in metas] if merge is not None else None
+    vars_ = [_source_var(s) for s in metas] if merge is not None else None
     uns = [_source_uns(s) for s in metas] if uns_merge is not None else None
     decided = plan(metas, join=join, label=label, keys=keys, index_unique=index_unique, merge=merge,
                    uns_merge=uns_merge, fill_value=fill_value, vars=vars_, uns=uns)
@@ -223,6 +226,12 @@ def _catalog(sources: Any, catalog: Any, on_change: str, storage_options: Mappin
     if catalog is not None:
         built.save(catalog)
     return built
+
+
+def _source_var(source: SourceMeta) -> Any:
+    """A source's var (a view's genes only)."""
+    var = source_element(source, "var").read()
+    return var if source.subset is None or source.subset.cols is None else var.iloc[source.subset.cols]
 
 
 def _source_uns(source: SourceMeta) -> dict[str, Any]:
