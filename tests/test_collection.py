@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from anndata.tests.helpers import assert_equal
 
 import shadows
 from conftest import FORMATS, write
+from helpers import fork_server
 from shadows.backends import FileRef
 from shadows.collection import MEASURED_KEY, AtlasShadow, Catalog
 from shadows.collection import arrays as atlas_arrays
@@ -631,7 +630,6 @@ try:
 except shadows.SourceChangedError as error:
     print(error)
 """
-    reader = subprocess.run([sys.executable, "-c", script, json.dumps([urls, options, str(catalog)])],
-                            capture_output=True, text=True)
-    assert reader.returncode == 0, reader.stderr
-    assert changed in reader.stdout and "changed since the atlas's catalog was written" in reader.stdout
+    code, out, err = fork_server().run(script, json.dumps([urls, options, str(catalog)]))
+    assert code == 0, err
+    assert changed in out and "changed since the atlas's catalog was written" in out

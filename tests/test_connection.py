@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import gc
 import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 import scipy.sparse as sp
 
 from conftest import make_adata, read_oracle, suffix, write, zarr_format
-from helpers import assert_value_equal
+from helpers import ForkedProcess, assert_value_equal, fork_server
 from shadows import AnnDataShadow, ElementExistsError, FileBusyError, MuDataShadow, PermissionDeniedError
 from shadows.backends import registry
 from shadows.backends.abc import StoredArray
@@ -325,12 +323,11 @@ time.sleep(60)
 """
 
 
-def hold(path: Path, fmt: str) -> subprocess.Popen:
-    """A child process holding ``path``: open read-only (HDF5: no writer may open it) or holding the Zarr
-    writers' lock."""
+def hold(path: Path, fmt: str) -> ForkedProcess:
+    """A child process (of the tests' fork server) holding ``path``: open read-only (HDF5: no writer may
+    open it) or holding the Zarr writers' lock."""
     script = HOLD_HDF5 if fmt == "h5ad" else HOLD_ZARR_LOCK
-    child = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    child = fork_server().start(script, path)
     assert child.stdout.readline().strip() == "held", child.stderr.read()
     return child
 

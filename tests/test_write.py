@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 from conftest import make_adata, read_oracle, suffix, write, zarr_format
-from helpers import assert_shadow_matches, assert_value_equal, file_digest
+from helpers import assert_shadow_matches, assert_value_equal, file_digest, fork_server
 from shadows import AnnDataShadow, ElementExistsError, FileBusyError, ShadowsError
 from shadows.core.committing import READ_ONLY_MESSAGE
 
@@ -164,19 +164,16 @@ def test_new_element_is_visible_to_anndata_through_consolidated_metadata(tmp_pat
 
 
 def test_a_second_zarr_writer_gets_a_clear_error(tmp_path):
-    import subprocess
-    import sys
-
     path = write(make_adata(), tmp_path / "busy.zarr", "zarr2")
     (path / ".shadows-tmp").mkdir()
     shadow = AnnDataShadow(path, mode="r+")  # opened before the other writer started
-    holder = subprocess.Popen([sys.executable, "-c", f"""
+    holder = fork_server().start(f"""
 import fcntl, sys, time
 lock = open({str(path / '.shadows-tmp' / 'lock')!r}, 'w')
 fcntl.flock(lock, fcntl.LOCK_EX)
 print('held', flush=True)
 time.sleep(30)
-"""], stdout=subprocess.PIPE, text=True)
+""")
     try:
         assert holder.stdout.readline().strip() == "held"
         shadow.obsm["x"] = np.ones((60, 1))
