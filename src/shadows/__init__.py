@@ -3,7 +3,7 @@
 Open a file without loading it; every stored element is a dask graph that reads from the file by path.
 """
 
-from shadows.collection import Catalog, SourceChangedError, SourceMissingError, concat
+from shadows.collection import AtlasWriteError, Catalog, SourceChangedError, SourceMissingError, concat
 from shadows.core.anndata import AnnDataShadow
 from shadows.core.mudata import MuDataShadow
 from shadows.errors import (
@@ -36,6 +36,7 @@ from shadows.settings import settings
 
 __all__ = [
     "AnnDataShadow",
+    "AtlasWriteError",
     "BackendUnavailableError",
     "Catalog",
     "ElementExistsError",

@@ -3,6 +3,7 @@
 from shadows.collection.catalog import Catalog
 from shadows.collection.shadow import MEASURED_KEY, AtlasShadow, concat
 from shadows.collection.sources import SourceChangedError, SourceMissingError, UnreadableSourceError
+from shadows.collection.writeback import AtlasWriteError
 
-__all__ = ["MEASURED_KEY", "AtlasShadow", "Catalog", "SourceChangedError", "SourceMissingError",
+__all__ = ["MEASURED_KEY", "AtlasShadow", "AtlasWriteError", "Catalog", "SourceChangedError", "SourceMissingError",
            "UnreadableSourceError", "concat"]

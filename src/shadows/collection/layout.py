@@ -5,6 +5,8 @@ keys of each slot, n_obs and n_vars), answered from the catalog and the join, so
 
 from __future__ import annotations
 
+from typing import Any
+
 from shadows.backends import FileRef
 from shadows.core.layout import ElementMap
 from shadows.elements.base import ElementSpec
@@ -34,6 +36,13 @@ class AtlasLayout(ElementMap):
         self._children = {slot: [] for slot in SLOTS} | children
         self.obs = specs["obs"]
         self.var = specs["var"]
+        #: How the atlas was joined (:func:`shadows.concat`'s options) and each source's column of each
+        #: joined gene (-1: not measured there): what ``write()`` needs to cut changes per source and to
+        #: join the sources again after writing into them.
+        self.options: dict[str, Any] = {}
+        self.columns: list[Any] = []
+        #: The catalog file the atlas was opened with (rewritten after ``write()``), or ``None``.
+        self.catalog_path: str | None = None
 
     def path(self, rel: str) -> str:
         """The element's path (relative to the atlas's root: there is no file)."""

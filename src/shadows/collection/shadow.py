@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from shadows import convert
+from shadows import cluster, convert
 from shadows.backends import FileRef
 from shadows.backends.fileref import suffix_format
+from shadows.backends.handles import release
+from shadows.collection import writeback
 from shadows.collection.arrays import AtlasArraySpec, AtlasSparseSpec
 from shadows.collection.catalog import Catalog, SourceMeta
 from shadows.collection.frames import AtlasFrameSpec
@@ -48,19 +50,25 @@ MEASURED_KEY = "shadows_measured"
 
 
 class AtlasConnection:
-    """What a shadow asks of its connection, for an atlas: read-only, never written, nothing to close
-    (tasks open each source by path, through the process's handles). It carries the atlas's layout, which
-    :class:`AtlasElements` serves in place of a file's.
+    """What a shadow asks of its connection, for an atlas: nothing to open or close (tasks open each source
+    by path, through the process's handles). It carries the atlas's layout, which :class:`AtlasElements`
+    serves in place of a file's; :meth:`replaced` swaps it once ``write()`` wrote into the sources.
     """
 
     mode = "r"
-    content = 0
-    generation = 0
     closed = False
 
     def __init__(self, layout: AtlasLayout):
         self.layout = layout
         self.name = layout.ref.display
+        self.content = 0
+        self.generation = 0
+
+    def replaced(self, layout: AtlasLayout) -> None:
+        """The atlas's sources were written: its new layout, and what was read before is stale."""
+        self.layout = layout
+        self.content += 1
+        self.generation += 1
 
     def open(self, mode: str) -> None:
         if mode != "r":
@@ -79,8 +87,8 @@ class AtlasConnection:
 
 
 def _read_only(name: str) -> str:
-    return (f"{name}: an atlas is read-only: write() would write into its sources, which is not supported; "
-            "export it (or a view of it) with write_h5ad(path) or write_zarr(path)")
+    return (f"{name}: an atlas has no file to reopen for writing: write() writes its new obs columns, obsm "
+            "entries and layers into its sources; write_h5ad(path) or write_zarr(path) export it")
 
 
 class AtlasElements(AnnDataElements):
@@ -117,11 +125,32 @@ class AtlasShadow(AnnDataShadow):
         """The atlas's catalog (``atlas.catalog.save(path)`` writes it)."""
         return Catalog(list(shadow_elements(self).layout.obs.extra["sources"]))
 
-    def write(self, filename: Any = None, *args: Any, **kwargs: Any) -> AtlasShadow:
-        """``write(path)``: export to a new h5ad (as AnnData's alias); ``write()`` into the sources is refused."""
-        if filename is None or isinstance(filename, bool):
-            raise ReadOnlyError(_read_only(self.filename))
-        return super().write(filename, *args, **kwargs)
+    def write(self, filename: Any = None, clear_cache: bool = False, overwrite: bool = False, *,
+              progress: bool = False, **kwargs: Any) -> AtlasShadow:
+        """``write()``: the obs columns, obsm entries and layers computed on the atlas (▲) written into
+        its sources, each source its rows (see :mod:`shadows.collection.writeback`): every source checked
+        before any is written, each source's elements committed atomically, on the ``distributed.Client``
+        when there is one (one task per source). ``write(path)``: export to a new h5ad (AnnData's alias).
+
+        Raises
+        ------
+        ReadOnlyError
+            A view, a change the sources cannot store (X, var, uns...; a layer after an inner join that
+            dropped genes), or sources given as views.
+        AtlasWriteError
+            A source cannot take its part (nothing written), or one failed while writing: the message
+            lists which sources committed.
+        """
+        if filename is not None and not isinstance(filename, bool):
+            return super().write(filename, clear_cache, overwrite, progress=progress, **kwargs)
+        elements = shadow_elements(self)
+        if elements.is_view:
+            raise ReadOnlyError(f"{self.filename}: a view of an atlas cannot be written into the sources; write "
+                                "the atlas, or export the view with write_h5ad(path) / write_zarr(path)")
+        _write_back(elements, overwrite)
+        if clear_cache or filename is True:
+            self.clear_cache()
+        return self
 
     def copy(self, filename: str | os.PathLike | None = None, *, overwrite: bool = False,
              progress: bool = False) -> Any:
@@ -197,13 +226,56 @@ def concat(sources: Any, *, join: str = "inner", label: str | None = None, keys:
         zero. Read-only.
     """
     cat = _catalog(sources, catalog, on_change, storage_options)
-    metas = cat.sources
-    vars_ = [_source_var(s) for s in metas] if merge is not None else None
-    uns = [_source_uns(s) for s in metas] if uns_merge is not None else None
-    decided = plan(metas, join=join, label=label, keys=keys, index_unique=index_unique, merge=merge,
-                   uns_merge=uns_merge, fill_value=fill_value, vars=vars_, uns=uns)
-    name = os.fspath(catalog) if isinstance(catalog, str | os.PathLike) else f"atlas of {len(metas)} sources"
-    return AtlasShadow.over(_layout(name, metas, decided), array_backend, table_backend)
+    name = os.fspath(catalog) if isinstance(catalog, str | os.PathLike) else f"atlas of {len(cat)} sources"
+    options = {"join": join, "label": label, "keys": keys, "index_unique": index_unique, "merge": merge,
+               "uns_merge": uns_merge, "fill_value": fill_value}
+    layout = _planned(name, cat.sources, options)
+    layout.catalog_path = os.fspath(catalog) if isinstance(catalog, str | os.PathLike) else None
+    return AtlasShadow.over(layout, array_backend, table_backend)
+
+
+def _planned(name: str, metas: list[SourceMeta], options: dict[str, Any]) -> AtlasLayout:
+    """The layout of the atlas of ``metas`` joined with ``options`` (:func:`concat`'s)."""
+    vars_ = [_source_var(s) for s in metas] if options["merge"] is not None else None
+    uns = [_source_uns(s) for s in metas] if options["uns_merge"] is not None else None
+    decided = plan(metas, **options, vars=vars_, uns=uns)
+    layout = _layout(name, metas, decided)
+    layout.options, layout.columns = options, decided.columns
+    return layout
+
+
+def _let_go(paths: list[str]) -> None:
+    """Close this process's read handles of ``paths`` (those no shadow holds)."""
+    for path in paths:
+        release(path)
+
+
+def _write_back(elements: Any, overwrite: bool) -> None:
+    """``atlas.write()``: its changes into its sources, then the atlas over what they store now."""
+    connection: AtlasConnection = elements.connection
+    layout = connection.layout
+    elements.state.keep_changed_in_place()
+    changes = elements.state.changes()
+    if not changes:
+        return
+    sources = layout.obs.extra["sources"]
+    parts = writeback.plan(layout.ref.display, sources, layout.obs.extra["offsets"], layout.columns, changes,
+                           elements.state.deleted)
+    paths = [s.ref.path for s in sources]
+    client = cluster.current_client(reads=paths)
+    if client is not None:  # read handles the workers hold (they read for the atlas) would lock writers out
+        client.run(_let_go, paths)
+        _let_go(paths)  # and this process's, before the workers open the files for writing
+    writeback.check(parts, overwrite)
+    try:
+        writeback.commit(parts, overwrite, client)
+    finally:  # what was committed is in the files, also when another source failed
+        new = writeback.written_back(layout.catalog_path, sources,
+                                     lambda metas: _planned(layout.ref.display, metas, layout.options))
+        new.catalog_path = layout.catalog_path
+        connection.replaced(new)
+    for rel in changes:
+        elements.state.written(rel)
 
 
 def _catalog(sources: Any, catalog: Any, on_change: str, storage_options: Mapping[str, Any] | None) -> Catalog:

@@ -30,6 +30,35 @@ def commit_changes(shadow: ShadowElements, *, overwrite: bool, progress: bool) -
     ReadOnlyError
         ``shadow`` is a view, was subset in place, or its file is open read-only.
     """
+    elements, columns = checked_changes(shadow, overwrite=overwrite)
+    if elements or columns:
+        before = shadow.connection.content
+        try:
+            with progress_bar.job(transaction.blocks_to_commit(elements, columns), progress,
+                                  on_cluster=writes_on_cluster(shadow.ref.capabilities.workers_write,
+                                                               reads=[shadow.ref.path])):
+                commit(shadow.connection, elements, columns)
+        except BaseException:
+            shadow.connection.wrote()  # part of it may be in the file
+            shadow.connection.recover()
+            shadow.state.carry_over(before)  # what this shadow holds was not touched by its own write
+            raise
+        shadow.connection.wrote()  # other shadows of the file drop what they read before
+        shadow.connection.open(shadow.connection.mode)  # read the new layout; drop handles to replaced nodes
+        shadow.state.carry_over(before)
+
+
+def checked_changes(shadow: ShadowElements, *, overwrite: bool) -> tuple[list, list]:
+    """The changes :func:`commit_changes` would commit (elements, then obs/var columns), after every check
+    it makes before writing anything: nothing is written.
+
+    Raises
+    ------
+    ReadOnlyError
+        ``shadow`` is a view, was subset in place, or its file is open read-only.
+    ShadowsError
+        What would go wrong (an element that exists without ``overwrite``, a value that does not fit...).
+    """
     if shadow.is_view:
         msg = (f"{shadow.filename}: a view cannot be written to its file; write the shadow it was taken "
                "from, or export the view with .write_h5ad() / .write_zarr()")
@@ -46,20 +75,5 @@ def commit_changes(shadow: ShadowElements, *, overwrite: bool, progress: bool) -
     elements, columns = shadow.staged_changes()
     transaction.check(shadow.connection, shadow.filename, elements, columns, overwrite)
     # pre-0.7 slots written into move to today's encoding, checked before anything is written too
-    elements, columns = legacy_upgrade.fold(shadow.connection, shadow.filename, elements, columns, overwrite,
-                                            forget=shadow.state.forget)
-    if elements or columns:
-        before = shadow.connection.content
-        try:
-            with progress_bar.job(transaction.blocks_to_commit(elements, columns), progress,
-                                  on_cluster=writes_on_cluster(shadow.ref.capabilities.workers_write,
-                                                               reads=[shadow.ref.path])):
-                commit(shadow.connection, elements, columns)
-        except BaseException:
-            shadow.connection.wrote()  # part of it may be in the file
-            shadow.connection.recover()
-            shadow.state.carry_over(before)  # what this shadow holds was not touched by its own write
-            raise
-        shadow.connection.wrote()  # other shadows of the file drop what they read before
-        shadow.connection.open(shadow.connection.mode)  # read the new layout; drop handles to replaced nodes
-        shadow.state.carry_over(before)
+    return legacy_upgrade.fold(shadow.connection, shadow.filename, elements, columns, overwrite,
+                               forget=shadow.state.forget)
