@@ -7,6 +7,7 @@ On the files of ``benchmarks/collection.py`` (N h5ad files of 1,000 cells, CSR f
   256 cells drawn uniformly from all (``"cells"``), and block-shuffled (``"blocks"``: runs of 64, and runs
   of 16 mixed over 4 batches), from the atlas and from a view of it (every other cell);
 - scDataset (``BlockShuffling`` of 64, fetch factor 16) over the same atlas, where it is installed;
+- with ``--with-anndata``, scDataset with the same options over anndata's ``read_lazy`` + ``concat``;
 - annbatch needs its own preshuffled copy of the data; it is timed only where installed (its preparation
   apart).
 
@@ -23,6 +24,7 @@ import argparse
 import importlib.util
 import sys
 import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -45,11 +47,23 @@ def rate(loader, batches: int) -> tuple[float, int]:
     return cells / (time.perf_counter() - started), cells
 
 
+def _anndata_fetch(data, idx):
+    """What scDataset fetches from anndata's lazy concat: the cells' X, dense float32."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    x = data[idx].X
+    x = x.compute() if hasattr(x, "compute") else x
+    return (x.toarray() if sp.issparse(x) else np.asarray(x)).astype(np.float32)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-files", type=int, default=50)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/shadows-atlas-bench"))
     parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--with-anndata", action="store_true",
+                        help="also scDataset over anndata's read_lazy + concat (its open takes minutes)")
     args = parser.parse_args()
 
     import torch
@@ -89,6 +103,21 @@ def main() -> None:
                             prefetch_factor=4)
         speed, cells = rate(loader, args.batches)
         print(f"{'scDataset over the atlas, blocks of 64, fetch 16':<52} {speed:10,.0f} cells/s  ({cells} cells)")
+        if args.with_anndata:  # the same loader over anndata's own lazy concat of the same files
+            import anndata as ad
+            from anndata.experimental import read_lazy
+
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                lazy = ad.concat([read_lazy(p) for p in paths], join="outer")
+            print(f"anndata read_lazy + concat(join='outer'): {time.perf_counter() - start:.1f} s", flush=True)
+            dataset = scDataset(lazy, BlockShuffling(block_size=64), batch_size=BATCH, fetch_factor=16,
+                                fetch_callback=_anndata_fetch)
+            loader = DataLoader(dataset, batch_size=None, num_workers=WORKERS, multiprocessing_context="fork",
+                                prefetch_factor=4)
+            speed, cells = rate(loader, args.batches)
+            print(f"{'scDataset over anndata lazy concat, same options':<52} {speed:10,.0f} cells/s  ({cells} cells)")
     else:
         print("scDataset: not installed (pip install scdataset)")
     if importlib.util.find_spec("annbatch") is None:

@@ -6,7 +6,11 @@ file by file; every source checked before any is written; a failure midway lists
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -155,3 +159,49 @@ def test_workers_of_a_cluster_write_the_sources_side_by_side(sources):
         np.testing.assert_array_equal(adata.obs["result"].to_numpy(), score[start:start + adata.n_obs])
         np.testing.assert_allclose(_dense(adata.layers["doubled"]), _dense(adata.X) * 2, rtol=1e-6)
         start += adata.n_obs
+
+
+def _slow(block):
+    time.sleep(0.3)
+    return block * 2
+
+
+def test_a_worker_killed_while_writing_leaves_each_source_whole(sources, monkeypatch):
+    """A worker killed while it writes a source: the task runs again elsewhere (the write completes) or
+    the write fails naming the source; either way each source holds the new element whole, or not at all.
+    """
+    distributed = pytest.importorskip("distributed")
+    atlas = shadows.concat(sources, join="outer", array_backend="dask")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None)
+        with cluster, distributed.Client(cluster) as client:
+            atlas.obsm["slow"] = atlas.obsm["X_pca"].rechunk((3, -1)).map_blocks(_slow)  # ~1 s per source
+            victim = next(iter(client.run(os.getpid).values()))
+            killer = threading.Timer(1.0, os.kill, (victim, signal.SIGKILL))
+            commit = writeback.commit
+
+            def commit_then_kill(*args, **kwargs):  # the worker dies 1 s into the commit
+                killer.start()
+                return commit(*args, **kwargs)
+
+            monkeypatch.setattr(writeback, "commit", commit_then_kill)
+            started = time.perf_counter()
+            try:
+                atlas.write()
+                failed = None
+            except shadows.AtlasWriteError as error:
+                failed = error
+            finally:
+                killer.join()
+                took = time.perf_counter() - started
+            assert victim not in client.run(os.getpid, on_error="ignore").values()  # killed (and replaced)
+    print("killed worker", victim, f"write took {took:.1f} s:",
+          "completed" if failed is None else f"failed: {failed!r}")
+    for path in sources:
+        adata = _read(path)
+        if "slow" in adata.obsm:
+            np.testing.assert_array_equal(adata.obsm["slow"], adata.obsm["X_pca"] * 2)
+        else:
+            assert failed is not None and path.name in str(failed), f"{path.name}: no element, and no error says so"

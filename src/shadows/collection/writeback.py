@@ -15,7 +15,8 @@ Three steps, so that a bad write is found before any file is touched:
    ``write()`` checks (unchanged since the catalog, writable, not being written, an element it stores
    replaced only with ``overwrite``...), then closed again. Any problem: an error naming every source
    that has one, and nothing written.
-3. **Commit**: each source's parts are written by that source's own ``write()``, atomic per element as
+3. **Commit**: lazy parts that read other sources than their own are computed first (see :func:`settle`);
+   then each source's parts are written by that source's own ``write()``, atomic per element as
    for one file: on the ``distributed.Client`` dask computes on, one task per source, so that the
    workers write the sources side by side; else one source after another here. If a source fails,
    :class:`AtlasWriteError` lists which sources committed and which did not.
@@ -102,6 +103,34 @@ def _part(name: str, source: SourceMeta, rel: str, value: Any, rows: slice, join
     return block[:, genes]
 
 
+def settle(parts: list[SourcePart], client: Any = None) -> None:
+    """Compute lazy parts before any source is written, when one of them reads sources other than its
+    own (a computation whose chunks span sources): once a source is written it is no longer what the
+    atlas read, and a part computed after that from it would be refused. Kept in the workers' memory
+    (persisted) on ``client``, else computed here. Parts that read only their own source stay lazy: each
+    is computed in the task that writes it.
+    """
+    from shadows.cluster import files_read_by
+
+    lazy = [(part, rel) for part in parts for rel, value in part.values.items() if _is_lazy(value)]
+    spans = any((files_read_by(part.values[rel]) or {None}) - {part.source.ref.path} for part, rel in lazy)
+    if not spans:
+        return
+    values = [part.values[rel] for part, rel in lazy]
+    if client is not None:  # futures of the computed parts: each write task receives its own
+        done = client.compute(values)
+    else:
+        import dask
+
+        done = dask.compute(*values)
+    for (part, rel), value in zip(lazy, done, strict=True):
+        part.values[rel] = value
+
+
+def _is_lazy(value: Any) -> bool:
+    return hasattr(value, "dask") and hasattr(value, "compute")
+
+
 def check(parts: list[SourcePart], overwrite: bool) -> None:
     """Check every source's write as its own ``write()`` would, writing nothing.
 
@@ -137,8 +166,9 @@ def commit(parts: list[SourcePart], overwrite: bool, client: Any = None) -> None
         A source failed: which committed, which failed (and why), which were not written.
     """
     outcomes: list[BaseException | None] = [None] * len(parts)
-    if client is not None:
-        futures = client.map(write_part, parts, overwrite=overwrite, pure=False)
+    if client is not None:  # the values apart: futures among them are resolved on the worker
+        futures = [client.submit(write_part, SourcePart(p.source, {}), overwrite, p.values, pure=False)
+                   for p in parts]
         for i, future in enumerate(futures):
             with contextlib.suppress(BaseException):
                 future.result()
@@ -158,8 +188,8 @@ def commit(parts: list[SourcePart], overwrite: bool, client: Any = None) -> None
         skipped = [p.source.display for p, o in zip(parts, outcomes, strict=True) if o is _NOT_WRITTEN]
         lines = [f"- {parts[i].source.display}: {type(outcomes[i]).__name__}: {outcomes[i]}" for i in failed]
         raise AtlasWriteError(
-            f"{len(failed)} of {len(parts)} sources failed (each left as it was: a source's elements are "
-            "committed atomically):\n" + "\n".join(lines)
+            f"{len(failed)} of {len(parts)} sources failed (each holds each new element whole or not at all: "
+            "a source's elements are committed atomically):\n" + "\n".join(lines)
             + f"\ncommitted: {', '.join(committed) or 'none'}"
             + (f"\nnot written: {', '.join(skipped)}" if skipped else "")
             + "\nThe atlas keeps every change: write(overwrite=True) writes them into every source again.")
@@ -169,8 +199,12 @@ def commit(parts: list[SourcePart], overwrite: bool, client: Any = None) -> None
 _NOT_WRITTEN = RuntimeError("not written")
 
 
-def write_part(part: SourcePart, overwrite: bool) -> str:
-    """Write one source's part into it (its own ``write()``: checked, then committed atomically); its path."""
+def write_part(part: SourcePart, overwrite: bool, values: dict[str, Any] | None = None) -> str:
+    """Write one source's part (or ``values`` for its source) into it (its own ``write()``: checked, then
+    committed atomically); its path.
+    """
+    if values is not None:
+        part = SourcePart(part.source, values)
     with _opened(part) as shadow:
         shadow.write(overwrite=overwrite)
     return part.source.display
@@ -204,7 +238,7 @@ def _assign(shadow: Any, rel: str, value: Any) -> None:
 
 def _computed(value: Any) -> Any:
     """A lazy part computed here (in the task that writes it: on a worker, from the sources it reads)."""
-    if hasattr(value, "dask") and hasattr(value, "compute"):
+    if _is_lazy(value):
         import dask
 
         with dask.config.set(scheduler="synchronous"):
