@@ -8,8 +8,8 @@ gene panels), each measurement in a fresh process (its peak RSS is the process's
   outer join) beside ``anndata.experimental.concat_on_disk(join="outer")`` of the whole set (it takes
   whole files only); each as MB/s of the X bytes it reads, and the disk's sequential read of one large file
   for scale (``--drop-caches`` empties the page cache first: root only);
-- **write-back**: ``atlas.write()`` of an obs column, a 50-column obsm entry and a layer (X × 2) into
-  copies of the files, on a ``distributed.LocalCluster`` of 1 and of 2 process workers.
+- **write-back**: ``atlas.write()`` of an obs column, a 50-column obsm entry and a layer (X × 2, lazy:
+  ``array_backend="dask"``) into copies of the files, on a ``distributed.LocalCluster`` of 1 and of 2 process workers.
 
 Usage: ``python benchmarks/atlas_writes.py --n-files 200 [--skip-export] [--skip-writeback]``.
 """
@@ -55,8 +55,8 @@ warnings.simplefilter("ignore")
 import numpy as np
 workers, files = int(sys.argv[1]), json.loads(sys.argv[2])
 import distributed, shadows
-atlas = shadows.concat(files, join="outer")
-rng = np.random.default_rng(0)
+atlas = shadows.concat(files, join="outer", array_backend="dask")  # X * 2 stays a graph: each source's rows
+rng = np.random.default_rng(0)                                        # are computed by the task writing them
 atlas.obs["score"] = rng.normal(size=atlas.n_obs)
 atlas.obsm["X_emb"] = rng.normal(size=(atlas.n_obs, 50)).astype(np.float32)
 atlas.layers["doubled"] = atlas.X * 2

@@ -120,10 +120,10 @@ def test_a_source_failing_midway_is_named_with_what_committed(sources, monkeypat
     atlas.obs["result"] = np.arange(atlas.n_obs, dtype=float)
     write_part = writeback.write_part
 
-    def third_fails(part, overwrite):
+    def third_fails(part, futures=None, overwrite=False):
         if part.source.display.endswith(sources[2].name):
             raise OSError("disk on fire")
-        return write_part(part, overwrite)
+        return write_part(part, futures, overwrite)
 
     monkeypatch.setattr(writeback, "write_part", third_fails)
     with pytest.raises(shadows.AtlasWriteError, match="disk on fire") as caught:

@@ -89,7 +89,12 @@ def files_read_by(collection: Any) -> set[str] | None:
                 paths.add(obj.path)
             return None
 
-    graph = dict(collection.__dask_graph__())
+    from dask.core import flatten
+
+    graph = collection.__dask_graph__()
+    if hasattr(graph, "cull"):  # only the tasks the collection's keys need (a slice reads only its chunks)
+        graph = graph.cull(set(flatten(collection.__dask_keys__())))
+    graph = dict(graph)
     try:
         _Noting(io.BytesIO(), protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=lambda _: None).dump(graph)
     except Exception:  # whatever stops pickling: the graph stays in this process

@@ -263,11 +263,11 @@ def _write_back(elements: Any, overwrite: bool) -> None:
                            elements.state.deleted)
     paths = [s.ref.path for s in sources]
     client = cluster.current_client(reads=paths)
-    if client is not None:  # read handles the workers hold (they read for the atlas) would lock writers out
-        client.run(_let_go, paths, on_error="ignore")  # a worker gone has nothing open
-        _let_go(paths)  # and this process's, before the workers open the files for writing
     writeback.check(parts, overwrite)
     writeback.settle(parts, client)
+    if client is not None:  # read handles the workers hold (they read for the atlas) would lock writers out
+        client.run(_let_go, paths, on_error="ignore")  # a worker gone has nothing open
+    _let_go(paths)  # and this process's read tasks' handles, before the files are opened for writing
     try:
         writeback.commit(parts, overwrite, client)
     finally:  # what was committed is in the files, also when another source failed

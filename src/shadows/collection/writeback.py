@@ -11,10 +11,10 @@ Three steps, so that a bad write is found before any file is touched:
 
 1. **Plan**: each change cut into the sources' parts. X, var, uns, varm, obsp and deletions are refused;
    so is a source given as a view (its file has rows the atlas does not).
-2. **Check every source**: each is opened for writing, given its parts and checked as its own
-   ``write()`` checks (unchanged since the catalog, writable, not being written, an element it stores
-   replaced only with ``overwrite``...), then closed again. Any problem: an error naming every source
-   that has one, and nothing written.
+2. **Check every source**: each is opened (read-only: nothing of it changes), given its parts and
+   checked as its own ``write()`` checks (unchanged since the catalog, writable by this user, not being
+   written by another process, an element it stores replaced only with ``overwrite``...), then closed.
+   Any problem: an error naming every source that has one, and nothing written.
 3. **Commit**: lazy parts that read other sources than their own are computed first (see :func:`settle`);
    then each source's parts are written by that source's own ``write()``, atomic per element as
    for one file: on the ``distributed.Client`` dask computes on, one task per source, so that the
@@ -29,15 +29,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from shadows.backends import storage
 from shadows.collection.catalog import SourceMeta
-from shadows.collection.sources import check_unchanged, identity
+from shadows.collection.sources import check_unchanged
 from shadows.errors import ReadOnlyError, ShadowsError
+from shadows.writing.commit import check_no_zarr_writer
 
 #: Slots whose entries an atlas writes back into its sources.
 WRITABLE = ("obs", "obsm", "layers")
@@ -145,11 +147,11 @@ def check(parts: list[SourcePart], overwrite: bool) -> None:
     problems = []
     for part in parts:
         try:
-            with _opened(part) as shadow:
-                checked_changes(shadow_elements(shadow), overwrite=overwrite)
-            # an HDF5 file opened for writing has its header touched (its time changes): what the writer
-            # checks it against is the file as this check left it, found unchanged before it opened it
-            part.source = replace(part.source, identity=identity(part.source.ref))
+            # opened read-only: an HDF5 file opened for writing has its header touched (its time changes),
+            # and the atlas's read tasks would find every source changed since its catalog
+            _writable(part.source)
+            with _opened(part, mode="r", compute=False) as shadow:  # lazy parts are checked as graphs
+                checked_changes(shadow_elements(shadow), overwrite=overwrite, opened_for_writing=False)
         except Exception as error:  # every source's problem is reported, not only the first
             problems.append(f"- {part.source.display}: {error}")
     if problems:
@@ -166,9 +168,8 @@ def commit(parts: list[SourcePart], overwrite: bool, client: Any = None) -> None
         A source failed: which committed, which failed (and why), which were not written.
     """
     outcomes: list[BaseException | None] = [None] * len(parts)
-    if client is not None:  # the values apart: futures among them are resolved on the worker
-        futures = [client.submit(write_part, SourcePart(p.source, {}), overwrite, p.values, pure=False)
-                   for p in parts]
+    if client is not None:
+        futures = [client.submit(write_part, *_for_task(p), overwrite, pure=False) for p in parts]
         for i, future in enumerate(futures):
             with contextlib.suppress(BaseException):
                 future.result()
@@ -199,27 +200,51 @@ def commit(parts: list[SourcePart], overwrite: bool, client: Any = None) -> None
 _NOT_WRITTEN = RuntimeError("not written")
 
 
-def write_part(part: SourcePart, overwrite: bool, values: dict[str, Any] | None = None) -> str:
-    """Write one source's part (or ``values`` for its source) into it (its own ``write()``: checked, then
-    committed atomically); its path.
+def _for_task(part: SourcePart) -> tuple[SourcePart, dict[str, Any]]:
+    """A part as a write task's arguments: futures (parts computed on the cluster, :func:`settle`) apart,
+    for distributed to hand over their results; every other value inside the part, which distributed
+    passes as it is (a lazy part in the arguments themselves would be computed as tasks of their own, on
+    any worker, whose read handles would then lock the writing worker out of the file).
     """
-    if values is not None:
-        part = SourcePart(part.source, values)
+    futures = {rel: v for rel, v in part.values.items() if type(v).__name__ == "Future"}
+    rest = {rel: v for rel, v in part.values.items() if rel not in futures}
+    return SourcePart(part.source, rest), futures
+
+
+def write_part(part: SourcePart, futures: dict[str, Any] | None = None, overwrite: bool = False) -> str:
+    """Write one source's part into it (its own ``write()``: checked, then committed atomically), with the
+    results of ``futures`` among its values; its path.
+    """
+    if futures:
+        part = SourcePart(part.source, {**part.values, **futures})
     with _opened(part) as shadow:
         shadow.write(overwrite=overwrite)
     return part.source.display
 
 
+def _writable(source: SourceMeta) -> None:
+    """Raise unless this user may write the source and no other process is writing it (as opening it
+    for writing checks).
+    """
+    ref = source.ref
+    storage.check_writable(ref.path, ref.format, ref.storage_options)
+    if ref.capabilities.elements == "folders" and not ref.capabilities.remote:  # a local store's writers' lock
+        check_no_zarr_writer(ref.path)
+
+
 @contextlib.contextmanager
-def _opened(part: SourcePart) -> Any:
-    """The source opened for writing, unchanged since the catalog, with its part assigned (closed after)."""
+def _opened(part: SourcePart, mode: str = "r+", compute: bool = True) -> Any:
+    """The source opened (for writing), unchanged since the catalog, with its part assigned (lazy values
+    computed first, unless ``compute`` is off); closed after.
+    """
     from shadows.io import read
 
     source = part.source
     check_unchanged(source.ref, source.identity)
-    values = {rel: _computed(value) for rel, value in part.values.items()}  # read before the file is opened r+
+    # read before the file is opened r+
+    values = {rel: _computed(value) if compute else value for rel, value in part.values.items()}
     shadow = read(source.ref.full_path, format=source.ref.format, storage_options=source.ref.storage_options,
-                  mode="r+")
+                  mode=mode)
     try:
         for rel, value in values.items():
             _assign(shadow, rel, value)

@@ -48,9 +48,12 @@ def commit_changes(shadow: ShadowElements, *, overwrite: bool, progress: bool) -
         shadow.state.carry_over(before)
 
 
-def checked_changes(shadow: ShadowElements, *, overwrite: bool) -> tuple[list, list]:
+def checked_changes(shadow: ShadowElements, *, overwrite: bool, opened_for_writing: bool = True
+                    ) -> tuple[list, list]:
     """The changes :func:`commit_changes` would commit (elements, then obs/var columns), after every check
-    it makes before writing anything: nothing is written.
+    it makes before writing anything: nothing is written. ``opened_for_writing=False``: the checks of the
+    changes against the file alone, on a shadow opened ``"r"`` (whether the file can be opened for
+    writing is then the caller's to check).
 
     Raises
     ------
@@ -69,7 +72,7 @@ def checked_changes(shadow: ShadowElements, *, overwrite: bool) -> tuple[list, l
                f"{shadow.layout.n_obs} × {shadow.layout.n_vars}); its elements no longer fit the file. Export "
                "it with .write_h5ad() / .write_zarr()")
         raise ReadOnlyError(msg)
-    if shadow.connection.mode == "r":
+    if opened_for_writing and shadow.connection.mode == "r":
         raise ReadOnlyError(f"{shadow.filename}: {READ_ONLY_MESSAGE}")
     shadow.state.keep_changed_in_place()  # an array changed in place since it was read is written too
     elements, columns = shadow.staged_changes()
