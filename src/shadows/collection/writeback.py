@@ -108,9 +108,9 @@ def _part(name: str, source: SourceMeta, rel: str, value: Any, rows: slice, join
 def settle(parts: list[SourcePart], client: Any = None) -> None:
     """Compute lazy parts before any source is written, when one of them reads sources other than its
     own (a computation whose chunks span sources): once a source is written it is no longer what the
-    atlas read, and a part computed after that from it would be refused. Kept in the workers' memory
-    (persisted) on ``client``, else computed here. Parts that read only their own source stay lazy: each
-    is computed in the task that writes it.
+    atlas read, and a part computed after that from it would be refused. Computed on ``client`` (futures:
+    the results stay in the workers' memory until the write tasks take them), else here. Parts that read
+    only their own source stay lazy: each is computed in the task that writes it.
     """
     from shadows.cluster import files_read_by
 
@@ -206,7 +206,9 @@ def _for_task(part: SourcePart) -> tuple[SourcePart, dict[str, Any]]:
     passes as it is (a lazy part in the arguments themselves would be computed as tasks of their own, on
     any worker, whose read handles would then lock the writing worker out of the file).
     """
-    futures = {rel: v for rel, v in part.values.items() if type(v).__name__ == "Future"}
+    from distributed import Future  # only called with a client: distributed is there
+
+    futures = {rel: v for rel, v in part.values.items() if isinstance(v, Future)}
     rest = {rel: v for rel, v in part.values.items() if rel not in futures}
     return SourcePart(part.source, rest), futures
 
