@@ -132,8 +132,8 @@ class Minibatches:
         if layer is not None and layer not in adata.layers:
             raise KeyError(f"{getattr(adata, 'filename', 'adata')}: no layer {layer!r}")
         #: The categories of each categorical obs key (its values are returned as codes into them).
-        self.categories = {k: adata.obs[k].cat.categories for k in self.obs_keys
-                           if str(adata.obs[k].dtype) == "category"}
+        dtypes = {k: adata.obs[k].dtype for k in self.obs_keys}
+        self.categories = {k: d.categories for k, d in dtypes.items() if isinstance(d, pd.CategoricalDtype)}
 
     def __len__(self) -> int:
         return int(self.adata.n_obs)
