@@ -10,6 +10,7 @@ import json
 import os
 import pickle
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import anndata as ad
@@ -252,6 +253,52 @@ def test_reads_keep_at_most_idle_files_sources_open(sparse_set):
             assert paths[0] in open_sources()
             assert len(open_sources()) <= 1 + 2  # the held source, and at most the limit and a half past it (of 7)
     held.close()
+
+
+def test_an_export_reads_each_source_once_and_keeps_few_open(sparse_set, tmp_path, monkeypatch):
+    """An export of a view over every source reads each source's arrays once (their non-zeros were counted
+    by reading every block before writing them), visits each source once for obs (index and all columns),
+    and keeps at most ``EXPORT_IDLE_FILES`` sources open (each open HDF5 file holds about 1.5 MB)."""
+    from shadows.backends import registry
+    from shadows.collection import arrays, frames
+    from shadows.writing import export
+
+    paths = [str(p.absolute()) for p in sparse_set]
+    for path in paths:
+        registry.release(path)
+    x_reads, obs_visits, most_open = Counter(), Counter(), [0]
+    read_block, source_element = arrays.read_block, frames.source_element
+
+    def counted_block(ref, identity, rel, *args):
+        x_reads[ref.full_path, rel] += 1
+        most_open[0] = max(most_open[0], len([e for e in registry.open_paths() if e[0] in paths]))
+        return read_block(ref, identity, rel, *args)
+
+    def counted_element(source, rel):
+        obs_visits[source.ref.full_path] += 1
+        return source_element(source, rel)
+
+    monkeypatch.setattr(arrays, "read_block", counted_block)
+    monkeypatch.setattr(frames, "source_element", counted_element)
+    monkeypatch.setattr(export, "EXPORT_IDLE_FILES", 2)
+    atlas = shadows.concat(sparse_set, join="outer")
+    view = atlas[::2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        oracle(sparse_set, join="outer")[::2].write_h5ad(tmp_path / "want.h5ad")  # as anndata writes it
+    expected = ad.read_h5ad(tmp_path / "want.h5ad")
+    for target in (tmp_path / "v.h5ad", tmp_path / "v.zarr"):
+        x_reads.clear(), obs_visits.clear()
+        (view.write_h5ad if target.suffix == ".h5ad" else view.write_zarr)(target)
+        read = {path for path, rel in x_reads if rel == "X"}
+        assert len(read) >= len(paths) - 1 and set(x_reads.values()) == {1}  # each array of each source once
+        assert set(obs_visits) == read and set(obs_visits.values()) == {1}
+        back = ad.read_h5ad(target) if target.suffix == ".h5ad" else ad.read_zarr(target)
+        assert_equal(back.X, expected.X)
+        pd.testing.assert_frame_equal(back.obs, expected.obs)
+    # the limit, half of it more before the open ones are counted again, and the two being read (two
+    # threads): fewer than the sources (without the limit, every source read stays open)
+    assert most_open[0] <= 2 + 1 + 2 < len(paths)
 
 
 def test_small_reads_of_local_hdf5_sources_run_in_the_calling_thread(sparse_set, monkeypatch):

@@ -939,9 +939,10 @@ def classify(result: dict, item: dict[str, str]) -> dict:
 CASES = [(fmt, g) for fmt, n in PER_FORMAT.items() for g in range(-(-n // GROUP))]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def valid(tmp_path_factory) -> ValidFiles:
-    """The valid files the inputs are derived from (each written once per test process)."""
+    """The valid files the inputs are derived from (each written once per test process: a module's
+    fixture is made again each time a worker comes back to the module from another)."""
     return ValidFiles(tmp_path_factory.mktemp("valid"))
 
 

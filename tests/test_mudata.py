@@ -400,7 +400,7 @@ def test_modality_columns_and_copying_them_to_the_global_obs(mu_path):
         shadow.obs_vector("ordered")
 
 
-@pytest.mark.xdist_group("muon")  # one worker imports muon (see test_mudata_mutation.muon)
+@pytest.mark.xdist_group("pynndescent")  # one worker imports it (see test_mudata_mutation.muon)
 def test_embedding_plot_from_global_obsm(mu_path, tmp_path):
     import matplotlib
 

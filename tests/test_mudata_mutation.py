@@ -22,8 +22,9 @@ mudata = pytest.importorskip("mudata")
 
 
 def muon():
-    """muon, imported by the tests that use it (its import compiles pynndescent's numba functions, about
-    10 s: tests marked ``xdist_group("muon")`` run on one worker, which alone pays it).
+    """muon, imported by the tests that use it. Its import compiles pynndescent's numba functions (15-40 s,
+    as scanpy's ``neighbors`` and ``umap`` do): tests that import pynndescent are marked
+    ``xdist_group("pynndescent")`` and run on one worker, which alone pays it.
     """
     return pytest.importorskip("muon")
 
@@ -72,7 +73,7 @@ def run(call, *subjects):
             call(subject)
 
 
-@pytest.mark.xdist_group("muon")
+@pytest.mark.xdist_group("pynndescent")
 @pytest.mark.parametrize("call", list(CALLS))
 def test_muons_in_place_filters_give_mudatas_results(path, call):
     before = file_digest(path)

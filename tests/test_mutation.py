@@ -110,6 +110,7 @@ def assert_same_state(got: ad.AnnData, expected: ad.AnnData) -> None:
         assert_value_equal(got.layers[key], expected.layers[key], f"layers/{key}")
 
 
+@pytest.mark.xdist_group("pynndescent")  # neighbors and umap compile it (see test_mudata_mutation.muon)
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_standard_pipeline_in_place_gives_anndatas_results(counts, kind):
     subject, oracle = subject_and_oracle(kind, counts)
@@ -464,7 +465,7 @@ def test_highly_variable_genes_in_every_flavor_as_anndata(counts, kind, flavor):
             assert_same_state(subject, oracle)
 
 
-@pytest.mark.xdist_group("muon")  # one worker imports muon (see test_mudata_mutation.muon)
+@pytest.mark.xdist_group("pynndescent")  # one worker imports it (see test_mudata_mutation.muon)
 @pytest.mark.parametrize("backend", ["numpy", "dask"])
 @pytest.mark.parametrize("axis", ["obs", "var"])
 def test_muons_in_place_filters_on_an_anndata_shadow(counts, backend, axis):
@@ -573,7 +574,7 @@ def test_a_value_anndata_cannot_store_stops_the_write_before_anything_is_written
     assert written.uns["fine"] == 1 and "fine" in written.obs
 
 
-@pytest.mark.xdist_group("muon")  # one worker imports muon (see test_mudata_mutation.muon)
+@pytest.mark.xdist_group("pynndescent")  # one worker imports it (see test_mudata_mutation.muon)
 @pytest.mark.parametrize("kind", KINDS)
 def test_obs_renamed_whole_and_muon_filters_as_anndata(counts, kind):
     """``adata.obs = frame`` with other names, and muon's in-place filter, side by side on an AnnData, a

@@ -18,9 +18,11 @@ from helpers import _count_hdf5_range_reads
 from shadows import AnnDataShadow
 
 N_OBS, N_VARS, NNZ_PER_ROW = 20_000, 2_000, 100
+#: One worker makes the module's files (its Zarr X in 15,000 small chunks takes about 20 s) and runs its tests.
+pytestmark = pytest.mark.xdist_group("pushdown")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # a module's fixture is made again each time a worker comes back to it
 def big_files(tmp_path_factory):
     """A CSR X big enough for 1 % of its rows to be a small part of it (2M non-zeros)."""
     rng = np.random.default_rng(0)

@@ -131,6 +131,47 @@ def test_replacing_stored_elements_needs_overwrite(fresh):
     assert list(written.obs.columns) == list(read_oracle(fresh).obs.columns)
 
 
+@pytest.mark.parametrize("target", ["h5", "zarr2", "zarr3"])
+def test_sparse_blocks_are_computed_once_and_appended_in_order(target, tmp_path, monkeypatch):
+    """Written in this process, a sparse array whose blocks share no task is computed once, block by block
+    (its non-zeros were counted by computing every block first), in whole storage chunks; one whose blocks
+    share a task (here the array's total) is counted first, and computes the same values."""
+    from collections import Counter
+
+    import dask
+    import h5py
+    import zarr
+
+    from shadows.writing import streams
+
+    monkeypatch.setattr(streams, "SPARSE_CHUNK", 1000)  # several chunks, the last one partial
+    computed = Counter()
+
+    def block(i: int) -> sp.csr_matrix:
+        computed[i] += 1
+        return sp.random(50, 40, density=0.3 if i != 3 else 0.0, format="csr", dtype=np.float32, random_state=i)
+
+    meta = sp.csr_matrix((0, 0), dtype=np.float32)
+    blocks = [da.from_delayed(dask.delayed(block)(i), (50, 40), np.float32, meta=meta) for i in range(9)]
+    array = da.concatenate(blocks)
+    expected = sp.vstack([sp.random(50, 40, density=0.3 if i != 3 else 0.0, format="csr", dtype=np.float32,
+                                    random_state=i) for i in range(9)]).tocsr()
+    sums = array.map_blocks(lambda b: np.full((1, 1), b.sum()), chunks=((1,) * 9, (1,)), dtype=np.float64,
+                            meta=np.empty((0, 0)))
+    shared = array.map_blocks(lambda b, total: b * np.float32(2 / float(total)), sums.sum(), dtype=np.float32)
+    assert streams._own_graphs(array) is not None and streams._own_graphs(shared) is None
+    group = h5py.File(tmp_path / "t.h5", "w") if target == "h5" else \
+        zarr.open_group(tmp_path / "t.zarr", mode="w", zarr_format=int(target[-1]))
+    streams.write_sparse(group, "x", array)
+    assert set(computed.values()) == {1} and len(computed) == 9
+    streams.write_sparse(group, "y", shared)
+    for name, want in (("x", expected), ("y", expected * (2 / expected.sum()))):
+        stored = group[name]
+        got = sp.csr_matrix((stored["data"][:], stored["indices"][:], stored["indptr"][:]), shape=(450, 40))
+        np.testing.assert_allclose(got.toarray(), want.toarray(), rtol=1e-6)
+    assert group["x"]["data"].chunks == (1000,)
+
+
 def test_lazy_elements_are_written_without_materializing_them(fmt, tmp_path):
     import anndata as ad
 

@@ -16,7 +16,9 @@
     its metadata cache (about 0.9 MB). Past it, the least recently read of them are closed, and reopened
     when read again: a read spread over more sources than this reopens every one of them each time (a row
     of each of 1,000 files: 1.4 s with the files open, 9 s reopening them). Half the process's descriptor
-    limit, between 16 and 2,048, by default; files shadows are attached to are never closed for it.
+    limit, between 16 and 2,048, by default; files shadows are attached to are never closed for it. An
+    export (``write_h5ad``/``write_zarr``) reads each source once or twice, in order, and lowers it to 64
+    while it runs, so that its memory does not grow with the number of sources.
 
 Set an option for the whole process (``shadows.settings.read_progress = True``) or for a block::
 

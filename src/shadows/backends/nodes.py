@@ -137,6 +137,15 @@ def create_array(group: Any, name: str, shape: tuple[int, ...], dtype: np.dtype,
     return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks or (1,) * len(shape))
 
 
+def create_growing_array(group: Any, name: str, dtype: np.dtype, chunk: int) -> Any:
+    """An empty 1-d dataset (h5py) or array (zarr) ``group[name]`` that grows with ``resize``, in chunks of
+    ``chunk`` elements.
+    """
+    if is_hdf5(group):
+        return group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(chunk,))
+    return group.create_array(name, shape=(0,), dtype=dtype, chunks=(chunk,))
+
+
 def location(node: Any) -> tuple[str, str]:
     """The file (or store) a node lives in and its path inside it, for error messages."""
     if is_hdf5(node):

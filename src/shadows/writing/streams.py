@@ -1,13 +1,16 @@
 """Stream dask arrays into an HDF5 or Zarr group, chunk by chunk, with anndata's encodings.
 
 Dense arrays go through ``dask.array.store`` into a dataset/array whose chunks match the dask chunks
-(so no two tasks write the same storage chunk). Sparse arrays (dask arrays of scipy CSR/CSC chunks) are
-written in two passes: the non-zeros of every block are counted first, which fixes each block's region
-of ``data``/``indices``; then every block writes its ``data``, ``indices`` and ``indptr`` regions. For
-whole stored rows (a view's X, X itself) the graph carries its blocks' counts, read from the stored pointers
-(its ``stored_blocks``: :class:`~shadows.elements.sparse.StoredBlocks`), and the blocks are read once. Only a
-few blocks are in memory at a time, so an element computed lazily (``np.log1p(adata.X)``) is never
-materialized whole.
+(so no two tasks write the same storage chunk). Sparse arrays (dask arrays of scipy CSR/CSC chunks)
+computed in this process are written in one pass where no two blocks share a task: a few threads
+compute the blocks, each from its own part of the graph, and they are appended in order to
+``data``/``indices``/``indptr``, whole storage chunks at a time (:class:`_SparseAppender`). Under a cluster
+whose workers write, and for blocks that share tasks (a reduction over the whole array), each block needs
+its region before any is written: the non-zeros of every block are counted first (for whole stored
+rows, a view's X or X itself, from the stored pointers the graph carries as its ``stored_blocks``:
+:class:`~shadows.elements.sparse.StoredBlocks`; otherwise by computing the blocks), then every block
+writes its regions. Only a few blocks are in memory at a time, so an element computed lazily
+(``np.log1p(adata.X)``) is never materialized whole.
 
 Under a ``distributed.Client`` (dask's scheduler), a Zarr target is filled by the cluster's workers: each
 task computes its block and writes it into the element's build location itself, so no element data
@@ -33,7 +36,7 @@ import scipy.sparse as sp
 
 from shadows import progress
 from shadows.backends import storage
-from shadows.backends.nodes import create_array
+from shadows.backends.nodes import create_array, create_growing_array
 from shadows.cluster import compute_on, current_client
 from shadows.errors import ShadowsError
 from shadows.writing.anndata_elems import write_elem
@@ -42,6 +45,8 @@ ARRAY_ENCODING = {"encoding-type": "array", "encoding-version": "0.2.0"}
 Reserve = Callable[[int], None]
 #: Rows (or columns) per written block are chosen so a dense block holds about this many bytes.
 TARGET_BLOCK_BYTES = 16 * 2**20
+#: Elements per storage chunk of a sparse array's ``data``, ``indices`` and ``indptr`` (fewer in a smaller array).
+SPARSE_CHUNK = 2**20
 #: Blocks an HDF5 target written under a distributed client has computing or waiting, per worker thread.
 BLOCKS_IN_FLIGHT = 2
 
@@ -223,6 +228,11 @@ def write_sparse(group: Any, name: str, array: Any, reserve: Reserve | None = No
     # whole rows (CSR) or whole columns (CSC) per block: each block owns one contiguous region
     array = array.rechunk({1 - axis: -1})
     client = current_client(array) if cluster else None
+    if client is None:
+        blocks = _own_graphs(array)
+        if blocks is not None:
+            _append_sparse(group, name, array, blocks, fmt, reserve)
+            return
     on_cluster = client is not None and storage.of_group(group).workers_write
     scheduler = client if client is not None else _scheduler_for(group)
     blocks = getattr(array, "stored_blocks", None)  # a selection of whole stored rows: counted from its pointers
@@ -237,10 +247,8 @@ def write_sparse(group: Any, name: str, array: Any, reserve: Reserve | None = No
     if reserve is not None:
         index_size = np.dtype(index_dtype).itemsize
         reserve(nnz * (array.dtype.itemsize + index_size) + (array.shape[axis] + 1) * index_size)
-    element = group.create_group(name)
-    _set_attrs(element, {"encoding-type": f"{fmt}_matrix", "encoding-version": "0.1.0",
-                         "shape": list(array.shape)})
-    chunk = max(1, min(nnz, 2**20))
+    element = _sparse_group(group, name, fmt, array.shape)
+    chunk = max(1, min(nnz, SPARSE_CHUNK))
     data = create_array(element, "data", (nnz,), array.dtype, (chunk,))
     indices = create_array(element, "indices", (nnz,), index_dtype, (chunk,))
     indptr = create_array(element, "indptr", (array.shape[axis] + 1,), index_dtype,
@@ -263,11 +271,159 @@ def write_sparse(group: Any, name: str, array: Any, reserve: Reserve | None = No
     elif client is not None:  # HDF5: the blocks are computed on the cluster and written here
         places = list(zip(bounds[:-1].tolist(), offsets[:-1].tolist(), strict=True))
         written = sum(stream_blocks(client, blocks, places, lambda block, at: regions.write(block, *at)))
-    else:
+    else:  # blocks that share tasks (a reduction over the whole array...): computed in one graph
         written = int(np.sum(dask.compute(*writes, scheduler=scheduler)))
     if written != nnz:
         raise ShadowsError(f"{name}: the array's blocks held {written} non-zeros when written but {nnz} when "
                            "counted: its graph does not compute the same values twice")
+
+
+def _sparse_group(group: Any, name: str, fmt: str, shape: tuple[int, ...]) -> Any:
+    """The group of a sparse element, with anndata's encoding attributes."""
+    element = group.create_group(name)
+    _set_attrs(element, {"encoding-type": f"{fmt}_matrix", "encoding-version": "0.1.0", "shape": list(shape)})
+    return element
+
+
+def _own_graphs(array: Any) -> list[tuple[dict, Any]] | None:
+    """Each block of ``array`` with the tasks it alone needs (``(graph, key)``), or ``None`` where two
+    blocks share a task (a rechunk across blocks, a reduction over the whole array): computed apart, the
+    shared task would be computed for each.
+    """
+    import dask
+    from dask.core import flatten, get_dependencies
+
+    (array,) = dask.optimize(array)
+    graph = dict(array.__dask_graph__())
+    owner: dict[Any, int] = {}
+    blocks = []
+    for i, key in enumerate(flatten(array.__dask_keys__())):
+        own, stack = {}, [key]
+        while stack:
+            task = stack.pop()
+            if task in own:
+                continue
+            if owner.setdefault(task, i) != i:
+                return None
+            own[task] = graph[task]
+            stack.extend(get_dependencies(graph, task))
+        blocks.append((own, key))
+    return blocks
+
+
+def _append_sparse(group: Any, name: str, array: Any, blocks: list[tuple[dict, Any]], fmt: str,
+                   reserve: Reserve | None) -> None:
+    """Write a dask array of sparse chunks computed in this process, whose ``blocks`` share no task
+    (:func:`_own_graphs`): one pass, the blocks computed by a few threads at a time, each block's graph
+    apart, and appended in order (:class:`_SparseAppender`).
+
+    Counting each block's non-zeros before writing computes every block twice (an export of a view over
+    1,000 sources read each source twice); dask's scheduler, given the whole graph, computes blocks as
+    fast as it can and in an order of its own, and blocks done before their turn wait in memory.
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dask.local import get_sync
+
+    axis = 1 if fmt == "csc" else 0
+    element = _sparse_group(group, name, fmt, array.shape)
+    # the number of non-zeros is known only at the end: indexes are 64-bit where it could exceed 32 bits
+    bound = int(np.prod(array.shape, dtype=np.float64))
+    index_dtype = np.dtype(np.int64 if bound > np.iinfo(np.int32).max else np.int32)
+    if reserve is not None:
+        reserve((array.shape[axis] + 1) * index_dtype.itemsize)
+    appender = _SparseAppender(element, array.dtype, index_dtype, array.shape[axis], axis, reserve)
+    threads = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(threads) as pool:
+        computing = iter(pool.submit(get_sync, graph, key) for graph, key in blocks)
+        ahead = list(itertools.islice(computing, 2 * threads))
+        while ahead:
+            appender.write(ahead.pop(0).result())
+            ahead.extend(itertools.islice(computing, 1))
+    appender.close()
+
+
+class _Appended:
+    """An array written front to back in whole storage chunks: values are buffered until a chunk is full.
+
+    Small blocks written where they fall would rewrite the storage chunk they share again and again (a
+    Zarr chunk is read, decoded, changed and encoded anew at each write). ``size`` is the final length
+    when known (``indptr``); otherwise the array grows as chunks fill (``data``, ``indices``), and an
+    array that never fills one chunk is created at its length at the end (no chunk larger than the data).
+    """
+
+    def __init__(self, group: Any, name: str, dtype: np.dtype, size: int | None):
+        self.group, self.name, self.dtype, self.size = group, name, np.dtype(dtype), size
+        self.target: Any = None
+        self.written = 0
+        self.pending: list[np.ndarray] = []
+        self.pending_size = 0
+
+    def append(self, values: np.ndarray) -> None:
+        if len(values):
+            self.pending.append(np.asarray(values, dtype=self.dtype))
+            self.pending_size += len(values)
+        if self.pending_size >= SPARSE_CHUNK:
+            self._flush(whole_chunks=True)
+
+    def close(self) -> None:
+        self._flush(whole_chunks=False)
+        if self.target is None:
+            self._create(max(self.pending_size, self.size or 0))
+
+    def _create(self, length: int) -> None:
+        chunk = max(1, min(SPARSE_CHUNK, length if self.size is None else self.size))
+        if self.size is not None:
+            self.target = create_array(self.group, self.name, (self.size,), self.dtype, (chunk,))
+        else:
+            self.target = create_growing_array(self.group, self.name, self.dtype, chunk)
+
+    def _flush(self, whole_chunks: bool) -> None:
+        if not self.pending_size:
+            return
+        values = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        cut = (len(values) // SPARSE_CHUNK) * SPARSE_CHUNK if whole_chunks else len(values)
+        if self.target is None:
+            self._create(cut if self.size is None and not whole_chunks else SPARSE_CHUNK)
+        stop = self.written + cut
+        if self.size is None and stop > self.target.shape[0]:
+            self.target.resize((stop,))
+        self.target[self.written:stop] = values[:cut]
+        self.written = stop
+        rest = values[cut:]
+        self.pending, self.pending_size = ([rest] if len(rest) else []), len(rest)
+
+
+class _SparseAppender:
+    """Appends a sparse array's blocks, in order, to its ``data``, ``indices`` and ``indptr``."""
+
+    def __init__(self, element: Any, dtype: np.dtype, index_dtype: np.dtype, n_major: int, axis: int,
+                 reserve: Reserve | None):
+        self.data = _Appended(element, "data", dtype, None)
+        self.indices = _Appended(element, "indices", index_dtype, None)
+        self.indptr = _Appended(element, "indptr", index_dtype, n_major + 1)
+        self.indptr.append(np.zeros(1, dtype=index_dtype))
+        self.axis, self.reserve, self.index_size = axis, reserve, index_dtype.itemsize
+        self.nnz = 0
+        self.bar = progress.current()
+
+    def write(self, block: Any) -> None:
+        """Append the next block."""
+        block = block.tocsc() if self.axis == 1 else block.tocsr()
+        if self.reserve is not None and block.nnz:
+            self.reserve(block.nnz * (block.data.itemsize + self.index_size))
+        self.data.append(block.data)
+        self.indices.append(block.indices)
+        self.indptr.append(block.indptr[1:].astype(np.int64) + self.nnz)
+        self.nnz += block.nnz
+        if self.bar is not None:
+            self.bar.advance()
+
+    def close(self) -> None:
+        """Write what the arrays hold back (their last, partial chunks)."""
+        for part in (self.data, self.indices, self.indptr):
+            part.close()
 
 
 def _block_nnz(block: Any) -> np.ndarray:
