@@ -41,11 +41,13 @@ if what == "anndata":
 else:
     import shadows
     atlas = shadows.concat(files, join="outer")
+    opened, open_peak = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     view = atlas[::10]
     read = sum(s.arrays["X"].nbytes for s in atlas.catalog.sources) / 10  # X's stored bytes, a tenth of them
     (view.write_h5ad if what == "h5ad" else view.write_zarr)(out)
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "read": read,
+opening = {} if what == "anndata" else {"open_seconds": opened - start, "open_peak_mb": open_peak}
+print(json.dumps({"seconds": seconds, "read": read, **opening,
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -115,8 +117,10 @@ def main() -> None:
             label = {"h5ad": "shadows atlas[::10].write_h5ad", "zarr": "shadows atlas[::10].write_zarr",
                      "anndata": "anndata concat_on_disk (every cell)"}[what]
             rate = found["read"] / 2**20 / found["seconds"]
+            opening = "" if "open_seconds" not in found else \
+                f"  (of which opening the atlas {found['open_seconds']:.2f} s, peak {found['open_peak_mb']:.0f} MB)"
             print(f"{label:<40} {found['seconds']:7.2f} s  {rate:7.1f} MB/s of X read  "
-                  f"peak {found['peak_mb']:6.0f} MB", flush=True)
+                  f"peak {found['peak_mb']:6.0f} MB{opening}", flush=True)
     if not args.skip_writeback:
         copies = args.dir / f"writeback{args.n_files}"
         times = {}
