@@ -103,6 +103,13 @@ def _read(path: Path) -> ad.AnnData:
         return ad.read_h5ad(path) if path.suffix == ".h5ad" else ad.read_zarr(path)
 
 
+def _open_sources(paths: list[str]) -> list[str]:
+    """Which of ``paths`` this process holds open (its registry's entries)."""
+    from shadows.backends import registry
+
+    return [entry[0] for entry in registry.open_paths() if entry[0] in paths]
+
+
 def oracle(paths: list[Path], **kwargs) -> ad.AnnData:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -219,14 +226,11 @@ def test_opening_an_atlas_leaves_no_source_open(sparse_set):
     for path in paths:
         registry.release(path)  # what read tasks of earlier tests keep open
 
-    def open_sources() -> list[str]:
-        return [entry[0] for entry in registry.open_paths() if entry[0] in paths]
-
     held = shadows.read_h5ad(sparse_set[0])
     shadows.concat(sparse_set, join="outer")
-    assert open_sources() == [paths[0]]
+    assert _open_sources(paths) == [paths[0]]
     held.close()
-    assert open_sources() == []
+    assert _open_sources(paths) == []
 
 
 def test_reads_keep_at_most_idle_files_sources_open(sparse_set):
@@ -240,9 +244,6 @@ def test_reads_keep_at_most_idle_files_sources_open(sparse_set):
     for path in paths:
         registry.release(path)
 
-    def open_sources() -> list[str]:
-        return [entry[0] for entry in registry.open_paths() if entry[0] in paths]
-
     expected = oracle(sparse_set, join="outer").X.toarray()
     held = shadows.read_h5ad(sparse_set[0])
     atlas = shadows.concat(sparse_set, join="outer")
@@ -250,8 +251,9 @@ def test_reads_keep_at_most_idle_files_sources_open(sparse_set):
         for _ in range(2):
             for start in range(len(expected)):  # one row at a time: the sources are read one after another
                 np.testing.assert_array_equal(atlas[start:start + 1].X.toarray(), expected[start:start + 1])
-            assert paths[0] in open_sources()
-            assert len(open_sources()) <= 1 + 2  # the held source, and at most the limit and a half past it (of 7)
+            assert paths[0] in _open_sources(paths)
+            # the held source, and at most the limit and a half past it (of 7)
+            assert len(_open_sources(paths)) <= 1 + 2
     held.close()
 
 
@@ -271,7 +273,7 @@ def test_an_export_reads_each_source_once_and_keeps_few_open(sparse_set, tmp_pat
 
     def counted_block(ref, identity, rel, *args):
         x_reads[ref.full_path, rel] += 1
-        most_open[0] = max(most_open[0], len([e for e in registry.open_paths() if e[0] in paths]))
+        most_open[0] = max(most_open[0], len(_open_sources(paths)))
         return read_block(ref, identity, rel, *args)
 
     def counted_element(source, rel):

@@ -369,8 +369,8 @@ class _Appended:
 
     def close(self) -> None:
         self._flush(whole_chunks=False)
-        if self.target is None:
-            self._create(max(self.pending_size, self.size or 0))
+        if self.target is None:  # nothing was appended
+            self._create(self.size or 0)
 
     def _create(self, length: int) -> None:
         chunk = max(1, min(SPARSE_CHUNK, length if self.size is None else self.size))
