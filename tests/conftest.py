@@ -226,3 +226,23 @@ def nothing_held_for_writing():
     gc.collect()
     held = registry.hdf5_open_for_writing()
     assert not held, f"an earlier test left {held} open for writing"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``-n`` runs send each test module to one worker whole, and each ``xdist_group`` to one worker.
+
+    xdist's ``loadgroup`` sends every ungrouped test on its own: a module's fixture files were then written
+    on each worker that ran one of its tests (per stack, ~350 s of fixture setup, most of it twice). Tests
+    marked ``xdist_group`` (those importing pynndescent, which compiles for ~20-40 s in each process) run on
+    one worker whatever their module. Modules go out largest first (xdist's scope reordering), so that the
+    last ones to finish are small.
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleOrGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.rfind("@") > nodeid.rfind("]"):  # an xdist_group: "path::test[params]@group"
+                return nodeid.rsplit("@", 1)[-1]
+            return nodeid.split("::", 1)[0]
+
+    return ModuleOrGroupScheduling(config, log)

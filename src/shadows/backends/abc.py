@@ -163,9 +163,9 @@ class StoredArray:
         increasing integer array of first-axis positions.
         """
         from shadows import progress
-        from shadows.backends.nodes import reading_element
+        from shadows.backends.nodes import reading_located
 
-        with reading_element(*self.location()):
+        with reading_located(self.location):
             values = self._read(selection, decode)
         progress.count_read(getattr(values, "nbytes", 0))
         return values
@@ -175,7 +175,7 @@ class StoredArray:
         after another into ``out``, the way :attr:`capabilities` ``.ranges`` says (one range: a slice).
         """
         from shadows import progress
-        from shadows.backends.nodes import reading_element
+        from shadows.backends.nodes import reading_located
 
         lengths = stops - starts
         total = int(lengths.sum())
@@ -183,7 +183,7 @@ class StoredArray:
             raise ValueError(f"{out.size} values to fill from ranges holding {total}")
         if total == 0:
             return
-        with reading_element(*self.location()):
+        with reading_located(self.location):
             if starts.size > 1:
                 self._read_ranges(starts, lengths, out)
             else:

@@ -7,7 +7,7 @@ element readers above stay format-agnostic.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -169,13 +169,22 @@ def reading(node: Any) -> Iterator[None]:
     h5py raises OSError for unreadable bytes (a truncated file), Zarr's codecs RuntimeError or
     ValueError (a corrupted chunk); for remote files, the HTTP or object-store client its own errors.
     """
-    with reading_element(*location(node)):
+    with reading_located(lambda: location(node)):
         yield
 
 
 @contextmanager
 def reading_element(filename: str, element: str) -> Iterator[None]:
     """:func:`reading` for an element given by name (a lookup that may fail before there is a node)."""
+    with reading_located(lambda: (filename, element)):
+        yield
+
+
+@contextmanager
+def reading_located(locate: Callable[[], tuple[str, str]]) -> Iterator[None]:
+    """:func:`reading`, the file and element named by ``locate()``, called only when a read fails: an HDF5
+    node's file name costs an h5py ``File`` object (~0.1 ms), more than a small read of an open file.
+    """
     from shadows.backends.remote import is_transport_error
 
     try:
@@ -185,6 +194,10 @@ def reading_element(filename: str, element: str) -> Iterator[None]:
     except Exception as error:
         if not isinstance(error, (OSError, RuntimeError, ValueError)) and not is_transport_error(error):
             raise
+        try:
+            filename, element = locate()
+        except Exception:  # the node no longer resolves (its file closed under the read)
+            filename, element = "(a file closed during the read)", "(unknown element)"
         what = f"cannot read its stored bytes (truncated file or corrupted chunk?): {type(error).__name__}: {error}"
         if is_transport_error(error):
             what = f"the request for its bytes failed: {type(error).__name__}: {error}"

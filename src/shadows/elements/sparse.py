@@ -36,6 +36,9 @@ ZARR_CHUNKS_PER_TASK = 8
 #: Non-zeros between two selected rows that one read spans rather than issuing two reads (16 KiB of
 #: float32 data + int32 indices: about what one more read request costs).
 COALESCE_GAP_NNZ = 2_048
+#: Pointers read as one span however few of them are needed (32 KiB of int64): a read of ranges costs more
+#: in its setup than this in bytes (one or two rows from each of hundreds of small files: a minibatch).
+SPAN_POINTERS = 4_096
 _PARTS = ("data", "indices", "indptr")
 
 
@@ -302,9 +305,10 @@ def _check_indices(spec: SparseSpec, indices: np.ndarray, n_minor: int) -> None:
 
 
 def _chunk(spec: SparseSpec, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, minor_key: Any) -> Any:
-    """Build the chunk (these major positions × the selected minor positions)."""
+    """Build the chunk (these major positions × the selected minor positions) from entries read by
+    :func:`read_major_entries` (their minor indices checked there).
+    """
     n_major, n_minor = indptr.size - 1, spec.shape[1 - spec.major_axis]
-    _check_indices(spec, indices, n_minor)
     if minor_key is not None:
         data, indices, indptr, n_minor = _select_minor(data, indices, indptr, minor_key, n_minor)
     if indptr.size and indptr[-1] <= np.iinfo(indices.dtype).max:
@@ -360,11 +364,7 @@ def read_major_run(spec: SparseSpec, start: int, stop: int, minor_key: Any = Non
 
     Reads ``indptr[start:stop+1]`` and the one ``data``/``indices`` range it points to.
     """
-    indptr = _read_indptr(spec, start, stop)
-    lo, hi = (int(indptr[0]), int(indptr[-1])) if indptr.size else (0, 0)
-    data = spec.stored("data").read(slice(lo, hi))
-    indices = spec.stored("indices").read(slice(lo, hi))
-    return _chunk(spec, data, indices, indptr - lo, minor_key)
+    return _chunk(spec, *read_major_entries(spec, range(start, stop)), minor_key)
 
 
 def _read_whole_selection(spec: SparseSpec, groups: list[range | np.ndarray]) -> Any:
@@ -395,16 +395,34 @@ def _coalesce(lo: np.ndarray, hi: np.ndarray, data: StoredArray, merge_gaps: boo
 @translating
 def read_major_positions(spec: SparseSpec, positions: np.ndarray, minor_key: Any = None,
                          merge_gaps: bool = True) -> Any:
-    """Read the given increasing major-axis positions as one scipy chunk, reading only their ranges.
-
-    The pointers of the span ``positions[0]..positions[-1]`` are read in one go (small); the data and
-    indices ranges of the selected positions are merged when close (see :func:`_coalesce`; for HDF5
-    only when ``merge_gaps``), so nearby rows cost one read while far-apart rows never pull in what lies
-    between them. Each read lands directly in one preallocated buffer.
+    """Read the given increasing major-axis positions as one scipy chunk, reading only their ranges
+    (:func:`read_major_entries`).
     """
+    return _chunk(spec, *read_major_entries(spec, positions, merge_gaps), minor_key)
+
+
+@translating
+def read_major_entries(spec: SparseSpec, positions: AxisIndex, merge_gaps: bool = True
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stored entries of the given increasing major-axis positions: ``(data, indices, indptr)``, the
+    minor indices checked in range, not yet a scipy matrix (a caller that maps the minor positions on, an
+    atlas placing a source's genes at its joined columns, does it in one pass over these).
+
+    A run of positions is one range. Of other positions, the pointers of the span
+    ``positions[0]..positions[-1]`` are read in one go (small); the data and indices ranges of the selected
+    positions are merged when close (see :func:`_coalesce`; for HDF5 only when ``merge_gaps``), so nearby
+    rows cost one read while far-apart rows never pull in what lies between them. Each read lands directly
+    in one preallocated buffer.
+    """
+    if isinstance(positions, range) and positions.step == 1:
+        indptr = _read_indptr(spec, positions.start, positions.stop)
+        lo, hi = (int(indptr[0]), int(indptr[-1])) if indptr.size else (0, 0)
+        indices = spec.stored("indices").read(slice(lo, hi))
+        _check_indices(spec, indices, spec.shape[1 - spec.major_axis])
+        return spec.stored("data").read(slice(lo, hi)), indices, indptr - lo
+    positions = as_positions(positions)
     if positions.size == 0:
-        empty = np.zeros(1, dtype=np.int64)
-        return _chunk(spec, np.empty(0, dtype=spec.dtype), np.empty(0, dtype=np.int32), empty, minor_key)
+        return np.empty(0, dtype=spec.dtype), np.empty(0, dtype=np.int32), np.zeros(1, dtype=np.int64)
     lo, hi = _pointers(spec, positions)
     data_array, indices_array = spec.stored("data"), spec.stored("indices")
     starts, ends = _coalesce(lo, hi, data_array, merge_gaps)
@@ -422,7 +440,8 @@ def read_major_positions(spec: SparseSpec, positions: np.ndarray, minor_key: Any
         row_start = offsets[:-1][group] + (lo - read_lo[group])
         take = concatenated_ranges(row_start, lengths)
         data, indices = data[take], indices[take]
-    return _chunk(spec, data, indices, indptr, minor_key)
+    _check_indices(spec, indices, spec.shape[1 - spec.major_axis])
+    return data, indices, indptr
 
 
 def _pointers(spec: SparseSpec, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -434,7 +453,7 @@ def _pointers(spec: SparseSpec, positions: np.ndarray) -> tuple[np.ndarray, np.n
     """
     first, last = int(positions[0]), int(positions[-1])
     indptr = spec.stored("indptr")
-    if last - first + 1 <= 8 * positions.size or indptr.capabilities.unit_reads:
+    if last - first + 1 <= max(8 * positions.size, SPAN_POINTERS) or indptr.capabilities.unit_reads:
         span = _read_indptr(spec, first, last + 1)
         return span[positions - first].astype(np.int64), span[positions - first + 1].astype(np.int64)
     wanted = np.union1d(positions, positions + 1)  # each pointer once: neighbouring rows share one
