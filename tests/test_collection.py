@@ -6,6 +6,7 @@ dense and sparse (CSR and CSC) X, h5ad and Zarr v2/v3 mixed; for the atlas and f
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pickle
@@ -392,6 +393,14 @@ def test_catalog_round_trip_touches_no_source(sparse_set, tmp_path, monkeypatch)
     assert shadows.concat(None, join="outer", catalog=path).n_obs == again.n_obs
     assert touched == []
     monkeypatch.undo()
+    # a catalog of version 2 (each panel a list of names) still opens, to the same entries
+    doc = json.loads(path.read_text())
+    names = np.array(doc.pop("names"), dtype=object)
+    doc["panels"] = [list(names[np.frombuffer(base64.b64decode(p), "<i4")]) for p in doc["panels"]]
+    (tmp_path / "v2.json").write_text(json.dumps({**doc, "version": 2}))
+    old = Catalog.load(tmp_path / "v2.json")
+    assert all(a.var_names.equals(b.var_names) for a, b in zip(old.sources, loaded.sources, strict=True))
+    assert [s.obs_dtypes for s in old.sources] == [s.obs_dtypes for s in loaded.sources]
     check_same(atlas_memory(again), oracle(sparse_set, join="outer"))
     fewer = shadows.concat(sparse_set[:3], join="outer", catalog=path)  # other sources: the catalog follows
     check_same(atlas_memory(fewer), oracle(sparse_set[:3], join="outer"))
@@ -546,7 +555,7 @@ def test_views_as_sources_equal_anndata_concat_of_anndata_views(which, join, req
     # the catalog keeps each view's subset: reopened without a view given, it reads the same
     again = shadows.concat(None, join=join, label="batch", index_unique="-", catalog=saved)
     check_same(atlas_memory(again), expected)
-    assert json.loads(saved.read_text())["version"] == 2
+    assert json.loads(saved.read_text())["version"] == 3
     # the same file given whole and as a view: two sources, matched by their subsets in the catalog
     both = shadows.concat([paths[0], views[0]], catalog=tmp_path / "both.json")
     assert both.n_obs == _read(paths[0]).n_obs + views[0].n_obs

@@ -131,7 +131,12 @@ def _unordered(dtype: Any) -> bool:
 def _merged_categories(dtypes: list[pd.CategoricalDtype]) -> pd.CategoricalDtype:
     """Anndata's merged categories of unordered categoricals: the union of all, natural-sorted."""
     distinct = list({tuple(d.categories): d.categories for d in dtypes}.values())
-    merged = functools.reduce(lambda x, y: x.union(y), distinct)
+    if len(distinct) == 1:
+        return pd.CategoricalDtype(natsorted(distinct[0]), ordered=False)
+    try:  # what successive Index.union give (the sorted union), at once: a thousand unions took 0.6 ms each
+        merged: Any = sorted(set().union(*distinct))
+    except TypeError:  # values that do not compare: pandas' unions decide their order
+        merged = functools.reduce(lambda x, y: x.union(y), distinct)
     return pd.CategoricalDtype(natsorted(merged), ordered=False)
 
 
@@ -186,8 +191,19 @@ def _arrays(result: anndata.AnnData, fill_value: Any) -> dict[str, ArrayPlan]:
 
 
 def _positions(joined: pd.Index, names: pd.Index) -> np.ndarray:
-    """For each joined gene, its column among ``names`` (-1 where the source did not measure it)."""
-    return names.get_indexer(joined).astype(np.int64)
+    """For each joined gene, its column among ``names`` (-1 where the source did not measure it).
+
+    Looked up in ``joined`` (whose hash table pandas builds once and keeps), not in ``names`` (a table per
+    source: a thousand sources' 0.3 s), then inverted. ``names`` holds no name twice (checked when the
+    source is read).
+    """
+    if not joined.is_unique:  # (never from a join: kept for any caller with repeated names)
+        return names.get_indexer(joined).astype(np.int64)
+    where = joined.get_indexer(names)
+    found = where >= 0
+    columns = np.full(len(joined), -1, dtype=np.int64)
+    columns[where[found]] = np.flatnonzero(found)
+    return columns
 
 
 def _array_plan(rel: str, value: Any, fill_value: Any, joined: bool) -> ArrayPlan:
