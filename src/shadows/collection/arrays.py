@@ -232,7 +232,10 @@ def read_block(ref: Any, identity: list[Any], rel: str, rows: AxisIndex, want: n
     if present is not None and present.size == 0:
         return _filled(n, width, plan)
     spec = source_element(SourceKey(ref, identity), rel)
-    if spec.is_sparse and spec.major_axis == 0:
+    # a CSR source whose scattered rows are read without holding more than them (not a sharded Zarr array
+    # read through zarr's pipeline, which decodes every inner chunk such a read touches at once: it reads
+    # through its own tasks below)
+    if spec.is_sparse and spec.major_axis == 0 and spec.stored("data").capabilities.bounded_ranges:
         lookup = None if want is None else _result_columns(want, present, spec.shape[1])
         if want is None or lookup is not None:
             return _from_csr_rows(spec, rows, lookup, present, width, plan)
