@@ -228,6 +228,7 @@ def nothing_held_for_writing():
     assert not held, f"an earlier test left {held} open for writing"
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown to a run without it
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """``-n`` runs send each test module to one worker whole, and each ``xdist_group`` to one worker.
 
