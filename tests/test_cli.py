@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from shadows.cli import main
 
 
@@ -35,6 +37,7 @@ def test_info_on_legacy_file_and_modality(pbmc_path, tmp_path, capsys):
     assert "n_obs × n_vars = 60 × 15" in capsys.readouterr().out
 
 
+@pytest.mark.xdist_group("pynndescent")  # scanpy's pipeline: run where it is compiled (see test_mutation)
 def test_demo_compares_anndata_and_a_shadow_and_runs_scanpy(tmp_path, capsys, monkeypatch):
     import re
 

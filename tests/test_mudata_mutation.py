@@ -19,13 +19,14 @@ from shadows import ElementExistsError, MuDataShadow
 from test_mudata import FORMATS, LAYOUTS, _build_mudata, private_copy, read_mudata, stored_columns_only
 
 mudata = pytest.importorskip("mudata")
+#: muon's import compiles pynndescent's numba functions (15-40 s, as scanpy's ``neighbors`` and ``umap`` do),
+#: and scanpy's own compile on first use: the modules and tests that use them are marked
+#: ``xdist_group("pynndescent")`` and run on one worker, which alone pays it (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("pynndescent")
 
 
 def muon():
-    """muon, imported by the tests that use it. Its import compiles pynndescent's numba functions (15-40 s,
-    as scanpy's ``neighbors`` and ``umap`` do): tests that import pynndescent are marked
-    ``xdist_group("pynndescent")`` and run on one worker, which alone pays it.
-    """
+    """muon, imported by the tests that use it (see ``pytestmark``)."""
     return pytest.importorskip("muon")
 
 
@@ -73,7 +74,6 @@ def run(call, *subjects):
             call(subject)
 
 
-@pytest.mark.xdist_group("pynndescent")
 @pytest.mark.parametrize("call", list(CALLS))
 def test_muons_in_place_filters_give_mudatas_results(path, call):
     before = file_digest(path)

@@ -21,6 +21,10 @@ from helpers import assert_value_equal, count_reads, count_values_read, file_dig
 from shadows import AnnDataShadow, ElementExistsError, ReadOnlyError
 from shadows.core.element import computed
 
+#: scanpy's numba functions compile on first use in each process, and neighbors and umap compile
+#: pynndescent: one worker runs every test that does (see test_mudata_mutation's ``pytestmark``).
+pytestmark = pytest.mark.xdist_group("pynndescent")
+
 N_OBS, N_VARS = 400, 120
 #: Cells kept by the views ("view" kind): every other cell.
 VIEW_CELLS = slice(0, None, 2)
@@ -110,7 +114,6 @@ def assert_same_state(got: ad.AnnData, expected: ad.AnnData) -> None:
         assert_value_equal(got.layers[key], expected.layers[key], f"layers/{key}")
 
 
-@pytest.mark.xdist_group("pynndescent")  # neighbors and umap compile it (see test_mudata_mutation.muon)
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_standard_pipeline_in_place_gives_anndatas_results(counts, kind):
     subject, oracle = subject_and_oracle(kind, counts)
@@ -465,7 +468,6 @@ def test_highly_variable_genes_in_every_flavor_as_anndata(counts, kind, flavor):
             assert_same_state(subject, oracle)
 
 
-@pytest.mark.xdist_group("pynndescent")  # one worker imports it (see test_mudata_mutation.muon)
 @pytest.mark.parametrize("backend", ["numpy", "dask"])
 @pytest.mark.parametrize("axis", ["obs", "var"])
 def test_muons_in_place_filters_on_an_anndata_shadow(counts, backend, axis):
@@ -574,7 +576,6 @@ def test_a_value_anndata_cannot_store_stops_the_write_before_anything_is_written
     assert written.uns["fine"] == 1 and "fine" in written.obs
 
 
-@pytest.mark.xdist_group("pynndescent")  # one worker imports it (see test_mudata_mutation.muon)
 @pytest.mark.parametrize("kind", KINDS)
 def test_obs_renamed_whole_and_muon_filters_as_anndata(counts, kind):
     """``adata.obs = frame`` with other names, and muon's in-place filter, side by side on an AnnData, a
