@@ -88,12 +88,16 @@ class AtlasArraySpec(ElementSpec):
 
     def select_graph(self, selection: Selection) -> Any:
         """``array[selection]``, reading only the selected sources, rows and genes (see the module)."""
+        to_read, cols, order, n_out = self._plan_selection(selection)
+        return self._graph(to_read, cols, order, n_out, *self._tasks(to_read, cols, n_out))
+
+    def _graph(self, to_read: AxisIndex, cols: AxisIndex | None, order: np.ndarray | None, n_out: int,
+               tasks: list[tuple], blocks: list[int]) -> Any:
+        """The dask array of :meth:`_plan_selection`'s selection, read by ``tasks`` (:meth:`_tasks`)."""
         import dask.array as da
         from dask.base import tokenize
         from dask.highlevelgraph import HighLevelGraph
 
-        to_read, cols, order, n_out = self._plan_selection(selection)
-        tasks, blocks = self._tasks(to_read, cols, n_out)
         name = f"shadows-atlas-{self.name}-" + tokenize(self.ref, self.path, to_read, cols,
                                                           [s.identity for s in self.extra["sources"]])
         dsk: dict[Any, Any] = {(name, j, 0): task for j, task in enumerate(tasks)}
@@ -158,9 +162,9 @@ class AtlasArraySpec(ElementSpec):
         minibatch of 256 random cells reads a row from ~230 sources).
         """
         to_read, cols, order, n_out = self._plan_selection(selection)
-        tasks, _ = self._tasks(to_read, cols, n_out)
+        tasks, blocks = self._tasks(to_read, cols, n_out)
         if not self._in_one_thread(selection, tasks):
-            return to_plain(cluster.compute(self.select_graph(selection)))
+            return to_plain(cluster.compute(self._graph(to_read, cols, order, n_out, tasks, blocks)))
         blocks = [function(*args) for function, *args in tasks]
         if not blocks:
             return to_plain(_empty(self.plan.sparse, self.dtype, (0, n_out)))

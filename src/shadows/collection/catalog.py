@@ -368,7 +368,12 @@ class Catalog:
             if key not in var_names:
                 var_names[key] = panels[e["panel"]].astype(pd.api.types.pandas_dtype(e["var_index_dtype"]))
                 var_names[key].name = e["var_index_name"]
-            obs = {k: _dtype_from_json(d, dtypes) for k, d in e["obs"].items()}
+            obs = {}
+            for k, d in e["obs"].items():
+                described = json.dumps(d, sort_keys=True)
+                if described not in dtypes:
+                    dtypes[described] = _dtype_from_json(d)
+                obs[k] = dtypes[described]
             sources.append(SourceMeta(ref, e["identity"], int(e["n_obs"]), var_names[key], obs, e["obs_index_name"],
                                       {k: ArrayInfo.from_json(a) for k, a in e["arrays"].items()},
                                       pd.api.types.pandas_dtype(e["obs_index_dtype"]),
@@ -470,15 +475,7 @@ def _positions_from_json(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<i4")
 
 
-def _dtype_from_json(data: Mapping[str, Any], made: dict[str, Any] | None = None) -> Any:
-    """The dtype ``data`` describes; one object per distinct description through ``made`` (a catalog's
-    sources mostly share their columns' dtypes and categories).
-    """
-    if made is not None:
-        key = json.dumps(data, sort_keys=True)
-        if key not in made:
-            made[key] = _dtype_from_json(data)
-        return made[key]
+def _dtype_from_json(data: Mapping[str, Any]) -> Any:
     if "categories" in data:
         cats = pd.Index(data["categories"], dtype=pd.api.types.pandas_dtype(data["categories_dtype"]))
         return pd.CategoricalDtype(cats, ordered=data["ordered"])

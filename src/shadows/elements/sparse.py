@@ -364,7 +364,7 @@ def read_major_run(spec: SparseSpec, start: int, stop: int, minor_key: Any = Non
 
     Reads ``indptr[start:stop+1]`` and the one ``data``/``indices`` range it points to.
     """
-    return _chunk(spec, *read_major_entries(spec, range(start, stop)), minor_key)
+    return _chunk(spec, *_major_entries(spec, range(start, stop)), minor_key)
 
 
 def _read_whole_selection(spec: SparseSpec, groups: list[range | np.ndarray]) -> Any:
@@ -398,12 +398,11 @@ def read_major_positions(spec: SparseSpec, positions: np.ndarray, minor_key: Any
     """Read the given increasing major-axis positions as one scipy chunk, reading only their ranges
     (:func:`read_major_entries`).
     """
-    return _chunk(spec, *read_major_entries(spec, positions, merge_gaps), minor_key)
+    return _chunk(spec, *_major_entries(spec, positions, merge_gaps), minor_key)
 
 
-@translating
-def read_major_entries(spec: SparseSpec, positions: AxisIndex, merge_gaps: bool = True
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _major_entries(spec: SparseSpec, positions: AxisIndex, merge_gaps: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The stored entries of the given increasing major-axis positions: ``(data, indices, indptr)``, the
     minor indices checked in range, not yet a scipy matrix (a caller that maps the minor positions on, an
     atlas placing a source's genes at its joined columns, does it in one pass over these).
@@ -442,6 +441,11 @@ def read_major_entries(spec: SparseSpec, positions: AxisIndex, merge_gaps: bool 
         data, indices = data[take], indices[take]
     _check_indices(spec, indices, spec.shape[1 - spec.major_axis])
     return data, indices, indptr
+
+
+#: :func:`_major_entries` for callers outside a read already translating its errors (:func:`read_major_run`
+#: and :func:`read_major_positions` are, and call it undecorated: one translation and one count-in per read).
+read_major_entries = translating(_major_entries)
 
 
 def _pointers(spec: SparseSpec, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
